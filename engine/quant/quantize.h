@@ -1,0 +1,24 @@
+// Row conversion between float and the stored formats. The quantizers
+// produce valid blocks with the usual absmax scaling; they are used by
+// `ferry make-model` and by tests, not on any hot path.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/status.h"
+#include "engine/quant/types.h"
+
+namespace ferry::quant {
+
+// True when QuantizeRow / DequantizeRow handle `type`.
+bool CanConvert(TensorType type);
+
+// Writes `src` (length a multiple of the block size) as `type` into `dst`,
+// which must hold exactly RowBytes(type, src.size()) bytes.
+absl::Status QuantizeRow(TensorType type, std::span<const float> src, std::span<uint8_t> dst);
+
+// The inverse: `src` holds RowBytes(type, dst.size()) bytes.
+absl::Status DequantizeRow(TensorType type, std::span<const uint8_t> src, std::span<float> dst);
+
+}  // namespace ferry::quant

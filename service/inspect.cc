@@ -1,0 +1,203 @@
+#include "service/inspect.h"
+
+#include <cmath>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+
+namespace ferry::service {
+namespace {
+
+std::string HumanBytes(uint64_t b) {
+  if (b < 1024) return absl::StrCat(b, " B");
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b) / 1024.0;
+  int u = 0;
+  while (v >= 1024.0 && u < 3) {
+    v /= 1024.0;
+    ++u;
+  }
+  return absl::StrFormat("%.2f %s", v, units[u]);
+}
+
+std::string HumanCount(uint64_t n) {
+  if (n >= 1000000000ull) return absl::StrFormat("%.2fB", n / 1e9);
+  if (n >= 1000000ull) return absl::StrFormat("%.2fM", n / 1e6);
+  if (n >= 1000ull) return absl::StrFormat("%.1fK", n / 1e3);
+  return absl::StrCat(n);
+}
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 if invalid.
+size_t Utf8Length(absl::string_view s, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  size_t n = 0;
+  uint32_t cp = 0;
+  if (c < 0x80) return 1;
+  if ((c & 0xe0) == 0xc0) n = 2, cp = c & 0x1f;
+  else if ((c & 0xf0) == 0xe0) n = 3, cp = c & 0x0f;
+  else if ((c & 0xf8) == 0xf0) n = 4, cp = c & 0x07;
+  else return 0;
+  if (i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return n;
+}
+
+// A JSON string literal; bytes that are not valid UTF-8 become U+FFFD.
+std::string JsonString(absl::string_view s) {
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const size_t n = Utf8Length(s, i);
+    if (n == 0) {
+      out += "\\ufffd";
+      ++i;
+    } else if (n > 1) {
+      out.append(s.data() + i, n);
+      i += n;
+    } else {
+      if (c == '"') out += "\\\"";
+      else if (c == '\\') out += "\\\\";
+      else if (c < 0x20 || c == 0x7f) out += absl::StrFormat("\\u%04x", c);
+      else out += static_cast<char>(c);
+      ++i;
+    }
+  }
+  return out + "\"";
+}
+
+std::string JsonValue(const gguf::Value& v) {
+  using gguf::ValueType;
+  switch (v.type) {
+    case ValueType::kString: return JsonString(v.str);
+    case ValueType::kBool: return v.bits ? "true" : "false";
+    case ValueType::kF32:
+    case ValueType::kF64: {
+      const double d = v.AsDouble();
+      if (!std::isfinite(d)) return "null";
+      return absl::StrFormat(v.type == ValueType::kF32 ? "%.9g" : "%.17g", d);
+    }
+    case ValueType::kU64: return absl::StrCat(v.bits);
+    case ValueType::kArray: {
+      std::string out = "[";
+      bool first = true;
+      for (const gguf::Value& item : v.Items()) {
+        absl::StrAppend(&out, first ? "" : ",", JsonValue(item));
+        first = false;
+      }
+      return out + "]";
+    }
+    default: return absl::StrCat(v.AsInt());
+  }
+}
+
+// The layer a tensor belongs to ("blk.N."), or -1.
+int LayerOf(absl::string_view name) {
+  if (!absl::StartsWith(name, "blk.")) return -1;
+  std::vector<absl::string_view> parts = absl::StrSplit(name, '.');
+  int layer = -1;
+  if (parts.size() < 2 || !absl::SimpleAtoi(parts[1], &layer)) return -1;
+  return layer;
+}
+
+}  // namespace
+
+std::string InspectText(const gguf::File& file, bool all_tensors) {
+  std::string out;
+  absl::StrAppend(&out, file.path(), ": GGUF v", file.version(), ", ", HumanBytes(file.file_size()),
+                  ", alignment ", file.alignment(), ", data at byte ", file.data_offset(), "\n");
+  const auto arch = file.GetString("general.architecture");
+  if (arch.ok()) {
+    absl::StrAppend(&out, "architecture: ", *arch);
+    if (auto name = file.GetString("general.name"); name.ok()) absl::StrAppend(&out, "  name: ", *name);
+    absl::StrAppend(&out, "\n");
+    // The hyper-parameters llama.cpp writes under the architecture's prefix.
+    const std::pair<const char*, const char*> keys[] = {
+        {"block_count", "layers"},          {"embedding_length", "embd"},
+        {"feed_forward_length", "ff"},      {"attention.head_count", "heads"},
+        {"attention.head_count_kv", "kv heads"}, {"context_length", "context"}};
+    std::string shape;
+    for (const auto& [key, label] : keys) {
+      if (auto v = file.GetUint(absl::StrCat(*arch, ".", key)); v.ok()) {
+        absl::StrAppend(&shape, shape.empty() ? "" : ", ", label, " ", *v);
+      }
+    }
+    if (auto tokens = file.Find("tokenizer.ggml.tokens"); tokens != nullptr) {
+      absl::StrAppend(&shape, shape.empty() ? "" : ", ", "vocab ", tokens->count);
+    }
+    if (!shape.empty()) absl::StrAppend(&out, "shape: ", shape, "\n");
+  }
+
+  uint64_t params = 0, bytes = 0;
+  std::map<std::string, std::pair<int, uint64_t>> by_type;  // name -> (tensors, bytes)
+  std::map<int, uint64_t> by_layer;
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    params += t.elements;
+    bytes += t.bytes;
+    auto& [count, type_bytes] = by_type[std::string(quant::Info(t.type).name)];
+    ++count;
+    type_bytes += t.bytes;
+    by_layer[LayerOf(t.name)] += t.bytes;
+  }
+  absl::StrAppend(&out, "tensors: ", file.tensors().size(), ", parameters ", HumanCount(params), ", data ",
+                  HumanBytes(bytes), "\n");
+  for (const auto& [type, cb] : by_type) {
+    absl::StrAppend(&out, absl::StrFormat("  %-8s %5d tensors  %12s\n", type, cb.first, HumanBytes(cb.second)));
+  }
+  if (by_layer.size() > 1) {
+    uint64_t largest = 0;
+    for (const auto& [layer, b] : by_layer) {
+      if (layer >= 0) largest = std::max(largest, b);
+    }
+    absl::StrAppend(&out, "layers: ", by_layer.size() - (by_layer.count(-1) ? 1 : 0), ", largest layer ",
+                    HumanBytes(largest), ", outside layers ", HumanBytes(by_layer.count(-1) ? by_layer[-1] : 0),
+                    "\n");
+  }
+  if (all_tensors) {
+    for (const gguf::TensorInfo& t : file.tensors()) {
+      absl::StrAppend(&out, absl::StrFormat("  %-40s %-8s %-22s %12s @ %d\n", t.name, quant::Info(t.type).name,
+                                            t.ShapeString(), HumanBytes(t.bytes), t.offset));
+    }
+  }
+  absl::StrAppend(&out, "metadata: ", file.metadata().size(), " keys\n");
+  for (const auto& [key, value] : file.metadata()) {
+    absl::StrAppend(&out, "  ", key, " (", value.TypeString(), ") = ", value.ToDisplayString(), "\n");
+  }
+  return out;
+}
+
+std::string InspectJson(const gguf::File& file) {
+  std::string out = absl::StrCat("{\"version\":", file.version(), ",\"alignment\":", file.alignment(),
+                                 ",\"data_offset\":", file.data_offset(), ",\"metadata\":{");
+  bool first = true;
+  for (const auto& [key, value] : file.metadata()) {
+    absl::StrAppend(&out, first ? "" : ",", JsonString(key), ":{\"type\":", JsonString(gguf::TypeName(value.type)));
+    if (value.type == gguf::ValueType::kArray) {
+      absl::StrAppend(&out, ",\"elem_type\":", JsonString(gguf::TypeName(value.elem_type)));
+    }
+    absl::StrAppend(&out, ",\"value\":", JsonValue(value), "}");
+    first = false;
+  }
+  absl::StrAppend(&out, "},\"tensors\":[");
+  first = true;
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    absl::StrAppend(&out, first ? "" : ",", "{\"name\":", JsonString(t.name), ",\"type\":",
+                    JsonString(quant::Info(t.type).name), ",\"type_id\":", static_cast<uint32_t>(t.type),
+                    ",\"shape\":[");
+    for (int d = 0; d < t.n_dims; ++d) absl::StrAppend(&out, d ? "," : "", t.dims[d]);
+    absl::StrAppend(&out, "],\"offset\":", t.offset, ",\"bytes\":", t.bytes, "}");
+    first = false;
+  }
+  return out + "]}\n";
+}
+
+}  // namespace ferry::service
