@@ -60,7 +60,7 @@ struct Value {
   double AsDouble() const;
 
   // Array elements decoded on demand (the file was validated when opened).
-  std::vector<Value> Items() const;
+  std::vector<Value> Items(size_t limit = SIZE_MAX) const;  // at most `limit` elements
   std::vector<absl::string_view> Strings() const;  // kArray of kString
 
   // "u32", "string", "[f32 x 512]", "[[i32 x 3] x 2]".

@@ -244,11 +244,11 @@ double Value::AsDouble() const {
   }
 }
 
-std::vector<Value> Value::Items() const {
+std::vector<Value> Value::Items(size_t limit) const {
   std::vector<Value> items;
   if (type != ValueType::kArray) return items;
   Cursor c(std::span(reinterpret_cast<const uint8_t*>(raw.data()), raw.size()), 0);
-  items.resize(count);
+  items.resize(std::min<uint64_t>(count, limit));
   for (Value& item : items) {
     if (!ParseValue(c, elem_type, 0, &item).ok()) break;  // cannot happen: validated at open
   }
@@ -279,11 +279,11 @@ std::string Value::ToDisplayString(size_t max_items) const {
     case ValueType::kU64: return absl::StrCat(bits);
     case ValueType::kArray: {
       std::string out = "[";
-      std::vector<Value> items = Items();
+      std::vector<Value> items = Items(max_items);
       for (size_t i = 0; i < items.size() && i < max_items; ++i) {
         absl::StrAppend(&out, i ? ", " : "", items[i].ToDisplayString(max_items));
       }
-      if (items.size() > max_items) absl::StrAppend(&out, ", ... (", count, " items)");
+      if (count > max_items) absl::StrAppend(&out, ", ... (", count, " items)");
       return out + "]";
     }
     default: return absl::StrCat(AsInt());

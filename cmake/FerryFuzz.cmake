@@ -1,0 +1,33 @@
+# The GGUF reader's libFuzzer target needs clang, while the project builds
+# with the default compiler: build tests/fuzz as its own clang project and
+# register a bounded fuzzing run (ASan + UBSan) as the ctest test gguf_fuzz.
+set(_fuzz_enabled OFF)
+if(NOT FERRY_FUZZ STREQUAL "OFF")
+  find_program(FERRY_CLANGXX NAMES clang++ clang++-14)
+  find_program(FERRY_CLANG NAMES clang clang-14)
+  if(FERRY_CLANGXX AND FERRY_CLANG)
+    set(_fuzz_enabled ON)
+  elseif(FERRY_FUZZ STREQUAL "ON")
+    message(FATAL_ERROR "FERRY_FUZZ=ON needs clang and clang++ with libFuzzer (Debian: clang libclang-rt-14-dev)")
+  else()
+    message(STATUS "ferry: clang not found, the gguf_fuzz test is not built")
+  endif()
+endif()
+
+if(_fuzz_enabled)
+  include(ExternalProject)
+  set(_fuzz_bin ${CMAKE_BINARY_DIR}/fuzz)
+  ExternalProject_Add(gguf_fuzz_build
+    SOURCE_DIR ${PROJECT_SOURCE_DIR}/tests/fuzz
+    BINARY_DIR ${_fuzz_bin}
+    CMAKE_GENERATOR Ninja
+    CMAKE_ARGS -DCMAKE_C_COMPILER=${FERRY_CLANG} -DCMAKE_CXX_COMPILER=${FERRY_CLANGXX}
+               -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFERRY_CCACHE=${FERRY_CCACHE}
+    INSTALL_COMMAND ""
+    BUILD_ALWAYS ON
+    BUILD_BYPRODUCTS ${_fuzz_bin}/gguf_fuzz)
+  add_test(NAME gguf_fuzz
+           COMMAND bash ${PROJECT_SOURCE_DIR}/tests/fuzz/run.sh ${_fuzz_bin}/gguf_fuzz ${FERRY_FUZZ_SECONDS}
+                   ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus ${CMAKE_BINARY_DIR}/fuzz-run)
+  set_tests_properties(gguf_fuzz PROPERTIES TIMEOUT 900)
+endif()

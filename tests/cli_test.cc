@@ -1,0 +1,108 @@
+// The ferry binary as a user runs it: exit codes and what it prints.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "tests/shared_models.h"
+
+namespace ferry {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Result {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `ferry ARGS` with optional VAR=value assignments in front.
+Result RunFerry(const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + " " + std::string(FERRY_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  Result r{-1, ""};
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string TempDir() {
+  const auto dir = std::filesystem::temp_directory_path() / ("ferry_cli_test_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+TEST(Cli, HelpAndUsage) {
+  Result r = RunFerry("--help");
+  EXPECT_THAT(r.output, HasSubstr("make-model"));
+  EXPECT_THAT(r.output, HasSubstr("inspect"));
+  EXPECT_THAT(r.output, HasSubstr("--kv_heads"));
+  r = RunFerry("");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("usage: ferry <command>"));
+  r = RunFerry("frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("unknown command 'frobnicate'"));
+}
+
+TEST(Cli, MakeModelThenInspect) {
+  const std::string path = TempDir() + "/m.gguf";
+  Result r = RunFerry("make-model --out " + path + " --layers 3 --embd 64 --heads 4 --kv_heads 2 --ff 128 --vocab 400 --type f16");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("wrote " + path));
+  r = RunFerry("inspect --model " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("architecture: llama"));
+  EXPECT_THAT(r.output, HasSubstr("shape: layers 3, embd 64, ff 128, heads 4, kv heads 2, context 2048, vocab 400"));
+  EXPECT_THAT(r.output, HasSubstr("f16"));
+  r = RunFerry("inspect --json --model " + path);
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("\"llama.block_count\":{\"type\":\"u32\",\"value\":3}"));
+}
+
+TEST(Cli, ClearErrors) {
+  Result r = RunFerry("make-model");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("--out PATH is required"));
+  r = RunFerry("make-model --out /tmp/x.gguf --type q9_9");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("unknown tensor type 'q9_9'"));
+  r = RunFerry("make-model --out /tmp/x.gguf --heads 7");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("not divisible by heads 7"));
+  r = RunFerry("inspect --model /nonexistent/model.gguf");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("/nonexistent/model.gguf: cannot open"));
+}
+
+TEST(Cli, DemoModelIsMadeOnFirstUse) {
+  const std::string cache = TempDir() + "/cache";
+  std::filesystem::remove_all(cache);
+  Result r = RunFerry("inspect", "FERRY_CACHE_DIR=" + cache);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("writing the demo model (random weights; its text is noise)"));
+  EXPECT_THAT(r.output, HasSubstr("name: ferry demo (random weights)"));
+  r = RunFerry("inspect", "FERRY_CACHE_DIR=" + cache);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("using the demo model"));
+}
+
+TEST(Cli, InspectRealModelAndRefuseV1) {
+  const std::string path = testing::SharedModel("stories260K-f32.gguf");
+  FERRY_REQUIRE_SHARED_MODEL(path);
+  Result r = RunFerry("inspect --model " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("shape: layers 5, embd 64, ff 172, heads 8, kv heads 4, context 2048, vocab 512"));
+  r = RunFerry("inspect --model " + testing::SharedModel("stories260K-gguf-v1.gguf"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("unsupported GGUF version 1"));
+}
+
+}  // namespace
+}  // namespace ferry

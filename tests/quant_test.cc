@@ -1,0 +1,140 @@
+// Half and bfloat16 conversions against independent references (the CPU's
+// F16C instructions; exact double arithmetic), and the Q8_0 quantizer.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <immintrin.h>
+
+#include <cmath>
+#include <random>
+
+#include "engine/quant/half.h"
+#include "engine/quant/quantize.h"
+#include "engine/quant/types.h"
+
+namespace ferry::quant {
+namespace {
+
+__attribute__((target("f16c"))) uint16_t HardwareFloatToHalf(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
+__attribute__((target("f16c"))) float HardwareHalfToFloat(uint16_t h) { return _cvtsh_ss(h); }
+
+bool SameFloat(float a, float b) { return FloatBits(a) == FloatBits(b) || (std::isnan(a) && std::isnan(b)); }
+
+TEST(Half, EveryHalfDecodesLikeF16C) {
+  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "this CPU has no F16C instructions to compare with";
+  for (uint32_t h = 0; h <= 0xffff; ++h) {
+    const float want = HardwareHalfToFloat(static_cast<uint16_t>(h));
+    ASSERT_TRUE(SameFloat(HalfToFloat(static_cast<uint16_t>(h)), want)) << "half 0x" << std::hex << h;
+  }
+}
+
+TEST(Half, EncodingMatchesF16COnEdgesAndRandomFloats) {
+  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "this CPU has no F16C instructions to compare with";
+  std::vector<float> cases = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.99f, 65520.0f, 1e-8f, 2.98e-8f, 2.9802322e-8f,
+                              5.96e-8f, 6.1e-5f, 6.097555e-5f, INFINITY, -INFINITY, 1e30f, -1e-30f};
+  for (uint32_t h = 0; h < 0x7c00; ++h) {  // every finite half and the midpoints next to it
+    const float f = HardwareHalfToFloat(static_cast<uint16_t>(h));
+    cases.push_back(f);
+    cases.push_back(std::nextafter(f, INFINITY));
+    cases.push_back(std::nextafter(f, -INFINITY));
+    const float next = HardwareHalfToFloat(static_cast<uint16_t>(h + 1));
+    cases.push_back(-(f + (next - f) / 2));  // exact tie
+  }
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000000; ++i) cases.push_back(BitsFloat(rng()));
+  for (float f : cases) {
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(HalfToFloat(FloatToHalf(f))));
+      continue;
+    }
+    ASSERT_EQ(FloatToHalf(f), HardwareFloatToHalf(f)) << "float " << f << " bits 0x" << std::hex << FloatBits(f);
+  }
+}
+
+// bfloat16 reference: pick the nearer of the two neighbouring bf16 values in
+// double arithmetic, ties to the even one.
+uint16_t ReferenceBf16(float f) {
+  const uint32_t u = FloatBits(f);
+  const uint16_t lo = static_cast<uint16_t>(u >> 16);  // truncated toward zero
+  const uint16_t hi = static_cast<uint16_t>(lo + 1);   // next magnitude up
+  if ((u & 0xffff) == 0) return lo;
+  const double x = std::fabs(static_cast<double>(f));
+  const double a = std::fabs(static_cast<double>(Bf16ToFloat(lo)));
+  // Past the largest finite bf16 the next step is 2^128 (infinity).
+  const double b = (hi & 0x7f80) == 0x7f80 ? std::ldexp(1.0, 128) : std::fabs(static_cast<double>(Bf16ToFloat(hi)));
+  if (x - a < b - x) return lo;
+  if (b - x < x - a) return hi;
+  return (lo & 1) ? hi : lo;
+}
+
+TEST(Bf16, RoundsToNearestEven) {
+  std::mt19937 rng(11);
+  for (int i = 0; i < 2000000; ++i) {
+    const float f = BitsFloat(rng());
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(f))));
+      continue;
+    }
+    ASSERT_EQ(FloatToBf16(f), ReferenceBf16(f)) << std::hex << FloatBits(f);
+  }
+  EXPECT_EQ(Bf16ToFloat(FloatToBf16(1.0f)), 1.0f);
+  EXPECT_EQ(FloatToBf16(BitsFloat(0x3f808000u)), 0x3f80);  // tie -> even
+  EXPECT_EQ(FloatToBf16(BitsFloat(0x3f818000u)), 0x3f82);  // tie -> even (up)
+}
+
+TEST(Q8_0, QuantizesWithinHalfAStep) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const int n = 32 * 64;
+  std::vector<float> x(n), y(n);
+  for (float& v : x) v = normal(rng);
+  x[5] = 0.0f;
+  std::fill(x.begin() + 64, x.begin() + 96, 0.0f);  // an all-zero block
+  std::vector<uint8_t> q(*RowBytes(TensorType::kQ8_0, n));
+  ASSERT_EQ(q.size(), 64u * 34u);
+  ASSERT_TRUE(QuantizeRow(TensorType::kQ8_0, x, q).ok());
+  ASSERT_TRUE(DequantizeRow(TensorType::kQ8_0, q, y).ok());
+  for (int b = 0; b < 64; ++b) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+    uint16_t d_half;
+    std::memcpy(&d_half, &q[b * 34], 2);
+    const float d = HalfToFloat(d_half);
+    EXPECT_NEAR(d, amax / 127.0f, amax / 127.0f * 1e-3f + 1e-30f);
+    for (int i = 0; i < 32; ++i) {
+      // Rounding to the nearest step: error at most d/2 (plus float slack).
+      EXPECT_LE(std::fabs(y[b * 32 + i] - x[b * 32 + i]), d * 0.5f + 1e-6f * amax) << b << " " << i;
+    }
+  }
+  EXPECT_EQ(y[70], 0.0f);
+}
+
+TEST(Quantize, RefusesWrongSizesAndUnavailableTypes) {
+  std::vector<float> x(31);
+  std::vector<uint8_t> q(34);
+  EXPECT_FALSE(QuantizeRow(TensorType::kQ8_0, x, q).ok());
+  x.resize(32);
+  q.resize(33);
+  EXPECT_FALSE(QuantizeRow(TensorType::kQ8_0, x, q).ok());
+  q.resize(144);
+  x.resize(256);
+  EXPECT_EQ(QuantizeRow(TensorType::kQ4_K, x, q).code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(Types, TableIsConsistent) {
+  for (const TypeInfo& info : AllTypes()) {
+    EXPECT_EQ(FindType(static_cast<uint32_t>(info.type))->name, info.name);
+    EXPECT_EQ(FindTypeByName(info.name)->type, info.type);
+    EXPECT_EQ(*RowBytes(info.type, info.block_elems * 3), info.block_bytes * 3u);
+    if (info.block_elems > 1) {
+      EXPECT_FALSE(RowBytes(info.type, info.block_elems + 1).has_value());
+    }
+  }
+  EXPECT_FALSE(FindType(4).has_value());  // retired q4_2
+  EXPECT_FALSE(FindType(1000).has_value());
+  EXPECT_EQ(FindTypeByName("Q4_K")->block_bytes, 144u);
+}
+
+}  // namespace
+}  // namespace ferry::quant

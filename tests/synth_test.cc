@@ -1,0 +1,146 @@
+// Synthetic models: the llama tensor table and metadata, determinism, and
+// weights that decode to the intended distribution.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/gguf/gguf.h"
+#include "engine/model/synth.h"
+#include "engine/quant/quantize.h"
+
+namespace ferry::model {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Build(const SynthOptions& o) {
+  gguf::Writer w;
+  const absl::Status s = BuildSyntheticModel(o, &w);
+  EXPECT_TRUE(s.ok()) << s;
+  return *w.WriteToString();
+}
+
+std::unique_ptr<gguf::File> Read(const std::string& bytes) {
+  auto f = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  EXPECT_TRUE(f.ok()) << f.status();
+  return std::move(*f);
+}
+
+SynthOptions Small() {
+  SynthOptions o;
+  o.n_layer = 2;
+  o.n_embd = 64;
+  o.n_head = 4;
+  o.n_head_kv = 2;
+  o.n_ff = 96;
+  o.n_vocab = 300;
+  return o;
+}
+
+TEST(Synth, LlamaTensorTableAndMetadata) {
+  const std::string bytes = Build(Small());
+  std::unique_ptr<gguf::File> f = Read(bytes);
+  EXPECT_EQ(*f->GetString("general.architecture"), "llama");
+  EXPECT_EQ(*f->GetUint("llama.block_count"), 2u);
+  EXPECT_EQ(*f->GetUint("llama.embedding_length"), 64u);
+  EXPECT_EQ(*f->GetUint("llama.attention.head_count_kv"), 2u);
+  EXPECT_EQ(*f->GetUint("llama.rope.dimension_count"), 16u);
+  EXPECT_EQ(*f->GetUint("general.file_type"), 7u);  // mostly q8_0
+  EXPECT_THAT(std::string(*f->GetString("general.description")), HasSubstr("noise"));
+  const auto tokens = *f->GetStringArray("tokenizer.ggml.tokens");
+  ASSERT_EQ(tokens.size(), 300u);
+  EXPECT_EQ(tokens[1], "<s>");
+  EXPECT_EQ(tokens[3 + 0x41], "<0x41>");
+  EXPECT_EQ(f->GetFloatArray("tokenizer.ggml.scores")->size(), 300u);
+  EXPECT_EQ(f->GetIntArray("tokenizer.ggml.token_type")->size(), 300u);
+  std::set<absl::string_view> unique(tokens.begin(), tokens.end());
+  EXPECT_EQ(unique.size(), tokens.size()) << "token pieces must be distinct";
+
+  EXPECT_EQ(f->tensors().size(), 2u * 9u + 3u);
+  struct Want {
+    const char* name;
+    const char* shape;
+    quant::TensorType type;
+  };
+  for (const Want& w : {Want{"token_embd.weight", "[64, 300]", quant::TensorType::kQ8_0},
+                        Want{"blk.0.attn_norm.weight", "[64]", quant::TensorType::kF32},
+                        Want{"blk.1.attn_q.weight", "[64, 64]", quant::TensorType::kQ8_0},
+                        Want{"blk.1.attn_k.weight", "[64, 32]", quant::TensorType::kQ8_0},
+                        Want{"blk.1.attn_v.weight", "[64, 32]", quant::TensorType::kQ8_0},
+                        Want{"blk.1.attn_output.weight", "[64, 64]", quant::TensorType::kQ8_0},
+                        Want{"blk.1.ffn_norm.weight", "[64]", quant::TensorType::kF32},
+                        Want{"blk.1.ffn_gate.weight", "[64, 96]", quant::TensorType::kQ8_0},
+                        Want{"blk.1.ffn_up.weight", "[64, 96]", quant::TensorType::kQ8_0},
+                        Want{"blk.1.ffn_down.weight", "[96, 64]", quant::TensorType::kQ8_0},
+                        Want{"output_norm.weight", "[64]", quant::TensorType::kF32},
+                        Want{"output.weight", "[64, 300]", quant::TensorType::kQ8_0}}) {
+    const gguf::TensorInfo* t = f->FindTensor(w.name);
+    ASSERT_NE(t, nullptr) << w.name;
+    EXPECT_EQ(t->ShapeString(), w.shape) << w.name;
+    EXPECT_EQ(t->type, w.type) << w.name;
+  }
+  uint64_t params = 0;
+  for (const gguf::TensorInfo& t : f->tensors()) params += t.elements;
+  EXPECT_EQ(params, ParameterCount(Small()));
+}
+
+TEST(Synth, DeterministicPerSeedAndTiedOutput) {
+  EXPECT_EQ(Build(Small()), Build(Small()));
+  SynthOptions other = Small();
+  other.seed = 2;
+  EXPECT_NE(Build(Small()), Build(other));
+  SynthOptions tied = Small();
+  tied.tied_output = true;
+  std::unique_ptr<gguf::File> f = Read(Build(tied));
+  EXPECT_EQ(f->FindTensor("output.weight"), nullptr);
+  EXPECT_EQ(f->tensors().size(), 2u * 9u + 2u);
+}
+
+TEST(Synth, WeightsDecodeToTheIntendedScale) {
+  for (quant::TensorType type : {quant::TensorType::kF32, quant::TensorType::kF16, quant::TensorType::kBF16,
+                                 quant::TensorType::kQ8_0}) {
+    SynthOptions o = Small();
+    o.type = type;
+    const std::string bytes = Build(o);
+    std::unique_ptr<gguf::File> f = Read(bytes);
+    const gguf::TensorInfo* t = f->FindTensor("blk.0.ffn_up.weight");
+    ASSERT_EQ(t->type, type);
+    std::vector<float> x(t->elements);
+    ASSERT_TRUE(quant::DequantizeRow(type, std::span(t->data, t->bytes), x).ok());
+    // Uniform in [-sqrt(3/64), sqrt(3/64)]: variance 1/64.
+    double sum = 0, sq = 0, amax = 0;
+    for (float v : x) {
+      sum += v;
+      sq += v * v;
+      amax = std::max(amax, std::fabs(static_cast<double>(v)));
+    }
+    const double mean = sum / x.size(), var = sq / x.size() - mean * mean;
+    EXPECT_NEAR(mean, 0.0, 0.01) << quant::Info(type).name;
+    EXPECT_NEAR(var, 1.0 / 64.0, 0.1 / 64.0) << quant::Info(type).name;
+    EXPECT_LE(amax, std::sqrt(3.0 / 64.0) * 1.01);
+    const gguf::TensorInfo* norm = f->FindTensor("output_norm.weight");
+    float g;
+    std::memcpy(&g, norm->data, 4);
+    EXPECT_NEAR(g, 1.0f, 0.1f);
+  }
+}
+
+TEST(Synth, RefusesInconsistentShapes) {
+  auto error = [](auto edit) {
+    SynthOptions o = Small();
+    edit(o);
+    return std::string(Validate(o).message());
+  };
+  EXPECT_THAT(error([](SynthOptions& o) { o.n_head = 5; }), HasSubstr("not divisible by heads 5"));
+  EXPECT_THAT(error([](SynthOptions& o) { o.n_head_kv = 3; }), HasSubstr("not a multiple of kv-heads 3"));
+  EXPECT_THAT(error([](SynthOptions& o) { o.n_embd = 48, o.n_head = 16; }), HasSubstr("head size 3 must be even"));
+  EXPECT_THAT(error([](SynthOptions& o) { o.n_ff = 100; }), HasSubstr("ff 100 is not a multiple of the q8_0 block size 32"));
+  EXPECT_THAT(error([](SynthOptions& o) { o.n_vocab = 100; }), HasSubstr("vocab 100 is below 260"));
+  EXPECT_THAT(error([](SynthOptions& o) { o.n_layer = 0; }), HasSubstr("layers must be positive"));
+  EXPECT_THAT(error([](SynthOptions& o) { o.type = quant::TensorType::kQ4_K; }), HasSubstr("cannot produce type q4_K"));
+  EXPECT_THAT(error([](SynthOptions& o) { o.arch = "mamba"; }), HasSubstr("'mamba' is not available"));
+}
+
+}  // namespace
+}  // namespace ferry::model
