@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The README's two commands. On a fresh Debian 12 machine (as root):
+#   deploy/bootstrap.sh start [ferry flags]   install, build, run ferry (demo model unless --model)
+#   deploy/bootstrap.sh test                  install, build, run every test (ends with ctest's summary)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mode=${1:-}
+[[ $# -gt 0 ]] && shift
+jobs=$(nproc)
+# Relative paths in the ccache keys let a fresh clone elsewhere reuse the cache.
+export CCACHE_BASEDIR="$root"
+
+case "$mode" in
+  start)
+    "$root/deploy/install-deps.sh"
+    cmake -S "$root" -B "$root/build/release" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFERRY_BUILD_TESTS=OFF >/dev/null
+    cmake --build "$root/build/release" --target ferry -j "$jobs"
+    ferry="$root/build/release/service/ferry"
+    echo "ferry: built $ferry"
+    # Today's main job: describe the model (the demo model unless --model is given).
+    "$ferry" inspect "$@"
+    echo
+    echo "next: $ferry inspect --model /path/to/model.gguf --tensors    (any llama.cpp / LM Studio / Ollama GGUF)"
+    echo "      $ferry make-model --out my.gguf --layers 32 --embd 4096 --heads 32 --kv_heads 8 --ff 14336 --vocab 32000"
+    ;;
+  test)
+    "$root/deploy/install-deps.sh"
+    cmake -S "$root" -B "$root/build/ci" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFERRY_BUILD_TESTS=ON \
+      -DFERRY_WERROR=ON -DFERRY_PYTHON="$root/build/venv/bin/python" >/dev/null
+    cmake --build "$root/build/ci" -j "$jobs"
+    cd "$root/build/ci"
+    exec ctest --output-on-failure -j "$jobs"
+    ;;
+  *)
+    sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what ferry's build and tests need on Debian 12, and only what is
+# missing: one dpkg query when everything is present, so it is quick to rerun.
+# Python test packages (tests/requirements.txt, pinned) go into build/venv.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
+  prometheus-cpp-dev civetweb libcivetweb-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev
+  clang libclang-rt-14-dev   # libFuzzer for the GGUF fuzz test
+  python3 python3-venv
+)
+
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
+            awk '$NF == "installed" {print $1}' | sed 's/:.*//') || true
+missing=()
+for p in "${packages[@]}"; do
+  grep -qx "$p" <<<"$installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "install-deps: run as root (or install sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+venv="$root/build/venv"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$root/tests/requirements.txt" | cut -d' ' -f1)
+if [[ ! -x "$venv/bin/python" || ! -f "$stamp" || $(cat "$stamp") != "$want" ]]; then
+  echo "install-deps: preparing $venv from tests/requirements.txt"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$root/tests/requirements.txt"
+  echo "$want" >"$stamp"
+fi
