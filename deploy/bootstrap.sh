@@ -25,6 +25,16 @@ case "$mode" in
     ;;
   test)
     "$root/deploy/install-deps.sh"
+    # First the whole suite under AddressSanitizer + UBSan (the fuzzer is
+    # sanitized already and runs once, below), then the release build whose
+    # ctest summary ends the output.
+    cmake -S "$root" -B "$root/build/asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFERRY_BUILD_TESTS=ON \
+      -DFERRY_SANITIZE=address,undefined -DFERRY_FUZZ=OFF -DFERRY_CUDA=OFF \
+      -DFERRY_PYTHON="$root/build/venv/bin/python" >/dev/null
+    cmake --build "$root/build/asan" -j "$jobs"
+    (cd "$root/build/asan" && ctest --output-on-failure -j "$jobs" >asan-ctest.log 2>&1) ||
+      { cat "$root/build/asan/asan-ctest.log"; echo "sanitized test suite failed" >&2; exit 1; }
+    echo "sanitized suite (address,undefined): $(grep 'tests passed' "$root/build/asan/asan-ctest.log")"
     cmake -S "$root" -B "$root/build/ci" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFERRY_BUILD_TESTS=ON \
       -DFERRY_WERROR=ON -DFERRY_PYTHON="$root/build/venv/bin/python" >/dev/null
     cmake --build "$root/build/ci" -j "$jobs"

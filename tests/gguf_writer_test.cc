@@ -104,11 +104,13 @@ TEST(GgufWriter, CopyingEveryValueThroughMetaValueFromIsExact) {
   Writer w;
   std::vector<std::vector<uint8_t>> storage;
   ASSERT_TRUE(testing::BuildSample({}, &w, &storage).ok());
-  std::unique_ptr<File> f = ReadBack(*w.WriteToString());
+  const std::string bytes = *w.WriteToString();  // the File views these bytes
+  std::unique_ptr<File> f = ReadBack(bytes);
   ASSERT_NE(f, nullptr);
   Writer copy;
   for (const auto& [key, value] : f->metadata()) ASSERT_TRUE(copy.Set(key, MetaValue::From(value)).ok());
-  std::unique_ptr<File> g = ReadBack(*copy.WriteToString());
+  const std::string copied = *copy.WriteToString();
+  std::unique_ptr<File> g = ReadBack(copied);
   ASSERT_NE(g, nullptr);
   ASSERT_EQ(g->metadata().size(), f->metadata().size());
   for (size_t i = 0; i < f->metadata().size(); ++i) {

@@ -578,7 +578,7 @@ absl::StatusOr<std::vector<float>> File::GetFloatArray(absl::string_view key) co
   });
   if (!v.ok()) return v.status();
   std::vector<float> out((*v)->count);
-  std::memcpy(out.data(), (*v)->raw.data(), out.size() * sizeof(float));
+  if (!out.empty()) std::memcpy(out.data(), (*v)->raw.data(), out.size() * sizeof(float));
   return out;
 }
 
