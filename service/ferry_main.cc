@@ -30,7 +30,7 @@ ABSL_FLAG(int, kv_heads, 4, "make-model: key/value heads (grouped-query attentio
 ABSL_FLAG(int, ff, 704, "make-model: feed-forward width");
 ABSL_FLAG(int, vocab, 1024, "make-model: vocabulary size (>= 260)");
 ABSL_FLAG(int, context, 2048, "make-model: context length written to the metadata");
-ABSL_FLAG(std::string, type, "q8_0", "make-model: type of the 2-D weights: f32, f16, bf16 or q8_0");
+ABSL_FLAG(std::string, type, "q8_0", "make-model: type of the 2-D weights: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K");
 ABSL_FLAG(uint64_t, seed, 1, "make-model: random seed; the same seed and shape give the same bytes");
 ABSL_FLAG(bool, tied_output, false, "make-model: omit output.weight (the head reuses token_embd)");
 ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON");

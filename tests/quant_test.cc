@@ -117,10 +117,63 @@ TEST(Quantize, RefusesWrongSizesAndUnavailableTypes) {
   x.resize(32);
   q.resize(33);
   EXPECT_FALSE(QuantizeRow(TensorType::kQ8_0, x, q).ok());
-  q.resize(144);
+  q.resize(84);
   x.resize(256);
-  EXPECT_EQ(QuantizeRow(TensorType::kQ4_K, x, q).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(QuantizeRow(TensorType::kQ2_K, x, q).code(), absl::StatusCode::kUnimplemented);
 }
+
+// Quantizer error per type on N(0,1) data, as RMS error over RMS value.
+// Rounding to a grid of step s costs s/sqrt(12) RMS. Blocks of 32 normal
+// values span about 4.1 sigma, so a 16-level grid (4-bit) has s ~ 0.27 and
+// error ~ 0.08; 32 levels ~ 0.04; Q6_K's 64 levels over 16-value sub-blocks
+// ~ 0.02; Q8_0's 255 levels ~ 0.005; f16 and bf16 relative rounding ~ 2^-11
+// and 2^-8 of each value. The bounds add about 50% to those estimates.
+struct ErrorBound {
+  TensorType type;
+  double max_nrmse;
+};
+
+class QuantizerError : public ::testing::TestWithParam<ErrorBound> {};
+
+TEST_P(QuantizerError, WithinTheTypeBound) {
+  const ErrorBound bound = GetParam();
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int n = 256 * 64;
+  std::vector<float> x(n), y(n), z(n);
+  for (float& v : x) v = normal(rng);
+  std::fill(x.begin(), x.begin() + 256, 0.0f);  // an all-zero super-block decodes to zeros
+  std::vector<uint8_t> q(*RowBytes(bound.type, n)), q2(q.size());
+  ASSERT_TRUE(QuantizeRow(bound.type, x, q).ok());
+  ASSERT_TRUE(DequantizeRow(bound.type, q, y).ok());
+  double err = 0, ref = 0;
+  for (int i = 0; i < n; ++i) {
+    ASSERT_TRUE(std::isfinite(y[i]));
+    err += (y[i] - x[i]) * (y[i] - x[i]);
+    ref += x[i] * x[i];
+  }
+  const double nrmse = std::sqrt(err / ref);
+  EXPECT_LT(nrmse, bound.max_nrmse) << Info(bound.type).name;
+  RecordProperty("nrmse", std::to_string(nrmse));
+  std::printf("%s nrmse %.5f (bound %.3f)\n", std::string(Info(bound.type).name).c_str(), nrmse, bound.max_nrmse);
+  for (int i = 0; i < 256; ++i) EXPECT_EQ(y[i], 0.0f);
+  // Decoded values are on the grid: quantizing them again changes little.
+  ASSERT_TRUE(QuantizeRow(bound.type, y, q2).ok());
+  ASSERT_TRUE(DequantizeRow(bound.type, q2, z).ok());
+  double drift = 0;
+  for (int i = 0; i < n; ++i) drift += (z[i] - y[i]) * (z[i] - y[i]);
+  EXPECT_LT(std::sqrt(drift / ref), bound.max_nrmse) << Info(bound.type).name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Types, QuantizerError,
+    ::testing::Values(ErrorBound{TensorType::kF32, 1e-12}, ErrorBound{TensorType::kF16, 1e-3},
+                      ErrorBound{TensorType::kBF16, 6e-3}, ErrorBound{TensorType::kQ8_0, 0.008},
+                      ErrorBound{TensorType::kQ4_0, 0.12}, ErrorBound{TensorType::kQ4_1, 0.12},
+                      ErrorBound{TensorType::kQ5_0, 0.06}, ErrorBound{TensorType::kQ5_1, 0.06},
+                      ErrorBound{TensorType::kQ4_K, 0.12}, ErrorBound{TensorType::kQ5_K, 0.06},
+                      ErrorBound{TensorType::kQ6_K, 0.03}),
+    [](const auto& info) { return std::string(Info(info.param.type).name); });
 
 TEST(Types, TableIsConsistent) {
   for (const TypeInfo& info : AllTypes()) {

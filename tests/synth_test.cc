@@ -138,7 +138,7 @@ TEST(Synth, RefusesInconsistentShapes) {
   EXPECT_THAT(error([](SynthOptions& o) { o.n_ff = 100; }), HasSubstr("ff 100 is not a multiple of the q8_0 block size 32"));
   EXPECT_THAT(error([](SynthOptions& o) { o.n_vocab = 100; }), HasSubstr("vocab 100 is below 260"));
   EXPECT_THAT(error([](SynthOptions& o) { o.n_layer = 0; }), HasSubstr("layers must be positive"));
-  EXPECT_THAT(error([](SynthOptions& o) { o.type = quant::TensorType::kQ4_K; }), HasSubstr("cannot produce type q4_K"));
+  EXPECT_THAT(error([](SynthOptions& o) { o.type = quant::TensorType::kQ2_K; }), HasSubstr("cannot produce type q2_K"));
   EXPECT_THAT(error([](SynthOptions& o) { o.arch = "mamba"; }), HasSubstr("'mamba' is not available"));
 }
 

@@ -26,7 +26,14 @@ uint32_t FileType(TensorType t) {
   switch (t) {
     case TensorType::kF32: return 0;
     case TensorType::kF16: return 1;
+    case TensorType::kQ4_0: return 2;
+    case TensorType::kQ4_1: return 3;
     case TensorType::kQ8_0: return 7;
+    case TensorType::kQ5_0: return 8;
+    case TensorType::kQ5_1: return 9;
+    case TensorType::kQ4_K: return 14;  // "Q4_K_S": every weight q4_K
+    case TensorType::kQ5_K: return 16;  // "Q5_K_S"
+    case TensorType::kQ6_K: return 18;
     case TensorType::kBF16: return 32;
     default: return 0;
   }
@@ -142,7 +149,7 @@ absl::Status Validate(const SynthOptions& o) {
   }
   if (!quant::CanConvert(o.type)) {
     return absl::InvalidArgumentError(absl::StrCat("make-model: cannot produce type ", quant::Info(o.type).name,
-                                                   " yet (available: f32, f16, bf16, q8_0)"));
+                                                   " yet (available: ", quant::ConvertibleTypeNames(), ")"));
   }
   const uint32_t block = quant::Info(o.type).block_elems;
   for (auto [what, v] : {std::pair<absl::string_view, int>{"embd", o.n_embd}, {"ff", o.n_ff}}) {

@@ -5,14 +5,17 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "absl/status/status.h"
 #include "engine/quant/types.h"
 
 namespace ferry::quant {
 
-// True when QuantizeRow / DequantizeRow handle `type`.
+// True when QuantizeRow / DequantizeRow handle `type`: f32, f16, bf16,
+// q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K.
 bool CanConvert(TensorType type);
+std::string ConvertibleTypeNames();  // "f32, f16, ..."
 
 // Writes `src` (length a multiple of the block size) as `type` into `dst`,
 // which must hold exactly RowBytes(type, src.size()) bytes.
