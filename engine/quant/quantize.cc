@@ -280,6 +280,11 @@ absl::Status CheckSizes(TensorType type, size_t elems, size_t bytes) {
 
 bool CanConvert(TensorType type) { return Find(type) != nullptr; }
 
+DequantizeFn GetDequantizer(TensorType type) {
+  const Converters* c = Find(type);
+  return c ? c->dequantize : nullptr;
+}
+
 std::string ConvertibleTypeNames() {
   std::string out;
   for (const Converters& c : kConverters) absl::StrAppend(&out, out.empty() ? "" : ", ", Info(c.type).name);

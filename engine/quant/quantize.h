@@ -17,6 +17,11 @@ namespace ferry::quant {
 bool CanConvert(TensorType type);
 std::string ConvertibleTypeNames();  // "f32, f16, ..."
 
+// Decodes n elements (a multiple of the block size) of a row; nullptr for
+// types CanConvert rejects. For kernels that decode row after row.
+using DequantizeFn = void (*)(const uint8_t* src, int64_t n, float* dst);
+DequantizeFn GetDequantizer(TensorType type);
+
 // Writes `src` (length a multiple of the block size) as `type` into `dst`,
 // which must hold exactly RowBytes(type, src.size()) bytes.
 absl::Status QuantizeRow(TensorType type, std::span<const float> src, std::span<uint8_t> dst);

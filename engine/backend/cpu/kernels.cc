@@ -1,0 +1,137 @@
+#include "engine/backend/cpu/kernels.h"
+
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "engine/quant/quantize.h"
+
+namespace ferry::cpu {
+namespace {
+
+float DotScalar(const float* a, const float* b, int64_t n) {
+  // Four partial sums, like the SIMD paths, so the rounding is comparable.
+  float s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k) s[k] += a[i + k] * b[i + k];
+  }
+  for (; i < n; ++i) s[0] += a[i] * b[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+__attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(),
+         acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  const __m256 acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  float s = _mm_cvtss_f32(r);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+__attribute__((target("avx512f"))) float DotAvx512(const float* a, const float* b, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+  }
+  for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+  alignas(64) float lanes[16];  // (gcc 12's _mm512_reduce_add_ps trips -Wuninitialized)
+  _mm512_store_ps(lanes, _mm512_add_ps(acc0, acc1));
+  float s = 0.0f;
+  for (float lane : lanes) s += lane;
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+using DotFn = float (*)(const float*, const float*, int64_t);
+
+Isa Detect() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+Isa g_isa = Detect();
+DotFn g_dot = g_isa == Isa::kAvx512 ? DotAvx512 : g_isa == Isa::kAvx2 ? DotAvx2 : DotScalar;
+
+}  // namespace
+
+Isa BestIsa() { return Detect(); }
+Isa ActiveIsa() { return g_isa; }
+
+void SetIsa(Isa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(BestIsa())) isa = BestIsa();
+  g_isa = isa;
+  g_dot = isa == Isa::kAvx512 ? DotAvx512 : isa == Isa::kAvx2 ? DotAvx2 : DotScalar;
+}
+
+absl::string_view IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+float Dot(const float* a, const float* b, int64_t n) { return g_dot(a, b, n); }
+
+void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
+            ThreadPool& pool, RowScratch& scratch) {
+  const quant::DequantizeFn decode = quant::GetDequantizer(w.type);
+  const DotFn dot = g_dot;
+  const int64_t cols = w.cols;
+  const uint64_t row_bytes = w.row_bytes();
+  pool.ParallelFor(w.rows, [&](int thread, int64_t begin, int64_t end) {
+    float* row = scratch.get(thread);
+    for (int64_t r = begin; r < end; ++r) {
+      const float* wr = row;
+      if (w.type == quant::TensorType::kF32) {
+        wr = reinterpret_cast<const float*>(w.data + r * row_bytes);
+      } else {
+        decode(w.data + r * row_bytes, cols, row);
+      }
+      for (int t = 0; t < n_tokens; ++t) y[t * y_stride + r] = dot(wr, x + t * x_stride, cols);
+    }
+  });
+}
+
+void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+}
+
+void Softmax(float* x, int64_t n) {
+  float max = x[0];
+  for (int64_t i = 1; i < n; ++i) max = std::max(max, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+float GeluTanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+}
+
+}  // namespace ferry::cpu

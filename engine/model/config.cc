@@ -1,0 +1,153 @@
+#include "engine/model/config.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace ferry::model {
+namespace {
+
+// Reads "<arch>.<key>" as a positive int that fits the engine's int sizes.
+absl::Status ReadInt(const gguf::File& f, const std::string& key, int* out, bool required, int fallback) {
+  if (!f.Has(key)) {
+    if (required) return absl::InvalidArgumentError(absl::StrCat("model metadata lacks '", key, "'"));
+    *out = fallback;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<uint64_t> v = f.GetUint(key);
+  if (!v.ok()) return v.status();
+  if (*v == 0 || *v > (1u << 30)) {
+    return absl::InvalidArgumentError(absl::StrCat("model metadata '", key, "' = ", *v, " is out of range"));
+  }
+  *out = static_cast<int>(*v);
+  return absl::OkStatus();
+}
+
+absl::Status ReadFloat(const gguf::File& f, const std::string& key, float* out, float fallback) {
+  if (!f.Has(key)) {
+    *out = fallback;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<double> v = f.GetFloat(key);
+  if (!v.ok()) return v.status();
+  if (!std::isfinite(*v)) return absl::InvalidArgumentError(absl::StrCat("model metadata '", key, "' is not finite"));
+  *out = static_cast<float>(*v);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::string_view ArchName(Arch arch) {
+  switch (arch) {
+    case Arch::kLlama: return "llama";
+    case Arch::kQwen2: return "qwen2";
+    case Arch::kGemma2: return "gemma2";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<ModelConfig> LoadConfig(const gguf::File& f) {
+  ModelConfig c;
+  absl::StatusOr<absl::string_view> arch = f.GetString("general.architecture");
+  if (!arch.ok()) return arch.status();
+  c.arch_name = std::string(*arch);
+  if (*arch == "llama") {
+    c.arch = Arch::kLlama;
+  } else if (*arch == "qwen2") {
+    c.arch = Arch::kQwen2;
+  } else if (*arch == "gemma2") {
+    c.arch = Arch::kGemma2;
+  } else {
+    return absl::UnimplementedError(
+        absl::StrCat("architecture '", *arch, "' is not supported (supported: llama, qwen2, gemma2)"));
+  }
+  const std::string p = c.arch_name + ".";
+  for (absl::Status s : {ReadInt(f, p + "block_count", &c.n_layer, true, 0),
+                         ReadInt(f, p + "embedding_length", &c.n_embd, true, 0),
+                         ReadInt(f, p + "feed_forward_length", &c.n_ff, true, 0),
+                         ReadInt(f, p + "attention.head_count", &c.n_head, true, 0),
+                         ReadInt(f, p + "context_length", &c.n_ctx_train, true, 0)}) {
+    if (!s.ok()) return s;
+  }
+  for (absl::Status s : {ReadInt(f, p + "attention.head_count_kv", &c.n_head_kv, false, c.n_head),
+                         ReadInt(f, p + "attention.key_length", &c.head_dim, false, c.n_embd / c.n_head)}) {
+    if (!s.ok()) return s;
+  }
+  if (absl::Status s = ReadInt(f, p + "attention.value_length", &c.head_dim_v, false, c.head_dim); !s.ok()) return s;
+  if (absl::Status s = ReadInt(f, p + "rope.dimension_count", &c.rope_dims, false, c.head_dim); !s.ok()) return s;
+  if (absl::Status s = ReadFloat(f, p + "rope.freq_base", &c.rope_base, 10000.0f); !s.ok()) return s;
+  if (absl::Status s = ReadFloat(f, p + "attention.layer_norm_rms_epsilon", &c.norm_eps, 1e-5f); !s.ok()) return s;
+
+  if (c.n_head % c.n_head_kv != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("head_count ", c.n_head, " is not a multiple of head_count_kv ",
+                                                   c.n_head_kv));
+  }
+  if (c.rope_dims > c.head_dim || c.rope_dims % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(p, "rope.dimension_count ", c.rope_dims, " must be even and <= the head size ", c.head_dim));
+  }
+  if (c.head_dim_v != c.head_dim) {
+    return absl::UnimplementedError(absl::StrCat("key length ", c.head_dim, " != value length ", c.head_dim_v,
+                                                 " is not supported"));
+  }
+
+  // Rope scaling: linear is a position multiplier; llama3's per-frequency
+  // factors arrive as the rope_freqs.weight tensor; others are refused.
+  if (f.Has(p + "rope.scaling.type")) {
+    absl::StatusOr<absl::string_view> type = f.GetString(p + "rope.scaling.type");
+    if (!type.ok()) return type.status();
+    float factor = 1.0f;
+    if (absl::Status s = ReadFloat(f, p + "rope.scaling.factor", &factor, 1.0f); !s.ok()) return s;
+    if (*type == "linear") {
+      if (factor <= 0.0f) return absl::InvalidArgumentError("rope.scaling.factor must be positive");
+      c.rope_freq_scale = 1.0f / factor;
+    } else if (*type != "none") {
+      return absl::UnimplementedError(absl::StrCat("rope scaling '", *type, "' is not supported (linear, none)"));
+    }
+  }
+  c.rope_freq_factors = f.FindTensor("rope_freqs.weight") != nullptr;
+
+  switch (c.arch) {
+    case Arch::kLlama:
+      c.rope_layout = RopeLayout::kNormal;
+      break;
+    case Arch::kQwen2:
+      c.rope_layout = RopeLayout::kNeox;
+      c.qkv_bias = true;
+      break;
+    case Arch::kGemma2: {
+      c.rope_layout = RopeLayout::kNeox;
+      c.activation = Activation::kGeluTanh;
+      c.post_norms = true;
+      c.embed_scale = std::sqrt(static_cast<float>(c.n_embd));
+      for (absl::Status s : {ReadFloat(f, p + "attn_logit_softcapping", &c.attn_softcap, 50.0f),
+                             ReadFloat(f, p + "final_logit_softcapping", &c.final_softcap, 30.0f)}) {
+        if (!s.ok()) return s;
+      }
+      if (absl::Status s = ReadInt(f, p + "attention.sliding_window", &c.sliding_window, false, 4096); !s.ok()) {
+        return s;
+      }
+      // Gemma 2 scales queries by 1/sqrt(query_pre_attn_scalar): the head
+      // size for 2B and 9B, n_embd / n_head for 27B (46 layers); GGUF has no
+      // key for it unless a converter wrote attention.scale.
+      float scale = 0.0f;
+      if (absl::Status s = ReadFloat(f, p + "attention.scale", &scale, 0.0f); !s.ok()) return s;
+      c.query_scale = scale > 0.0f ? scale
+                      : c.n_layer == 46 ? 1.0f / std::sqrt(static_cast<float>(c.n_embd / c.n_head))
+                                        : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      break;
+    }
+  }
+  if (c.query_scale == 0.0f) c.query_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  absl::StatusOr<std::vector<absl::string_view>> tokens = f.GetStringArray("tokenizer.ggml.tokens");
+  if (tokens.ok()) {
+    c.n_vocab = static_cast<int>(tokens->size());
+  } else if (const gguf::TensorInfo* embd = f.FindTensor("token_embd.weight"); embd != nullptr) {
+    c.n_vocab = static_cast<int>(embd->dims[1]);
+  }
+  c.tied_output = f.FindTensor("output.weight") == nullptr;
+  return c;
+}
+
+}  // namespace ferry::model

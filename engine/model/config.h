@@ -1,0 +1,64 @@
+// A model as data: the hyper-parameters of one architecture, read once from
+// GGUF metadata and normalized into ferry's own terms. Architecture quirks
+// are decided here and nowhere else.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/gguf/gguf.h"
+
+namespace ferry::model {
+
+enum class Arch { kLlama, kQwen2, kGemma2 };
+enum class RopeLayout {
+  kNormal,  // rotate consecutive pairs (x[2i], x[2i+1]): llama
+  kNeox,    // rotate halves (x[i], x[i + d/2]): qwen2, gemma2
+};
+enum class Activation { kSilu, kGeluTanh };
+
+struct ModelConfig {
+  Arch arch = Arch::kLlama;
+  std::string arch_name;   // the GGUF general.architecture string
+  int n_layer = 0;
+  int n_embd = 0;          // residual stream width
+  int n_head = 0;
+  int n_head_kv = 0;       // grouped-query attention when < n_head
+  int head_dim = 0;        // per-head width of q and k
+  int head_dim_v = 0;      // per-head width of v
+  int n_ff = 0;
+  int n_vocab = 0;
+  int n_ctx_train = 0;
+  float norm_eps = 1e-5f;
+
+  RopeLayout rope_layout = RopeLayout::kNormal;
+  int rope_dims = 0;          // leading dims of each head that rotate
+  float rope_base = 10000.0f;
+  float rope_freq_scale = 1.0f;  // linear scaling: positions multiplied by this
+  bool rope_freq_factors = false;  // llama3 scaling: per-frequency divisors in rope_freqs.weight
+
+  Activation activation = Activation::kSilu;
+  bool qkv_bias = false;          // qwen2
+  bool post_norms = false;        // gemma2: norms after attention and after the FFN
+  float embed_scale = 1.0f;       // gemma2: sqrt(n_embd)
+  float query_scale = 0.0f;       // multiplies q before q.k
+  float attn_softcap = 0.0f;      // gemma2: cap * tanh(score / cap); 0 = none
+  float final_softcap = 0.0f;     // gemma2, on the logits
+  int sliding_window = 0;         // gemma2: window of the sliding layers; 0 = none
+  bool tied_output = false;       // no output.weight: the head is token_embd
+
+  // gemma2 alternates: even layers attend within the sliding window.
+  bool LayerIsSliding(int layer) const { return sliding_window > 0 && layer % 2 == 0; }
+  int q_dim() const { return n_head * head_dim; }
+  int kv_dim() const { return n_head_kv * head_dim; }
+  int v_dim() const { return n_head_kv * head_dim_v; }
+};
+
+// Reads and checks the hyper-parameters. An unsupported architecture or an
+// inconsistent value is refused with an error naming the key.
+absl::StatusOr<ModelConfig> LoadConfig(const gguf::File& file);
+
+absl::string_view ArchName(Arch arch);
+
+}  // namespace ferry::model

@@ -1,0 +1,244 @@
+#include "engine/text/tokenizer.h"
+
+#include <queue>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/status.h"
+
+namespace ferry::text {
+namespace {
+
+constexpr absl::string_view kSpaceMarker = "\xe2\x96\x81";  // U+2581, SentencePiece's word boundary
+constexpr absl::string_view kReplacement = "\xef\xbf\xbd";  // U+FFFD
+
+// Bytes in the UTF-8 sequence that starts with `c` (1 for invalid lead bytes).
+size_t Utf8Len(unsigned char c) {
+  if (c < 0x80) return 1;
+  if ((c & 0xe0) == 0xc0) return 2;
+  if ((c & 0xf0) == 0xe0) return 3;
+  if ((c & 0xf8) == 0xf0) return 4;
+  return 1;
+}
+
+// Length of a valid sequence at s[i], 0 if invalid, -1 if valid so far but cut short.
+int ValidSequence(absl::string_view s, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  const size_t n = Utf8Len(c);
+  if (n == 1) return c < 0x80 ? 1 : 0;
+  uint32_t cp = c & (0xff >> (n + 1));
+  for (size_t k = 1; k < n; ++k) {
+    if (i + k >= s.size()) return -1;
+    const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return static_cast<int>(n);
+}
+
+std::string Replace(absl::string_view s, absl::string_view from, absl::string_view to) {
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    if (s.substr(i, from.size()) == from) {
+      out.append(to.data(), to.size());
+      i += from.size();
+    } else {
+      out += s[i++];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+size_t CompleteUtf8Prefix(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const int n = ValidSequence(s, i);
+    if (n < 0) break;  // an incomplete character at the end
+    i += n == 0 ? 1 : n;
+  }
+  return i;
+}
+
+std::string SanitizeUtf8(absl::string_view s) {
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    const int n = ValidSequence(s, i);
+    if (n > 0) {
+      out.append(s.data() + i, n);
+      i += n;
+    } else {
+      out.append(kReplacement.data(), kReplacement.size());
+      ++i;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File& f) {
+  std::unique_ptr<Tokenizer> t(new Tokenizer());
+  absl::StatusOr<absl::string_view> model = f.GetString("tokenizer.ggml.model");
+  if (!model.ok()) return model.status();
+  t->model_ = std::string(*model);
+  if (t->model_ != "llama" && t->model_ != "gemma") {
+    return absl::UnimplementedError(absl::StrCat("tokenizer model '", t->model_,
+                                                 "' is not supported yet (supported: llama, gemma)"));
+  }
+  absl::StatusOr<std::vector<absl::string_view>> tokens = f.GetStringArray("tokenizer.ggml.tokens");
+  if (!tokens.ok()) return tokens.status();
+  const size_t n = tokens->size();
+  if (n == 0 || n > (1u << 30)) return absl::InvalidArgumentError("tokenizer.ggml.tokens is empty or too large");
+  if (f.Has("tokenizer.ggml.scores")) FERRY_ASSIGN_OR_RETURN(t->scores_, f.GetFloatArray("tokenizer.ggml.scores"));
+  t->scores_.resize(n, 0.0f);
+  std::vector<int64_t> kinds;
+  if (f.Has("tokenizer.ggml.token_type")) FERRY_ASSIGN_OR_RETURN(kinds, f.GetIntArray("tokenizer.ggml.token_type"));
+  if (t->scores_.size() != n || (!kinds.empty() && kinds.size() != n)) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer arrays disagree: ", n, " tokens, ",
+                                                   t->scores_.size(), " scores, ", kinds.size(), " types"));
+  }
+  t->pieces_.reserve(n);
+  t->kinds_.reserve(n);
+  std::fill(std::begin(t->byte_ids_), std::end(t->byte_ids_), -1);
+  for (size_t i = 0; i < n; ++i) {
+    t->pieces_.emplace_back((*tokens)[i]);
+    const TokenKind kind = kinds.empty() ? TokenKind::kNormal : static_cast<TokenKind>(kinds[i]);
+    t->kinds_.push_back(kind);
+    t->ids_.emplace(t->pieces_.back(), static_cast<int32_t>(i));  // first id wins on duplicates
+    unsigned int byte = 0;
+    if (kind == TokenKind::kByte && t->pieces_.back().size() == 6 &&
+        std::sscanf(t->pieces_.back().c_str(), "<0x%02X>", &byte) == 1) {
+      t->byte_ids_[byte] = static_cast<int32_t>(i);
+    }
+  }
+  auto id = [&](const char* key, int32_t fallback, int32_t* out) -> absl::Status {
+    if (!f.Has(key)) {
+      *out = fallback;
+      return absl::OkStatus();
+    }
+    absl::StatusOr<uint64_t> v = f.GetUint(key);
+    if (!v.ok()) return v.status();
+    if (*v >= n) return absl::InvalidArgumentError(absl::StrCat(key, " = ", *v, " is outside the vocabulary"));
+    *out = static_cast<int32_t>(*v);
+    return absl::OkStatus();
+  };
+  FERRY_RETURN_IF_ERROR(id("tokenizer.ggml.bos_token_id", 1, &t->bos_));
+  FERRY_RETURN_IF_ERROR(id("tokenizer.ggml.eos_token_id", 2, &t->eos_));
+  FERRY_RETURN_IF_ERROR(id("tokenizer.ggml.unknown_token_id", 0, &t->unk_));
+  FERRY_RETURN_IF_ERROR(id("tokenizer.ggml.eot_token_id", -1, &t->eot_));
+  if (f.Has("tokenizer.ggml.add_bos_token")) FERRY_ASSIGN_OR_RETURN(t->add_bos_, f.GetBool("tokenizer.ggml.add_bos_token"));
+  if (f.Has("tokenizer.ggml.add_space_prefix")) {
+    FERRY_ASSIGN_OR_RETURN(t->add_space_prefix_, f.GetBool("tokenizer.ggml.add_space_prefix"));
+  }
+  return t;
+}
+
+// SentencePiece BPE: start from characters and repeatedly merge the
+// adjacent pair whose joined text is the highest-scoring vocabulary piece
+// (leftmost first on ties); pieces left unknown fall back to byte tokens.
+void Tokenizer::EncodeSpm(absl::string_view raw, std::vector<int32_t>* out) const {
+  std::string text = Replace(raw, " ", kSpaceMarker);
+  if (add_space_prefix_) text = std::string(kSpaceMarker) + text;
+  struct Symbol {
+    int prev, next;
+    size_t begin, len;
+  };
+  std::vector<Symbol> sym;
+  for (size_t i = 0; i < text.size();) {
+    const size_t len = std::min(Utf8Len(static_cast<unsigned char>(text[i])), text.size() - i);
+    sym.push_back({static_cast<int>(sym.size()) - 1, static_cast<int>(sym.size()) + 1, i, len});
+    i += len;
+  }
+  if (sym.empty()) return;
+  sym.back().next = -1;
+  struct Bigram {
+    int left, right;
+    float score;
+    size_t len;
+  };
+  auto worse = [](const Bigram& a, const Bigram& b) { return a.score < b.score || (a.score == b.score && a.left > b.left); };
+  std::priority_queue<Bigram, std::vector<Bigram>, decltype(worse)> queue(worse);
+  auto try_add = [&](int left, int right) {
+    if (left < 0 || right < 0) return;
+    const size_t len = sym[left].len + sym[right].len;
+    auto it = ids_.find(absl::string_view(text.data() + sym[left].begin, len));
+    if (it == ids_.end()) return;
+    queue.push({left, right, scores_[it->second], len});
+  };
+  for (size_t i = 1; i < sym.size(); ++i) try_add(static_cast<int>(i) - 1, static_cast<int>(i));
+  while (!queue.empty()) {
+    const Bigram b = queue.top();
+    queue.pop();
+    Symbol& l = sym[b.left];
+    Symbol& r = sym[b.right];
+    if (l.len == 0 || r.len == 0 || l.len + r.len != b.len) continue;  // stale: a side was merged since
+    l.len += r.len;
+    r.len = 0;
+    l.next = r.next;
+    if (r.next >= 0) sym[r.next].prev = b.left;
+    try_add(l.prev, b.left);
+    try_add(b.left, l.next);
+  }
+  for (int i = 0; i >= 0; i = sym[i].next) {
+    const absl::string_view piece(text.data() + sym[i].begin, sym[i].len);
+    if (auto it = ids_.find(piece); it != ids_.end()) {
+      out->push_back(it->second);
+      continue;
+    }
+    for (unsigned char c : piece) out->push_back(byte_ids_[c] >= 0 ? byte_ids_[c] : unk_);
+  }
+}
+
+std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool add_bos) const {
+  std::vector<int32_t> out;
+  if (add_bos && bos_ >= 0) out.push_back(bos_);
+  if (!text.empty()) EncodeSpm(text, &out);
+  return out;
+}
+
+std::string Tokenizer::TokenBytes(int32_t id) const {
+  if (id < 0 || id >= n_vocab()) return "";
+  switch (kinds_[id]) {
+    case TokenKind::kControl:
+    case TokenKind::kUnused:
+      return "";
+    case TokenKind::kByte:
+      for (int b = 0; b < 256; ++b) {
+        if (byte_ids_[b] == id) return std::string(1, static_cast<char>(b));
+      }
+      return pieces_[id];
+    default:
+      return Replace(pieces_[id], kSpaceMarker, " ");
+  }
+}
+
+std::string Tokenizer::Decode(const std::vector<int32_t>& ids) const {
+  Detokenizer d(*this);
+  std::string out;
+  for (int32_t id : ids) out += d.Push(id);
+  return out + d.Flush();
+}
+
+std::string Detokenizer::Push(int32_t id) {
+  pending_ += tokenizer_.TokenBytes(id);
+  if (strip_space_ && !pending_.empty()) {
+    if (pending_[0] == ' ') pending_.erase(0, 1);
+    strip_space_ = false;
+  }
+  const size_t done = CompleteUtf8Prefix(pending_);
+  std::string out = SanitizeUtf8(absl::string_view(pending_).substr(0, done));
+  pending_.erase(0, done);
+  return out;
+}
+
+std::string Detokenizer::Flush() {
+  std::string out = SanitizeUtf8(pending_);
+  pending_.clear();
+  return out;
+}
+
+}  // namespace ferry::text

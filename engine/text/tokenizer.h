@@ -1,0 +1,82 @@
+// Tokenizers as GGUF describes them (tokenizer.ggml.*), behind one
+// interface: SentencePiece-style ("llama": score-driven merges with byte
+// fallback) today; byte-level BPE ("gpt2") is the next kind.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/gguf/gguf.h"
+
+namespace ferry::text {
+
+enum class TokenKind : int32_t {  // tokenizer.ggml.token_type values
+  kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6,
+};
+
+class Tokenizer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromGguf(const gguf::File& file);
+
+  // Token ids for `text`, with BOS in front when add_bos.
+  std::vector<int32_t> Encode(absl::string_view text, bool add_bos) const;
+  // The bytes a token stands for: "▁" becomes a space, <0xNN> the byte,
+  // control tokens nothing.
+  std::string TokenBytes(int32_t id) const;
+  // Whole-sequence decoding (the leading space the encoder added is removed).
+  std::string Decode(const std::vector<int32_t>& ids) const;
+
+  int32_t bos() const { return bos_; }
+  int32_t eos() const { return eos_; }
+  bool add_bos() const { return add_bos_; }
+  bool add_space_prefix() const { return add_space_prefix_; }
+  int n_vocab() const { return static_cast<int>(pieces_.size()); }
+  const std::string& piece(int32_t id) const { return pieces_[id]; }
+  TokenKind kind(int32_t id) const { return kinds_[id]; }
+  absl::string_view model() const { return model_; }
+  bool IsEndOfGeneration(int32_t id) const { return id == eos_ || id == eot_; }
+
+ private:
+  Tokenizer() = default;
+  void EncodeSpm(absl::string_view text, std::vector<int32_t>* out) const;
+
+  std::string model_;
+  std::vector<std::string> pieces_;
+  std::vector<float> scores_;
+  std::vector<TokenKind> kinds_;
+  absl::flat_hash_map<std::string, int32_t> ids_;
+  int32_t byte_ids_[256];
+  int32_t bos_ = -1, eos_ = -1, eot_ = -1, unk_ = -1;
+  bool add_bos_ = true;
+  bool add_space_prefix_ = true;
+};
+
+// Turns a stream of token ids into text that is always valid UTF-8: bytes of
+// a character split across tokens are held back until it is complete.
+class Detokenizer {
+ public:
+  explicit Detokenizer(const Tokenizer& tokenizer, bool at_start = true)
+      : tokenizer_(tokenizer), strip_space_(at_start && tokenizer.add_space_prefix()) {}
+  // The text that became complete with this token.
+  std::string Push(int32_t id);
+  // What is left at the end (incomplete bytes as U+FFFD).
+  std::string Flush();
+
+ private:
+  const Tokenizer& tokenizer_;
+  bool strip_space_;
+  std::string pending_;
+};
+
+// Length of the longest prefix of `s` made of complete UTF-8 sequences,
+// treating invalid bytes as complete (they are replaced by U+FFFD).
+size_t CompleteUtf8Prefix(absl::string_view s);
+// `s` with every invalid byte sequence replaced by U+FFFD.
+std::string SanitizeUtf8(absl::string_view s);
+
+}  // namespace ferry::text
