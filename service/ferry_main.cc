@@ -22,7 +22,8 @@
 ABSL_FLAG(std::string, model, "",
           "inspect: path of a GGUF model; empty = the demo model (made on first use in the cache directory)");
 ABSL_FLAG(std::string, out, "", "make-model: output path of the GGUF file (required)");
-ABSL_FLAG(std::string, arch, "llama", "make-model: architecture (llama)");
+ABSL_FLAG(std::string, arch, "llama", "make-model: architecture: llama, qwen2 or gemma2");
+ABSL_FLAG(int, sliding_window, 4096, "make-model: gemma2 sliding-window size");
 ABSL_FLAG(int, layers, 4, "make-model: transformer layers");
 ABSL_FLAG(int, embd, 256, "make-model: embedding width");
 ABSL_FLAG(int, heads, 8, "make-model: attention heads");
@@ -90,6 +91,7 @@ absl::Status RunMakeModel() {
   o.n_ctx = absl::GetFlag(FLAGS_context);
   o.seed = absl::GetFlag(FLAGS_seed);
   o.tied_output = absl::GetFlag(FLAGS_tied_output);
+  o.sliding_window = absl::GetFlag(FLAGS_sliding_window);
   const std::string type = absl::GetFlag(FLAGS_type);
   const auto info = quant::FindTypeByName(type);
   if (!info) return absl::InvalidArgumentError(absl::StrCat("--type: unknown tensor type '", type, "'"));

@@ -118,9 +118,9 @@ gguf::Writer::Fill RandomFill(TensorType type, uint64_t cols, uint64_t rows, flo
 }  // namespace
 
 absl::Status Validate(const SynthOptions& o) {
-  if (o.arch != "llama") {
+  if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "gemma2") {
     return absl::InvalidArgumentError(absl::StrCat("make-model: architecture '", o.arch,
-                                                   "' is not available (available: llama)"));
+                                                   "' is not available (available: llama, qwen2, gemma2)"));
   }
   auto positive = [](absl::string_view what, int v) -> absl::Status {
     if (v <= 0) return absl::InvalidArgumentError(absl::StrCat("make-model: ", what, " must be positive, got ", v));
@@ -164,8 +164,11 @@ absl::Status Validate(const SynthOptions& o) {
 uint64_t ParameterCount(const SynthOptions& o) {
   const uint64_t e = o.n_embd, f = o.n_ff, v = o.n_vocab;
   const uint64_t kv = e / o.n_head * o.n_head_kv;
-  const uint64_t per_layer = 2 * e + e * e * 2 + e * kv * 2 + 3 * e * f;
-  return e * v + (o.tied_output ? 0 : e * v) + e + per_layer * o.n_layer;
+  uint64_t per_layer = 2 * e + e * e * 2 + e * kv * 2 + 3 * e * f;
+  if (o.arch == "qwen2") per_layer += e + 2 * kv;  // q, k, v biases
+  if (o.arch == "gemma2") per_layer += 2 * e;      // post-attention and post-FFN norms
+  const bool tied = o.tied_output || o.arch == "gemma2";
+  return e * v + (tied ? 0 : e * v) + e + per_layer * o.n_layer;
 }
 
 absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
@@ -209,6 +212,18 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
   for (const auto& [key, value] : meta) {
     if (absl::Status s = w->Set(key, value); !s.ok()) return s;
   }
+  const bool gemma2 = a == "gemma2", qwen2 = a == "qwen2";
+  if (gemma2) {
+    // Gemma 2's attention details, with its published defaults.
+    for (const auto& [key, value] : std::vector<std::pair<std::string, MetaValue>>{
+             {a + ".attention.key_length", MetaValue::U32(head_dim)},
+             {a + ".attention.value_length", MetaValue::U32(head_dim)},
+             {a + ".attention.sliding_window", MetaValue::U32(o.sliding_window)},
+             {a + ".attn_logit_softcapping", MetaValue::F32(50.0f)},
+             {a + ".final_logit_softcapping", MetaValue::F32(30.0f)}}) {
+      if (absl::Status s = w->Set(key, value); !s.ok()) return s;
+    }
+  }
 
   const uint64_t e = o.n_embd, f = o.n_ff, v = o.n_vocab, kv = static_cast<uint64_t>(head_dim) * o.n_head_kv;
   auto matrix = [&](const std::string& name, uint64_t cols, uint64_t rows) {
@@ -217,11 +232,12 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
     const float scale = std::sqrt(3.0f / static_cast<float>(cols));
     return w->AddTensor(name, o.type, dims, RandomFill(o.type, cols, rows, 0.0f, scale, TensorSeed(o.seed, name)));
   };
-  auto norm = [&](const std::string& name) {
-    const std::array<uint64_t, 1> dims = {e};
-    return w->AddTensor(name, TensorType::kF32, dims, RandomFill(TensorType::kF32, e, 1, 1.0f, 0.1f,
-                                                                  TensorSeed(o.seed, name)));
+  auto vec = [&](const std::string& name, uint64_t n, float center, float spread) {
+    const std::array<uint64_t, 1> dims = {n};
+    return w->AddTensor(name, TensorType::kF32, dims,
+                        RandomFill(TensorType::kF32, n, 1, center, spread, TensorSeed(o.seed, name)));
   };
+  auto norm = [&](const std::string& name) { return vec(name, e, 1.0f, 0.1f); };
   // Shapes in GGUF order (contiguous dimension first): a weight that maps
   // n_in to n_out is [n_in, n_out].
   if (absl::Status s = matrix("token_embd.weight", e, v); !s.ok()) return s;  // (vocab, embd)
@@ -233,6 +249,11 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
                            matrix(p + "attn_v.weight", e, kv),        // (n_head_kv * head_dim, embd)
                            matrix(p + "attn_output.weight", e, e),    // (embd, n_head * head_dim)
                            norm(p + "ffn_norm.weight"),               // (embd)
+                           qwen2 ? vec(p + "attn_q.bias", e, 0.0f, 0.5f) : absl::OkStatus(),    // (q_dim)
+                           qwen2 ? vec(p + "attn_k.bias", kv, 0.0f, 0.5f) : absl::OkStatus(),   // (kv_dim)
+                           qwen2 ? vec(p + "attn_v.bias", kv, 0.0f, 0.5f) : absl::OkStatus(),   // (kv_dim)
+                           gemma2 ? norm(p + "post_attention_norm.weight") : absl::OkStatus(),  // (embd)
+                           gemma2 ? norm(p + "post_ffw_norm.weight") : absl::OkStatus(),        // (embd)
                            matrix(p + "ffn_gate.weight", e, f),       // (ff, embd)
                            matrix(p + "ffn_up.weight", e, f),         // (ff, embd)
                            matrix(p + "ffn_down.weight", f, e)}) {    // (embd, ff)
@@ -240,7 +261,7 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
     }
   }
   if (absl::Status s = norm("output_norm.weight"); !s.ok()) return s;
-  if (!o.tied_output) {
+  if (!o.tied_output && !gemma2) {  // Gemma 2 always ties its head to the embedding
     if (absl::Status s = matrix("output.weight", e, v); !s.ok()) return s;  // (vocab, embd)
   }
   return absl::OkStatus();

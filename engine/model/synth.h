@@ -13,7 +13,7 @@
 namespace ferry::model {
 
 struct SynthOptions {
-  std::string arch = "llama";
+  std::string arch = "llama";  // llama, qwen2 (q/k/v biases) or gemma2
   int n_layer = 4;
   int n_embd = 256;
   int n_head = 8;
@@ -24,7 +24,8 @@ struct SynthOptions {
   float rope_base = 10000.0f;
   float rms_eps = 1e-5f;
   quant::TensorType type = quant::TensorType::kQ8_0;  // of the 2-D weights; norms stay f32
-  bool tied_output = false;  // no output.weight: the head reuses token_embd
+  bool tied_output = false;  // no output.weight: the head reuses token_embd (always for gemma2)
+  int sliding_window = 4096;  // gemma2: window of its even (sliding) layers
   uint64_t seed = 1;
   std::string name = "ferry demo (random weights)";
 };

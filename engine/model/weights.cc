@@ -93,15 +93,19 @@ absl::StatusOr<ModelWeights> LoadWeights(const gguf::File& file, const ModelConf
   return w;
 }
 
-absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(std::unique_ptr<gguf::File> file) {
   auto model = std::make_unique<Model>();
-  FERRY_ASSIGN_OR_RETURN(model->file, gguf::File::Open(path));
+  model->file = std::move(file);
   FERRY_ASSIGN_OR_RETURN(model->config, LoadConfig(*model->file));
-  absl::StatusOr<ModelWeights> weights = LoadWeights(*model->file, model->config);
-  if (!weights.ok()) {
-    return absl::Status(weights.status().code(), absl::StrCat(path, ": ", weights.status().message()));
-  }
-  model->weights = std::move(*weights);
+  FERRY_ASSIGN_OR_RETURN(model->weights, LoadWeights(*model->file, model->config));
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<gguf::File>> file = gguf::File::Open(path);
+  if (!file.ok()) return file.status();
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(std::move(*file));
+  if (!model.ok()) return absl::Status(model.status().code(), absl::StrCat(path, ": ", model.status().message()));
   return model;
 }
 

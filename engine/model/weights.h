@@ -65,5 +65,7 @@ struct Model {
 };
 
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path);
+// The same for a file already opened (tests build models in memory).
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(std::unique_ptr<gguf::File> file);
 
 }  // namespace ferry::model

@@ -1,0 +1,228 @@
+// The CPU forward pass against the double-precision reference, for every
+// architecture x weight type on seeded random models from make-model; greedy
+// agreement; and batching that does not change any sequence's result.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "engine/exec/cpu_forward.h"
+#include "engine/model/synth.h"
+#include "engine/model/weights.h"
+#include "tests/reference_forward.h"
+
+namespace ferry {
+namespace {
+
+using quant::TensorType;
+
+struct Built {
+  std::string bytes;  // the GGUF file; the model views it
+  std::unique_ptr<model::Model> model;
+};
+
+Built Build(const std::string& arch, TensorType type) {
+  model::SynthOptions o;
+  o.arch = arch;
+  o.n_layer = 2;
+  o.n_embd = 256;  // k-quant blocks are 256 wide
+  o.n_head = 4;
+  o.n_head_kv = 2;
+  o.n_ff = 512;
+  o.n_vocab = 320;
+  o.type = type;
+  o.sliding_window = 4;  // short, so the test's sequences cross it
+  o.seed = 7;
+  gguf::Writer w;
+  EXPECT_TRUE(model::BuildSyntheticModel(o, &w).ok());
+  Built b;
+  b.bytes = *w.WriteToString();
+  auto file = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(b.bytes.data()), b.bytes.size()));
+  EXPECT_TRUE(file.ok()) << file.status();
+  auto m = model::LoadModel(std::move(*file));
+  EXPECT_TRUE(m.ok()) << m.status();
+  b.model = std::move(*m);
+  return b;
+}
+
+std::vector<int32_t> Prompt(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> out(n);
+  for (int32_t& t : out) t = static_cast<int32_t>(rng() % vocab);
+  return out;
+}
+
+// Logits after each token, computed as one prefill batch.
+std::vector<float> Prefill(const model::Model& m, exec::KvType kv, const std::vector<int32_t>& prompt) {
+  auto fwd = exec::CpuForward::Create(m, {.max_batch = 64, .n_seq = 1, .n_ctx = 64, .kv_type = kv});
+  std::vector<exec::BatchToken> batch;
+  for (size_t i = 0; i < prompt.size(); ++i) batch.push_back({prompt[i], 0, static_cast<int32_t>(i), true});
+  std::vector<float> logits(prompt.size() * m.config.n_vocab);
+  EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
+  return logits;
+}
+
+// max |ferry - reference| / rms(reference), over every position.
+double NormalizedError(const std::vector<float>& ours, const std::vector<std::vector<double>>& ref) {
+  double worst = 0;
+  for (size_t t = 0; t < ref.size(); ++t) {
+    double ss = 0, err = 0;
+    for (size_t i = 0; i < ref[t].size(); ++i) {
+      ss += ref[t][i] * ref[t][i];
+      err = std::max(err, std::fabs(ours[t * ref[t].size() + i] - ref[t][i]));
+    }
+    worst = std::max(worst, err / std::sqrt(ss / ref[t].size()));
+  }
+  return worst;
+}
+
+struct Case {
+  const char* arch;
+  TensorType type;
+};
+
+class VersusReference : public ::testing::TestWithParam<Case> {};
+
+// Both sides decode the same weights, so the error is the engine's float
+// arithmetic against double: about 1e-6 relative per operation, growing
+// with depth and width to ~1e-5 of the logits' scale with an f32 cache. An
+// f16 cache rounds k and v to 11 bits (relative 2^-12 = 2.4e-4), which the
+// attention passes on to the logits: ~1e-3. Bounds are those estimates x5;
+// they are the same for every weight type because the weights' own
+// quantization error is shared with the reference.
+TEST_P(VersusReference, LogitsWithinTolerance) {
+  const Case c = GetParam();
+  Built b = Build(c.arch, c.type);
+  auto gguf_ref = testing::ReferenceModel::Load(*b.model->file);
+  ASSERT_TRUE(gguf_ref.ok()) << gguf_ref.status();
+  const std::vector<int32_t> prompt = Prompt(10, b.model->config.n_vocab, 3);
+  const auto ref = gguf_ref->Logits(prompt);
+  const double err32 = NormalizedError(Prefill(*b.model, exec::KvType::kF32, prompt), ref);
+  const double err16 = NormalizedError(Prefill(*b.model, exec::KvType::kF16, prompt), ref);
+  std::printf("%s %s: normalized logit error %.2e (f32 cache), %.2e (f16 cache)\n", c.arch,
+              std::string(quant::Info(c.type).name).c_str(), err32, err16);
+  EXPECT_LT(err32, 5e-5);
+  EXPECT_LT(err16, 5e-3);
+}
+
+std::vector<Case> AllCases() {
+  std::vector<Case> out;
+  for (const char* arch : {"llama", "qwen2", "gemma2"}) {
+    for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
+                         TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ4_K,
+                         TensorType::kQ5_K, TensorType::kQ6_K}) {
+      out.push_back({arch, t});
+    }
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(ArchByType, VersusReference, ::testing::ValuesIn(AllCases()), [](const auto& info) {
+  return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
+});
+
+class Greedy : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Greedy, SameTokensAsReference) {
+  const Case c = GetParam();
+  Built b = Build(c.arch, c.type);
+  auto ref = testing::ReferenceModel::Load(*b.model->file);
+  ASSERT_TRUE(ref.ok());
+  auto fwd = exec::CpuForward::Create(*b.model, {.max_batch = 16, .n_seq = 1, .n_ctx = 64, .kv_type = exec::KvType::kF32});
+  std::vector<int32_t> seq = Prompt(4, b.model->config.n_vocab, 9);
+  std::vector<float> logits(b.model->config.n_vocab);
+  for (size_t i = 0; i + 1 < seq.size(); ++i) {
+    const exec::BatchToken t{seq[i], 0, static_cast<int32_t>(i), false};
+    ASSERT_TRUE((*fwd)->Forward({&t, 1}, {}).ok());
+  }
+  std::vector<int32_t> ours = seq, theirs = seq;
+  for (int step = 0; step < 12; ++step) {
+    const exec::BatchToken t{ours.back(), 0, static_cast<int32_t>(ours.size() - 1), true};
+    ASSERT_TRUE((*fwd)->Forward({&t, 1}, logits).ok());
+    ours.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    const std::vector<double> last = ref->Logits(theirs).back();
+    theirs.push_back(static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin()));
+  }
+  EXPECT_EQ(ours, theirs);
+}
+
+INSTANTIATE_TEST_SUITE_P(F32AndF16, Greedy,
+                         ::testing::Values(Case{"llama", TensorType::kF32}, Case{"llama", TensorType::kF16},
+                                           Case{"qwen2", TensorType::kF32}, Case{"qwen2", TensorType::kF16},
+                                           Case{"gemma2", TensorType::kF32}, Case{"gemma2", TensorType::kF16}),
+                         [](const auto& info) {
+                           return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
+                         });
+
+// Three prompts decoded together (prefill mixed with decode) give exactly
+// the logits each gives alone.
+TEST(Batching, DoesNotChangeAnySequence) {
+  Built b = Build("llama", TensorType::kQ4_K);
+  const model::Model& m = *b.model;
+  const int V = m.config.n_vocab;
+  const std::vector<std::vector<int32_t>> prompts = {Prompt(3, V, 1), Prompt(7, V, 2), Prompt(5, V, 3)};
+  const int steps = 6;
+
+  // Alone: each prompt in its own executor, then greedy steps.
+  std::vector<std::vector<float>> alone_logits(3);
+  std::vector<std::vector<int32_t>> alone_tokens(3);
+  for (int s = 0; s < 3; ++s) {
+    auto fwd = exec::CpuForward::Create(m, {.max_batch = 16, .n_seq = 1, .n_ctx = 32});
+    std::vector<int32_t> seq = prompts[s];
+    std::vector<float> logits(V);
+    for (size_t i = 0; i + 1 < seq.size(); ++i) {
+      const exec::BatchToken t{seq[i], 0, static_cast<int32_t>(i), false};
+      ASSERT_TRUE((*fwd)->Forward({&t, 1}, {}).ok());
+    }
+    for (int step = 0; step < steps; ++step) {
+      const exec::BatchToken t{seq.back(), 0, static_cast<int32_t>(seq.size() - 1), true};
+      ASSERT_TRUE((*fwd)->Forward({&t, 1}, logits).ok());
+      alone_logits[s].insert(alone_logits[s].end(), logits.begin(), logits.end());
+      seq.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    }
+    alone_tokens[s] = seq;
+  }
+
+  // Together: one executor with three slots; each step carries every
+  // sequence's next token, and the first step carries whole prompts.
+  auto fwd = exec::CpuForward::Create(m, {.max_batch = 32, .n_seq = 3, .n_ctx = 32});
+  std::vector<std::vector<int32_t>> seqs = prompts;
+  std::vector<std::vector<float>> together_logits(3);
+  std::vector<float> logits(3 * V);
+  for (int step = 0; step < steps; ++step) {
+    std::vector<exec::BatchToken> batch;
+    for (int s = 0; s < 3; ++s) {
+      const size_t from = step == 0 ? 0 : seqs[s].size() - 1;
+      for (size_t i = from; i < seqs[s].size(); ++i) {
+        batch.push_back({seqs[s][i], s, static_cast<int32_t>(i), i + 1 == seqs[s].size()});
+      }
+    }
+    ASSERT_TRUE((*fwd)->Forward(batch, logits).ok());
+    for (int s = 0; s < 3; ++s) {
+      const float* l = logits.data() + s * V;
+      together_logits[s].insert(together_logits[s].end(), l, l + V);
+      seqs[s].push_back(static_cast<int32_t>(std::max_element(l, l + V) - l));
+    }
+  }
+  for (int s = 0; s < 3; ++s) {
+    EXPECT_EQ(seqs[s], alone_tokens[s]) << "sequence " << s;
+    EXPECT_EQ(together_logits[s], alone_logits[s]) << "sequence " << s << ": logits not bit-identical";
+  }
+}
+
+TEST(Forward, RefusesBadTokens) {
+  Built b = Build("llama", TensorType::kF32);
+  auto fwd = exec::CpuForward::Create(*b.model, {.max_batch = 2, .n_seq = 1, .n_ctx = 8});
+  std::vector<float> logits(b.model->config.n_vocab * 3);
+  const exec::BatchToken bad_id{-1, 0, 0, true}, bad_seq{1, 1, 0, true}, bad_pos{1, 0, 8, true};
+  EXPECT_THAT(std::string((*fwd)->Forward({&bad_id, 1}, logits).message()), ::testing::HasSubstr("outside the vocabulary"));
+  EXPECT_THAT(std::string((*fwd)->Forward({&bad_seq, 1}, logits).message()), ::testing::HasSubstr("sequence 1"));
+  EXPECT_THAT(std::string((*fwd)->Forward({&bad_pos, 1}, logits).message()), ::testing::HasSubstr("position 8"));
+  const std::vector<exec::BatchToken> three(3, exec::BatchToken{1, 0, 0, false});
+  EXPECT_THAT(std::string((*fwd)->Forward(three, logits).message()), ::testing::HasSubstr("exceeds max_batch 2"));
+}
+
+}  // namespace
+}  // namespace ferry
