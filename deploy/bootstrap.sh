@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's two commands. On a fresh Debian 12 machine (as root):
-#   deploy/bootstrap.sh start [ferry flags]   install, build, run ferry (demo model unless --model)
+#   deploy/bootstrap.sh start [ferry flags]   install, build, describe a model and generate from it
+#                                             (the demo model unless --model)
 #   deploy/bootstrap.sh test                  install, build, run every test (ends with ctest's summary)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,11 +18,14 @@ case "$mode" in
     cmake --build "$root/build/release" --target ferry -j "$jobs"
     ferry="$root/build/release/service/ferry"
     echo "ferry: built $ferry"
-    # Today's main job: describe the model (the demo model unless --model is given).
-    "$ferry" inspect "$@"
+    # Today's main job: describe the model and generate text with it on the
+    # CPU (the demo model unless --model is given; the gRPC service is next).
+    "$ferry" info "$@"
     echo
-    echo "next: $ferry inspect --model /path/to/model.gguf --tensors    (any llama.cpp / LM Studio / Ollama GGUF)"
-    echo "      $ferry make-model --out my.gguf --layers 32 --embd 4096 --heads 32 --kv_heads 8 --ff 14336 --vocab 32000"
+    "$ferry" generate -n 64 "$@"
+    echo
+    echo "next: $ferry generate --model /path/to/model.gguf --prompt \"...\" -n 256    (a llama.cpp / LM Studio / Ollama GGUF)"
+    echo "      $ferry info --model /path/to/model.gguf;  $ferry --help for every flag"
     ;;
   test)
     "$root/deploy/install-deps.sh"
@@ -42,7 +46,7 @@ case "$mode" in
     exec ctest --output-on-failure -j "$jobs"
     ;;
   *)
-    sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

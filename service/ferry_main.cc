@@ -17,10 +17,14 @@
 #include "absl/time/clock.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/synth.h"
+#include "service/generate.h"
 #include "service/inspect.h"
+#include <random>
+#include <sys/resource.h>
 
 ABSL_FLAG(std::string, model, "",
-          "inspect: path of a GGUF model; empty = the demo model (made on first use in the cache directory)");
+          "inspect, info, generate: path of a GGUF model; empty = the demo model (made on first use in the cache "
+          "directory)");
 ABSL_FLAG(std::string, out, "", "make-model: output path of the GGUF file (required)");
 ABSL_FLAG(std::string, arch, "llama", "make-model: architecture: llama, qwen2 or gemma2");
 ABSL_FLAG(int, sliding_window, 4096, "make-model: gemma2 sliding-window size");
@@ -32,10 +36,28 @@ ABSL_FLAG(int, ff, 704, "make-model: feed-forward width");
 ABSL_FLAG(int, vocab, 1024, "make-model: vocabulary size (>= 260)");
 ABSL_FLAG(int, context, 2048, "make-model: context length written to the metadata");
 ABSL_FLAG(std::string, type, "q8_0", "make-model: type of the 2-D weights: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K");
-ABSL_FLAG(uint64_t, seed, 1, "make-model: random seed; the same seed and shape give the same bytes");
+ABSL_FLAG(uint64_t, weights_seed, 1, "make-model: random seed; the same seed and shape give the same bytes");
 ABSL_FLAG(bool, tied_output, false, "make-model: omit output.weight (the head reuses token_embd)");
 ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON");
 ABSL_FLAG(bool, tensors, false, "inspect: list every tensor");
+ABSL_FLAG(std::string, prompt, "", "generate: the prompt text (empty: start from BOS alone)");
+ABSL_FLAG(int, n, 128, "generate: tokens to generate at most (-n N)");
+ABSL_FLAG(float, temperature, 0.8f, "generate: sampling temperature; 0 = greedy");
+ABSL_FLAG(int, top_k, 40, "generate: keep the k most likely tokens; 0 = off");
+ABSL_FLAG(float, top_p, 0.95f, "generate: nucleus sampling mass in (0, 1]; 1 = off");
+ABSL_FLAG(float, min_p, 0.05f, "generate: drop tokens below min_p x the best one's probability; 0 = off");
+ABSL_FLAG(float, typical_p, 1.0f, "generate: locally typical sampling mass in (0, 1]; 1 = off");
+ABSL_FLAG(float, repeat_penalty, 1.0f, "generate: divide logits of recent tokens by this; 1 = off");
+ABSL_FLAG(float, presence_penalty, 0.0f, "generate: subtract from logits of recent tokens");
+ABSL_FLAG(float, frequency_penalty, 0.0f, "generate: subtract this x count from logits of recent tokens");
+ABSL_FLAG(int, repeat_last_n, 64, "generate: how many recent tokens the penalties consider");
+ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (same seed, same text); -1 = a random seed, printed");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: stop sequences, comma-separated");
+ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-generation token");
+ABSL_FLAG(int, threads, 0, "generate: CPU threads; 0 = one per hardware thread");
+ABSL_FLAG(int, ctx, 0, "generate: context length; 0 = the model's, at most 4096");
+ABSL_FLAG(std::string, kv_type, "f16", "generate: KV cache element type, f16 or f32");
+ABSL_FLAG(int, batch, 64, "generate: prompt tokens per forward step");
 
 namespace ferry {
 namespace {
@@ -45,6 +67,10 @@ constexpr char kUsage[] = R"(ferry: serve GGUF language models from a GPU too sm
 usage: ferry <command> [flags]
 
 commands:
+  generate     generate text on the CPU, streamed as it is made, then a line
+               of figures (--model, --prompt, -n, sampling flags)
+  info         a model's architecture, parameters, context, tokenizer, bytes
+               by type and by layer (--model)
   make-model   write a model with deterministic random weights in a real
                architecture's layout (--out PATH, shape and --type flags)
   inspect      describe a GGUF file from its header: architecture, shape,
@@ -52,6 +78,7 @@ commands:
                --tensors); without --model, the demo model
 
 examples:
+  ferry generate --model stories260K.gguf --prompt "Once upon a time" -n 64 --temperature 0
   ferry make-model --out tiny.gguf --layers 2 --embd 128 --type f16
   ferry inspect --model ~/models/llama-3-8b.Q4_K_M.gguf --tensors
 
@@ -89,7 +116,7 @@ absl::Status RunMakeModel() {
   o.n_ff = absl::GetFlag(FLAGS_ff);
   o.n_vocab = absl::GetFlag(FLAGS_vocab);
   o.n_ctx = absl::GetFlag(FLAGS_context);
-  o.seed = absl::GetFlag(FLAGS_seed);
+  o.seed = absl::GetFlag(FLAGS_weights_seed);
   o.tied_output = absl::GetFlag(FLAGS_tied_output);
   o.sliding_window = absl::GetFlag(FLAGS_sliding_window);
   const std::string type = absl::GetFlag(FLAGS_type);
@@ -124,13 +151,71 @@ absl::StatusOr<std::string> DemoModelPath() {
   return path;
 }
 
+// --model, or the demo model when it is empty.
+absl::StatusOr<std::string> ModelPath() {
+  const std::string path = absl::GetFlag(FLAGS_model);
+  if (!path.empty()) return path;
+  return DemoModelPath();
+}
+
+absl::Status RunGenerate() {
+  service::GenerateOptions o;
+  absl::StatusOr<std::string> path = ModelPath();
+  if (!path.ok()) return path.status();
+  o.model_path = *path;
+  o.prompt = absl::GetFlag(FLAGS_prompt);
+  o.max_tokens = absl::GetFlag(FLAGS_n);
+  o.stops = absl::GetFlag(FLAGS_stop);
+  o.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  text::SamplingParams& p = o.sampling;
+  p.temperature = absl::GetFlag(FLAGS_temperature);
+  p.top_k = absl::GetFlag(FLAGS_top_k);
+  p.top_p = absl::GetFlag(FLAGS_top_p);
+  p.min_p = absl::GetFlag(FLAGS_min_p);
+  p.typical_p = absl::GetFlag(FLAGS_typical_p);
+  p.repetition_penalty = absl::GetFlag(FLAGS_repeat_penalty);
+  p.presence_penalty = absl::GetFlag(FLAGS_presence_penalty);
+  p.frequency_penalty = absl::GetFlag(FLAGS_frequency_penalty);
+  p.penalty_last_n = absl::GetFlag(FLAGS_repeat_last_n);
+  const int64_t seed = absl::GetFlag(FLAGS_seed);
+  p.seed = seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}();
+  o.forward.threads = absl::GetFlag(FLAGS_threads);
+  o.forward.n_ctx = absl::GetFlag(FLAGS_ctx);
+  o.forward.max_batch = absl::GetFlag(FLAGS_batch);
+  const std::string kv = absl::GetFlag(FLAGS_kv_type);
+  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
+  o.forward.kv_type = kv == "f16" ? exec::KvType::kF16 : exec::KvType::kF32;
+  if (seed < 0 && p.temperature > 0) std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(p.seed));
+  absl::StatusOr<service::GenerateStats> stats = service::Generate(o, stdout);
+  if (!stats.ok()) return stats.status();
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const auto rate = [](int n, double s) { return s > 0 ? n / s : 0.0; };
+  std::fprintf(stderr,
+               "prompt %d tokens, generated %d tokens (%s); prefill %.1f tokens/s, decode %.1f tokens/s; "
+               "peak memory %.1f MiB\n",
+               stats->prompt_tokens, stats->generated_tokens, stats->finish_reason.c_str(),
+               rate(stats->prompt_tokens, stats->prefill_seconds), rate(stats->generated_tokens, stats->decode_seconds),
+               usage.ru_maxrss / 1024.0);
+  return absl::OkStatus();
+}
+
+absl::Status RunInfo() {
+  absl::StatusOr<std::string> path = ModelPath();
+  if (!path.ok()) return path.status();
+  absl::StatusOr<std::unique_ptr<model::Model>> m = model::LoadModel(*path);
+  if (!m.ok()) return m.status();
+  absl::StatusOr<std::unique_ptr<text::Tokenizer>> tok = text::Tokenizer::FromGguf(*(*m)->file);
+  const std::string text = service::InfoText(**m, tok.ok() ? tok->get() : nullptr);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  if (!tok.ok()) std::printf("tokenizer: %s\n", std::string(tok.status().message()).c_str());
+  return absl::OkStatus();
+}
+
 absl::Status RunInspect() {
-  std::string path = absl::GetFlag(FLAGS_model);
-  if (path.empty()) {
-    absl::StatusOr<std::string> demo = DemoModelPath();
-    if (!demo.ok()) return demo.status();
-    path = *demo;
-  }
+  absl::StatusOr<std::string> model_path = ModelPath();
+  if (!model_path.ok()) return model_path.status();
+  const std::string path = *model_path;
   absl::StatusOr<std::unique_ptr<gguf::File>> file = gguf::File::Open(path);
   if (!file.ok()) return file.status();
   const std::string text =
@@ -159,8 +244,12 @@ int main(int argc, char** argv) {
     status = ferry::RunMakeModel();
   } else if (command == "inspect") {
     status = ferry::RunInspect();
+  } else if (command == "info") {
+    status = ferry::RunInfo();
+  } else if (command == "generate") {
+    status = ferry::RunGenerate();
   } else {
-    std::fprintf(stderr, "ferry: unknown command '%s' (commands: make-model, inspect; see --help)\n", command.c_str());
+    std::fprintf(stderr, "ferry: unknown command '%s' (commands: generate, info, inspect, make-model; see --help)\n", command.c_str());
     return 2;
   }
   if (!status.ok()) {

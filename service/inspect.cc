@@ -1,5 +1,7 @@
 #include "service/inspect.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <map>
 
@@ -109,7 +111,62 @@ int LayerOf(absl::string_view name) {
   return layer;
 }
 
+struct TensorSummary {
+  uint64_t params = 0, bytes = 0, outside_layers = 0;
+  std::map<std::string, std::pair<int, uint64_t>> by_type;  // type name -> (tensors, bytes)
+  std::map<int, uint64_t> by_layer;                         // layer -> bytes
+};
+
+TensorSummary Summarize(const gguf::File& file) {
+  TensorSummary s;
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    s.params += t.elements;
+    s.bytes += t.bytes;
+    auto& [count, type_bytes] = s.by_type[std::string(quant::Info(t.type).name)];
+    ++count;
+    type_bytes += t.bytes;
+    const int layer = LayerOf(t.name);
+    if (layer >= 0) {
+      s.by_layer[layer] += t.bytes;
+    } else {
+      s.outside_layers += t.bytes;
+    }
+  }
+  return s;
+}
+
+void AppendByType(const TensorSummary& sum, std::string* out) {
+  for (const auto& [type, cb] : sum.by_type) {
+    absl::StrAppend(out, absl::StrFormat("  %-8s %5d tensors  %12s\n", type, cb.first, HumanBytes(cb.second)));
+  }
+}
+
 }  // namespace
+
+std::string InfoText(const model::Model& m, const text::Tokenizer* tokenizer) {
+  const model::ModelConfig& c = m.config;
+  const TensorSummary sum = Summarize(*m.file);
+  std::string out;
+  absl::StrAppend(&out, m.file->path(), "\n");
+  absl::StrAppend(&out, "architecture: ", c.arch_name);
+  if (auto name = m.file->GetString("general.name"); name.ok()) absl::StrAppend(&out, "  (", *name, ")");
+  absl::StrAppend(&out, "\nparameters: ", HumanCount(sum.params), ", ", HumanBytes(sum.bytes), " of weights\n");
+  absl::StrAppend(&out, "context: ", c.n_ctx_train, " tokens (training)\n");
+  absl::StrAppend(&out, "shape: ", c.n_layer, " layers, embd ", c.n_embd, ", ff ", c.n_ff, ", heads ", c.n_head,
+                  " (kv ", c.n_head_kv, ", size ", c.head_dim, "), vocab ", c.n_vocab,
+                  c.tied_output ? ", output tied to the embedding" : "", "\n");
+  if (tokenizer != nullptr) {
+    absl::StrAppend(&out, "tokenizer: ", tokenizer->model(), " (SentencePiece-style), ", tokenizer->n_vocab(),
+                    " tokens, bos ", tokenizer->bos(), ", eos ", tokenizer->eos(), "\n");
+  }
+  absl::StrAppend(&out, "bytes by type:\n");
+  AppendByType(sum, &out);
+  absl::StrAppend(&out, "bytes per layer:\n");
+  for (const auto& [layer, b] : sum.by_layer) absl::StrAppend(&out, absl::StrFormat("  blk.%-4d %12s\n", layer, HumanBytes(b)));
+  absl::StrAppend(&out, absl::StrFormat("  %-8s %12s  (embedding, output head, final norm)\n", "other",
+                                        HumanBytes(sum.outside_layers)));
+  return out;
+}
 
 std::string InspectText(const gguf::File& file, bool all_tensors) {
   std::string out;
@@ -137,30 +194,15 @@ std::string InspectText(const gguf::File& file, bool all_tensors) {
     if (!shape.empty()) absl::StrAppend(&out, "shape: ", shape, "\n");
   }
 
-  uint64_t params = 0, bytes = 0;
-  std::map<std::string, std::pair<int, uint64_t>> by_type;  // name -> (tensors, bytes)
-  std::map<int, uint64_t> by_layer;
-  for (const gguf::TensorInfo& t : file.tensors()) {
-    params += t.elements;
-    bytes += t.bytes;
-    auto& [count, type_bytes] = by_type[std::string(quant::Info(t.type).name)];
-    ++count;
-    type_bytes += t.bytes;
-    by_layer[LayerOf(t.name)] += t.bytes;
-  }
-  absl::StrAppend(&out, "tensors: ", file.tensors().size(), ", parameters ", HumanCount(params), ", data ",
-                  HumanBytes(bytes), "\n");
-  for (const auto& [type, cb] : by_type) {
-    absl::StrAppend(&out, absl::StrFormat("  %-8s %5d tensors  %12s\n", type, cb.first, HumanBytes(cb.second)));
-  }
-  if (by_layer.size() > 1) {
+  const TensorSummary sum = Summarize(file);
+  absl::StrAppend(&out, "tensors: ", file.tensors().size(), ", parameters ", HumanCount(sum.params), ", data ",
+                  HumanBytes(sum.bytes), "\n");
+  AppendByType(sum, &out);
+  if (!sum.by_layer.empty()) {
     uint64_t largest = 0;
-    for (const auto& [layer, b] : by_layer) {
-      if (layer >= 0) largest = std::max(largest, b);
-    }
-    absl::StrAppend(&out, "layers: ", by_layer.size() - (by_layer.count(-1) ? 1 : 0), ", largest layer ",
-                    HumanBytes(largest), ", outside layers ", HumanBytes(by_layer.count(-1) ? by_layer[-1] : 0),
-                    "\n");
+    for (const auto& [layer, b] : sum.by_layer) largest = std::max(largest, b);
+    absl::StrAppend(&out, "layers: ", sum.by_layer.size(), ", largest layer ", HumanBytes(largest),
+                    ", outside layers ", HumanBytes(sum.outside_layers), "\n");
   }
   if (all_tensors) {
     for (const gguf::TensorInfo& t : file.tensors()) {

@@ -4,8 +4,14 @@
 #include <string>
 
 #include "engine/gguf/gguf.h"
+#include "engine/model/weights.h"
+#include "engine/text/tokenizer.h"
 
 namespace ferry::service {
+
+// `ferry info`: a loaded model's architecture, size, shape, tokenizer and
+// bytes by type and by layer.
+std::string InfoText(const model::Model& model, const text::Tokenizer* tokenizer);
 
 // A human summary: format, architecture and shape, bytes by type and by
 // layer, and the metadata (long arrays elided). `all_tensors` lists every tensor.

@@ -93,6 +93,32 @@ TEST(Cli, DemoModelIsMadeOnFirstUse) {
   EXPECT_THAT(r.output, HasSubstr("using the demo model"));
 }
 
+TEST(Cli, GenerateGreedyStoriesAndFigures) {
+  const std::string path = testing::SharedModel("stories260K-f32.gguf");
+  FERRY_REQUIRE_SHARED_MODEL(path);
+  Result r = RunFerry("generate --model " + path + " --temperature 0 -n 50");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("Once upon a time, there was a little girl named Lily."));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(
+                            "prompt 1 tokens, generated 50 tokens \\(length\\); prefill [0-9.]+ tokens/s, decode "
+                            "[0-9.]+ tokens/s; peak memory [0-9.]+ MiB"));
+  // A stop sequence ends generation before it is printed.
+  r = RunFerry("generate --model " + path + " --temperature 0 -n 80 --stop=Lily.");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("Once upon a time, there was a little girl named \n"));
+  EXPECT_THAT(r.output, HasSubstr("(stop_sequence)"));
+  // Same seed, same text.
+  const Result a = RunFerry("generate --model " + path + " --prompt \"Tom\" -n 30 --seed 5");
+  const Result b = RunFerry("generate --model " + path + " --prompt \"Tom\" -n 30 --seed 5");
+  EXPECT_EQ(a.output.substr(0, a.output.find("prompt ")), b.output.substr(0, b.output.find("prompt ")));
+  r = RunFerry("generate --model " + path + " --top_p 0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("top_p = 0 is outside (0, 1]"));
+  r = RunFerry("info --model " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("tokenizer: llama (SentencePiece-style), 512 tokens, bos 1, eos 2"));
+}
+
 TEST(Cli, InspectRealModelAndRefuseV1) {
   const std::string path = testing::SharedModel("stories260K-f32.gguf");
   FERRY_REQUIRE_SHARED_MODEL(path);

@@ -133,7 +133,7 @@ void CpuForward::Attention(int layer, std::span<const BatchToken> batch) {
         }
       }
     }
-  });
+  }, static_cast<int64_t>(batch.size()) * c.n_head * hd * (batch.back().pos + 1), 1 << 16);
 }
 
 absl::Status CpuForward::Forward(std::span<const BatchToken> batch, std::span<float> logits) {

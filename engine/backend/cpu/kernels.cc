@@ -58,6 +58,10 @@ __attribute__((target("avx512f"))) float DotAvx512(const float* a, const float* 
 
 using DotFn = float (*)(const float*, const float*, int64_t);
 
+// Below about 64K multiply-adds a product finishes in microseconds, less
+// than it takes to wake the other threads.
+constexpr int64_t kSerialMatMulWork = 1 << 16;
+
 Isa Detect() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
@@ -107,7 +111,7 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
       }
       for (int t = 0; t < n_tokens; ++t) y[t * y_stride + r] = dot(wr, x + t * x_stride, cols);
     }
-  });
+  }, w.rows * cols * std::max(n_tokens, 1), kSerialMatMulWork);
 }
 
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out) {

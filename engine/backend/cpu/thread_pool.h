@@ -22,8 +22,14 @@ class ThreadPool {
 
   // Splits [0, n) into size() contiguous chunks and runs
   // f(thread_index, begin, end) on each, the caller's thread included.
+  // Work below `serial_below` (in the caller's units) runs on the calling
+  // thread alone: waking the pool costs a few microseconds.
   template <typename F>
-  void ParallelFor(int64_t n, F&& f) {
+  void ParallelFor(int64_t n, F&& f, int64_t work = 0, int64_t serial_below = 0) {
+    if (work < serial_below) {
+      if (n > 0) f(0, 0, n);
+      return;
+    }
     Run(n, [](void* ctx, int t, int64_t b, int64_t e) { (*static_cast<F*>(ctx))(t, b, e); }, &f);
   }
 
