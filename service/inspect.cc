@@ -156,7 +156,8 @@ std::string InfoText(const model::Model& m, const text::Tokenizer* tokenizer) {
                   " (kv ", c.n_head_kv, ", size ", c.head_dim, "), vocab ", c.n_vocab,
                   c.tied_output ? ", output tied to the embedding" : "", "\n");
   if (tokenizer != nullptr) {
-    absl::StrAppend(&out, "tokenizer: ", tokenizer->model(), " (SentencePiece-style), ", tokenizer->n_vocab(),
+    absl::StrAppend(&out, "tokenizer: ", tokenizer->model(),
+                    tokenizer->is_bpe() ? " (byte-level BPE), " : " (SentencePiece-style), ", tokenizer->n_vocab(),
                     " tokens, bos ", tokenizer->bos(), ", eos ", tokenizer->eos(), "\n");
   }
   absl::StrAppend(&out, "bytes by type:\n");

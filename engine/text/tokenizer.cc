@@ -1,5 +1,7 @@
 #include "engine/text/tokenizer.h"
 
+#include <algorithm>
+#include <climits>
 #include <queue>
 
 #include "absl/strings/str_cat.h"
@@ -85,10 +87,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   absl::StatusOr<absl::string_view> model = f.GetString("tokenizer.ggml.model");
   if (!model.ok()) return model.status();
   t->model_ = std::string(*model);
-  if (t->model_ != "llama" && t->model_ != "gemma") {
+  if (t->model_ != "llama" && t->model_ != "gemma" && t->model_ != "gpt2") {
     return absl::UnimplementedError(absl::StrCat("tokenizer model '", t->model_,
-                                                 "' is not supported yet (supported: llama, gemma)"));
+                                                 "' is not supported (supported: llama, gemma, gpt2)"));
   }
+  t->bpe_ = t->model_ == "gpt2";
   absl::StatusOr<std::vector<absl::string_view>> tokens = f.GetStringArray("tokenizer.ggml.tokens");
   if (!tokens.ok()) return tokens.status();
   const size_t n = tokens->size();
@@ -130,11 +133,119 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   FERRY_RETURN_IF_ERROR(id("tokenizer.ggml.eos_token_id", 2, &t->eos_));
   FERRY_RETURN_IF_ERROR(id("tokenizer.ggml.unknown_token_id", 0, &t->unk_));
   FERRY_RETURN_IF_ERROR(id("tokenizer.ggml.eot_token_id", -1, &t->eot_));
+  if (t->bpe_) {
+    t->add_space_prefix_ = false;
+    t->add_bos_ = false;
+    FERRY_RETURN_IF_ERROR(t->InitBpe(f));
+  }
   if (f.Has("tokenizer.ggml.add_bos_token")) FERRY_ASSIGN_OR_RETURN(t->add_bos_, f.GetBool("tokenizer.ggml.add_bos_token"));
   if (f.Has("tokenizer.ggml.add_space_prefix")) {
     FERRY_ASSIGN_OR_RETURN(t->add_space_prefix_, f.GetBool("tokenizer.ggml.add_space_prefix"));
   }
+  // Special tokens are matched verbatim: control and user-defined tokens for
+  // BPE vocabularies (as Hugging Face's added tokens), user-defined ones for
+  // SentencePiece (as the sentencepiece library does).
+  for (size_t i = 0; i < n; ++i) {
+    const TokenKind k = t->kinds_[i];
+    if ((k == TokenKind::kUserDefined || (t->bpe_ && k == TokenKind::kControl)) && !t->pieces_[i].empty()) {
+      t->specials_.emplace_back(t->pieces_[i], static_cast<int32_t>(i));
+    }
+  }
+  std::stable_sort(t->specials_.begin(), t->specials_.end(),
+                   [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   return t;
+}
+
+// GPT-2's byte <-> character map: printable bytes stand for themselves, the
+// other 68 get the code points from 256 up, in byte order.
+absl::Status Tokenizer::InitBpe(const gguf::File& f) {
+  uint32_t next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    const uint32_t cp = printable ? b : next++;
+    char buf[4];
+    size_t len = 0;
+    if (cp < 0x80) {
+      buf[len++] = static_cast<char>(cp);
+    } else {
+      buf[len++] = static_cast<char>(0xc0 | (cp >> 6));
+      buf[len++] = static_cast<char>(0x80 | (cp & 0x3f));
+    }
+    byte_chars_[b].assign(buf, len);
+    char_bytes_[cp] = static_cast<uint8_t>(b);
+  }
+  std::vector<absl::string_view> merges;
+  FERRY_ASSIGN_OR_RETURN(merges, f.GetStringArray("tokenizer.ggml.merges"));
+  merges_.reserve(merges.size());
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const absl::string_view m = merges[rank];
+    const size_t space = m.find(' ', 1);
+    if (space == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer.ggml.merges[", rank, "] = '", m, "' is not 'a b'"));
+    }
+    const std::string left(m.substr(0, space)), right(m.substr(space + 1));
+    auto l = ids_.find(left), r = ids_.find(right), joined = ids_.find(left + right);
+    if (l == ids_.end() || r == ids_.end() || joined == ids_.end()) continue;  // unreachable merge: never applies
+    const uint64_t key = (static_cast<uint64_t>(l->second) << 32) | static_cast<uint32_t>(r->second);
+    merges_.emplace(key, std::make_pair(static_cast<int32_t>(rank), joined->second));
+  }
+  std::string pre;
+  if (f.Has("tokenizer.ggml.pre")) {
+    absl::string_view p;
+    FERRY_ASSIGN_OR_RETURN(p, f.GetString("tokenizer.ggml.pre"));
+    pre = std::string(p);
+  }
+  std::string pattern;
+  FERRY_ASSIGN_OR_RETURN(pattern, PreTokenizerPattern(pre));
+  FERRY_ASSIGN_OR_RETURN(pre_, PreTokenizer::Create(pattern));
+  ignore_merges_ = pre == "llama-bpe" || pre == "llama3";
+  return absl::OkStatus();
+}
+
+// One pre-token: its bytes as stand-in characters, then the lowest-ranked
+// adjacent pair merged (leftmost first) until no pair has a merge.
+void Tokenizer::EncodeBpeChunk(absl::string_view chunk, std::vector<int32_t>* out) const {
+  std::string mapped;
+  for (unsigned char c : chunk) mapped += byte_chars_[c];
+  if (ignore_merges_) {
+    if (auto it = ids_.find(mapped); it != ids_.end()) {
+      out->push_back(it->second);
+      return;
+    }
+  }
+  std::vector<int32_t> ids;
+  ids.reserve(chunk.size());
+  for (unsigned char c : chunk) {
+    auto it = ids_.find(byte_chars_[c]);
+    ids.push_back(it != ids_.end() ? it->second : unk_);
+  }
+  for (;;) {
+    int32_t best_rank = INT32_MAX, best_id = -1;
+    size_t best_at = 0;
+    for (size_t i = 0; i + 1 < ids.size(); ++i) {
+      const uint64_t key = (static_cast<uint64_t>(ids[i]) << 32) | static_cast<uint32_t>(ids[i + 1]);
+      auto it = merges_.find(key);
+      if (it != merges_.end() && it->second.first < best_rank) {
+        best_rank = it->second.first;
+        best_id = it->second.second;
+        best_at = i;
+      }
+    }
+    if (best_id < 0) break;
+    ids[best_at] = best_id;
+    ids.erase(ids.begin() + best_at + 1);
+  }
+  for (int32_t id : ids) {
+    if (id >= 0) out->push_back(id);
+  }
+}
+
+void Tokenizer::EncodeBpe(absl::string_view text, std::vector<int32_t>* out) const {
+  // The regex needs valid UTF-8: invalid bytes become U+FFFD first.
+  const std::string clean = SanitizeUtf8(text);
+  std::vector<absl::string_view> chunks;
+  pre_->Split(clean, &chunks);
+  for (absl::string_view chunk : chunks) EncodeBpeChunk(chunk, out);
 }
 
 // SentencePiece BPE: start from characters and repeatedly merge the
@@ -196,12 +307,56 @@ void Tokenizer::EncodeSpm(absl::string_view raw, std::vector<int32_t>* out) cons
 std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool add_bos) const {
   std::vector<int32_t> out;
   if (add_bos && bos_ >= 0) out.push_back(bos_);
-  if (!text.empty()) EncodeSpm(text, &out);
+  // Split out special tokens (longest match at the earliest position), then
+  // encode the text between them.
+  size_t done = 0;
+  auto encode_text = [&](absl::string_view part) {
+    if (part.empty()) return;
+    if (bpe_) {
+      EncodeBpe(part, &out);
+    } else {
+      EncodeSpm(part, &out);
+    }
+  };
+  while (done < text.size() && !specials_.empty()) {
+    size_t best_at = absl::string_view::npos;
+    const std::pair<std::string, int32_t>* best = nullptr;
+    for (const auto& special : specials_) {
+      const size_t at = text.find(special.first, done);
+      if (at < best_at) best_at = at, best = &special;
+    }
+    if (best == nullptr) break;
+    encode_text(text.substr(done, best_at - done));
+    out.push_back(best->second);
+    done = best_at + best->first.size();
+  }
+  encode_text(text.substr(done));
   return out;
 }
 
 std::string Tokenizer::TokenBytes(int32_t id) const {
   if (id < 0 || id >= n_vocab()) return "";
+  if (bpe_) {
+    if (kinds_[id] == TokenKind::kControl || kinds_[id] == TokenKind::kUnused) return "";
+    if (kinds_[id] == TokenKind::kUserDefined) return pieces_[id];
+    // Map each stand-in character back to its byte.
+    std::string out;
+    const std::string& p = pieces_[id];
+    for (size_t i = 0; i < p.size();) {
+      const unsigned char c = static_cast<unsigned char>(p[i]);
+      uint32_t cp = c;
+      size_t len = 1;
+      if ((c & 0xe0) == 0xc0 && i + 1 < p.size()) cp = ((c & 0x1f) << 6) | (p[i + 1] & 0x3f), len = 2;
+      auto it = char_bytes_.find(cp);
+      if (it != char_bytes_.end()) {
+        out += static_cast<char>(it->second);
+      } else {
+        out.append(p, i, len);
+      }
+      i += len;
+    }
+    return out;
+  }
   switch (kinds_[id]) {
     case TokenKind::kControl:
     case TokenKind::kUnused:

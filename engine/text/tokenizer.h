@@ -1,6 +1,8 @@
 // Tokenizers as GGUF describes them (tokenizer.ggml.*), behind one
-// interface: SentencePiece-style ("llama": score-driven merges with byte
-// fallback) today; byte-level BPE ("gpt2") is the next kind.
+// interface: SentencePiece-style ("llama", "gemma": score-driven merges with
+// byte fallback) and byte-level BPE ("gpt2": ranked merges over bytes mapped
+// to printable characters, after a Unicode pre-tokenizer regex chosen by
+// tokenizer.ggml.pre). Special tokens in the text are kept whole.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/gguf/gguf.h"
+#include "engine/text/pretokenize.h"
 
 namespace ferry::text {
 
@@ -40,10 +43,24 @@ class Tokenizer {
   TokenKind kind(int32_t id) const { return kinds_[id]; }
   absl::string_view model() const { return model_; }
   bool IsEndOfGeneration(int32_t id) const { return id == eos_ || id == eot_; }
+  bool is_bpe() const { return bpe_; }
 
  private:
   Tokenizer() = default;
+  absl::Status InitBpe(const gguf::File& file);
   void EncodeSpm(absl::string_view text, std::vector<int32_t>* out) const;
+  void EncodeBpe(absl::string_view text, std::vector<int32_t>* out) const;
+  void EncodeBpeChunk(absl::string_view chunk, std::vector<int32_t>* out) const;
+
+  bool bpe_ = false;
+  // BPE: merge rank and result of each mergeable pair of ids.
+  absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
+  std::string byte_chars_[256];              // byte -> its printable stand-in (UTF-8)
+  absl::flat_hash_map<uint32_t, uint8_t> char_bytes_;  // stand-in code point -> byte
+  std::unique_ptr<PreTokenizer> pre_;
+  bool ignore_merges_ = false;               // Llama 3: a chunk that is a whole token stays whole
+  // Tokens matched verbatim in the text before anything else, longest first.
+  std::vector<std::pair<std::string, int32_t>> specials_;
 
   std::string model_;
   std::vector<std::string> pieces_;
