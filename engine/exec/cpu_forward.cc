@@ -27,7 +27,7 @@ CpuForward::CpuForward(const model::Model& model, const ForwardOptions& options,
       options_(options),
       n_ctx_(n_ctx),
       pool_(options.threads),
-      scratch_(pool_.size(), std::max<int64_t>({config_.n_embd, config_.n_ff, config_.q_dim()})) {
+      scratch_(pool_.size(), std::max<int64_t>({config_.n_embd, config_.n_ff, config_.q_dim()}), options.max_batch) {
   const model::ModelConfig& c = config_;
   const size_t b = options.max_batch;
   x_.resize(b * c.n_embd);

@@ -59,7 +59,7 @@ class CpuForward {
   const ForwardOptions options_;
   const int n_ctx_;
   cpu::ThreadPool pool_;
-  cpu::RowScratch scratch_;
+  cpu::MatMulScratch scratch_;
   std::vector<float> inv_freq_;  // rope: one frequency per rotated pair
   // Activations, [max_batch][width].
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, out_;

@@ -95,13 +95,26 @@ absl::string_view IsaName(Isa isa) {
 float Dot(const float* a, const float* b, int64_t n) { return g_dot(a, b, n); }
 
 void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
-            ThreadPool& pool, RowScratch& scratch) {
-  const quant::DequantizeFn decode = quant::GetDequantizer(w.type);
-  const DotFn dot = g_dot;
+            ThreadPool& pool, MatMulScratch& scratch) {
   const int64_t cols = w.cols;
   const uint64_t row_bytes = w.row_bytes();
+  const int64_t work = w.rows * cols * std::max(n_tokens, 1);
+  if (const QDotFn qdot = GetQDot(w.type, g_isa != Isa::kScalar); qdot != nullptr && cols % 32 == 0) {
+    const int64_t blocks = cols / 32;
+    BlockQ8* act = scratch.act();
+    for (int t = 0; t < n_tokens; ++t) QuantizeActivations(x + t * x_stride, cols, act + t * blocks);
+    pool.ParallelFor(w.rows, [&](int, int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const uint8_t* wr = w.data + r * row_bytes;
+        for (int t = 0; t < n_tokens; ++t) y[t * y_stride + r] = qdot(wr, act + t * blocks, cols);
+      }
+    }, work, kSerialMatMulWork);
+    return;
+  }
+  const quant::DequantizeFn decode = quant::GetDequantizer(w.type);
+  const DotFn dot = g_dot;
   pool.ParallelFor(w.rows, [&](int thread, int64_t begin, int64_t end) {
-    float* row = scratch.get(thread);
+    float* row = scratch.row(thread);
     for (int64_t r = begin; r < end; ++r) {
       const float* wr = row;
       if (w.type == quant::TensorType::kF32) {
@@ -111,7 +124,7 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
       }
       for (int t = 0; t < n_tokens; ++t) y[t * y_stride + r] = dot(wr, x + t * x_stride, cols);
     }
-  }, w.rows * cols * std::max(n_tokens, 1), kSerialMatMulWork);
+  }, work, kSerialMatMulWork);
 }
 
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out) {

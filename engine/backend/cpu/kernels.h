@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "engine/backend/cpu/qdot.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/model/weights.h"
 
@@ -19,21 +20,28 @@ Isa ActiveIsa();
 void SetIsa(Isa isa);          // tests force the scalar path; clamped to BestIsa()
 absl::string_view IsaName(Isa isa);
 
-// Per-thread scratch for decoded weight rows, sized once.
-class RowScratch {
+// Buffers a matrix product needs, sized once for the largest product: a
+// decoded weight row per thread, and the activations quantized to 8 bits.
+class MatMulScratch {
  public:
-  RowScratch(int threads, int64_t max_cols) : rows_(threads, std::vector<float>(max_cols)) {}
-  float* get(int thread) { return rows_[thread].data(); }
+  MatMulScratch(int threads, int64_t max_cols, int max_tokens)
+      : rows_(threads, std::vector<float>(max_cols)), act_(static_cast<size_t>(max_tokens) * (max_cols / 32 + 1)) {}
+  float* row(int thread) { return rows_[thread].data(); }
+  BlockQ8* act() { return act_.data(); }
 
  private:
   std::vector<std::vector<float>> rows_;
+  std::vector<BlockQ8> act_;
 };
 
 // y[t * y_stride + r] = dot(w.row(r), x + t * x_stride) for every row r of w
 // and token t < n_tokens. Rows are split across the pool's threads; each
-// weight row is decoded once and used for every token.
+// weight row is read once and used for every token. Weight types with an
+// integer kernel (q4_0, q8_0, q4_K, q6_K) take the activations quantized to
+// 8 bits per block of 32, as llama.cpp does; the others decode each row to
+// f32 and use a float dot product.
 void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
-            ThreadPool& pool, RowScratch& scratch);
+            ThreadPool& pool, MatMulScratch& scratch);
 
 float Dot(const float* a, const float* b, int64_t n);
 

@@ -1,0 +1,32 @@
+// Integer dot products of quantized weight rows with activations quantized
+// to 8 bits in blocks of 32 (the Q8 activation format), for the weight types
+// whose blocks allow it. Each kernel has a scalar version, always available
+// and tested, and an AVX2 version chosen at start-up.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/quant/types.h"
+
+namespace ferry::cpu {
+
+// 32 activations: x_i ~= d * qs[i]; sum = d * sum(qs) (for formats with a
+// per-block offset).
+struct BlockQ8 {
+  float d;
+  float sum;
+  int8_t qs[32];
+};
+static_assert(sizeof(BlockQ8) == 40);
+
+// Quantizes n activations (a multiple of 32) to n / 32 blocks.
+void QuantizeActivations(const float* x, int64_t n, BlockQ8* out);
+
+// dot(row, x) for a weight row of n elements stored as `type`.
+using QDotFn = float (*)(const uint8_t* row, const BlockQ8* x, int64_t n);
+
+// The kernel for `type` at the given SIMD level (false: scalar); nullptr
+// when the type has no integer kernel (the float path is used).
+QDotFn GetQDot(quant::TensorType type, bool simd);
+
+}  // namespace ferry::cpu

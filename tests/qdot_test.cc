@@ -1,0 +1,72 @@
+// Integer dot-product kernels: scalar and SIMD versions against the float
+// dot product of the decoded weights with the decoded 8-bit activations.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "engine/backend/cpu/qdot.h"
+#include "engine/quant/quantize.h"
+
+namespace ferry::cpu {
+namespace {
+
+using quant::TensorType;
+
+class QDot : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
+  const TensorType type = GetParam();
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int n = 256 * 8;
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<float> w(n), x(n);
+    for (float& v : w) v = normal(rng);
+    for (float& v : x) v = normal(rng) * (trial % 2 ? 10.0f : 0.1f);
+    std::vector<uint8_t> row(*quant::RowBytes(type, n));
+    ASSERT_TRUE(quant::QuantizeRow(type, w, row).ok());
+    std::vector<BlockQ8> xq(n / 32);
+    QuantizeActivations(x.data(), n, xq.data());
+    // The exact value both kernels approximate: decoded weights . decoded activations.
+    std::vector<float> wd(n);
+    ASSERT_TRUE(quant::DequantizeRow(type, row, wd).ok());
+    double want = 0, mag = 0;
+    for (int i = 0; i < n; ++i) {
+      const double xd = static_cast<double>(xq[i / 32].d) * xq[i / 32].qs[i % 32];
+      want += wd[i] * xd;
+      mag += std::fabs(wd[i] * xd);
+    }
+    for (bool simd : {false, true}) {
+      if (simd && !__builtin_cpu_supports("avx2")) continue;
+      const float got = GetQDot(type, simd)(row.data(), xq.data(), n);
+      // Only float rounding differs: a few ulps of the sum of magnitudes.
+      EXPECT_NEAR(got, want, 1e-5 * mag) << quant::Info(type).name << (simd ? " simd" : " scalar");
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, QDot,
+                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ6_K),
+                         [](const auto& info) { return std::string(quant::Info(info.param).name); });
+
+TEST(QuantizeActivations, WithinHalfAStepAndSumsMatch) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> x(32 * 16);
+  for (float& v : x) v = normal(rng);
+  std::vector<BlockQ8> q(16);
+  QuantizeActivations(x.data(), x.size(), q.data());
+  for (int b = 0; b < 16; ++b) {
+    int s = 0;
+    for (int i = 0; i < 32; ++i) {
+      EXPECT_LE(std::fabs(q[b].d * q[b].qs[i] - x[b * 32 + i]), q[b].d * 0.5f + 1e-6f);
+      s += q[b].qs[i];
+    }
+    EXPECT_FLOAT_EQ(q[b].sum, q[b].d * s);
+  }
+}
+
+}  // namespace
+}  // namespace ferry::cpu
