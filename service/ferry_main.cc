@@ -12,11 +12,13 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/synth.h"
+#include "service/bench.h"
 #include "service/generate.h"
 #include "service/inspect.h"
 #include <random>
@@ -38,7 +40,7 @@ ABSL_FLAG(int, context, 2048, "make-model: context length written to the metadat
 ABSL_FLAG(std::string, type, "q8_0", "make-model: type of the 2-D weights: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K");
 ABSL_FLAG(uint64_t, weights_seed, 1, "make-model: random seed; the same seed and shape give the same bytes");
 ABSL_FLAG(bool, tied_output, false, "make-model: omit output.weight (the head reuses token_embd)");
-ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON");
+ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON; bench: results as JSON");
 ABSL_FLAG(bool, tensors, false, "inspect: list every tensor");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text (empty: start from BOS alone)");
 ABSL_FLAG(int, n, 128, "generate: tokens to generate at most (-n N)");
@@ -54,10 +56,15 @@ ABSL_FLAG(int, repeat_last_n, 64, "generate: how many recent tokens the penaltie
 ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (same seed, same text); -1 = a random seed, printed");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: stop sequences, comma-separated");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-generation token");
-ABSL_FLAG(int, threads, 0, "generate: CPU threads; 0 = one per hardware thread");
+ABSL_FLAG(int, threads, 0, "generate, bench: CPU threads; 0 = one per hardware thread");
 ABSL_FLAG(int, ctx, 0, "generate: context length; 0 = the model's, at most 4096");
 ABSL_FLAG(std::string, kv_type, "f16", "generate: KV cache element type, f16 or f32");
-ABSL_FLAG(int, batch, 64, "generate: prompt tokens per forward step");
+ABSL_FLAG(int, batch, 64, "generate, bench: prompt tokens per forward step");
+ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "8"}),
+          "bench: sequences decoded together, comma-separated");
+ABSL_FLAG(int, prompt_tokens, 128, "bench: prompt tokens per sequence");
+ABSL_FLAG(int, gen_tokens, 32, "bench: decode steps");
+ABSL_FLAG(int, repetitions, 2, "bench: runs per batch size; the best is reported");
 
 namespace ferry {
 namespace {
@@ -67,6 +74,8 @@ constexpr char kUsage[] = R"(ferry: serve GGUF language models from a GPU too sm
 usage: ferry <command> [flags]
 
 commands:
+  bench        prefill and decode tokens/s on the CPU at batch sizes
+               --batches (default 1,8), --prompt_tokens, --gen_tokens
   generate     generate text on the CPU, streamed as it is made, then a line
                of figures (--model, --prompt, -n, sampling flags)
   info         a model's architecture, parameters, context, tokenizer, bytes
@@ -200,6 +209,34 @@ absl::Status RunGenerate() {
   return absl::OkStatus();
 }
 
+absl::Status RunBench() {
+  service::BenchOptions o;
+  absl::StatusOr<std::string> path = ModelPath();
+  if (!path.ok()) return path.status();
+  o.model_path = *path;
+  o.batches.clear();
+  for (const std::string& b : absl::GetFlag(FLAGS_batches)) {
+    int v = 0;
+    if (!absl::SimpleAtoi(b, &v) || v <= 0) return absl::InvalidArgumentError("--batches: '" + b + "' is not a positive integer");
+    o.batches.push_back(v);
+  }
+  o.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+  o.gen_tokens = absl::GetFlag(FLAGS_gen_tokens);
+  o.repetitions = absl::GetFlag(FLAGS_repetitions);
+  if (o.prompt_tokens <= 0 || o.gen_tokens <= 0 || o.repetitions <= 0) {
+    return absl::InvalidArgumentError("--prompt_tokens, --gen_tokens and --repetitions must be positive");
+  }
+  o.forward.threads = absl::GetFlag(FLAGS_threads);
+  o.forward.max_batch = absl::GetFlag(FLAGS_batch);
+  std::fprintf(stderr, "bench: %d prompt tokens and %d decode steps per batch size, best of %d\n", o.prompt_tokens,
+               o.gen_tokens, o.repetitions);
+  absl::StatusOr<service::BenchResult> r = service::RunBench(o);
+  if (!r.ok()) return r.status();
+  const std::string text = absl::GetFlag(FLAGS_json) ? service::BenchJson(*r) : service::BenchTable(*r);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return absl::OkStatus();
+}
+
 absl::Status RunInfo() {
   absl::StatusOr<std::string> path = ModelPath();
   if (!path.ok()) return path.status();
@@ -244,12 +281,14 @@ int main(int argc, char** argv) {
     status = ferry::RunMakeModel();
   } else if (command == "inspect") {
     status = ferry::RunInspect();
+  } else if (command == "bench") {
+    status = ferry::RunBench();
   } else if (command == "info") {
     status = ferry::RunInfo();
   } else if (command == "generate") {
     status = ferry::RunGenerate();
   } else {
-    std::fprintf(stderr, "ferry: unknown command '%s' (commands: generate, info, inspect, make-model; see --help)\n", command.c_str());
+    std::fprintf(stderr, "ferry: unknown command '%s' (commands: bench, generate, info, inspect, make-model; see --help)\n", command.c_str());
     return 2;
   }
   if (!status.ok()) {

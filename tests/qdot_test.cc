@@ -40,9 +40,17 @@ TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
     }
     for (bool simd : {false, true}) {
       if (simd && !__builtin_cpu_supports("avx2")) continue;
-      const float got = GetQDot(type, simd)(row.data(), xq.data(), n);
-      // Only float rounding differs: a few ulps of the sum of magnitudes.
-      EXPECT_NEAR(got, want, 1e-5 * mag) << quant::Info(type).name << (simd ? " simd" : " scalar");
+      // The same activations in every slot of a full tile, and a tile of one.
+      const BlockQ8* xs[kQDotTile];
+      for (const BlockQ8*& p : xs) p = xq.data();
+      float got[kQDotTile];
+      for (int nt : {1, kQDotTile}) {
+        GetQDot(type, simd)(row.data(), xs, nt, n, got);
+        for (int t = 0; t < nt; ++t) {
+          // Only float rounding differs: a few ulps of the sum of magnitudes.
+          EXPECT_NEAR(got[t], want, 1e-5 * mag) << quant::Info(type).name << (simd ? " simd" : " scalar");
+        }
+      }
     }
   }
 }

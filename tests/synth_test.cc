@@ -85,6 +85,22 @@ TEST(Synth, LlamaTensorTableAndMetadata) {
   EXPECT_EQ(params, ParameterCount(Small()));
 }
 
+TEST(Synth, VocabularyPiecesAreDistinctAtEverySize) {
+  for (int n : {260, 1024, 32000}) {
+    SynthOptions o = Small();
+    o.n_vocab = n;
+    o.n_layer = 1;
+    gguf::Writer w;
+    ASSERT_TRUE(BuildSyntheticModel(o, &w).ok());
+    // Only the metadata matters here; the header is enough to read it back.
+    const std::string bytes = *w.WriteToString();
+    std::unique_ptr<gguf::File> f = Read(bytes);
+    const auto tokens = *f->GetStringArray("tokenizer.ggml.tokens");
+    ASSERT_EQ(tokens.size(), static_cast<size_t>(n));
+    EXPECT_EQ(std::set<absl::string_view>(tokens.begin(), tokens.end()).size(), tokens.size()) << n;
+  }
+}
+
 TEST(Synth, DeterministicPerSeedAndTiedOutput) {
   EXPECT_EQ(Build(Small()), Build(Small()));
   SynthOptions other = Small();

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/quant/quantize.h"
@@ -67,8 +68,9 @@ void BuildVocab(int n_vocab, std::vector<std::string>* tokens, std::vector<float
   tokens->clear();
   scores->clear();
   types->clear();
+  absl::flat_hash_set<std::string> seen;  // a vocabulary's pieces are distinct
   auto add = [&](std::string piece, int32_t type) {
-    if (static_cast<int>(tokens->size()) >= n_vocab) return;
+    if (static_cast<int>(tokens->size()) >= n_vocab || !seen.insert(piece).second) return;
     tokens->push_back(std::move(piece));
     scores->push_back(type == kTokenNormal ? -static_cast<float>(tokens->size()) : 0.0f);
     types->push_back(type);

@@ -103,10 +103,17 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
     const int64_t blocks = cols / 32;
     BlockQ8* act = scratch.act();
     for (int t = 0; t < n_tokens; ++t) QuantizeActivations(x + t * x_stride, cols, act + t * blocks);
+    // Tokens in tiles: each weight row is unpacked once per tile of tokens.
     pool.ParallelFor(w.rows, [&](int, int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const uint8_t* wr = w.data + r * row_bytes;
-        for (int t = 0; t < n_tokens; ++t) y[t * y_stride + r] = qdot(wr, act + t * blocks, cols);
+      const BlockQ8* xs[kQDotTile];
+      float out[kQDotTile];
+      for (int t0 = 0; t0 < n_tokens; t0 += kQDotTile) {
+        const int nt = std::min(kQDotTile, n_tokens - t0);
+        for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
+        for (int64_t r = begin; r < end; ++r) {
+          qdot(w.data + r * row_bytes, xs, nt, cols, out);
+          for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
+        }
       }
     }, work, kSerialMatMulWork);
     return;

@@ -22,8 +22,13 @@ static_assert(sizeof(BlockQ8) == 40);
 // Quantizes n activations (a multiple of 32) to n / 32 blocks.
 void QuantizeActivations(const float* x, int64_t n, BlockQ8* out);
 
-// dot(row, x) for a weight row of n elements stored as `type`.
-using QDotFn = float (*)(const uint8_t* row, const BlockQ8* x, int64_t n);
+// Up to this many tokens share one pass over a weight row: the row's blocks
+// are unpacked once and multiplied into each token's accumulator.
+inline constexpr int kQDotTile = 8;
+
+// out[t] = dot(row, xs[t]) for t < n_tokens (<= kQDotTile), for a weight row
+// of n elements stored as the kernel's type.
+using QDotFn = void (*)(const uint8_t* row, const BlockQ8* const* xs, int n_tokens, int64_t n, float* out);
 
 // The kernel for `type` at the given SIMD level (false: scalar); nullptr
 // when the type has no integer kernel (the float path is used).
