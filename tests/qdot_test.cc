@@ -20,7 +20,7 @@ TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
   const TensorType type = GetParam();
   std::mt19937 rng(17);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  const int n = 256 * 8;
+  const int n = 256 * 8 + (GetParam() == TensorType::kQ4_0 || GetParam() == TensorType::kQ8_0 ? 32 : 0);  // odd block count too
   for (int trial = 0; trial < 20; ++trial) {
     std::vector<float> w(n), x(n);
     for (float& v : w) v = normal(rng);
@@ -38,17 +38,24 @@ TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
       want += wd[i] * xd;
       mag += std::fabs(wd[i] * xd);
     }
-    for (bool simd : {false, true}) {
-      if (simd && !__builtin_cpu_supports("avx2")) continue;
+    // Every kernel set this CPU can run: scalar, AVX2, AVX-512 VNNI.
+    std::vector<std::pair<const char*, QDotFn>> kernels = {{"scalar", GetQDot(type, false)}};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+      kernels.emplace_back("avx2", GetQDotAvx2(type));
+    }
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
+      kernels.emplace_back("vnni", GetQDotVnni(type));
+    }
+    for (const auto& [isa, kernel] : kernels) {
       // The same activations in every slot of a full tile, and a tile of one.
       const BlockQ8* xs[kQDotTile];
       for (const BlockQ8*& p : xs) p = xq.data();
       float got[kQDotTile];
       for (int nt : {1, kQDotTile}) {
-        GetQDot(type, simd)(row.data(), xs, nt, n, got);
+        kernel(row.data(), xs, nt, n, got);
         for (int t = 0; t < nt; ++t) {
           // Only float rounding differs: a few ulps of the sum of magnitudes.
-          EXPECT_NEAR(got[t], want, 1e-5 * mag) << quant::Info(type).name << (simd ? " simd" : " scalar");
+          EXPECT_NEAR(got[t], want, 1e-5 * mag) << quant::Info(type).name << " " << isa << " tile " << nt;
         }
       }
     }
@@ -73,6 +80,58 @@ TEST(QuantizeActivations, WithinHalfAStepAndSumsMatch) {
       s += q[b].qs[i];
     }
     EXPECT_FLOAT_EQ(q[b].sum, q[b].d * s);
+  }
+}
+
+}  // namespace
+}  // namespace ferry::cpu
+
+namespace ferry::cpu {
+namespace {
+
+// The 4-row register-blocked kernels against the single-row scalar kernel.
+TEST(QDotRows, MatchTheSingleRowKernel) {
+  for (quant::TensorType type : {quant::TensorType::kQ4_0, quant::TensorType::kQ8_0}) {
+    std::vector<std::pair<const char*, QDotRowsFn>> kernels;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+      kernels.emplace_back("avx2", GetQDotRowsAvx2(type));
+    }
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
+      kernels.emplace_back("vnni", GetQDotRowsVnni(type));
+    }
+    if (kernels.empty()) GTEST_SKIP() << "this CPU has neither AVX2 nor AVX-512 VNNI";
+    std::mt19937 rng(23);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int n = 32 * 37;
+    const uint64_t row_bytes = *quant::RowBytes(type, n);
+    std::vector<uint8_t> rows(row_bytes * kQDotRowsTile);
+    std::vector<float> w(n);
+    for (int r = 0; r < kQDotRowsTile; ++r) {
+      for (float& v : w) v = normal(rng);
+      ASSERT_TRUE(quant::QuantizeRow(type, w, std::span(rows).subspan(r * row_bytes, row_bytes)).ok());
+    }
+    std::vector<std::vector<BlockQ8>> acts(kQDotRowsTile, std::vector<BlockQ8>(n / 32));
+    const BlockQ8* xs[kQDotTile];
+    for (int t = 0; t < kQDotRowsTile; ++t) {
+      std::vector<float> x(n);
+      for (float& v : x) v = normal(rng);
+      QuantizeActivations(x.data(), n, acts[t].data());
+      xs[t] = acts[t].data();
+    }
+    for (const auto& [isa, kernel] : kernels) {
+      for (int nt = 1; nt <= kQDotRowsTile; ++nt) {
+        float out[kQDotRowsTile * kQDotRowsTile];
+        kernel(rows.data(), row_bytes, xs, nt, n, out);
+        for (int r = 0; r < kQDotRowsTile; ++r) {
+          float want[kQDotTile];
+          GetQDot(type, false)(rows.data() + r * row_bytes, xs, nt, n, want);
+          for (int t = 0; t < nt; ++t) {
+            EXPECT_NEAR(out[r * kQDotRowsTile + t], want[t], 1e-4f * (1.0f + std::fabs(want[t])))
+                << quant::Info(type).name << " " << isa << " row " << r << " token " << t << " of " << nt;
+          }
+        }
+      }
+    }
   }
 }
 

@@ -109,8 +109,7 @@ void CpuForward::Attention(int layer, std::span<const BatchToken> batch) {
         const size_t at = seq_base + static_cast<size_t>(lo + j) * kv_dim;
         float s = 0.0f;
         if (f16) {
-          const uint16_t* kr = k16_[layer].data() + at;
-          for (int d = 0; d < hd; ++d) s += q[d] * quant::HalfToFloat(kr[d]);
+          s = cpu::DotF16(q, k16_[layer].data() + at, hd);
         } else {
           s = cpu::Dot(q, k32_[layer].data() + at, hd);
         }
@@ -125,8 +124,7 @@ void CpuForward::Attention(int layer, std::span<const BatchToken> batch) {
         const size_t at = seq_base + static_cast<size_t>(lo + j) * kv_dim;
         const float p = scores[j];
         if (f16) {
-          const uint16_t* vr = v16_[layer].data() + at;
-          for (int d = 0; d < hd; ++d) out[d] += p * quant::HalfToFloat(vr[d]);
+          cpu::AxpyF16(p, v16_[layer].data() + at, out, hd);
         } else {
           const float* vr = v32_[layer].data() + at;
           for (int d = 0; d < hd; ++d) out[d] += p * vr[d];

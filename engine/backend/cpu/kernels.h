@@ -44,6 +44,9 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
             ThreadPool& pool, MatMulScratch& scratch);
 
 float Dot(const float* a, const float* b, int64_t n);
+// dot(a, h) and out += a_scalar * h for h in IEEE half precision (the KV cache).
+float DotF16(const float* a, const uint16_t* h, int64_t n);
+void AxpyF16(float a, const uint16_t* h, float* out, int64_t n);
 
 // out = x / rms(x) * weight
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out);

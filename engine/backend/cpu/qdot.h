@@ -34,4 +34,19 @@ using QDotFn = void (*)(const uint8_t* row, const BlockQ8* const* xs, int n_toke
 // when the type has no integer kernel (the float path is used).
 QDotFn GetQDot(quant::TensorType type, bool simd);
 
+// A register-blocked variant: kQDotRowsTile consecutive rows (row_bytes
+// apart) x n_tokens (<= kQDotRowsTile) tokens; out[r * kQDotRowsTile + t].
+inline constexpr int kQDotRowsTile = 4;
+using QDotRowsFn = void (*)(const uint8_t* rows, uint64_t row_bytes, const BlockQ8* const* xs, int n_tokens,
+                            int64_t n, float* out);
+// nullptr when `type` has none at this SIMD level (scalar has none).
+QDotRowsFn GetQDotRows(quant::TensorType type, bool simd);
+
+// The SIMD kernel sets, each in its own translation unit compiled for its
+// instruction set (qdot_avx2.cc, qdot_vnni.cc); callers use GetQDot.
+QDotFn GetQDotAvx2(quant::TensorType type);
+QDotFn GetQDotVnni(quant::TensorType type);
+QDotRowsFn GetQDotRowsAvx2(quant::TensorType type);
+QDotRowsFn GetQDotRowsVnni(quant::TensorType type);
+
 }  // namespace ferry::cpu
