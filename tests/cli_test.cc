@@ -66,6 +66,18 @@ TEST(Cli, MakeModelThenInspect) {
   EXPECT_THAT(r.output, HasSubstr("\"llama.block_count\":{\"type\":\"u32\",\"value\":3}"));
 }
 
+TEST(Cli, BenchPrintsARowPerBatchSize) {
+  const std::string path = TempDir() + "/bench.gguf";
+  Result r = RunFerry("make-model --out " + path + " --layers 2 --embd 64 --heads 4 --kv_heads 2 --ff 128 --type q4_0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunFerry("bench --model " + path + " --batches=1,3 --prompt_tokens 8 --gen_tokens 4 --repetitions 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\\n +1 +[0-9.]+ +[0-9.]+ +[0-9.]+\\n +3 +[0-9.]+ +[0-9.]+ +[0-9.]+"));
+  r = RunFerry("bench --model " + path + " --batches=0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("--batches: '0' is not a positive integer"));
+}
+
 TEST(Cli, ClearErrors) {
   Result r = RunFerry("make-model");
   EXPECT_EQ(r.exit_code, 1);
