@@ -72,7 +72,7 @@ TEST(Cli, BenchPrintsARowPerBatchSize) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = RunFerry("bench --model " + path + " --batches=1,3 --prompt_tokens 8 --gen_tokens 4 --repetitions 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, ::testing::ContainsRegex("\\n +1 +[0-9.]+ +[0-9.]+ +[0-9.]+\\n +3 +[0-9.]+ +[0-9.]+ +[0-9.]+"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +1 +[0-9.]+ +[0-9.]+ +[0-9.]+\n +3 +[0-9.]+ +[0-9.]+ +[0-9.]+"));
   r = RunFerry("bench --model " + path + " --batches=0");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("--batches: '0' is not a positive integer"));
