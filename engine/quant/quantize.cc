@@ -17,31 +17,21 @@ namespace {
 void QuantF32(const float* x, int64_t n, uint8_t* out) { std::memcpy(out, x, n * sizeof(float)); }
 void DequantF32(const uint8_t* in, int64_t n, float* y) { std::memcpy(y, in, n * sizeof(float)); }
 
-void QuantF16(const float* x, int64_t n, uint8_t* out) {
+// 16-bit formats (f16, bf16): one conversion per element.
+template <uint16_t (*kEncode)(float)>
+void Quant16(const float* x, int64_t n, uint8_t* out) {
   for (int64_t i = 0; i < n; ++i) {
-    const uint16_t h = FloatToHalf(x[i]);
+    const uint16_t h = kEncode(x[i]);
     std::memcpy(out + 2 * i, &h, 2);
-  }
-}
-void DequantF16(const uint8_t* in, int64_t n, float* y) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint16_t h;
-    std::memcpy(&h, in + 2 * i, 2);
-    y[i] = HalfToFloat(h);
   }
 }
 
-void QuantBF16(const float* x, int64_t n, uint8_t* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint16_t h = FloatToBf16(x[i]);
-    std::memcpy(out + 2 * i, &h, 2);
-  }
-}
-void DequantBF16(const uint8_t* in, int64_t n, float* y) {
+template <float (*kDecode)(uint16_t)>
+void Dequant16(const uint8_t* in, int64_t n, float* y) {
   for (int64_t i = 0; i < n; ++i) {
     uint16_t h;
     std::memcpy(&h, in + 2 * i, 2);
-    y[i] = Bf16ToFloat(h);
+    y[i] = kDecode(h);
   }
 }
 
@@ -244,8 +234,8 @@ struct Converters {
 
 constexpr std::array kConverters = {
     Converters{TensorType::kF32, QuantF32, DequantF32},
-    Converters{TensorType::kF16, QuantF16, DequantF16},
-    Converters{TensorType::kBF16, QuantBF16, DequantBF16},
+    Converters{TensorType::kF16, Quant16<FloatToHalf>, Dequant16<HalfToFloat>},
+    Converters{TensorType::kBF16, Quant16<FloatToBf16>, Dequant16<Bf16ToFloat>},
     Converters{TensorType::kQ4_0, QuantBlocks<BlockQ4_0, kQK>, DequantBlocks<BlockQ4_0, kQK>},
     Converters{TensorType::kQ4_1, QuantBlocks<BlockQ4_1, kQK>, DequantBlocks<BlockQ4_1, kQK>},
     Converters{TensorType::kQ5_0, QuantBlocks<BlockQ5_0, kQK>, DequantBlocks<BlockQ5_0, kQK>},

@@ -40,6 +40,9 @@ absl::Status Validate(const SamplingParams& p, int n_vocab) {
 
 Sampler::Sampler(const SamplingParams& params, int n_vocab) : p_(params), rng_(params.seed) {
   cand_.reserve(n_vocab);
+  kept_.reserve(n_vocab);
+  probs_.reserve(n_vocab);
+  order_.reserve(n_vocab);
   counts_.assign(n_vocab, 0);
 }
 
@@ -95,13 +98,14 @@ Sampled Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
     for (size_t i = 0; i < k; ++i) s += (*pr)[i] = std::exp(static_cast<double>(cand_[i].first - cand_[0].first));
     for (double& v : *pr) v /= s;
   };
-  std::vector<double> pr;
+  std::vector<double>& pr = probs_;
   if (p_.typical_p < 1.0f) {
     // Keep the tokens whose surprise is closest to the entropy, up to mass typical_p.
     probs(keep, &pr);
     double entropy = 0;
     for (double v : pr) entropy -= v > 0 ? v * std::log(v) : 0;
-    std::vector<size_t> order(keep);
+    std::vector<size_t>& order = order_;
+    order.resize(keep);
     for (size_t i = 0; i < keep; ++i) order[i] = i;
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
       return std::fabs(-std::log(pr[a]) - entropy) < std::fabs(-std::log(pr[b]) - entropy);
@@ -109,7 +113,8 @@ Sampled Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
     double mass = 0;
     size_t k = 0;
     while (k < keep && mass < p_.typical_p) mass += pr[order[k++]];
-    std::vector<std::pair<float, int32_t>> kept;
+    std::vector<std::pair<float, int32_t>>& kept = kept_;
+    kept.clear();
     for (size_t i = 0; i < k; ++i) kept.push_back(cand_[order[i]]);
     std::sort(kept.begin(), kept.end(), std::greater<>());
     std::copy(kept.begin(), kept.end(), cand_.begin());

@@ -55,7 +55,10 @@ class Sampler {
  private:
   SamplingParams p_;
   std::mt19937_64 rng_;
-  std::vector<std::pair<float, int32_t>> cand_;  // (logit, token), sized once
+  // Scratch, sized once for the vocabulary: sampling allocates nothing per token.
+  std::vector<std::pair<float, int32_t>> cand_, kept_;  // (logit, token)
+  std::vector<double> probs_;
+  std::vector<size_t> order_;
   std::vector<int32_t> counts_;
 };
 
