@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/qdot.h"
 #include "engine/exec/cpu_forward.h"
+#include "engine/gguf/writer.h"
 #include "engine/model/synth.h"
 #include "engine/model/weights.h"
 #include "tests/reference_forward.h"
@@ -147,6 +148,61 @@ std::vector<Case> AllCases() {
 INSTANTIATE_TEST_SUITE_P(ArchByType, VersusReference, ::testing::ValuesIn(AllCases()), [](const auto& info) {
   return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
 });
+
+// Rope scaling as llama.cpp's converters write it: linear (a position
+// multiplier from rope.scaling.*) and Llama 3's per-frequency divisors in a
+// rope_freqs.weight tensor. The model is the synthetic llama with those
+// added; the reference applies them its own way.
+TEST(RopeScaling, LinearAndFrequencyFactorsMatchTheReference) {
+  Built base = Build("llama", TensorType::kF32);
+  const gguf::File& src = *base.model->file;
+  const int half = base.model->config.rope_dims / 2;
+  std::vector<float> factors(half);
+  for (int i = 0; i < half; ++i) factors[i] = 1.0f + 0.25f * i;  // distinct divisors
+  for (bool linear : {true, false}) {
+    gguf::Writer w;
+    for (const auto& [key, value] : src.metadata()) ASSERT_TRUE(w.Set(key, gguf::MetaValue::From(value)).ok());
+    if (linear) {
+      ASSERT_TRUE(w.Set("llama.rope.scaling.type", gguf::MetaValue::Str("linear")).ok());
+      ASSERT_TRUE(w.Set("llama.rope.scaling.factor", gguf::MetaValue::F32(4.0f)).ok());
+    }
+    for (const gguf::TensorInfo& t : src.tensors()) {
+      ASSERT_TRUE(w.AddTensor(t.name, t.type, std::span(t.dims.data(), t.n_dims), std::span(t.data, t.bytes)).ok());
+    }
+    const std::array<uint64_t, 1> dims = {static_cast<uint64_t>(half)};
+    if (!linear) {
+      ASSERT_TRUE(w.AddTensor("rope_freqs.weight", TensorType::kF32, dims,
+                              std::span(reinterpret_cast<const uint8_t*>(factors.data()), factors.size() * 4))
+                      .ok());
+    }
+    const std::string bytes = *w.WriteToString();
+    auto file = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    ASSERT_TRUE(file.ok());
+    auto ref = testing::ReferenceModel::Load(**file);
+    auto m = model::LoadModel(std::move(*file));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ((*m)->config.rope_freq_scale, linear ? 0.25f : 1.0f);
+    EXPECT_EQ((*m)->config.rope_freq_factors, !linear);
+    const std::vector<int32_t> prompt = Prompt(12, (*m)->config.n_vocab, 5);
+    const Errors e = Compare(Prefill(**m, exec::KvType::kF32, prompt), ref->Logits(prompt));
+    EXPECT_LT(e.max_normalized, 5e-5) << (linear ? "linear" : "frequency factors");
+    // And the scaling changes the result: it is not silently ignored.
+    const Errors unscaled = Compare(Prefill(*base.model, exec::KvType::kF32, prompt), ref->Logits(prompt));
+    EXPECT_GT(unscaled.max_normalized, 1e-3) << (linear ? "linear" : "frequency factors");
+  }
+}
+
+TEST(RopeScaling, UnsupportedKindsAreRefused) {
+  Built base = Build("llama", TensorType::kF32);
+  gguf::Writer w;
+  for (const auto& [key, value] : base.model->file->metadata()) ASSERT_TRUE(w.Set(key, gguf::MetaValue::From(value)).ok());
+  ASSERT_TRUE(w.Set("llama.rope.scaling.type", gguf::MetaValue::Str("yarn")).ok());
+  const std::string bytes = *w.WriteToString();
+  auto file = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  ASSERT_TRUE(file.ok());
+  EXPECT_THAT(std::string(model::LoadConfig(**file).status().message()),
+              ::testing::HasSubstr("rope scaling 'yarn' is not supported (linear, none)"));
+}
 
 class Greedy : public ::testing::TestWithParam<Case> {};
 

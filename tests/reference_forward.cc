@@ -52,6 +52,12 @@ absl::StatusOr<ReferenceModel> ReferenceModel::Load(const gguf::File& f) {
   m.eps_ = d("attention.layer_norm_rms_epsilon", 1e-5);
   m.base_ = d("rope.freq_base", 10000.0);
   m.q_scale_ = 1.0 / std::sqrt(static_cast<double>(m.head_dim_));
+  if (f.Has(p + "rope.scaling.type") && *f.GetString(p + "rope.scaling.type") == "linear") {
+    m.pos_scale_ = 1.0 / d("rope.scaling.factor", 1.0);
+  }
+  if (f.FindTensor("rope_freqs.weight")) {
+    if (absl::Status s = Decode(f, "rope_freqs.weight", &m.freq_factors_); !s.ok()) return s;
+  }
   if (m.arch_ == "gemma2") {
     m.attn_cap_ = d("attn_logit_softcapping", 0);
     m.final_cap_ = d("final_logit_softcapping", 0);
@@ -98,7 +104,8 @@ std::vector<std::vector<double>> ReferenceModel::Logits(const std::vector<int32_
   auto rope = [&](std::vector<double>& v, int heads, int pos) {
     for (int h = 0; h < heads; ++h) {
       for (int i = 0; i < hd / 2; ++i) {
-        const double theta = pos * std::pow(base_, -2.0 * i / hd);
+        double theta = pos * pos_scale_ * std::pow(base_, -2.0 * i / hd);
+        if (!freq_factors_.empty()) theta /= freq_factors_[i];
         const int a = neox ? h * hd + i : h * hd + 2 * i;
         const int b = neox ? h * hd + i + hd / 2 : h * hd + 2 * i + 1;
         const double x0 = v[a], x1 = v[b];

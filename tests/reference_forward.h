@@ -29,6 +29,8 @@ class ReferenceModel {
   std::string arch_;
   int n_embd_ = 0, n_head_ = 0, n_kv_ = 0, head_dim_ = 0, n_ff_ = 0, n_vocab_ = 0, n_layer_ = 0;
   double eps_ = 1e-5, base_ = 10000, attn_cap_ = 0, final_cap_ = 0, q_scale_ = 0, emb_scale_ = 1;
+  double pos_scale_ = 1;               // linear rope scaling: 1 / factor
+  std::vector<double> freq_factors_;  // llama3 rope scaling: divisor per frequency
   int window_ = 0;
   Mat embd_, out_;
   std::vector<double> out_norm_;
