@@ -56,6 +56,7 @@ ABSL_FLAG(int, repeat_last_n, 64, "generate: how many recent tokens the penaltie
 ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (same seed, same text); -1 = a random seed, printed");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: stop sequences, comma-separated");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-generation token");
+ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "generate: token ids that end generation, comma-separated");
 ABSL_FLAG(int, threads, 0, "generate, bench: CPU threads; 0 = one per hardware thread");
 ABSL_FLAG(int, ctx, 0, "generate: context length; 0 = the model's, at most 4096");
 ABSL_FLAG(std::string, kv_type, "f16", "generate: KV cache element type, f16 or f32");
@@ -176,6 +177,11 @@ absl::Status RunGenerate() {
   o.max_tokens = absl::GetFlag(FLAGS_n);
   o.stops = absl::GetFlag(FLAGS_stop);
   o.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  for (const std::string& id : absl::GetFlag(FLAGS_stop_token_ids)) {
+    int v = 0;
+    if (!absl::SimpleAtoi(id, &v)) return absl::InvalidArgumentError("--stop_token_ids: '" + id + "' is not a token id");
+    o.stop_ids.push_back(v);
+  }
   text::SamplingParams& p = o.sampling;
   p.temperature = absl::GetFlag(FLAGS_temperature);
   p.top_k = absl::GetFlag(FLAGS_top_k);

@@ -1,5 +1,7 @@
 #include "service/generate.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "engine/model/weights.h"
@@ -20,6 +22,11 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out)
   }
   FERRY_RETURN_IF_ERROR(text::Validate(o.sampling, n_vocab));
   if (o.max_tokens < 0) return absl::InvalidArgumentError("-n must be >= 0");
+  for (int32_t id : o.stop_ids) {
+    if (id < 0 || id >= n_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("stop token id ", id, " is outside the vocabulary [0, ", n_vocab, ")"));
+    }
+  }
 
   std::vector<int32_t> tokens = tok->Encode(o.prompt, tok->add_bos());
   if (tokens.empty()) return absl::InvalidArgumentError("the prompt is empty and the model adds no BOS token");
@@ -60,7 +67,8 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out)
   stats.finish_reason = "length";
   for (int i = 0; i < o.max_tokens; ++i) {
     const text::Sampled s = sampler.Sample(logits, tokens);
-    if (tok->IsEndOfGeneration(s.token) && !o.ignore_eos) {
+    const bool stop_id = std::find(o.stop_ids.begin(), o.stop_ids.end(), s.token) != o.stop_ids.end();
+    if ((tok->IsEndOfGeneration(s.token) && !o.ignore_eos) || stop_id) {
       stats.finish_reason = "stop";
       break;
     }

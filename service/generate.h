@@ -17,6 +17,7 @@ struct GenerateOptions {
   std::string prompt;
   int max_tokens = 128;
   std::vector<std::string> stops;
+  std::vector<int32_t> stop_ids;  // tokens that end generation, besides end-of-generation
   bool ignore_eos = false;
   text::SamplingParams sampling;
   exec::ForwardOptions forward;  // threads, context, KV type, prefill batch

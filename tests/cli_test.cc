@@ -119,6 +119,13 @@ TEST(Cli, GenerateGreedyStoriesAndFigures) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("Once upon a time, there was a little girl named \n"));
   EXPECT_THAT(r.output, HasSubstr("(stop_sequence)"));
+  // A stop token id ends generation (13 is "\n" in this vocabulary: <0x0A>).
+  r = RunFerry("generate --model " + path + " --temperature 0 -n 80 --stop_token_ids=13");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("too high.\nprompt 1 tokens"));
+  EXPECT_THAT(r.output, HasSubstr("(stop)"));
+  r = RunFerry("generate --model " + path + " --stop_token_ids=512");
+  EXPECT_THAT(r.output, HasSubstr("stop token id 512 is outside the vocabulary [0, 512)"));
   // Same seed, same text.
   const Result a = RunFerry("generate --model " + path + " --prompt \"Tom\" -n 30 --seed 5");
   const Result b = RunFerry("generate --model " + path + " --prompt \"Tom\" -n 30 --seed 5");
