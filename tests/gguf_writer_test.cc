@@ -100,6 +100,22 @@ TEST_P(SampleRoundTrip, MetadataAndTensorsSurvive) {
 
 INSTANTIATE_TEST_SUITE_P(Alignments, SampleRoundTrip, ::testing::Values(32u, 64u, 1u, 4096u));
 
+// Version 2 has the same layout as 3 (64-bit counts): a v3 file relabelled
+// as v2 reads the same.
+TEST(GgufReaderVersions, ReadsVersion2) {
+  Writer w;
+  std::vector<std::vector<uint8_t>> storage;
+  ASSERT_TRUE(testing::BuildSample({}, &w, &storage).ok());
+  std::string bytes = *w.WriteToString();
+  const uint32_t v2 = 2;
+  std::memcpy(&bytes[4], &v2, 4);
+  std::unique_ptr<File> f = ReadBack(bytes);
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->version(), 2u);
+  EXPECT_EQ(*f->GetString("general.architecture"), "sample");
+  EXPECT_EQ(f->tensors().size(), storage.size());
+}
+
 TEST(GgufWriter, CopyingEveryValueThroughMetaValueFromIsExact) {
   Writer w;
   std::vector<std::vector<uint8_t>> storage;
