@@ -41,3 +41,20 @@ if [[ ! -x "$venv/bin/python" || ! -f "$stamp" || $(cat "$stamp") != "$want" ]];
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$root/tests/requirements.txt"
   echo "$want" >"$stamp"
 fi
+
+# llama.cpp (through llama-cpp-python) for the test that compares logits with
+# it: built once per machine, kept outside the checkout.
+cache=${FERRY_CACHE_DIR:-$HOME/.cache/ferry}
+llama_venv="$cache/llama-cpp-venv"
+llama_stamp="$llama_venv/.requirements.sha256"
+llama_want=$(sha256sum "$root/tests/requirements-llamacpp.txt" | cut -d' ' -f1)
+if [[ ! -x "$llama_venv/bin/python" || ! -f "$llama_stamp" || $(cat "$llama_stamp") != "$llama_want" ]]; then
+  echo "install-deps: building llama.cpp through llama-cpp-python into $llama_venv (once per machine, ~6 min)"
+  rm -rf "$llama_venv"
+  mkdir -p "$cache"
+  python3 -m venv "$llama_venv"
+  "$llama_venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    -r "$root/tests/requirements-llamacpp.txt"
+  echo "$llama_want" >"$llama_stamp"
+fi
+ln -sfn "$llama_venv" "$root/build/llama-venv"

@@ -2,9 +2,8 @@
 """ferry bench next to llama.cpp, side by side in one run, same file, same threads.
 
 llama.cpp comes from the PyPI package llama-cpp-python (it builds llama.cpp
-from source; ~6 minutes on 2 cores). Install it into its own venv:
-    python3 -m venv build/llama-venv && build/llama-venv/bin/pip install llama-cpp-python==0.3.36 numpy
-then run with that venv's python:
+from source; ~6 minutes on 2 cores); deploy/install-deps.sh installs it
+once per machine and links it as build/llama-venv. Run with that python:
     build/llama-venv/bin/python tests/bench/compare_llamacpp.py --ferry build/release/service/ferry \\
         --model model.gguf [--threads 2] [--batches 1,8]
 Both engines do the same work: per batch size B, prefill B sequences of
