@@ -58,7 +58,7 @@ float DotQ4_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
       const uint8_t* q = w.qs + 32 * (j / 2);
       int32_t s = 0;
       for (int l = 0; l < 32; ++l) s += ((j % 2 == 0) ? (q[l] & 0x0f) : (q[l] >> 4)) * x[j].qs[l];
-      acc += d * sc * x[j].d * static_cast<float>(s) - dmin * m * x[j].sum;
+      acc += d * sc * x[j].d * static_cast<float>(s) - dmin * m * x[j].sum();
     }
   }
   return acc;
@@ -110,7 +110,7 @@ void QuantizeActivations(const float* x, int64_t n, BlockQ8* out) {
       sum += q;
     }
     out[b].d = d;
-    out[b].sum = d * static_cast<float>(sum);
+    out[b].isum = sum;
   }
 }
 

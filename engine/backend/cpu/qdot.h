@@ -10,12 +10,13 @@
 
 namespace ferry::cpu {
 
-// 32 activations: x_i ~= d * qs[i]; sum = d * sum(qs) (for formats with a
-// per-block offset).
+// 32 activations: x_i ~= d * qs[i]; isum = sum(qs), for formats with a
+// per-block offset (their dot products need sum(x) = d * isum).
 struct BlockQ8 {
   float d;
-  float sum;
+  int32_t isum;
   int8_t qs[32];
+  float sum() const { return d * static_cast<float>(isum); }
 };
 static_assert(sizeof(BlockQ8) == 40);
 
