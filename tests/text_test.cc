@@ -193,6 +193,46 @@ TEST(Detokenizer, HoldsSplitCharactersAndReplacesInvalidBytes) {
   EXPECT_EQ(t->Decode(ids), "hi \xc3\xa9");
 }
 
+TEST(Tokenizer, HostileMetadataIsRefusedOrTamed) {
+  auto load = [](const std::vector<std::pair<std::string, gguf::MetaValue>>& meta, std::string* storage) {
+    gguf::Writer w;
+    for (const auto& [k, v] : meta) EXPECT_TRUE(w.Set(k, v).ok());
+    *storage = *w.WriteToString();
+    static std::unique_ptr<gguf::File> file;
+    file = std::move(*gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(storage->data()), storage->size())));
+    return Tokenizer::FromGguf(*file);
+  };
+  const std::vector<std::string> tokens = {"<unk>", "<s>", "</s>", "a", "b", "ab"};
+  std::string bytes;
+  auto mismatch = load({{"tokenizer.ggml.model", gguf::MetaValue::Str("llama")},
+                        {"tokenizer.ggml.tokens", gguf::MetaValue::StringArray(tokens)},
+                        {"tokenizer.ggml.scores", gguf::MetaValue::Array(std::vector<float>{0, 0, 0})}},
+                       &bytes);
+  EXPECT_THAT(std::string(mismatch.status().message()), HasSubstr("6 tokens, 3 scores"));
+  auto bad_bos = load({{"tokenizer.ggml.model", gguf::MetaValue::Str("llama")},
+                       {"tokenizer.ggml.tokens", gguf::MetaValue::StringArray(tokens)},
+                       {"tokenizer.ggml.bos_token_id", gguf::MetaValue::U32(99)}},
+                      &bytes);
+  EXPECT_THAT(std::string(bad_bos.status().message()), HasSubstr("bos_token_id = 99 is outside the vocabulary"));
+  auto unknown = load({{"tokenizer.ggml.model", gguf::MetaValue::Str("rwkv")},
+                       {"tokenizer.ggml.tokens", gguf::MetaValue::StringArray(tokens)}},
+                      &bytes);
+  EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("tokenizer model 'rwkv' is not supported"));
+  // NaN scores and out-of-range token types still tokenize.
+  const float nan = std::nanf("");
+  auto odd = load({{"tokenizer.ggml.model", gguf::MetaValue::Str("llama")},
+                   {"tokenizer.ggml.tokens", gguf::MetaValue::StringArray(tokens)},
+                   {"tokenizer.ggml.scores", gguf::MetaValue::Array(std::vector<float>{0, 0, 0, nan, nan, nan})},
+                   {"tokenizer.ggml.token_type", gguf::MetaValue::Array(std::vector<int32_t>{2, 3, 3, 99, -7, 1})}},
+                  &bytes);
+  ASSERT_TRUE(odd.ok()) << odd.status();
+  EXPECT_FALSE((*odd)->Encode("ab ab abba", true).empty());
+  auto bpe_without_merges = load({{"tokenizer.ggml.model", gguf::MetaValue::Str("gpt2")},
+                                  {"tokenizer.ggml.tokens", gguf::MetaValue::StringArray(tokens)}},
+                                 &bytes);
+  EXPECT_THAT(std::string(bpe_without_merges.status().message()), HasSubstr("tokenizer.ggml.merges' not found"));
+}
+
 TEST(Tokenizer, StoriesRoundTrip) {
   const std::string path = testing::SharedModel("stories260K-f32.gguf");
   FERRY_REQUIRE_SHARED_MODEL(path);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
+#include <limits>
 #include <queue>
 
 #include "absl/strings/str_cat.h"
@@ -96,8 +98,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   if (!tokens.ok()) return tokens.status();
   const size_t n = tokens->size();
   if (n == 0 || n > (1u << 30)) return absl::InvalidArgumentError("tokenizer.ggml.tokens is empty or too large");
-  if (f.Has("tokenizer.ggml.scores")) FERRY_ASSIGN_OR_RETURN(t->scores_, f.GetFloatArray("tokenizer.ggml.scores"));
-  t->scores_.resize(n, 0.0f);
+  if (f.Has("tokenizer.ggml.scores")) {
+    FERRY_ASSIGN_OR_RETURN(t->scores_, f.GetFloatArray("tokenizer.ggml.scores"));
+  } else {
+    t->scores_.assign(n, 0.0f);  // BPE vocabularies have none
+  }
+  // A NaN score would break the merge queue's ordering: treat it as the lowest.
+  for (float& score : t->scores_) {
+    if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
+  }
   std::vector<int64_t> kinds;
   if (f.Has("tokenizer.ggml.token_type")) FERRY_ASSIGN_OR_RETURN(kinds, f.GetIntArray("tokenizer.ggml.token_type"));
   if (t->scores_.size() != n || (!kinds.empty() && kinds.size() != n)) {
