@@ -28,7 +28,7 @@ case "$mode" in
     echo "      $ferry info --model /path/to/model.gguf;  $ferry --help for every flag"
     ;;
   test)
-    "$root/deploy/install-deps.sh"
+    "$root/deploy/install-deps.sh" --for-tests
     # First the whole suite under AddressSanitizer + UBSan (the fuzzer is
     # sanitized already and runs once, below), then the release build whose
     # ctest summary ends the output.

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs what ferry's build and tests need on Debian 12, and only what is
 # missing: one dpkg query when everything is present, so it is quick to rerun.
-# Python test packages (tests/requirements.txt, pinned) go into build/venv.
+# With --for-tests also the Python test packages (tests/requirements.txt,
+# pinned) into build/venv and llama.cpp (tests/requirements-llamacpp.txt)
+# once per machine.
+# usage: deploy/install-deps.sh [--for-tests]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+for_tests=0
+[[ ${1:-} == --for-tests ]] && for_tests=1
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
@@ -30,6 +35,8 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+((for_tests)) || exit 0
 
 venv="$root/build/venv"
 stamp="$venv/.requirements.sha256"
