@@ -38,30 +38,28 @@ fi
 
 ((for_tests)) || exit 0
 
-venv="$root/build/venv"
-stamp="$venv/.requirements.sha256"
-want=$(sha256sum "$root/tests/requirements.txt" | cut -d' ' -f1)
-if [[ ! -x "$venv/bin/python" || ! -f "$stamp" || $(cat "$stamp") != "$want" ]]; then
-  echo "install-deps: preparing $venv from tests/requirements.txt"
+# A venv with the pinned packages of a requirements file, rebuilt only when
+# that file changes (its sha256 is kept in the venv).
+ensure_venv() {  # VENV REQUIREMENTS MESSAGE
+  local venv=$1 requirements=$2 message=$3
+  local want
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [[ -x "$venv/bin/python" && -f "$venv/.requirements.sha256" && $(cat "$venv/.requirements.sha256") == "$want" ]]; then
+    return
+  fi
+  echo "install-deps: $message"
   rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$root/tests/requirements.txt"
-  echo "$want" >"$stamp"
-fi
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$requirements"
+  echo "$want" >"$venv/.requirements.sha256"
+}
+
+ensure_venv "$root/build/venv" "$root/tests/requirements.txt" "preparing build/venv from tests/requirements.txt"
 
 # llama.cpp (through llama-cpp-python) for the test that compares logits with
-# it: built once per machine, kept outside the checkout.
-cache=${FERRY_CACHE_DIR:-$HOME/.cache/ferry}
-llama_venv="$cache/llama-cpp-venv"
-llama_stamp="$llama_venv/.requirements.sha256"
-llama_want=$(sha256sum "$root/tests/requirements-llamacpp.txt" | cut -d' ' -f1)
-if [[ ! -x "$llama_venv/bin/python" || ! -f "$llama_stamp" || $(cat "$llama_stamp") != "$llama_want" ]]; then
-  echo "install-deps: building llama.cpp through llama-cpp-python into $llama_venv (once per machine, ~6 min)"
-  rm -rf "$llama_venv"
-  mkdir -p "$cache"
-  python3 -m venv "$llama_venv"
-  "$llama_venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
-    -r "$root/tests/requirements-llamacpp.txt"
-  echo "$llama_want" >"$llama_stamp"
-fi
+# it and the benchmark peer: built once per machine, kept outside the checkout.
+llama_venv="${FERRY_CACHE_DIR:-$HOME/.cache/ferry}/llama-cpp-venv"
+ensure_venv "$llama_venv" "$root/tests/requirements-llamacpp.txt" \
+  "building llama.cpp through llama-cpp-python into $llama_venv (once per machine, ~6 min)"
 ln -sfn "$llama_venv" "$root/build/llama-venv"
