@@ -21,11 +21,12 @@
 #include "service/bench.h"
 #include "service/generate.h"
 #include "service/inspect.h"
+#include "service/plan_cli.h"
 #include <random>
 #include <sys/resource.h>
 
 ABSL_FLAG(std::string, model, "",
-          "inspect, info, generate: path of a GGUF model; empty = the demo model (made on first use in the cache "
+          "inspect, info, generate, bench, plan: path of a GGUF model; empty = the demo model (made on first use in the cache "
           "directory)");
 ABSL_FLAG(std::string, out, "", "make-model: output path of the GGUF file (required)");
 ABSL_FLAG(std::string, arch, "llama", "make-model: architecture: llama, qwen2 or gemma2");
@@ -40,7 +41,13 @@ ABSL_FLAG(int, context, 2048, "make-model: context length written to the metadat
 ABSL_FLAG(std::string, type, "q8_0", "make-model: type of the 2-D weights: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K");
 ABSL_FLAG(uint64_t, weights_seed, 1, "make-model: random seed; the same seed and shape give the same bytes");
 ABSL_FLAG(bool, tied_output, false, "make-model: omit output.weight (the head reuses token_embd)");
-ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON; bench: results as JSON");
+ABSL_FLAG(int, head_dim, 0, "make-model: per-head size; 0 = embd / heads");
+ABSL_FLAG(std::string, mix, "", "make-model: q4_k_m or q5_k_m: llama.cpp-style type mix instead of one --type");
+ABSL_FLAG(std::string, preset, "",
+          "make-model: the shape of a popular model (llama3.1-8b, llama3.1-70b, qwen2.5-7b, gemma2-9b, gemma2-27b), "
+          "q4_k_m mix unless --mix/--type say otherwise; shape flags are ignored");
+ABSL_FLAG(bool, header_only, false, "make-model: write only the header (real shapes and types, no weights)");
+ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON; bench, plan: results as JSON");
 ABSL_FLAG(bool, tensors, false, "inspect: list every tensor");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text (empty: start from BOS alone)");
 ABSL_FLAG(int, n, 128, "generate: tokens to generate at most (-n N)");
@@ -58,14 +65,20 @@ ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: stop sequences, comma-s
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-generation token");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "generate: token ids that end generation, comma-separated");
 ABSL_FLAG(int, threads, 0, "generate, bench: CPU threads; 0 = one per hardware thread");
-ABSL_FLAG(int, ctx, 0, "generate: context length; 0 = the model's, at most 4096");
-ABSL_FLAG(std::string, kv_type, "f16", "generate: KV cache element type, f16 or f32");
-ABSL_FLAG(int, batch, 64, "generate, bench: prompt tokens per forward step");
+ABSL_FLAG(int, ctx, 0, "generate, plan: context length; 0 = the model's, at most 4096");
+ABSL_FLAG(std::string, kv_type, "f16", "generate, plan: KV cache element type, f16 or f32");
+ABSL_FLAG(int, batch, 64, "generate, bench, plan: prompt tokens per forward step");
 ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "8"}),
           "bench: sequences decoded together, comma-separated");
 ABSL_FLAG(int, prompt_tokens, 128, "bench: prompt tokens per sequence");
 ABSL_FLAG(int, gen_tokens, 32, "bench: decode steps");
 ABSL_FLAG(int, repetitions, 2, "bench: runs per batch size; the best is reported");
+ABSL_FLAG(std::string, gpu, "rtx4060-8g", "plan: GPU profile (memory and CUDA context overhead)");
+ABSL_FLAG(std::vector<std::string>, gpu_memory, std::vector<std::string>({"6GiB", "8GiB", "12GiB", "16GiB", "24GiB", "48GiB", "80GiB"}),
+          "plan: memory budgets to plan for, comma-separated (8GiB, 512MiB, ...); 'device' = the profile's memory");
+ABSL_FLAG(int, gpu_layers, -1, "plan: exactly this many layers resident (-1: as many as fit)");
+ABSL_FLAG(int, slots, 1, "plan: concurrent sequences, each with its own KV cache");
+ABSL_FLAG(int, ring_depth, 2, "plan: staging slots for streamed layers");
 
 namespace ferry {
 namespace {
@@ -83,6 +96,9 @@ commands:
                by type and by layer (--model)
   make-model   write a model with deterministic random weights in a real
                architecture's layout (--out PATH, shape and --type flags)
+  plan         what fits on a GPU, from the header alone: layers resident and
+               device memory by category for each --gpu_memory budget
+               (default 6..80 GiB), or exactly --gpu_layers N
   inspect      describe a GGUF file from its header: architecture, shape,
                bytes by type and by layer, metadata (--model PATH, --json,
                --tensors); without --model, the demo model
@@ -110,7 +126,13 @@ absl::Status MakeModel(const std::string& path, const model::SynthOptions& optio
       last_report = now;
     }
   };
-  if (absl::Status s = model::WriteSyntheticModel(path, options, progress); !s.ok()) return s;
+  const bool header_only = absl::GetFlag(FLAGS_header_only);
+  if (absl::Status s = model::WriteSyntheticModel(path, options, progress, header_only); !s.ok()) return s;
+  if (header_only) {
+    std::fprintf(stderr, "wrote the header of %s (no weights; for ferry plan) in %.1f s\n", path.c_str(),
+                 absl::ToDoubleSeconds(absl::Now() - start));
+    return absl::OkStatus();
+  }
   std::fprintf(stderr, "wrote %s (%s parameters of random weights) in %.1f s\n", path.c_str(),
                absl::StrCat(model::ParameterCount(options)).c_str(), absl::ToDoubleSeconds(absl::Now() - start));
   return absl::OkStatus();
@@ -118,6 +140,24 @@ absl::Status MakeModel(const std::string& path, const model::SynthOptions& optio
 
 absl::Status RunMakeModel() {
   model::SynthOptions o;
+  const std::string preset = absl::GetFlag(FLAGS_preset);
+  if (!preset.empty()) {
+    absl::StatusOr<model::SynthOptions> p = model::Preset(preset);
+    if (!p.ok()) return p.status();
+    o = *p;
+    o.seed = absl::GetFlag(FLAGS_weights_seed);
+    const std::string mix = absl::GetFlag(FLAGS_mix);
+    if (mix == "q5_k_m") o.mix = model::Mix::kQ5_K_M;
+    if (mix.empty() && absl::GetFlag(FLAGS_type) != "q8_0") {  // an explicit --type other than the default
+      o.mix = model::Mix::kUniform;
+      const auto info = quant::FindTypeByName(absl::GetFlag(FLAGS_type));
+      if (!info) return absl::InvalidArgumentError("--type: unknown tensor type '" + absl::GetFlag(FLAGS_type) + "'");
+      o.type = info->type;
+    }
+    const std::string out = absl::GetFlag(FLAGS_out);
+    if (out.empty()) return absl::InvalidArgumentError("make-model: --out PATH is required");
+    return MakeModel(out, o);
+  }
   o.arch = absl::GetFlag(FLAGS_arch);
   o.n_layer = absl::GetFlag(FLAGS_layers);
   o.n_embd = absl::GetFlag(FLAGS_embd);
@@ -129,6 +169,15 @@ absl::Status RunMakeModel() {
   o.seed = absl::GetFlag(FLAGS_weights_seed);
   o.tied_output = absl::GetFlag(FLAGS_tied_output);
   o.sliding_window = absl::GetFlag(FLAGS_sliding_window);
+  o.head_dim = absl::GetFlag(FLAGS_head_dim);
+  const std::string mix = absl::GetFlag(FLAGS_mix);
+  if (mix == "q4_k_m") {
+    o.mix = model::Mix::kQ4_K_M;
+  } else if (mix == "q5_k_m") {
+    o.mix = model::Mix::kQ5_K_M;
+  } else if (!mix.empty()) {
+    return absl::InvalidArgumentError("--mix must be q4_k_m or q5_k_m, got '" + mix + "'");
+  }
   const std::string type = absl::GetFlag(FLAGS_type);
   const auto info = quant::FindTypeByName(type);
   if (!info) return absl::InvalidArgumentError(absl::StrCat("--type: unknown tensor type '", type, "'"));
@@ -243,6 +292,34 @@ absl::Status RunBench() {
   return absl::OkStatus();
 }
 
+absl::Status RunPlan() {
+  service::PlanOptions o;
+  absl::StatusOr<std::string> path = ModelPath();
+  if (!path.ok()) return path.status();
+  o.model_path = *path;
+  o.gpu = absl::GetFlag(FLAGS_gpu);
+  for (const std::string& b : absl::GetFlag(FLAGS_gpu_memory)) {
+    if (b == "device") continue;  // the profile's own memory: the auto policy
+    absl::StatusOr<uint64_t> bytes = service::ParseBytes(b);
+    if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("--gpu_memory: ", bytes.status().message()));
+    o.budgets.push_back(*bytes);
+  }
+  o.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
+  const int ctx = absl::GetFlag(FLAGS_ctx);
+  o.request.n_ctx = ctx > 0 ? ctx : 4096;
+  o.request.n_slots = absl::GetFlag(FLAGS_slots);
+  o.request.max_batch = absl::GetFlag(FLAGS_batch);
+  o.request.ring_depth = absl::GetFlag(FLAGS_ring_depth);
+  const std::string kv = absl::GetFlag(FLAGS_kv_type);
+  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
+  o.request.kv_bytes_per_elem = kv == "f16" ? 2 : 4;
+  o.json = absl::GetFlag(FLAGS_json);
+  absl::StatusOr<std::string> text = service::RunPlan(o);
+  if (!text.ok()) return text.status();
+  std::fwrite(text->data(), 1, text->size(), stdout);
+  return absl::OkStatus();
+}
+
 absl::Status RunInfo() {
   absl::StatusOr<std::string> path = ModelPath();
   if (!path.ok()) return path.status();
@@ -259,7 +336,8 @@ absl::Status RunInspect() {
   absl::StatusOr<std::string> model_path = ModelPath();
   if (!model_path.ok()) return model_path.status();
   const std::string path = *model_path;
-  absl::StatusOr<std::unique_ptr<gguf::File>> file = gguf::File::Open(path);
+  // The header is all inspect reads: header-only and truncated files work too.
+  absl::StatusOr<std::unique_ptr<gguf::File>> file = gguf::File::Open(path, {.header_only = true});
   if (!file.ok()) return file.status();
   const std::string text =
       absl::GetFlag(FLAGS_json) ? service::InspectJson(**file) : service::InspectText(**file, absl::GetFlag(FLAGS_tensors));
@@ -289,12 +367,14 @@ int main(int argc, char** argv) {
     status = ferry::RunInspect();
   } else if (command == "bench") {
     status = ferry::RunBench();
+  } else if (command == "plan") {
+    status = ferry::RunPlan();
   } else if (command == "info") {
     status = ferry::RunInfo();
   } else if (command == "generate") {
     status = ferry::RunGenerate();
   } else {
-    std::fprintf(stderr, "ferry: unknown command '%s' (commands: bench, generate, info, inspect, make-model; see --help)\n", command.c_str());
+    std::fprintf(stderr, "ferry: unknown command '%s' (commands: bench, generate, info, inspect, make-model, plan; see --help)\n", command.c_str());
     return 2;
   }
   if (!status.ok()) {

@@ -78,6 +78,26 @@ TEST(Cli, BenchPrintsARowPerBatchSize) {
   EXPECT_THAT(r.output, HasSubstr("--batches: '0' is not a positive integer"));
 }
 
+TEST(Cli, PlanFromAHeaderOnlyFile) {
+  const std::string path = TempDir() + "/llama8b-header.gguf";
+  Result r = RunFerry("make-model --preset llama3.1-8b --header_only --out " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunFerry("plan --model " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("llama, 32 layers"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB +[0-9]+/32 "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("80.00 GiB +32/32 +100.0%"));
+  r = RunFerry("plan --json --gpu_memory=8GiB --model " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("\"budget_bytes\":8589934592"));
+  r = RunFerry("plan --gpu_layers 32 --gpu rtx4060-8g --ctx 131072 --model " + path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("missing"));
+  r = RunFerry("plan --gpu_memory=lots --model " + path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("'lots' is not a size"));
+}
+
 TEST(Cli, ClearErrors) {
   Result r = RunFerry("make-model");
   EXPECT_EQ(r.exit_code, 1);

@@ -82,12 +82,20 @@ struct TensorInfo {
   std::string ShapeString() const;  // "[64, 512]"
 };
 
+struct OpenOptions {
+  // Read the header only: tensor data may lie past the end of the file (a
+  // header-only or truncated file), TensorInfo::data is null, and every
+  // other check still applies. For planning, which never touches weights.
+  bool header_only = false;
+};
+
 class File {
  public:
   // Maps and validates a file.
-  static absl::StatusOr<std::unique_ptr<File>> Open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<File>> Open(const std::string& path, const OpenOptions& options = {});
   // Validates a buffer the caller keeps alive (fuzzing, tests).
-  static absl::StatusOr<std::unique_ptr<File>> FromBuffer(std::span<const uint8_t> bytes);
+  static absl::StatusOr<std::unique_ptr<File>> FromBuffer(std::span<const uint8_t> bytes,
+                                                          const OpenOptions& options = {});
 
   ~File();
   File(const File&) = delete;
@@ -116,11 +124,13 @@ class File {
   absl::StatusOr<std::vector<int64_t>> GetIntArray(absl::string_view key) const;  // integer elements
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  bool header_only() const { return header_only_; }
   const TensorInfo* FindTensor(absl::string_view name) const;
 
  private:
   File() = default;
   absl::Status Parse();
+  bool header_only_ = false;
   absl::StatusOr<const Value*> FindTyped(absl::string_view key, absl::string_view expected,
                                           bool (*ok)(const Value&)) const;
 

@@ -296,7 +296,7 @@ std::string TensorInfo::ShapeString() const {
   return out + "]";
 }
 
-absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path, const OpenOptions& options) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
@@ -310,6 +310,7 @@ absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
   }
   std::unique_ptr<File> file(new File());
   file->path_ = path;
+  file->header_only_ = options.header_only;
   const size_t size = static_cast<size_t>(st.st_size);
   if (size > 0) {
     void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -327,9 +328,10 @@ absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path) {
   return file;
 }
 
-absl::StatusOr<std::unique_ptr<File>> File::FromBuffer(std::span<const uint8_t> bytes) {
+absl::StatusOr<std::unique_ptr<File>> File::FromBuffer(std::span<const uint8_t> bytes, const OpenOptions& options) {
   std::unique_ptr<File> file(new File());
   file->path_ = "<buffer>";
+  file->header_only_ = options.header_only;
   file->bytes_ = bytes;
   if (absl::Status s = file->Parse(); !s.ok()) return s;
   return file;
@@ -465,7 +467,7 @@ absl::Status File::Parse() {
   // The data section starts at the next multiple of the alignment.
   const uint64_t end_of_infos = c.pos();
   data_offset_ = (end_of_infos + alignment_ - 1) / alignment_ * alignment_;  // end_of_infos < 2^63: no overflow
-  if (!tensors_.empty() && data_offset_ > size) {
+  if (!tensors_.empty() && data_offset_ > size && !header_only_) {
     return Invalid(end_of_infos, absl::StrCat("file truncated: data section would start at byte ", data_offset_,
                                               " but the file has ", size, " bytes"));
   }
@@ -481,6 +483,7 @@ absl::Status File::Parse() {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": offset ", t.offset, " + size ", t.bytes, " overflows 64 bits"));
     }
+    if (header_only_) continue;  // data is neither checked against the file nor mapped
     if (end > data_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
           where, ": data [", t.offset, ", ", end, ") runs past the end of the data section (", data_bytes,

@@ -234,6 +234,19 @@ absl::Status Writer::WriteFile(const std::string& path, const Progress& progress
   return status;
 }
 
+absl::Status Writer::WriteHeaderFile(const std::string& path) const {
+  const std::string header = EncodeHeader();
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
+  const bool written = std::fwrite(header.data(), 1, header.size(), f) == header.size();
+  if (std::fclose(f) != 0 || !written || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::DataLossError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> Writer::WriteToString() const {
   std::string out;
   absl::Status s = Emit(

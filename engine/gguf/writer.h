@@ -103,6 +103,10 @@ class Writer {
   absl::Status WriteFile(const std::string& path, const Progress& progress = nullptr) const;
   // The whole file in memory (tests, small files).
   absl::StatusOr<std::string> WriteToString() const;
+  // Only the header (metadata, tensor infos, padding): what planning reads.
+  // Tensors need no data. Readers open it with OpenOptions::header_only.
+  std::string HeaderBytes() const { return EncodeHeader(); }
+  absl::Status WriteHeaderFile(const std::string& path) const;
 
  private:
   struct Tensor {

@@ -119,6 +119,58 @@ gguf::Writer::Fill RandomFill(TensorType type, uint64_t cols, uint64_t rows, flo
 
 }  // namespace
 
+namespace {
+int HeadDim(const SynthOptions& o) { return o.head_dim > 0 ? o.head_dim : o.n_embd / std::max(o.n_head, 1); }
+}  // namespace
+
+quant::TensorType WeightType(const SynthOptions& o, absl::string_view tensor, int layer) {
+  if (o.mix == Mix::kUniform) return o.type;
+  const TensorType base = o.mix == Mix::kQ4_K_M ? TensorType::kQ4_K : TensorType::kQ5_K;
+  // llama.cpp's *_K_M files spend more bits on the head, and on attn_v and
+  // ffn_down in the first and last eighth of the layers and every third
+  // layer between.
+  const int n = o.n_layer;
+  const bool more_bits = layer >= 0 && (layer < n / 8 || layer >= 7 * n / 8 || (layer - n / 8) % 3 == 2);
+  if (tensor == "output.weight") return TensorType::kQ6_K;
+  if ((tensor == "attn_v.weight" || tensor == "ffn_down.weight") && more_bits) return TensorType::kQ6_K;
+  return base;
+}
+
+absl::StatusOr<SynthOptions> Preset(absl::string_view name) {
+  SynthOptions o;
+  o.mix = Mix::kQ4_K_M;
+  o.type = TensorType::kQ4_K;
+  auto shape = [&](const char* arch, int layers, int embd, int heads, int kv, int ff, int vocab, int ctx, int hd) {
+    o.arch = arch;
+    o.n_layer = layers;
+    o.n_embd = embd;
+    o.n_head = heads;
+    o.n_head_kv = kv;
+    o.n_ff = ff;
+    o.n_vocab = vocab;
+    o.n_ctx = ctx;
+    o.head_dim = hd;
+    o.name = absl::StrCat(name, " shape (random weights)");
+  };
+  if (name == "llama3.1-8b") {
+    shape("llama", 32, 4096, 32, 8, 14336, 128256, 131072, 0);
+  } else if (name == "llama3.1-70b") {
+    shape("llama", 80, 8192, 64, 8, 28672, 128256, 131072, 0);
+  } else if (name == "qwen2.5-7b") {
+    shape("qwen2", 28, 3584, 28, 4, 18944, 152064, 32768, 0);
+  } else if (name == "gemma2-9b") {
+    shape("gemma2", 42, 3584, 16, 8, 14336, 256000, 8192, 256);
+  } else if (name == "gemma2-27b") {
+    shape("gemma2", 46, 4608, 32, 16, 36864, 256000, 8192, 128);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown preset '", name, "' (presets: ", PresetNames(), ")"));
+  }
+  o.rope_base = o.arch == "llama" ? 500000.0f : o.arch == "qwen2" ? 1000000.0f : 10000.0f;
+  return o;
+}
+
+std::string PresetNames() { return "llama3.1-8b, llama3.1-70b, qwen2.5-7b, gemma2-9b, gemma2-27b"; }
+
 absl::Status Validate(const SynthOptions& o) {
   if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "gemma2") {
     return absl::InvalidArgumentError(absl::StrCat("make-model: architecture '", o.arch,
@@ -133,12 +185,12 @@ absl::Status Validate(const SynthOptions& o) {
                          {"context", o.n_ctx}}) {
     if (absl::Status s = positive(what, v); !s.ok()) return s;
   }
-  if (o.n_embd % o.n_head != 0) {
+  if (o.head_dim == 0 && o.n_embd % o.n_head != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("make-model: embd ", o.n_embd, " is not divisible by heads ", o.n_head));
   }
-  if ((o.n_embd / o.n_head) % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("make-model: head size ", o.n_embd / o.n_head,
+  if (o.head_dim < 0 || HeadDim(o) % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("make-model: head size ", HeadDim(o),
                                                    " must be even (rotary embedding rotates pairs)"));
   }
   if (o.n_head % o.n_head_kv != 0) {
@@ -153,8 +205,9 @@ absl::Status Validate(const SynthOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("make-model: cannot produce type ", quant::Info(o.type).name,
                                                    " yet (available: ", quant::ConvertibleTypeNames(), ")"));
   }
-  const uint32_t block = quant::Info(o.type).block_elems;
-  for (auto [what, v] : {std::pair<absl::string_view, int>{"embd", o.n_embd}, {"ff", o.n_ff}}) {
+  const uint32_t block = o.mix == Mix::kUniform ? quant::Info(o.type).block_elems : 256;
+  for (auto [what, v] : {std::pair<absl::string_view, int>{"embd", o.n_embd}, {"ff", o.n_ff},
+                         {"heads x head size", o.n_head * HeadDim(o)}}) {
     if (v % block != 0) {
       return absl::InvalidArgumentError(absl::StrCat("make-model: ", what, " ", v, " is not a multiple of the ",
                                                      quant::Info(o.type).name, " block size ", block));
@@ -165,9 +218,9 @@ absl::Status Validate(const SynthOptions& o) {
 
 uint64_t ParameterCount(const SynthOptions& o) {
   const uint64_t e = o.n_embd, f = o.n_ff, v = o.n_vocab;
-  const uint64_t kv = e / o.n_head * o.n_head_kv;
-  uint64_t per_layer = 2 * e + e * e * 2 + e * kv * 2 + 3 * e * f;
-  if (o.arch == "qwen2") per_layer += e + 2 * kv;  // q, k, v biases
+  const uint64_t q = static_cast<uint64_t>(HeadDim(o)) * o.n_head, kv = static_cast<uint64_t>(HeadDim(o)) * o.n_head_kv;
+  uint64_t per_layer = 2 * e + e * q * 2 + e * kv * 2 + 3 * e * f;
+  if (o.arch == "qwen2") per_layer += q + 2 * kv;  // q, k, v biases
   if (o.arch == "gemma2") per_layer += 2 * e;      // post-attention and post-FFN norms
   const bool tied = o.tied_output || o.arch == "gemma2";
   return e * v + (tied ? 0 : e * v) + e + per_layer * o.n_layer;
@@ -177,7 +230,7 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
   if (absl::Status s = Validate(o); !s.ok()) return s;
   using gguf::MetaValue;
   const std::string a = o.arch;
-  const uint32_t head_dim = o.n_embd / o.n_head;
+  const uint32_t head_dim = HeadDim(o);
   std::vector<std::string> tokens;
   std::vector<float> scores;
   std::vector<int32_t> types;
@@ -189,7 +242,9 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
       {"general.description",
        MetaValue::Str("Random weights written by `ferry make-model`: the shapes and formats of a real model, "
                       "but its text is noise.")},
-      {"general.file_type", MetaValue::U32(FileType(o.type))},
+      {"general.file_type", MetaValue::U32(o.mix == Mix::kQ4_K_M   ? 15u    // llama.cpp's MOSTLY_Q4_K_M
+                                           : o.mix == Mix::kQ5_K_M ? 17u    // MOSTLY_Q5_K_M
+                                                                   : FileType(o.type))},
       {"general.quantization_version", MetaValue::U32(2)},
       {a + ".vocab_size", MetaValue::U32(o.n_vocab)},
       {a + ".context_length", MetaValue::U32(o.n_ctx)},
@@ -215,11 +270,16 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
     if (absl::Status s = w->Set(key, value); !s.ok()) return s;
   }
   const bool gemma2 = a == "gemma2", qwen2 = a == "qwen2";
+  if (gemma2 || o.head_dim > 0) {
+    for (const auto& [key, value] : std::vector<std::pair<std::string, MetaValue>>{
+             {a + ".attention.key_length", MetaValue::U32(head_dim)},
+             {a + ".attention.value_length", MetaValue::U32(head_dim)}}) {
+      if (absl::Status s = w->Set(key, value); !s.ok()) return s;
+    }
+  }
   if (gemma2) {
     // Gemma 2's attention details, with its published defaults.
     for (const auto& [key, value] : std::vector<std::pair<std::string, MetaValue>>{
-             {a + ".attention.key_length", MetaValue::U32(head_dim)},
-             {a + ".attention.value_length", MetaValue::U32(head_dim)},
              {a + ".attention.sliding_window", MetaValue::U32(o.sliding_window)},
              {a + ".attn_logit_softcapping", MetaValue::F32(50.0f)},
              {a + ".final_logit_softcapping", MetaValue::F32(30.0f)}}) {
@@ -228,11 +288,17 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
   }
 
   const uint64_t e = o.n_embd, f = o.n_ff, v = o.n_vocab, kv = static_cast<uint64_t>(head_dim) * o.n_head_kv;
+  const uint64_t q = static_cast<uint64_t>(head_dim) * o.n_head;
+  int layer = -1;  // the layer the tensors being added belong to
   auto matrix = [&](const std::string& name, uint64_t cols, uint64_t rows) {
     const std::array<uint64_t, 2> dims = {cols, rows};
+    // "blk.N.attn_v.weight" -> "attn_v.weight" for layer tensors.
+    const absl::string_view base =
+        layer >= 0 ? absl::string_view(name).substr(name.find('.', 4) + 1) : absl::string_view(name);
+    const TensorType type = WeightType(o, base, layer);
     // Uniform with variance 1/cols keeps activations near unit scale.
     const float scale = std::sqrt(3.0f / static_cast<float>(cols));
-    return w->AddTensor(name, o.type, dims, RandomFill(o.type, cols, rows, 0.0f, scale, TensorSeed(o.seed, name)));
+    return w->AddTensor(name, type, dims, RandomFill(type, cols, rows, 0.0f, scale, TensorSeed(o.seed, name)));
   };
   auto vec = [&](const std::string& name, uint64_t n, float center, float spread) {
     const std::array<uint64_t, 1> dims = {n};
@@ -244,14 +310,15 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
   // n_in to n_out is [n_in, n_out].
   if (absl::Status s = matrix("token_embd.weight", e, v); !s.ok()) return s;  // (vocab, embd)
   for (int l = 0; l < o.n_layer; ++l) {
+    layer = l;
     const std::string p = absl::StrCat("blk.", l, ".");
     for (absl::Status s : {norm(p + "attn_norm.weight"),             // (embd)
-                           matrix(p + "attn_q.weight", e, e),         // (n_head * head_dim, embd)
+                           matrix(p + "attn_q.weight", e, q),         // (n_head * head_dim, embd)
                            matrix(p + "attn_k.weight", e, kv),        // (n_head_kv * head_dim, embd)
                            matrix(p + "attn_v.weight", e, kv),        // (n_head_kv * head_dim, embd)
-                           matrix(p + "attn_output.weight", e, e),    // (embd, n_head * head_dim)
+                           matrix(p + "attn_output.weight", q, e),    // (embd, n_head * head_dim)
                            norm(p + "ffn_norm.weight"),               // (embd)
-                           qwen2 ? vec(p + "attn_q.bias", e, 0.0f, 0.5f) : absl::OkStatus(),    // (q_dim)
+                           qwen2 ? vec(p + "attn_q.bias", q, 0.0f, 0.5f) : absl::OkStatus(),    // (q_dim)
                            qwen2 ? vec(p + "attn_k.bias", kv, 0.0f, 0.5f) : absl::OkStatus(),   // (kv_dim)
                            qwen2 ? vec(p + "attn_v.bias", kv, 0.0f, 0.5f) : absl::OkStatus(),   // (kv_dim)
                            gemma2 ? norm(p + "post_attention_norm.weight") : absl::OkStatus(),  // (embd)
@@ -262,6 +329,7 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
       if (!s.ok()) return s;
     }
   }
+  layer = -1;
   if (absl::Status s = norm("output_norm.weight"); !s.ok()) return s;
   if (!o.tied_output && !gemma2) {  // Gemma 2 always ties its head to the embedding
     if (absl::Status s = matrix("output.weight", e, v); !s.ok()) return s;  // (vocab, embd)
@@ -270,10 +338,10 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
 }
 
 absl::Status WriteSyntheticModel(const std::string& path, const SynthOptions& options,
-                                 const gguf::Writer::Progress& progress) {
+                                 const gguf::Writer::Progress& progress, bool header_only) {
   gguf::Writer writer;
   if (absl::Status s = BuildSyntheticModel(options, &writer); !s.ok()) return s;
-  return writer.WriteFile(path, progress);
+  return header_only ? writer.WriteHeaderFile(path) : writer.WriteFile(path, progress);
 }
 
 }  // namespace ferry::model

@@ -1,0 +1,165 @@
+// The planner on header-only files with the shapes of popular models: the
+// byte accounting adds up, every plan fits its budget, and what cannot fit
+// is refused with the amount missing.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "engine/model/config.h"
+#include "engine/model/synth.h"
+#include "engine/plan/planner.h"
+
+namespace ferry::plan {
+namespace {
+
+using ::testing::HasSubstr;
+constexpr uint64_t kGiB = 1ull << 30;
+
+struct Header {
+  std::string bytes;
+  std::unique_ptr<gguf::File> file;
+  model::ModelConfig config;
+};
+
+Header Make(const std::string& preset, model::Mix mix, quant::TensorType type = quant::TensorType::kQ4_K) {
+  absl::StatusOr<model::SynthOptions> o = model::Preset(preset);
+  EXPECT_TRUE(o.ok()) << o.status();
+  o->mix = mix;
+  o->type = type;
+  gguf::Writer w;
+  EXPECT_TRUE(model::BuildSyntheticModel(*o, &w).ok());
+  Header h;
+  h.bytes = w.HeaderBytes();  // no tensor data at all
+  auto f = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(h.bytes.data()), h.bytes.size()),
+                                  {.header_only = true});
+  EXPECT_TRUE(f.ok()) << f.status();
+  h.file = std::move(*f);
+  h.config = *model::LoadConfig(*h.file);
+  return h;
+}
+
+struct Case {
+  const char* preset;
+  model::Mix mix;
+  quant::TensorType type;
+};
+
+class PopularModels : public ::testing::TestWithParam<Case> {};
+
+TEST_P(PopularModels, AccountingAddsUpAndEveryPlanFitsItsBudget) {
+  const Header h = Make(GetParam().preset, GetParam().mix, GetParam().type);
+  uint64_t sum = 0;
+  for (const gguf::TensorInfo& t : h.file->tensors()) sum += t.bytes;
+  int previous_layers = -1;
+  for (uint64_t gib : {6, 8, 12, 16, 24, 48, 80}) {
+    const DeviceSpec d{absl::StrCat(gib, " GiB"), gib * kGiB, 500ull << 20};
+    PlanRequest r;
+    r.policy = Policy::kBudget;
+    r.gpu_memory = gib * kGiB;
+    absl::StatusOr<Plan> p = MakePlan(*h.file, h.config, r, d);
+    if (!p.ok()) {
+      EXPECT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted);
+      continue;
+    }
+    EXPECT_EQ(p->model_bytes, sum);
+    EXPECT_EQ(p->layer_bytes_total + p->head_bytes + (h.config.tied_output ? 0 : p->embedding_bytes), sum);
+    EXPECT_LE(p->total, gib * kGiB);
+    EXPECT_EQ(p->total, p->weights_resident + p->staging + p->kv_cache + p->workspace + p->overhead + p->margin);
+    // Resident and pinned weights together are the layers and the head, each once.
+    EXPECT_EQ(p->weights_resident + p->host_pinned, p->layer_bytes_total + p->head_bytes);
+    EXPECT_GE(p->resident_layers, previous_layers) << "a bigger budget never holds fewer layers";
+    previous_layers = p->resident_layers;
+    if (p->resident_layers < p->n_layers) {
+      // One more layer would not have fitted.
+      PlanRequest more = r;
+      more.policy = Policy::kLayers;
+      more.gpu_layers = p->resident_layers + 1;
+      EXPECT_EQ(MakePlan(*h.file, h.config, more, d).status().code(), absl::StatusCode::kResourceExhausted);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Presets, PopularModels,
+    ::testing::Values(Case{"llama3.1-8b", model::Mix::kQ4_K_M, quant::TensorType::kQ4_K},
+                      Case{"llama3.1-8b", model::Mix::kUniform, quant::TensorType::kQ8_0},
+                      Case{"llama3.1-8b", model::Mix::kUniform, quant::TensorType::kF16},
+                      Case{"llama3.1-70b", model::Mix::kQ4_K_M, quant::TensorType::kQ4_K},
+                      Case{"qwen2.5-7b", model::Mix::kQ4_K_M, quant::TensorType::kQ4_K},
+                      Case{"qwen2.5-7b", model::Mix::kUniform, quant::TensorType::kQ8_0},
+                      Case{"gemma2-27b", model::Mix::kQ4_K_M, quant::TensorType::kQ4_K},
+                      Case{"gemma2-9b", model::Mix::kUniform, quant::TensorType::kF16}),
+    [](const auto& info) {
+      std::string name = absl::StrCat(info.param.preset, "_",
+                                      info.param.mix == model::Mix::kQ4_K_M ? std::string("q4_k_m")
+                                                                            : std::string(quant::Info(info.param.type).name));
+      for (char& c : name) {
+        if (c == '.' || c == '-') c = '_';
+      }
+      return name;
+    });
+
+TEST(Planner, KvCacheOfLlama31_8B) {
+  // Llama 3.1 8B keeps 32 layers x 8 KV heads x 128 x (k and v) x 2 bytes =
+  // 128 KiB per token in an f16 cache.
+  const Header h = Make("llama3.1-8b", model::Mix::kQ4_K_M);
+  PlanRequest r;
+  r.n_ctx = 4096;
+  r.n_slots = 2;
+  absl::StatusOr<Plan> p = MakePlan(*h.file, h.config, r, {"80 GiB", 80 * kGiB, 0});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kv_cache, 4096ull * 2 * 128 * 1024);
+  EXPECT_EQ(p->resident_layers, 32);
+  EXPECT_EQ(p->staging, 0u) << "nothing streamed, no ring";
+}
+
+TEST(Planner, ExactLayersAndClearRefusals) {
+  const Header h = Make("gemma2-27b", model::Mix::kQ4_K_M);
+  const DeviceSpec card{"8 GiB card", 8 * kGiB, 400ull << 20};
+  PlanRequest r;
+  r.policy = Policy::kLayers;
+  r.gpu_layers = 10;
+  absl::StatusOr<Plan> p = MakePlan(*h.file, h.config, r, card);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->resident_layers, 10);
+  EXPECT_TRUE(p->head_resident);
+  uint64_t largest_streamed = 0;
+  for (int l = 10; l < 46; ++l) largest_streamed = std::max(largest_streamed, p->layer_bytes[l]);
+  EXPECT_EQ(p->staging, 2 * largest_streamed);
+
+  r.gpu_layers = 40;
+  absl::Status s = MakePlan(*h.file, h.config, r, card).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("missing. At most"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("smaller --ctx"));
+  r.gpu_layers = 47;
+  EXPECT_THAT(std::string(MakePlan(*h.file, h.config, r, card).status().message()), HasSubstr("the model has 46 layers"));
+
+  // A context too large for anything: the KV cache alone exceeds the card.
+  r.policy = Policy::kAuto;
+  r.n_ctx = 1 << 20;
+  s = MakePlan(*h.file, h.config, r, card).status();
+  EXPECT_THAT(std::string(s.message()), HasSubstr("the output head, KV cache and workspace alone need"));
+}
+
+TEST(Planner, ReadsAHeaderOnlyFileOnDisk) {
+  absl::StatusOr<model::SynthOptions> o = model::Preset("qwen2.5-7b");
+  ASSERT_TRUE(o.ok());
+  const std::string path = (std::filesystem::temp_directory_path() / "ferry_plan_header.gguf").string();
+  ASSERT_TRUE(model::WriteSyntheticModel(path, *o, nullptr, /*header_only=*/true).ok());
+  EXPECT_LT(std::filesystem::file_size(path), 8u << 20) << "no weights in a header-only file";
+  // A normal open refuses it (the data is missing); a header-only open plans it.
+  EXPECT_FALSE(gguf::File::Open(path).ok());
+  auto f = gguf::File::Open(path, {.header_only = true});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ((*f)->tensors().front().data, nullptr);
+  auto c = model::LoadConfig(**f);
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->qkv_bias);
+  EXPECT_TRUE(MakePlan(**f, *c, {}, {"8 GiB", 8 * kGiB, 400ull << 20}).ok());
+}
+
+}  // namespace
+}  // namespace ferry::plan
