@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/synth.h"
+#include "engine/units.h"
 #include "service/bench.h"
 #include "service/generate.h"
 #include "service/inspect.h"
@@ -110,8 +111,6 @@ examples:
 
 Flags for all commands follow; each says which command reads it.)";
 
-std::string FormatBytes(uint64_t b) { return absl::StrFormat("%.1f MiB", static_cast<double>(b) / (1 << 20)); }
-
 // Writes a model, printing progress on stderr when it takes a while.
 absl::Status MakeModel(const std::string& path, const model::SynthOptions& options) {
   const absl::Time start = absl::Now();
@@ -121,7 +120,7 @@ absl::Status MakeModel(const std::string& path, const model::SynthOptions& optio
     const absl::Time now = absl::Now();
     if (done == total || now - last_report > absl::Milliseconds(500)) {
       std::fprintf(stderr, "%swriting %s: tensor %zu/%zu, %s of %s", tty ? "\r" : "", path.c_str(), done, total,
-                   FormatBytes(bytes).c_str(), FormatBytes(total_bytes).c_str());
+                   HumanBytes(bytes).c_str(), HumanBytes(total_bytes).c_str());
       if (!tty || done == total) std::fprintf(stderr, "\n");
       last_report = now;
     }
@@ -300,7 +299,7 @@ absl::Status RunPlan() {
   o.gpu = absl::GetFlag(FLAGS_gpu);
   for (const std::string& b : absl::GetFlag(FLAGS_gpu_memory)) {
     if (b == "device") continue;  // the profile's own memory: the auto policy
-    absl::StatusOr<uint64_t> bytes = service::ParseBytes(b);
+    absl::StatusOr<uint64_t> bytes = ParseBytes(b);
     if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("--gpu_memory: ", bytes.status().message()));
     o.budgets.push_back(*bytes);
   }

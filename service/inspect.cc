@@ -6,25 +6,12 @@
 #include <map>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
+#include "engine/units.h"
 
 namespace ferry::service {
 namespace {
-
-std::string HumanBytes(uint64_t b) {
-  if (b < 1024) return absl::StrCat(b, " B");
-  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b) / 1024.0;
-  int u = 0;
-  while (v >= 1024.0 && u < 3) {
-    v /= 1024.0;
-    ++u;
-  }
-  return absl::StrFormat("%.2f %s", v, units[u]);
-}
 
 std::string HumanCount(uint64_t n) {
   if (n >= 1000000000ull) return absl::StrFormat("%.2fB", n / 1e9);
@@ -102,14 +89,6 @@ std::string JsonValue(const gguf::Value& v) {
   }
 }
 
-// The layer a tensor belongs to ("blk.N."), or -1.
-int LayerOf(absl::string_view name) {
-  if (!absl::StartsWith(name, "blk.")) return -1;
-  std::vector<absl::string_view> parts = absl::StrSplit(name, '.');
-  int layer = -1;
-  if (parts.size() < 2 || !absl::SimpleAtoi(parts[1], &layer)) return -1;
-  return layer;
-}
 
 struct TensorSummary {
   uint64_t params = 0, bytes = 0, outside_layers = 0;
@@ -125,7 +104,7 @@ TensorSummary Summarize(const gguf::File& file) {
     auto& [count, type_bytes] = s.by_type[std::string(quant::Info(t.type).name)];
     ++count;
     type_bytes += t.bytes;
-    const int layer = LayerOf(t.name);
+    const int layer = model::LayerIndex(t.name);
     if (layer >= 0) {
       s.by_layer[layer] += t.bytes;
     } else {

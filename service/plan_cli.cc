@@ -8,36 +8,18 @@
 #include "absl/strings/str_format.h"
 #include "engine/model/config.h"
 #include "engine/status.h"
+#include "engine/units.h"
 
 namespace ferry::service {
-
-absl::StatusOr<uint64_t> ParseBytes(const std::string& text) {
-  std::string t = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
-  size_t i = 0;
-  while (i < t.size() && (std::isdigit(static_cast<unsigned char>(t[i])) || t[i] == '.')) ++i;
-  double value = 0;
-  if (i == 0 || !absl::SimpleAtod(t.substr(0, i), &value) || value < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not a size (like 8GiB, 512MiB)"));
-  }
-  const std::string unit(absl::StripAsciiWhitespace(t.substr(i)));
-  double scale = 1;
-  if (unit == "" || unit == "b") scale = 1;
-  else if (unit == "k" || unit == "kb" || unit == "kib") scale = 1024.0;
-  else if (unit == "m" || unit == "mb" || unit == "mib") scale = 1024.0 * 1024;
-  else if (unit == "g" || unit == "gb" || unit == "gib") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "t" || unit == "tb" || unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
-  else return absl::InvalidArgumentError(absl::StrCat("'", text, "': unknown unit '", unit, "'"));
-  return static_cast<uint64_t>(value * scale);
-}
 
 namespace {
 
 std::string Row(const plan::Plan& p) {
-  return absl::StrFormat("%9s %7s %6.1f%% %11s %10s %10s %10s %10s %9s %10s %12s\n", plan::HumanBytes(p.budget),
+  return absl::StrFormat("%9s %7s %6.1f%% %11s %10s %10s %10s %10s %9s %10s %12s\n", HumanBytes(p.budget),
                          absl::StrCat(p.resident_layers, "/", p.n_layers), 100.0 * p.gpu_fraction(),
-                         plan::HumanBytes(p.weights_resident), plan::HumanBytes(p.staging),
-                         plan::HumanBytes(p.kv_cache), plan::HumanBytes(p.workspace), plan::HumanBytes(p.overhead),
-                         plan::HumanBytes(p.margin), plan::HumanBytes(p.total), plan::HumanBytes(p.host_pinned));
+                         HumanBytes(p.weights_resident), HumanBytes(p.staging),
+                         HumanBytes(p.kv_cache), HumanBytes(p.workspace), HumanBytes(p.overhead),
+                         HumanBytes(p.margin), HumanBytes(p.total), HumanBytes(p.host_pinned));
 }
 
 std::string Json(const plan::Plan& p) {
@@ -76,7 +58,7 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   } else {
     for (uint64_t budget : o.budgets) {
       plan::DeviceSpec d = device;
-      d.name = absl::StrCat(plan::HumanBytes(budget), " budget");
+      d.name = absl::StrCat(HumanBytes(budget), " budget");
       d.memory_bytes = budget;
       r.policy = plan::Policy::kBudget;
       r.gpu_memory = budget;
@@ -95,12 +77,12 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   }
   const plan::Plan& any = plans.empty() ? plan::Plan{} : plans.front();
   std::string out = absl::StrCat(
-      o.model_path, ": ", config.arch_name, ", ", config.n_layer, " layers, ", plan::HumanBytes(any.model_bytes),
-      " of weights (layers ", plan::HumanBytes(any.layer_bytes_total), ", output head ", plan::HumanBytes(any.head_bytes),
-      ", embedding ", plan::HumanBytes(any.embedding_bytes), " kept on the host)\n");
+      o.model_path, ": ", config.arch_name, ", ", config.n_layer, " layers, ", HumanBytes(any.model_bytes),
+      " of weights (layers ", HumanBytes(any.layer_bytes_total), ", output head ", HumanBytes(any.head_bytes),
+      ", embedding ", HumanBytes(any.embedding_bytes), " kept on the host)\n");
   absl::StrAppend(&out, "context ", r.n_ctx, " x ", r.n_slots, " slot(s), ", r.kv_bytes_per_elem == 2 ? "f16" : "f32",
                   " KV cache; batch up to ", r.max_batch, " tokens; staging ring depth ", r.ring_depth,
-                  "; CUDA context overhead ", plan::HumanBytes(device.overhead_bytes), " (", device.name,
+                  "; CUDA context overhead ", HumanBytes(device.overhead_bytes), " (", device.name,
                   " profile, not measured)\n");
   absl::StrAppend(&out, absl::StrFormat("%9s %7s %7s %11s %10s %10s %10s %10s %9s %10s %12s\n", "budget", "layers",
                                         "on GPU", "weights", "staging", "KV cache", "workspace", "overhead", "margin",

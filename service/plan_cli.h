@@ -9,10 +9,6 @@
 
 namespace ferry::service {
 
-// "8GiB", "8 GB", "8G", "512MiB", "1073741824" -> bytes (GB and G are GiB here,
-// as GPU memory is quoted).
-absl::StatusOr<uint64_t> ParseBytes(const std::string& text);
-
 struct PlanOptions {
   std::string model_path;
   std::string gpu = "rtx4060-8g";     // profile for the context overhead (and memory when no budget is given)

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace ferry::model {
@@ -36,6 +37,14 @@ absl::Status ReadFloat(const gguf::File& f, const std::string& key, float* out, 
 }
 
 }  // namespace
+
+int LayerIndex(absl::string_view name) {
+  if (name.substr(0, 4) != "blk.") return -1;
+  const size_t dot = name.find('.', 4);
+  int layer = -1;
+  if (dot == absl::string_view::npos || !absl::SimpleAtoi(name.substr(4, dot - 4), &layer) || layer < 0) return -1;
+  return layer;
+}
 
 absl::string_view ArchName(Arch arch) {
   switch (arch) {

@@ -61,4 +61,8 @@ absl::StatusOr<ModelConfig> LoadConfig(const gguf::File& file);
 
 absl::string_view ArchName(Arch arch);
 
+// GGUF names a layer's tensors "blk.<layer>.<name>": the layer, or -1 for
+// tensors outside the layers (token_embd, output, output_norm, ...).
+int LayerIndex(absl::string_view tensor_name);
+
 }  // namespace ferry::model

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/units.h"
 
 namespace ferry::plan {
 namespace {
@@ -27,12 +27,6 @@ constexpr Profile kProfiles[] = {
 };
 
 }  // namespace
-
-std::string HumanBytes(uint64_t b) {
-  if (b >= kGiB) return absl::StrFormat("%.2f GiB", static_cast<double>(b) / kGiB);
-  if (b >= (1ull << 20)) return absl::StrFormat("%.1f MiB", static_cast<double>(b) / (1 << 20));
-  return absl::StrFormat("%.1f KiB", static_cast<double>(b) / 1024);
-}
 
 absl::StatusOr<DeviceSpec> DeviceProfile(const std::string& name) {
   for (const Profile& p : kProfiles) {
@@ -64,10 +58,8 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   for (const gguf::TensorInfo& t : file.tensors()) {
     p.model_bytes += t.bytes;
     const absl::string_view name = t.name;
-    int layer = -1;
-    if (name.substr(0, 4) == "blk.") {
-      const size_t dot = name.find('.', 4);
-      if (!absl::SimpleAtoi(name.substr(4, dot - 4), &layer) || layer < 0 || layer >= c.n_layer) {
+    if (const int layer = model::LayerIndex(name); layer >= 0) {
+      if (layer >= c.n_layer) {
         return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' names a layer outside 0..", c.n_layer - 1));
       }
       p.layer_bytes[layer] += t.bytes;

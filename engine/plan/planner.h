@@ -71,6 +71,4 @@ struct Plan {
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& config, const PlanRequest& request,
                               const DeviceSpec& device);
 
-std::string HumanBytes(uint64_t bytes);
-
 }  // namespace ferry::plan
