@@ -20,46 +20,15 @@ std::string HumanCount(uint64_t n) {
   return absl::StrCat(n);
 }
 
-// Length of the valid UTF-8 sequence starting at s[i], or 0 if invalid.
-size_t Utf8Length(absl::string_view s, size_t i) {
-  const unsigned char c = static_cast<unsigned char>(s[i]);
-  size_t n = 0;
-  uint32_t cp = 0;
-  if (c < 0x80) return 1;
-  if ((c & 0xe0) == 0xc0) n = 2, cp = c & 0x1f;
-  else if ((c & 0xf0) == 0xe0) n = 3, cp = c & 0x0f;
-  else if ((c & 0xf8) == 0xf0) n = 4, cp = c & 0x07;
-  else return 0;
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    const unsigned char cc = static_cast<unsigned char>(s[i + k]);
-    if ((cc & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (cc & 0x3f);
-  }
-  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return n;
-}
-
 // A JSON string literal; bytes that are not valid UTF-8 become U+FFFD.
 std::string JsonString(absl::string_view s) {
   std::string out = "\"";
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    const size_t n = Utf8Length(s, i);
-    if (n == 0) {
-      out += "\\ufffd";
-      ++i;
-    } else if (n > 1) {
-      out.append(s.data() + i, n);
-      i += n;
-    } else {
-      if (c == '"') out += "\\\"";
-      else if (c == '\\') out += "\\\\";
-      else if (c < 0x20 || c == 0x7f) out += absl::StrFormat("\\u%04x", c);
-      else out += static_cast<char>(c);
-      ++i;
-    }
+  for (const char ch : text::SanitizeUtf8(s)) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '"') out += "\\\"";
+    else if (c == '\\') out += "\\\\";
+    else if (c < 0x20 || c == 0x7f) out += absl::StrFormat("\\u%04x", c);
+    else out += ch;  // ASCII and the bytes of valid multi-byte characters
   }
   return out + "\"";
 }

@@ -21,6 +21,13 @@ float DotScalar(const float* a, const float* b, int64_t n) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+__attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+
 __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(),
          acc3 = _mm256_setzero_ps();
@@ -32,11 +39,7 @@ __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b
     acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
   }
   for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  const __m256 acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-  r = _mm_add_ss(r, _mm_movehdup_ps(r));
-  float s = _mm_cvtss_f32(r);
+  float s = HorizontalSum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
@@ -74,10 +77,7 @@ __attribute__((target("avx2,fma,f16c"))) float DotF16Avx2(const float* a, const 
     const __m256 k = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
     acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), k, acc);
   }
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-  r = _mm_add_ss(r, _mm_movehdup_ps(r));
-  float s = _mm_cvtss_f32(r);
+  float s = HorizontalSum(acc);
   for (; i < n; ++i) s += a[i] * _cvtsh_ss(h[i]);
   return s;
 }
@@ -154,32 +154,23 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
     // (A single token goes row by row: measured faster than 4-row blocks.)
     const QDotRowsFn rows4 = n_tokens >= 2 ? GetQDotRows(w.type, g_isa != Isa::kScalar) : nullptr;
     // Tokens in tiles: each weight row is unpacked once per tile of tokens;
-    // where a register-blocked kernel exists, 4 rows x 4 tokens at a time.
+    // where a register-blocked kernel exists, 4 rows x 4 tokens at a time,
+    // and the rows left over one by one.
+    const int tile = rows4 != nullptr ? kQDotRowsTile : kQDotTile;
     pool.ParallelFor(w.rows, [&](int, int64_t begin, int64_t end) {
       const BlockQ8* xs[kQDotTile];
       float out[kQDotTile * kQDotRowsTile];
-      if (rows4 != nullptr) {
-        for (int t0 = 0; t0 < n_tokens; t0 += kQDotRowsTile) {
-          const int nt = std::min(kQDotRowsTile, n_tokens - t0);
-          for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
-          int64_t r = begin;
-          for (; r + kQDotRowsTile <= end; r += kQDotRowsTile) {
-            rows4(w.data + r * row_bytes, row_bytes, xs, nt, cols, out);
-            for (int i = 0; i < kQDotRowsTile; ++i) {
-              for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r + i] = out[i * kQDotRowsTile + t];
-            }
-          }
-          for (; r < end; ++r) {
-            qdot(w.data + r * row_bytes, xs, nt, cols, out);
-            for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
+      for (int t0 = 0; t0 < n_tokens; t0 += tile) {
+        const int nt = std::min(tile, n_tokens - t0);
+        for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
+        int64_t r = begin;
+        for (; rows4 != nullptr && r + kQDotRowsTile <= end; r += kQDotRowsTile) {
+          rows4(w.data + r * row_bytes, row_bytes, xs, nt, cols, out);
+          for (int i = 0; i < kQDotRowsTile; ++i) {
+            for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r + i] = out[i * kQDotRowsTile + t];
           }
         }
-        return;
-      }
-      for (int t0 = 0; t0 < n_tokens; t0 += kQDotTile) {
-        const int nt = std::min(kQDotTile, n_tokens - t0);
-        for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
-        for (int64_t r = begin; r < end; ++r) {
+        for (; r < end; ++r) {
           qdot(w.data + r * row_bytes, xs, nt, cols, out);
           for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
         }
