@@ -1,91 +1,168 @@
 #include "service/bench.h"
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "engine/backend/cpu/cpu_device.h"
+#include "engine/backend/cpu/kernels.h"
 #include "engine/model/weights.h"
 #include "engine/status.h"
 
 namespace ferry::service {
 
+double Overlap(double step_s, double copy_s, double compute_s) {
+  const double shorter = std::min(copy_s, compute_s);
+  if (shorter <= 0) return 0;
+  return std::clamp((copy_s + compute_s - step_s) / shorter, 0.0, 1.0);
+}
+
+namespace {
+
+absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& device, const BenchOptions& o,
+                                 DeviceFlags flags, int batch, std::mt19937& rng) {
+  const int vocab = model.config.n_vocab;
+  exec::ForwardOptions fo = o.forward;
+  fo.n_seq = batch;
+  fo.n_ctx = o.prompt_tokens + o.gen_tokens + 1;
+  fo.max_batch = std::max(fo.max_batch, batch);
+  BenchRow row;
+  row.batch = batch;
+  absl::StatusOr<std::optional<plan::Plan>> p = PlanPlacement(model, device, flags, &fo);
+  if (!p.ok()) {
+    row.fits = std::string(p.status().message());
+    return row;
+  }
+  std::unique_ptr<exec::Executor> fwd;
+  FERRY_ASSIGN_OR_RETURN(fwd, exec::Executor::Create(model, &device, fo));
+  row.resident_layers = fwd->resident_layers();
+  row.head_resident = fwd->head_resident();
+  row.gpu_fraction = p->has_value() ? (*p)->gpu_fraction() : 1.0;
+  std::vector<float> logits(static_cast<size_t>(batch) * vocab);
+  std::vector<exec::BatchToken> tokens;
+  // Touch every weight once before timing (the file is mapped lazily).
+  const exec::BatchToken warm{1, 0, 0, true};
+  FERRY_RETURN_IF_ERROR(fwd->Forward({&warm, 1}, logits));
+  for (int rep = 0; rep < o.repetitions; ++rep) {
+    // Prefill: every sequence's prompt, in steps of at most max_batch tokens.
+    tokens.clear();
+    for (int s = 0; s < batch; ++s) {
+      for (int q = 0; q < o.prompt_tokens; ++q) {
+        tokens.push_back({static_cast<int32_t>(rng() % vocab), s, q, q + 1 == o.prompt_tokens});
+      }
+    }
+    const absl::Time t0 = absl::Now();
+    for (size_t begin = 0; begin < tokens.size(); begin += fwd->max_batch()) {
+      const size_t n = std::min<size_t>(fwd->max_batch(), tokens.size() - begin);
+      FERRY_RETURN_IF_ERROR(fwd->Forward(std::span(tokens).subspan(begin, n), logits));
+    }
+    const double prefill = absl::ToDoubleSeconds(absl::Now() - t0);
+    // Decode: one token per sequence per step.
+    const exec::StreamStats before = fwd->stats();
+    const absl::Time t1 = absl::Now();
+    for (int g = 0; g < o.gen_tokens; ++g) {
+      tokens.clear();
+      for (int s = 0; s < batch; ++s) tokens.push_back({static_cast<int32_t>(rng() % vocab), s, o.prompt_tokens + g, true});
+      FERRY_RETURN_IF_ERROR(fwd->Forward(tokens, logits));
+    }
+    const double decode = absl::ToDoubleSeconds(absl::Now() - t1);
+    const exec::StreamStats& after = fwd->stats();
+    row.prefill_tokens_per_s = std::max(row.prefill_tokens_per_s, batch * o.prompt_tokens / prefill);
+    const double rate = batch * o.gen_tokens / decode;
+    if (rate > row.decode_tokens_per_s) {
+      row.decode_tokens_per_s = rate;
+      const double step = after.step_s - before.step_s;
+      row.streamed_gbps = step > 0 ? (after.bytes_streamed - before.bytes_streamed) / step / 1e9 : 0;
+      row.overlap = Overlap(step, after.copy_busy_s - before.copy_busy_s, after.compute_s - before.compute_s);
+    }
+  }
+  return row;
+}
+
+}  // namespace
+
 absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   std::unique_ptr<model::Model> model;
   FERRY_ASSIGN_OR_RETURN(model, model::LoadModel(o.model_path));
+  std::unique_ptr<backend::Device> device;
+  FERRY_ASSIGN_OR_RETURN(device, backend::OpenDevice(o.device.device, o.forward.threads));
   BenchResult result;
   result.model = o.model_path;
+  result.device = device->Describe();
   result.weight_bytes = model->weights.bytes;
   result.isa = std::string(cpu::IsaName(cpu::ActiveIsa()));
+  if (const auto* cpu = dynamic_cast<const backend::CpuDevice*>(device.get())) result.threads = cpu->threads();
+  if (!device->computes_on_host_memory()) result.h2d_gbps = SpecOf(*device).h2d_gbps;
+  if (o.sweep && device->computes_on_host_memory()) {
+    return absl::InvalidArgumentError("--sweep varies what is resident on a GPU: use --device sim[:...] (or cuda)");
+  }
   std::mt19937 rng(1);
-  const int vocab = model->config.n_vocab;
-  for (int batch : o.batches) {
-    if (batch <= 0) return absl::InvalidArgumentError("batch sizes must be positive");
-    exec::ForwardOptions fo = o.forward;
-    fo.n_seq = batch;
-    fo.n_ctx = o.prompt_tokens + o.gen_tokens + 1;
-    fo.max_batch = std::max(fo.max_batch, batch);
-    std::unique_ptr<exec::CpuForward> fwd;
-    FERRY_ASSIGN_OR_RETURN(fwd, exec::CpuForward::Create(*model, fo));
-    result.threads = fwd->threads();
-    std::vector<float> logits(static_cast<size_t>(batch) * vocab);
-    std::vector<exec::BatchToken> tokens;
-    BenchRow row{batch, 0, 0};
-    // Touch every weight once before timing (the file is mapped lazily).
-    const exec::BatchToken warm{1, 0, 0, true};
-    FERRY_RETURN_IF_ERROR(fwd->Forward({&warm, 1}, logits));
-    for (int rep = 0; rep < o.repetitions; ++rep) {
-      // Prefill: every sequence's prompt, in steps of at most max_batch tokens.
-      tokens.clear();
-      for (int s = 0; s < batch; ++s) {
-        for (int p = 0; p < o.prompt_tokens; ++p) {
-          tokens.push_back({static_cast<int32_t>(rng() % vocab), s, p, p + 1 == o.prompt_tokens});
-        }
-      }
-      const absl::Time t0 = absl::Now();
-      for (size_t begin = 0; begin < tokens.size(); begin += fwd->max_batch()) {
-        const size_t n = std::min<size_t>(fwd->max_batch(), tokens.size() - begin);
-        FERRY_RETURN_IF_ERROR(fwd->Forward(std::span(tokens).subspan(begin, n), logits));
-      }
-      const double prefill = absl::ToDoubleSeconds(absl::Now() - t0);
-      // Decode: one token per sequence per step.
-      const absl::Time t1 = absl::Now();
-      for (int g = 0; g < o.gen_tokens; ++g) {
-        tokens.clear();
-        for (int s = 0; s < batch; ++s) {
-          tokens.push_back({static_cast<int32_t>(rng() % vocab), s, o.prompt_tokens + g, true});
-        }
-        FERRY_RETURN_IF_ERROR(fwd->Forward(tokens, logits));
-      }
-      const double decode = absl::ToDoubleSeconds(absl::Now() - t1);
-      row.prefill_tokens_per_s = std::max(row.prefill_tokens_per_s, batch * o.prompt_tokens / prefill);
-      row.decode_tokens_per_s = std::max(row.decode_tokens_per_s, batch * o.gen_tokens / decode);
+  const int L = model->config.n_layer;
+  std::vector<DeviceFlags> placements;
+  if (o.sweep) {
+    for (int percent : {0, 25, 50, 75, 100}) {
+      DeviceFlags f = o.device;
+      f.gpu_layers = (L * percent + 50) / 100;
+      f.stream_head = percent == 0;
+      placements.push_back(f);
     }
-    result.rows.push_back(row);
+  } else {
+    placements.push_back(o.device);
+  }
+  for (const DeviceFlags& f : placements) {
+    for (int batch : o.batches) {
+      if (batch <= 0) return absl::InvalidArgumentError("batch sizes must be positive");
+      BenchRow row;
+      FERRY_ASSIGN_OR_RETURN(row, Measure(*model, *device, o, f, batch, rng));
+      if (result.h2d_gbps > 0) row.copy_utilization = row.streamed_gbps / result.h2d_gbps;
+      result.rows.push_back(row);
+    }
   }
   return result;
 }
 
 std::string BenchTable(const BenchResult& r) {
-  std::string out = absl::StrFormat("%s: %.2f GiB of weights, %d threads, %s kernels (CPU)\n", r.model,
-                                    r.weight_bytes / double(1 << 30), r.threads, r.isa);
-  absl::StrAppend(&out, absl::StrFormat("%6s %16s %16s %18s\n", "batch", "prefill tok/s", "decode tok/s",
-                                        "decode weight GB/s"));
+  std::string out = absl::StrFormat("%s: %.2f GiB of weights on %s\n", r.model, r.weight_bytes / double(1 << 30),
+                                    r.device);
+  const bool streaming = r.h2d_gbps > 0;
+  absl::StrAppend(&out, absl::StrFormat("%6s", "batch"));
+  if (streaming) absl::StrAppend(&out, absl::StrFormat(" %9s %7s", "resident", "on GPU"));
+  absl::StrAppend(&out, absl::StrFormat(" %14s %13s %18s", "prefill tok/s", "decode tok/s", "decode weight GB/s"));
+  if (streaming) absl::StrAppend(&out, absl::StrFormat(" %13s %9s %8s", "streamed GB/s", "% of h2d", "overlap"));
+  absl::StrAppend(&out, "\n");
   for (const BenchRow& row : r.rows) {
+    const std::string resident = absl::StrCat(row.resident_layers, row.head_resident ? "+head" : "");
+    if (!row.fits.empty()) {
+      absl::StrAppend(&out, absl::StrFormat("%6d %9s  does not fit: %s\n", row.batch, "-", row.fits));
+      continue;
+    }
     // Each decode step reads every weight once, whatever the batch.
     const double gbs = row.decode_tokens_per_s / row.batch * r.weight_bytes / 1e9;
-    absl::StrAppend(&out, absl::StrFormat("%6d %16.1f %16.2f %18.2f\n", row.batch, row.prefill_tokens_per_s,
-                                          row.decode_tokens_per_s, gbs));
+    absl::StrAppend(&out, absl::StrFormat("%6d", row.batch));
+    if (streaming) absl::StrAppend(&out, absl::StrFormat(" %9s %6.0f%%", resident, 100 * row.gpu_fraction));
+    absl::StrAppend(&out, absl::StrFormat(" %14.1f %13.2f %18.2f", row.prefill_tokens_per_s, row.decode_tokens_per_s, gbs));
+    if (streaming) {
+      absl::StrAppend(&out, absl::StrFormat(" %13.2f %8.0f%% %7.0f%%", row.streamed_gbps, 100 * row.copy_utilization,
+                                            100 * row.overlap));
+    }
+    absl::StrAppend(&out, "\n");
   }
   return out;
 }
 
 std::string BenchJson(const BenchResult& r) {
-  std::string out = absl::StrCat("{\"threads\":", r.threads, ",\"isa\":\"", r.isa, "\",\"weight_bytes\":",
-                                 r.weight_bytes, ",\"rows\":[");
+  std::string out = absl::StrCat("{\"device\":\"", r.device, "\",\"threads\":", r.threads, ",\"isa\":\"", r.isa, "\",\"weight_bytes\":",
+                                 r.weight_bytes, ",\"h2d_gbps\":", r.h2d_gbps, ",\"rows\":[");
   for (size_t i = 0; i < r.rows.size(); ++i) {
-    absl::StrAppend(&out, i ? "," : "", "{\"batch\":", r.rows[i].batch, ",\"prefill_tokens_per_s\":",
-                    r.rows[i].prefill_tokens_per_s, ",\"decode_tokens_per_s\":", r.rows[i].decode_tokens_per_s, "}");
+    const BenchRow& w = r.rows[i];
+    absl::StrAppend(&out, i ? "," : "", "{\"batch\":", w.batch, ",\"resident_layers\":", w.resident_layers,
+                    ",\"head_resident\":", w.head_resident ? "true" : "false", ",\"fits\":", w.fits.empty() ? "true" : "false",
+                    ",\"gpu_fraction\":", w.gpu_fraction, ",\"prefill_tokens_per_s\":", w.prefill_tokens_per_s,
+                    ",\"decode_tokens_per_s\":", w.decode_tokens_per_s, ",\"streamed_gbps\":", w.streamed_gbps,
+                    ",\"copy_utilization\":", w.copy_utilization, ",\"overlap\":", w.overlap, "}");
   }
   return out + "]}\n";
 }

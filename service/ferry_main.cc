@@ -75,11 +75,21 @@ ABSL_FLAG(int, prompt_tokens, 128, "bench: prompt tokens per sequence");
 ABSL_FLAG(int, gen_tokens, 32, "bench: decode steps");
 ABSL_FLAG(int, repetitions, 2, "bench: runs per batch size; the best is reported");
 ABSL_FLAG(std::string, gpu, "rtx4060-8g", "plan: GPU profile (memory and CUDA context overhead)");
-ABSL_FLAG(std::vector<std::string>, gpu_memory, std::vector<std::string>({"6GiB", "8GiB", "12GiB", "16GiB", "24GiB", "48GiB", "80GiB"}),
-          "plan: memory budgets to plan for, comma-separated (8GiB, 512MiB, ...); 'device' = the profile's memory");
-ABSL_FLAG(int, gpu_layers, -1, "plan: exactly this many layers resident (-1: as many as fit)");
+ABSL_FLAG(std::vector<std::string>, gpu_memory, {},
+          "plan: memory budgets to plan for, comma-separated (8GiB, 512MiB, ...; default 6,8,12,16,24,48,80 GiB); "
+          "'device' = the profile's memory. "
+          "generate, bench: one budget on the device (default: all of its memory)");
+ABSL_FLAG(int, gpu_layers, -1,
+          "plan, generate, bench: exactly this many layers resident on the GPU, the output head counted apart "
+          "(-1: as many as fit)");
 ABSL_FLAG(int, slots, 1, "plan: concurrent sequences, each with its own KV cache");
-ABSL_FLAG(int, ring_depth, 2, "plan: staging slots for streamed layers");
+ABSL_FLAG(int, ring_depth, 2, "plan, generate, bench: staging slots for streamed layers (the copy queue runs this many ahead)");
+ABSL_FLAG(std::string, device, "cpu",
+          "generate, bench: cpu, sim[:key=value,...] or cuda[:N]. sim keys: profile (a --gpu profile, gives the "
+          "defaults), mem (8GiB), overhead, h2d (25GB/s), lat (10us), poison (1: NaN-fill staging slots on reuse)");
+ABSL_FLAG(bool, sweep, false,
+          "bench: run at 0, 25, 50, 75 and 100 % of the layers resident (one --device budget) and print tokens/s, "
+          "streamed GB/s, % of copy bandwidth and overlap per row");
 
 namespace ferry {
 namespace {
@@ -89,10 +99,13 @@ constexpr char kUsage[] = R"(ferry: serve GGUF language models from a GPU too sm
 usage: ferry <command> [flags]
 
 commands:
-  bench        prefill and decode tokens/s on the CPU at batch sizes
-               --batches (default 1,8), --prompt_tokens, --gen_tokens
-  generate     generate text on the CPU, streamed as it is made, then a line
-               of figures (--model, --prompt, -n, sampling flags)
+  bench        prefill and decode tokens/s at batch sizes --batches (default
+               1,8) on --device; --sweep: the same at 0..100 % resident with
+               streamed GB/s and copy/compute overlap per row
+  generate     generate text, streamed as it is made, then a line of figures
+               (--model, --prompt, -n, sampling flags); --device sim:...
+               streams the layers that do not fit, after printing where
+               each layer went
   info         a model's architecture, parameters, context, tokenizer, bytes
                by type and by layer (--model)
   make-model   write a model with deterministic random weights in a real
@@ -106,6 +119,8 @@ commands:
 
 examples:
   ferry generate --model stories260K.gguf --prompt "Once upon a time" -n 64 --temperature 0
+  ferry generate --device sim:mem=2GiB,h2d=12GB/s --gpu_layers 10 --prompt "Hello"
+  ferry bench --device sim:profile=rtx4060-8g --sweep --batches 1,8
   ferry make-model --out tiny.gguf --layers 2 --embd 128 --type f16
   ferry inspect --model ~/models/llama-3-8b.Q4_K_M.gguf --tensors
 
@@ -216,6 +231,21 @@ absl::StatusOr<std::string> ModelPath() {
   return DemoModelPath();
 }
 
+absl::StatusOr<service::DeviceFlags> DeviceFlagsFromCommandLine() {
+  service::DeviceFlags f;
+  f.device = absl::GetFlag(FLAGS_device);
+  f.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
+  f.ring_depth = absl::GetFlag(FLAGS_ring_depth);
+  if (f.ring_depth <= 0) return absl::InvalidArgumentError("--ring_depth must be at least 1");
+  if (const std::vector<std::string> budgets = absl::GetFlag(FLAGS_gpu_memory); !budgets.empty()) {
+    if (budgets.size() != 1) return absl::InvalidArgumentError("generate, bench: --gpu_memory takes one budget");
+    absl::StatusOr<uint64_t> bytes = ParseBytes(budgets[0]);
+    if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("--gpu_memory: ", bytes.status().message()));
+    f.gpu_memory = *bytes;
+  }
+  return f;
+}
+
 absl::Status RunGenerate() {
   service::GenerateOptions o;
   absl::StatusOr<std::string> path = ModelPath();
@@ -248,8 +278,11 @@ absl::Status RunGenerate() {
   const std::string kv = absl::GetFlag(FLAGS_kv_type);
   if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
   o.forward.kv_type = kv == "f16" ? exec::KvType::kF16 : exec::KvType::kF32;
+  absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
+  if (!device.ok()) return device.status();
+  o.device = *device;
   if (seed < 0 && p.temperature > 0) std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(p.seed));
-  absl::StatusOr<service::GenerateStats> stats = service::Generate(o, stdout);
+  absl::StatusOr<service::GenerateStats> stats = service::Generate(o, stdout, stderr);
   if (!stats.ok()) return stats.status();
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -282,6 +315,10 @@ absl::Status RunBench() {
   }
   o.forward.threads = absl::GetFlag(FLAGS_threads);
   o.forward.max_batch = absl::GetFlag(FLAGS_batch);
+  absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
+  if (!device.ok()) return device.status();
+  o.device = *device;
+  o.sweep = absl::GetFlag(FLAGS_sweep);
   std::fprintf(stderr, "bench: %d prompt tokens and %d decode steps per batch size, best of %d\n", o.prompt_tokens,
                o.gen_tokens, o.repetitions);
   absl::StatusOr<service::BenchResult> r = service::RunBench(o);
@@ -297,7 +334,9 @@ absl::Status RunPlan() {
   if (!path.ok()) return path.status();
   o.model_path = *path;
   o.gpu = absl::GetFlag(FLAGS_gpu);
-  for (const std::string& b : absl::GetFlag(FLAGS_gpu_memory)) {
+  std::vector<std::string> budgets = absl::GetFlag(FLAGS_gpu_memory);
+  if (budgets.empty()) budgets = {"6GiB", "8GiB", "12GiB", "16GiB", "24GiB", "48GiB", "80GiB"};
+  for (const std::string& b : budgets) {
     if (b == "device") continue;  // the profile's own memory: the auto policy
     absl::StatusOr<uint64_t> bytes = ParseBytes(b);
     if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("--gpu_memory: ", bytes.status().message()));
@@ -309,6 +348,7 @@ absl::Status RunPlan() {
   o.request.n_slots = absl::GetFlag(FLAGS_slots);
   o.request.max_batch = absl::GetFlag(FLAGS_batch);
   o.request.ring_depth = absl::GetFlag(FLAGS_ring_depth);
+  o.threads = absl::GetFlag(FLAGS_threads);
   const std::string kv = absl::GetFlag(FLAGS_kv_type);
   if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
   o.request.kv_bytes_per_elem = kv == "f16" ? 2 : 4;

@@ -11,7 +11,7 @@
 
 namespace ferry::service {
 
-absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out) {
+absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out, std::FILE* log) {
   std::unique_ptr<model::Model> model;
   FERRY_ASSIGN_OR_RETURN(model, model::LoadModel(o.model_path));
   std::unique_ptr<text::Tokenizer> tok;
@@ -32,8 +32,14 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out)
   if (tokens.empty()) return absl::InvalidArgumentError("the prompt is empty and the model adds no BOS token");
   exec::ForwardOptions fo = o.forward;
   fo.n_seq = 1;
-  std::unique_ptr<exec::CpuForward> fwd;
-  FERRY_ASSIGN_OR_RETURN(fwd, exec::CpuForward::Create(*model, fo));
+  std::unique_ptr<backend::Device> device;
+  FERRY_ASSIGN_OR_RETURN(device, backend::OpenDevice(o.device.device, fo.threads));
+  if (absl::StatusOr<std::optional<plan::Plan>> p = PlanPlacement(*model, *device, o.device, &fo); !p.ok()) {
+    return p.status();
+  }
+  std::unique_ptr<exec::Executor> fwd;
+  FERRY_ASSIGN_OR_RETURN(fwd, exec::Executor::Create(*model, device.get(), fo));
+  std::fprintf(log, "%s\n", fwd->PlacementSummary().c_str());
   if (static_cast<int>(tokens.size()) + o.max_tokens > fwd->n_ctx()) {
     return absl::InvalidArgumentError(absl::StrCat("prompt (", tokens.size(), " tokens) + -n ", o.max_tokens,
                                                    " exceeds the context of ", fwd->n_ctx(), " (--ctx)"));

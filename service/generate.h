@@ -1,5 +1,5 @@
-// `ferry generate`: text from a prompt on the CPU, streamed as it is made,
-// ending with a line of figures.
+// `ferry generate`: text from a prompt on a device (cpu, sim), streamed as
+// it is made, ending with a line of figures.
 #pragma once
 
 #include <cstdio>
@@ -7,8 +7,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "engine/exec/cpu_forward.h"
+#include "engine/exec/forward.h"
 #include "engine/text/sampler.h"
+#include "service/placement.h"
 
 namespace ferry::service {
 
@@ -21,6 +22,7 @@ struct GenerateOptions {
   bool ignore_eos = false;
   text::SamplingParams sampling;
   exec::ForwardOptions forward;  // threads, context, KV type, prefill batch
+  DeviceFlags device;            // --device and the placement flags
 };
 
 struct GenerateStats {
@@ -31,7 +33,8 @@ struct GenerateStats {
   std::string finish_reason;  // "stop" (end of generation token), "stop_sequence", "length"
 };
 
-// Streams the generated text to `out` as it is produced.
-absl::StatusOr<GenerateStats> Generate(const GenerateOptions& options, std::FILE* out);
+// Streams the generated text to `out` as it is produced; the placement
+// summary goes to `log` before the first token.
+absl::StatusOr<GenerateStats> Generate(const GenerateOptions& options, std::FILE* out, std::FILE* log);
 
 }  // namespace ferry::service

@@ -14,22 +14,26 @@ namespace ferry::service {
 
 namespace {
 
-std::string Row(const plan::Plan& p) {
-  return absl::StrFormat("%9s %7s %6.1f%% %11s %10s %10s %10s %10s %9s %10s %12s\n", HumanBytes(p.budget),
+std::string Row(const plan::Plan& p, const plan::Prediction& b1, const plan::Prediction& b8) {
+  return absl::StrFormat("%9s %7s %6.1f%% %11s %10s %10s %10s %10s %9s %10s %12s %9.1f %9.1f\n", HumanBytes(p.budget),
                          absl::StrCat(p.resident_layers, "/", p.n_layers), 100.0 * p.gpu_fraction(),
                          HumanBytes(p.weights_resident), HumanBytes(p.staging),
                          HumanBytes(p.kv_cache), HumanBytes(p.workspace), HumanBytes(p.overhead),
-                         HumanBytes(p.margin), HumanBytes(p.total), HumanBytes(p.host_pinned));
+                         HumanBytes(p.margin), HumanBytes(p.total), HumanBytes(p.host_pinned), b1.tokens_per_s,
+                         b8.tokens_per_s);
 }
 
-std::string Json(const plan::Plan& p) {
+std::string Json(const plan::Plan& p, const plan::Prediction& b1, const plan::Prediction& b8) {
   return absl::StrCat("{\"budget_bytes\":", p.budget, ",\"layers\":", p.n_layers, ",\"resident_layers\":",
                       p.resident_layers, ",\"head_resident\":", p.head_resident ? "true" : "false",
                       ",\"gpu_fraction\":", p.gpu_fraction(), ",\"device_bytes\":{\"weights_resident\":",
                       p.weights_resident, ",\"staging\":", p.staging, ",\"kv_cache\":", p.kv_cache,
                       ",\"workspace\":", p.workspace, ",\"overhead\":", p.overhead, ",\"margin\":", p.margin,
                       ",\"total\":", p.total, "},\"host_pinned_bytes\":", p.host_pinned, ",\"model_bytes\":",
-                      p.model_bytes, "}");
+                      p.model_bytes, ",\"predicted\":{\"decode_tokens_per_s_batch1\":", b1.tokens_per_s,
+                      ",\"decode_tokens_per_s_batch8\":", b8.tokens_per_s, ",\"cpu_only_tokens_per_s_batch1\":",
+                      b1.cpu_tokens_per_s, ",\"cpu_only_tokens_per_s_batch8\":", b8.cpu_tokens_per_s,
+                      ",\"stream_beats_cpu_from_batch\":", b1.stream_beats_cpu_from_batch, "}}");
 }
 
 }  // namespace
@@ -70,9 +74,17 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
       }  // in a table, a budget where nothing fits is left out (said below)
     }
   }
+  // The speed model: the profile's bandwidths, this host's measured CPU kernels.
+  const plan::HostSpec host = plan::MeasureHost(o.threads);
+  std::vector<plan::Prediction> b1, b8;
+  for (const plan::Plan& p : plans) {
+    b1.push_back(plan::Predict(p, device, host, 1));
+    b8.push_back(plan::Predict(p, device, host, 8));
+  }
   if (o.json) {
-    std::string out = "{\"plans\":[";
-    for (size_t i = 0; i < plans.size(); ++i) absl::StrAppend(&out, i ? "," : "", Json(plans[i]));
+    std::string out = absl::StrCat("{\"host\":{\"cpu_weight_gbps\":", host.memory_gbps, ",\"cpu_gflops\":", host.gflops,
+                                   "},\"plans\":[");
+    for (size_t i = 0; i < plans.size(); ++i) absl::StrAppend(&out, i ? "," : "", Json(plans[i], b1[i], b8[i]));
     return out + "]}\n";
   }
   const plan::Plan& any = plans.empty() ? plan::Plan{} : plans.front();
@@ -84,10 +96,19 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
                   " KV cache; batch up to ", r.max_batch, " tokens; staging ring depth ", r.ring_depth,
                   "; CUDA context overhead ", HumanBytes(device.overhead_bytes), " (", device.name,
                   " profile, not measured)\n");
-  absl::StrAppend(&out, absl::StrFormat("%9s %7s %7s %11s %10s %10s %10s %10s %9s %10s %12s\n", "budget", "layers",
-                                        "on GPU", "weights", "staging", "KV cache", "workspace", "overhead", "margin",
-                                        "total", "host pinned"));
-  for (const plan::Plan& p : plans) absl::StrAppend(&out, Row(p));
+  absl::StrAppend(&out, absl::StrFormat("%9s %7s %7s %11s %10s %10s %10s %10s %9s %10s %12s %9s %9s\n", "budget",
+                                        "layers", "on GPU", "weights", "staging", "KV cache", "workspace", "overhead",
+                                        "margin", "total", "host pinned", "tok/s b1", "tok/s b8"));
+  for (size_t i = 0; i < plans.size(); ++i) absl::StrAppend(&out, Row(plans[i], b1[i], b8[i]));
+  if (!plans.empty()) {
+    absl::StrAppend(&out, absl::StrFormat(
+        "predicted decode tokens/s (tok/s columns): %s profile (%.0f GB/s memory, %.0f GB/s host-to-device, %.0f "
+        "TFLOPS), streamed layers overlapped with compute; CPU only on this host: %.1f tok/s at batch 1, %.1f at "
+        "batch 8 (measured here: %.1f GB/s of weights, %.0f GFLOP/s). Streaming a layer beats computing it on this "
+        "CPU from batch %d on.\n",
+        device.name, device.memory_gbps, device.h2d_gbps, device.tflops, b1[0].cpu_tokens_per_s, b8[0].cpu_tokens_per_s,
+        host.memory_gbps, host.gflops, b1[0].stream_beats_cpu_from_batch));
+  }
   if (o.gpu_layers < 0 && plans.size() < o.budgets.size()) {
     absl::StrAppend(&out, "(budgets too small for the head, KV cache and workspace are left out)\n");
   }

@@ -16,6 +16,7 @@ struct PlanOptions {
   int gpu_layers = -1;                // >= 0: exactly this many layers resident
   plan::PlanRequest request;
   bool json = false;
+  int threads = 0;                    // for measuring this host's CPU kernels (the CPU-only prediction)
 };
 
 // The plan(s) as a table or JSON.

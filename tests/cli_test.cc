@@ -158,6 +158,32 @@ TEST(Cli, GenerateGreedyStoriesAndFigures) {
   EXPECT_THAT(r.output, HasSubstr("tokenizer: llama (SentencePiece-style), 512 tokens, bos 1, eos 2"));
 }
 
+TEST(Cli, GenerateOnTheSimDeviceStreamsLayersAndSaysWhere) {
+  const std::string path = testing::SharedModel("stories260K-f32.gguf");
+  FERRY_REQUIRE_SHARED_MODEL(path);
+  // 2 of 5 layers resident, the rest streamed: the same greedy text as the cpu.
+  Result r = RunFerry("generate --model " + path +
+                      " --temperature 0 -n 50 --device sim:mem=64MiB,overhead=1MiB,h2d=10GB/s,poison=1 --gpu_layers 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("offloaded 2/5 layers + output head"));
+  EXPECT_THAT(r.output, HasSubstr("3 streamed unit(s) through a ring of 2 x"));
+  EXPECT_THAT(r.output, HasSubstr("Once upon a time, there was a little girl named Lily."));
+  // A placement that cannot fit is refused at load with what is missing.
+  r = RunFerry("generate --model " + path + " --device sim:mem=2MiB,overhead=1MiB --gpu_layers 5 --ctx 256");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("missing"));
+  EXPECT_THAT(r.output, HasSubstr("fewer --gpu_layers"));
+  r = RunFerry("generate --model " + path + " --device sim:warp=9");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("unknown key 'warp'"));
+  r = RunFerry("bench --model " + path + " --device sim:mem=64MiB,overhead=0,h2d=10GB/s --sweep --batches 2 "
+               "--prompt_tokens 4 --gen_tokens 4 --repetitions 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("streamed GB/s"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 +0 +0%"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 +5\\+head +100%"));
+}
+
 TEST(Cli, InspectRealModelAndRefuseV1) {
   const std::string path = testing::SharedModel("stories260K-f32.gguf");
   FERRY_REQUIRE_SHARED_MODEL(path);

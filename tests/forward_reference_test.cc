@@ -9,7 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/qdot.h"
-#include "engine/exec/cpu_forward.h"
+#include "engine/backend/cpu/kernels.h"
+#include "engine/exec/forward.h"
 #include "engine/gguf/writer.h"
 #include "engine/model/synth.h"
 #include "engine/model/weights.h"
@@ -58,7 +59,7 @@ std::vector<int32_t> Prompt(int n, int vocab, uint32_t seed) {
 
 // Logits after each token, computed as one prefill batch.
 std::vector<float> Prefill(const model::Model& m, exec::KvType kv, const std::vector<int32_t>& prompt) {
-  auto fwd = exec::CpuForward::Create(m, {.max_batch = 64, .n_seq = 1, .n_ctx = 64, .kv_type = kv});
+  auto fwd = exec::Executor::Create(m, nullptr, {.max_batch = 64, .n_seq = 1, .n_ctx = 64, .kv_type = kv});
   std::vector<exec::BatchToken> batch;
   for (size_t i = 0; i < prompt.size(); ++i) batch.push_back({prompt[i], 0, static_cast<int32_t>(i), true});
   std::vector<float> logits(prompt.size() * m.config.n_vocab);
@@ -211,7 +212,7 @@ TEST_P(Greedy, SameTokensAsReference) {
   Built b = Build(c.arch, c.type);
   auto ref = testing::ReferenceModel::Load(*b.model->file);
   ASSERT_TRUE(ref.ok());
-  auto fwd = exec::CpuForward::Create(*b.model, {.max_batch = 16, .n_seq = 1, .n_ctx = 64, .kv_type = exec::KvType::kF32});
+  auto fwd = exec::Executor::Create(*b.model, nullptr, {.max_batch = 16, .n_seq = 1, .n_ctx = 64, .kv_type = exec::KvType::kF32});
   std::vector<int32_t> seq = Prompt(4, b.model->config.n_vocab, 9);
   std::vector<float> logits(b.model->config.n_vocab);
   for (size_t i = 0; i + 1 < seq.size(); ++i) {
@@ -250,7 +251,7 @@ TEST(Batching, DoesNotChangeAnySequence) {
   std::vector<std::vector<float>> alone_logits(3);
   std::vector<std::vector<int32_t>> alone_tokens(3);
   for (int s = 0; s < 3; ++s) {
-    auto fwd = exec::CpuForward::Create(m, {.max_batch = 16, .n_seq = 1, .n_ctx = 32});
+    auto fwd = exec::Executor::Create(m, nullptr, {.max_batch = 16, .n_seq = 1, .n_ctx = 32});
     std::vector<int32_t> seq = prompts[s];
     std::vector<float> logits(V);
     for (size_t i = 0; i + 1 < seq.size(); ++i) {
@@ -268,7 +269,7 @@ TEST(Batching, DoesNotChangeAnySequence) {
 
   // Together: one executor with three slots; each step carries every
   // sequence's next token, and the first step carries whole prompts.
-  auto fwd = exec::CpuForward::Create(m, {.max_batch = 32, .n_seq = 3, .n_ctx = 32});
+  auto fwd = exec::Executor::Create(m, nullptr, {.max_batch = 32, .n_seq = 3, .n_ctx = 32});
   std::vector<std::vector<int32_t>> seqs = prompts;
   std::vector<std::vector<float>> together_logits(3);
   std::vector<float> logits(3 * V);
@@ -295,7 +296,7 @@ TEST(Batching, DoesNotChangeAnySequence) {
 
 TEST(Forward, RefusesBadTokens) {
   Built b = Build("llama", TensorType::kF32);
-  auto fwd = exec::CpuForward::Create(*b.model, {.max_batch = 2, .n_seq = 1, .n_ctx = 8});
+  auto fwd = exec::Executor::Create(*b.model, nullptr, {.max_batch = 2, .n_seq = 1, .n_ctx = 8});
   std::vector<float> logits(b.model->config.n_vocab * 3);
   const exec::BatchToken bad_id{-1, 0, 0, true}, bad_seq{1, 1, 0, true}, bad_pos{1, 0, 8, true};
   EXPECT_THAT(std::string((*fwd)->Forward({&bad_id, 1}, logits).message()), ::testing::HasSubstr("outside the vocabulary"));

@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/kernels.h"
-#include "engine/exec/cpu_forward.h"
+#include "engine/exec/forward.h"
 #include "engine/model/weights.h"
 #include "engine/text/tokenizer.h"
 #include "tests/shared_models.h"
@@ -20,7 +20,7 @@ constexpr char kStoriesGolden[] =
     "a big, red ball. She wanted to play with it, but it was too high.\nLily's mom said,";
 
 std::string GreedyFromBos(const model::Model& m, exec::KvType kv, int n_tokens) {
-  auto fwd = exec::CpuForward::Create(m, {.max_batch = 1, .n_seq = 1, .n_ctx = 512, .kv_type = kv});
+  auto fwd = exec::Executor::Create(m, nullptr, {.max_batch = 1, .n_seq = 1, .n_ctx = 512, .kv_type = kv});
   EXPECT_TRUE(fwd.ok()) << fwd.status();
   auto tok = text::Tokenizer::FromGguf(*m.file);
   EXPECT_TRUE(tok.ok()) << tok.status();

@@ -126,7 +126,7 @@ TEST(Planner, ExactLayersAndClearRefusals) {
   EXPECT_EQ(p->resident_layers, 10);
   EXPECT_TRUE(p->head_resident);
   uint64_t largest_streamed = 0;
-  for (int l = 10; l < 46; ++l) largest_streamed = std::max(largest_streamed, p->layer_bytes[l]);
+  for (int l = 10; l < 46; ++l) largest_streamed = std::max(largest_streamed, p->layer_device_bytes[l]);
   EXPECT_EQ(p->staging, 2 * largest_streamed);
 
   r.gpu_layers = 40;
@@ -141,7 +141,7 @@ TEST(Planner, ExactLayersAndClearRefusals) {
   r.policy = Policy::kAuto;
   r.n_ctx = 1 << 20;
   s = MakePlan(*h.file, h.config, r, card).status();
-  EXPECT_THAT(std::string(s.message()), HasSubstr("the output head, KV cache and workspace alone need"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("even with every layer streamed, the staging ring, KV cache and workspace need"));
 }
 
 TEST(Planner, ReadsAHeaderOnlyFileOnDisk) {

@@ -1,49 +1,63 @@
 #include "engine/plan/planner.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/backend/arena.h"
+#include "engine/backend/cpu/kernels.h"
+#include "engine/backend/profiles.h"
+#include "engine/quant/quantize.h"
 #include "engine/units.h"
 
 namespace ferry::plan {
-namespace {
 
-constexpr uint64_t kGiB = 1ull << 30;
-
-struct Profile {
-  const char* name;
-  uint64_t memory;
-  uint64_t overhead;  // typical CUDA context + cuBLAS workspace before ferry allocates
-};
-
-// Memory as the cards report it; the context overhead is a typical value
-// until the CUDA backend measures it (cudaMemGetInfo before/after).
-constexpr Profile kProfiles[] = {
-    {"rtx3060-12g", 12 * kGiB, 400ull << 20},  {"rtx4060-8g", 8 * kGiB, 400ull << 20},
-    {"rtx4070-12g", 12 * kGiB, 400ull << 20},  {"rtx4080-16g", 16 * kGiB, 450ull << 20},
-    {"rtx4090-24g", 24 * kGiB, 500ull << 20},  {"a100-40g", 40 * kGiB, 500ull << 20},
-    {"a100-80g", 80 * kGiB, 500ull << 20},     {"h100-80g", 80 * kGiB, 550ull << 20},
-};
-
-}  // namespace
+using backend::AlignDevice;
 
 absl::StatusOr<DeviceSpec> DeviceProfile(const std::string& name) {
-  for (const Profile& p : kProfiles) {
-    if (name == p.name) return DeviceSpec{p.name, p.memory, p.overhead};
-  }
-  return absl::InvalidArgumentError(absl::StrCat("unknown GPU profile '", name, "' (profiles: ", DeviceProfileNames(), ")"));
+  absl::StatusOr<backend::GpuProfile> p = backend::FindGpuProfile(name);
+  if (!p.ok()) return p.status();
+  return DeviceSpec{p->name, p->memory_bytes, p->overhead_bytes, p->h2d_gbps, p->copy_latency_us, p->memory_gbps,
+                    p->tflops};
 }
 
-std::string DeviceProfileNames() {
-  std::string out;
-  for (const Profile& p : kProfiles) absl::StrAppend(&out, out.empty() ? "" : ", ", p.name);
-  return out;
-}
+std::string DeviceProfileNames() { return backend::GpuProfileNames(); }
 
 double Plan::gpu_fraction() const {
-  const uint64_t all = layer_bytes_total + head_bytes;
+  uint64_t all = head_device_bytes;
+  for (uint64_t b : layer_device_bytes) all += b;
   return all == 0 ? 0.0 : static_cast<double>(weights_resident) / static_cast<double>(all);
+}
+
+uint64_t DeviceTensorBytes(const gguf::TensorInfo& t) {
+  const bool vector = t.n_dims <= 1 || t.elements == t.dims[0];
+  return AlignDevice(vector ? t.elements * sizeof(float) : t.bytes);
+}
+
+uint64_t Workspace::bytes() const {
+  uint64_t sum = 0;
+  for (uint64_t floats : {x, xn, out, q, attn, k, v, gate, up, logits, scores}) sum += AlignDevice(floats * sizeof(float));
+  return sum;
+}
+
+Workspace WorkspaceFor(const model::ModelConfig& c, int max_batch, int n_ctx) {
+  const uint64_t B = max_batch;
+  Workspace w;
+  w.x = w.xn = w.out = B * c.n_embd;
+  w.q = w.attn = B * c.q_dim();
+  w.k = B * c.kv_dim();
+  w.v = B * c.v_dim();
+  w.gate = w.up = B * c.n_ff;
+  w.logits = B * c.n_vocab;
+  w.scores = B * static_cast<uint64_t>(c.n_head) * n_ctx;
+  return w;
+}
+
+uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem) {
+  return AlignDevice(static_cast<uint64_t>(n_ctx) * n_slots * width * bytes_per_elem);
 }
 
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& c, const PlanRequest& r,
@@ -54,6 +68,8 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   Plan p;
   p.n_layers = c.n_layer;
   p.layer_bytes.assign(c.n_layer, 0);
+  p.layer_device_bytes.assign(c.n_layer, 0);
+  p.layer_params.assign(c.n_layer, 0);
   // Every tensor's bytes, by where it belongs.
   for (const gguf::TensorInfo& t : file.tensors()) {
     p.model_bytes += t.bytes;
@@ -63,43 +79,61 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
         return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' names a layer outside 0..", c.n_layer - 1));
       }
       p.layer_bytes[layer] += t.bytes;
+      p.layer_device_bytes[layer] += DeviceTensorBytes(t);
+      p.layer_params[layer] += t.elements;
     } else if (name == "token_embd.weight") {
       p.embedding_bytes += t.bytes;
+      if (c.tied_output) {  // the head computes with the embedding matrix: it must be on the device
+        p.head_bytes += t.bytes;
+        p.head_device_bytes += DeviceTensorBytes(t);
+        p.head_params += t.elements;
+      }
     } else {
-      p.head_bytes += t.bytes;  // output_norm, output, rope_freqs: used on the device every step
+      p.head_bytes += t.bytes;
+      // rope_freqs builds the host's rotation table; the rest runs on the device every step.
+      if (name != "rope_freqs.weight") {
+        p.head_device_bytes += DeviceTensorBytes(t);
+        p.head_params += t.elements;
+      }
     }
   }
-  // A tied head computes with the embedding matrix: it must be on the device.
-  if (c.tied_output) p.head_bytes += p.embedding_bytes;
   for (uint64_t b : p.layer_bytes) p.layer_bytes_total += b;
 
   // Fixed costs, whatever the placement.
-  p.kv_cache = 2ull * c.n_layer * static_cast<uint64_t>(r.n_ctx) * r.n_slots * c.kv_dim() * r.kv_bytes_per_elem;
-  const uint64_t B = r.max_batch;
-  // Activations of the largest step (the same buffers the executor sizes):
-  // residual, normed and output rows, q, attention output, k, v, two FFN
-  // halves, logits for every token, and attention scores.
-  p.workspace = 4 * B * (3ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff + c.n_vocab) +
-                4 * B * static_cast<uint64_t>(c.n_head) * r.n_ctx;
+  p.kv_cache = static_cast<uint64_t>(c.n_layer) * (KvLayerBytes(r.n_ctx, r.n_slots, c.kv_dim(), r.kv_bytes_per_elem) +
+                                                   KvLayerBytes(r.n_ctx, r.n_slots, c.v_dim(), r.kv_bytes_per_elem));
+  p.workspace = WorkspaceFor(c, r.max_batch, r.n_ctx).bytes();
   p.overhead = device.overhead_bytes;
   p.margin = static_cast<uint64_t>(r.margin_fraction * static_cast<double>(device.memory_bytes));
   p.budget = r.policy == Policy::kBudget ? std::min(r.gpu_memory, device.memory_bytes) : device.memory_bytes;
 
-  // The device bytes if the first n layers are resident (with the head).
-  auto fill = [&](int n) {
-    uint64_t resident = p.head_bytes, streamed_max = 0, pinned = 0;
+  // The device bytes with `units` resident: 0 = nothing, 1 = the head,
+  // 1 + n = the head and the first n layers.
+  auto fill = [&](int units) {
+    uint64_t resident = 0, slot = 0, pinned = 0;
+    int streamed = 0;
+    p.head_resident = units > 0;
+    p.resident_layers = std::max(0, units - 1);
+    if (p.head_resident) {
+      resident += p.head_device_bytes;
+    } else {
+      slot = p.head_device_bytes;
+      pinned += p.head_bytes - (c.tied_output ? p.embedding_bytes : 0);
+      ++streamed;
+    }
     for (int l = 0; l < c.n_layer; ++l) {
-      if (l < n) {
-        resident += p.layer_bytes[l];
+      if (l < p.resident_layers) {
+        resident += p.layer_device_bytes[l];
       } else {
-        streamed_max = std::max(streamed_max, p.layer_bytes[l]);
+        slot = std::max(slot, p.layer_device_bytes[l]);
         pinned += p.layer_bytes[l];
+        ++streamed;
       }
     }
-    p.resident_layers = n;
-    p.head_resident = true;
     p.weights_resident = resident;
-    p.staging = r.ring_depth * streamed_max;
+    p.ring_depth = std::min(r.ring_depth, streamed);
+    p.slot_bytes = streamed > 0 ? slot : 0;
+    p.staging = static_cast<uint64_t>(p.ring_depth) * p.slot_bytes;
     p.host_pinned = pinned;
     p.total = p.weights_resident + p.staging + p.kv_cache + p.workspace + p.overhead + p.margin;
   };
@@ -109,14 +143,18 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
       return absl::InvalidArgumentError(absl::StrCat("--gpu_layers ", r.gpu_layers, ": the model has ", c.n_layer,
                                                      " layers"));
     }
-    fill(r.gpu_layers);
+    if (r.stream_head && r.gpu_layers != 0) {
+      return absl::InvalidArgumentError("the head becomes resident before any layer: a streamed head needs 0 layers");
+    }
+    const int head = r.stream_head ? 0 : 1;
+    fill(head + r.gpu_layers);
     if (p.total > p.budget) {
       int fits = -1;
       for (int n = r.gpu_layers - 1; n >= 0 && fits < 0; --n) {
-        fill(n);
+        fill(1 + n);
         if (p.total <= p.budget) fits = n;
       }
-      fill(r.gpu_layers);
+      fill(head + r.gpu_layers);
       return absl::ResourceExhaustedError(absl::StrCat(
           r.gpu_layers, " resident layers need ", HumanBytes(p.total), " on ", device.name, " (", HumanBytes(p.budget),
           "): ", HumanBytes(p.total - p.budget), " missing. ",
@@ -126,16 +164,84 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
     }
     return p;
   }
-  // Auto and budget: the most layers that fit, the head first.
-  for (int n = c.n_layer; n >= 0; --n) {
-    fill(n);
+  // Auto and budget: the most units that fit, the head first.
+  for (int units = c.n_layer + 1; units >= 0; --units) {
+    fill(units);
     if (p.total <= p.budget) return p;
   }
-  fill(0);
   return absl::ResourceExhaustedError(absl::StrCat(
-      "the output head, KV cache and workspace alone need ", HumanBytes(p.total), " on ", device.name, " (",
-      HumanBytes(p.budget), "): ", HumanBytes(p.total - p.budget), " missing; use a smaller --ctx (KV cache ",
-      HumanBytes(p.kv_cache), "), fewer --slots or a smaller batch (workspace ", HumanBytes(p.workspace), ")"));
+      "even with every layer streamed, the staging ring, KV cache and workspace need ", HumanBytes(p.total), " on ",
+      device.name, " (", HumanBytes(p.budget), "): ", HumanBytes(p.total - p.budget),
+      " missing; use a smaller --ctx (KV cache ", HumanBytes(p.kv_cache), "), fewer --slots, a smaller --batch (workspace ",
+      HumanBytes(p.workspace), ") or a shallower --ring (staging ", HumanBytes(p.staging), ")"));
+}
+
+HostSpec MeasureHost(int threads) {
+  constexpr int64_t kCols = 4096, kRows = 16384;  // 64 MiB of q8_0 blocks, past every cache
+  const uint64_t row_bytes = *quant::RowBytes(quant::TensorType::kQ8_0, kCols);
+  std::vector<uint8_t> data(row_bytes * kRows);
+  std::vector<float> row(kCols);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (float& v : row) v = normal(rng);
+  for (int64_t r = 0; r < kRows; ++r) {
+    (void)quant::QuantizeRow(quant::TensorType::kQ8_0, row, std::span(data.data() + r * row_bytes, row_bytes));
+  }
+  model::Matrix m{data.data(), quant::TensorType::kQ8_0, kCols, kRows, data.size(), "probe"};
+  constexpr int kBatch = 32;
+  std::vector<float> x(kCols * kBatch, 0.5f), y(kRows * kBatch);
+  cpu::ThreadPool pool(threads);
+  cpu::MatMulScratch scratch(pool.size(), kCols, kBatch);
+  auto best_of = [&](int tokens, int reps) {
+    double best = 1e30;
+    for (int i = 0; i < reps; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      cpu::MatMul(m, x.data(), kCols, tokens, y.data(), kRows, pool, scratch);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  best_of(1, 1);  // fault the pages in
+  HostSpec h;
+  h.memory_gbps = static_cast<double>(data.size()) / best_of(1, 3) / 1e9;
+  h.gflops = 2.0 * kRows * kCols * kBatch / best_of(kBatch, 2) / 1e9;
+  return h;
+}
+
+Prediction Predict(const Plan& p, const DeviceSpec& d, const HostSpec& host, int batch) {
+  Prediction out;
+  out.batch = batch;
+  const double flops = d.tflops * 1e12, hbm = d.memory_gbps * 1e9, h2d = d.h2d_gbps * 1e9;
+  const double cpu_bw = host.memory_gbps * 1e9, cpu_flops = host.gflops * 1e9;
+  double compute = 0, copy = 0, cpu = 0;
+  auto unit = [&](uint64_t device_bytes, uint64_t file_bytes, uint64_t params, bool resident) {
+    const double work = 2.0 * static_cast<double>(params) * batch;
+    compute += std::max(device_bytes / hbm, work / flops);
+    if (!resident) copy += d.latency_us * 1e-6 + device_bytes / h2d;
+    cpu += std::max(file_bytes / cpu_bw, work / cpu_flops);
+  };
+  unit(p.head_device_bytes, p.head_bytes, p.head_params, p.head_resident);
+  for (int l = 0; l < p.n_layers; ++l) {
+    unit(p.layer_device_bytes[l], p.layer_bytes[l], p.layer_params[l], l < p.resident_layers);
+  }
+  out.compute_s = compute;
+  out.copy_s = copy;
+  out.step_s = std::max(compute, copy);
+  out.tokens_per_s = out.step_s > 0 ? batch / out.step_s : 0;
+  out.cpu_tokens_per_s = cpu > 0 ? batch / cpu : 0;
+  // A typical layer: streaming it costs its copy; the CPU costs its roofline.
+  if (p.n_layers > 0) {
+    const int l = p.n_layers - 1;
+    const double copy_layer = d.latency_us * 1e-6 + p.layer_device_bytes[l] / h2d;
+    for (int b = 1; b <= 4096; ++b) {
+      const double on_cpu = std::max(p.layer_bytes[l] / cpu_bw, 2.0 * p.layer_params[l] * b / cpu_flops);
+      if (on_cpu > copy_layer) {
+        out.stream_beats_cpu_from_batch = b;
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace ferry::plan

@@ -1,6 +1,7 @@
 // The memory planner: which layers live in GPU memory, byte-exact, from the
-// GGUF header alone. Every byte the device will hold is named here by
-// category; nothing reads tensor data.
+// GGUF header alone, and how fast that placement will run. Every byte the
+// device will hold is named here by category, with the same layout rules
+// the executor allocates by (exec/forward.cc); nothing reads tensor data.
 #pragma once
 
 #include <cstdint>
@@ -17,21 +18,26 @@ struct DeviceSpec {
   std::string name;
   uint64_t memory_bytes = 0;      // what the device has
   uint64_t overhead_bytes = 0;    // taken before ferry allocates (CUDA context: measured; sim: configured)
+  double h2d_gbps = 25.0;         // host-to-device copy bandwidth
+  double latency_us = 10.0;       // per copy
+  double memory_gbps = 500.0;     // device memory bandwidth
+  double tflops = 50.0;           // matrix throughput
 };
 
-// A named device profile: "rtx4060-8g", "rtx4090-24g", "a100-80g", ...
+// A named device profile (backend/profiles.h): "rtx4060-8g", "h100-80g", ...
 absl::StatusOr<DeviceSpec> DeviceProfile(const std::string& name);
 std::string DeviceProfileNames();
 
 enum class Policy {
   kAuto,     // the most layers that fit the device's memory
-  kLayers,   // exactly gpu_layers layers resident
+  kLayers,   // exactly gpu_layers layers resident (and the head)
   kBudget,   // the most layers that fit gpu_memory bytes
 };
 
 struct PlanRequest {
   Policy policy = Policy::kAuto;
   int gpu_layers = 0;            // kLayers
+  bool stream_head = false;      // kLayers with gpu_layers 0: nothing resident, the head streamed too
   uint64_t gpu_memory = 0;       // kBudget
   int n_ctx = 4096;              // positions per slot
   int n_slots = 1;               // concurrent sequences
@@ -41,34 +47,90 @@ struct PlanRequest {
   double margin_fraction = 0.02; // safety margin, of the device memory
 };
 
+// Device bytes of one tensor: matrices as stored, 1-D tensors (norms,
+// biases) as f32, each range 256-byte aligned.
+uint64_t DeviceTensorBytes(const gguf::TensorInfo& tensor);
+
+// The activation buffers of one step, in floats, each its own allocation.
+struct Workspace {
+  uint64_t x = 0, xn = 0, out = 0;  // residual, normed, layer output: (batch, n_embd)
+  uint64_t q = 0, attn = 0;         // (batch, q_dim)
+  uint64_t k = 0, v = 0;            // (batch, kv_dim), (batch, v_dim)
+  uint64_t gate = 0, up = 0;        // (batch, n_ff)
+  uint64_t logits = 0;              // (batch, n_vocab)
+  uint64_t scores = 0;              // attention: (batch, n_head, n_ctx)
+  uint64_t bytes() const;           // the sum, each buffer aligned
+};
+Workspace WorkspaceFor(const model::ModelConfig& config, int max_batch, int n_ctx);
+
+// One layer's K or V cache: (n_slots, n_ctx, width) elements, aligned.
+uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem);
+
 struct Plan {
   int n_layers = 0;
   int resident_layers = 0;       // the first resident_layers layers stay on the device
-  bool head_resident = false;    // output norm + output matrix
+  bool head_resident = false;    // output norm + output matrix: the first unit to become resident
+  int ring_depth = 0;            // staging slots in use: min(requested, streamed units)
+  uint64_t slot_bytes = 0;       // the largest streamed unit
   // Device bytes by category; total = their sum.
   uint64_t weights_resident = 0; // resident layers + head
-  uint64_t staging = 0;          // ring_depth x the largest streamed layer
+  uint64_t staging = 0;          // ring_depth x slot_bytes
   uint64_t kv_cache = 0;
   uint64_t workspace = 0;
   uint64_t overhead = 0;
   uint64_t margin = 0;
   uint64_t total = 0;
   uint64_t budget = 0;           // what the plan had to fit in
-  uint64_t host_pinned = 0;      // streamed layers' bytes, pinned on the host
-  // Model bytes.
+  uint64_t host_pinned = 0;      // streamed units' bytes, registered (pinned) on the host
+  // Model bytes, as in the file.
   uint64_t model_bytes = 0;      // every tensor in the file
   uint64_t layer_bytes_total = 0;
-  uint64_t head_bytes = 0;
+  uint64_t head_bytes = 0;       // output, output_norm, rope_freqs (+ token_embd when tied)
   uint64_t embedding_bytes = 0;  // stays on the host: only the rows a step needs are copied
   std::vector<uint64_t> layer_bytes;
+  // The same on the device (DeviceTensorBytes), and parameters for the speed model.
+  std::vector<uint64_t> layer_device_bytes;
+  uint64_t head_device_bytes = 0;
+  std::vector<uint64_t> layer_params;
+  uint64_t head_params = 0;
 
-  double gpu_fraction() const;   // share of the layers' and head's bytes on the device
+  double gpu_fraction() const;   // share of the layers' and head's device bytes resident
 };
 
 // Plans `request` on `device` from the model's header. kLayers with more
 // than fits fails with an error that says how much is missing and what to
-// change; kAuto/kBudget choose the most layers that fit (possibly none).
+// change; kAuto/kBudget choose the most that fits: the head first, then
+// layers (possibly nothing resident).
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& config, const PlanRequest& request,
                               const DeviceSpec& device);
+
+// What the host can do for the speed model: the weight bandwidth and the
+// arithmetic rate ferry's own CPU kernels reach.
+struct HostSpec {
+  double memory_gbps = 20.0;  // decode: weight bytes read per second
+  double gflops = 100.0;      // prefill: matrix arithmetic per second
+};
+// Measures both with ferry's matmul kernels (a 64 MiB q8_0 matrix at batch 1
+// and batch 32; about a quarter of a second).
+HostSpec MeasureHost(int threads);
+
+struct Prediction {
+  int batch = 1;
+  double step_s = 0;           // one step of `batch` tokens with the plan's placement
+  double tokens_per_s = 0;
+  double copy_s = 0;           // of which the copy engine is busy
+  double compute_s = 0;        // and the device computes
+  double cpu_tokens_per_s = 0; // every layer on the CPU instead
+  // The smallest batch at which streaming a non-resident layer beats
+  // computing it on the CPU (0: streaming never wins below 4096).
+  int stream_beats_cpu_from_batch = 0;
+};
+
+// Roofline per unit (layer or head): time = max(bytes / bandwidth, 2 x
+// params x batch / flops); streamed units also need bytes / h2d + latency
+// on the copy engine, which overlaps all compute (the ring runs ahead and
+// wraps into the next step): step = max(sum of compute, sum of copies).
+// Attention over the cache is not modelled (small at short contexts).
+Prediction Predict(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int batch);
 
 }  // namespace ferry::plan

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "engine/exec/cpu_forward.h"
+#include "engine/exec/forward.h"
 #include "engine/model/weights.h"
 
 int main(int argc, char** argv) {
@@ -18,8 +18,8 @@ int main(int argc, char** argv) {
   }
   std::vector<ferry::exec::BatchToken> batch;
   for (int i = 2; i < argc; ++i) batch.push_back({std::atoi(argv[i]), 0, i - 2, true});
-  auto fwd = ferry::exec::CpuForward::Create(
-      **model, {.max_batch = static_cast<int>(batch.size()), .n_seq = 1, .n_ctx = 64, .kv_type = ferry::exec::KvType::kF32, .threads = 1});
+  auto fwd = ferry::exec::Executor::Create(
+      **model, nullptr, {.max_batch = static_cast<int>(batch.size()), .n_seq = 1, .n_ctx = 64, .kv_type = ferry::exec::KvType::kF32, .threads = 1});
   std::vector<float> logits(batch.size() * (*model)->config.n_vocab);
   if (absl::Status s = (*fwd)->Forward(batch, logits); !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());

@@ -1,0 +1,32 @@
+#include "engine/backend/device.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "engine/backend/cpu/cpu_device.h"
+#include "engine/backend/sim/sim_device.h"
+
+namespace ferry::backend {
+
+absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec, int threads) {
+  if (spec == "cpu") return std::unique_ptr<Device>(new CpuDevice(threads));
+  absl::string_view rest = spec;
+  if (rest == "sim" || absl::ConsumePrefix(&rest, "sim:")) {
+    if (rest == "sim") rest = "";
+    absl::StatusOr<SimOptions> o = ParseSimOptions(rest);
+    if (!o.ok()) return o.status();
+    absl::StatusOr<std::unique_ptr<SimDevice>> d = SimDevice::Create(*o, threads);
+    if (!d.ok()) return d.status();
+    return std::unique_ptr<Device>(std::move(*d));
+  }
+  if (rest == "cuda" || absl::ConsumePrefix(&rest, "cuda:")) {
+    // The CUDA backend is issue 5; until it lands this build cannot drive a GPU.
+    return absl::UnimplementedError(
+        "this build has no CUDA backend yet; --device sim:profile=<gpu> runs the same schedule on the CPU "
+        "with a GPU's memory cap and copy bandwidth");
+  }
+  return absl::InvalidArgumentError(absl::StrCat("--device '", spec, "': want cpu, sim[:key=value,...] or cuda[:N]"));
+}
+
+}  // namespace ferry::backend

@@ -1,0 +1,179 @@
+// The Device interface: what the forward pass needs from a backend. Memory
+// comes from a fixed arena with a hard capacity, work runs on two queues
+// (compute and copy) ordered by events with CUDA's semantics, and kernels
+// have the same signatures on every backend. The cpu backend computes on
+// host memory in place; sim puts CPU kernels behind a capped arena and a
+// copy engine thread; cuda (issue 5) maps these one to one onto streams.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/model/config.h"
+#include "engine/model/weights.h"
+
+namespace ferry::backend {
+
+enum class Queue { kCompute, kCopy };
+
+// An event is an index into the device's event table (CreateEvent).
+using Event = int;
+
+// Where one token of a step writes and reads its sequence's KV cache.
+struct TokenPos {
+  int32_t seq = 0;
+  int32_t pos = 0;
+};
+
+// One layer's KV cache on the device: [n_seq][n_ctx][kv_dim], f16 or f32.
+struct KvLayer {
+  void* k = nullptr;
+  void* v = nullptr;
+  bool f16 = true;
+  int n_ctx = 0;
+  int kv_dim = 0;
+};
+
+struct AttentionShape {
+  int n_head = 0;
+  int n_head_kv = 0;
+  int head_dim = 0;
+  float query_scale = 1.0f;
+  float softcap = 0.0f;  // 0: off
+  int window = 0;        // sliding window in positions; 0: full causal
+};
+
+// Rotary embedding: one inverse frequency per rotated pair (host memory; a
+// GPU backend keeps its own copy in constant memory).
+struct RopeParams {
+  const float* inv_freq = nullptr;  // (dims / 2)
+  int dims = 0;
+  bool neox = false;                // pairs (i, i + dims/2) instead of (2i, 2i+1)
+  int head_dim = 0;
+};
+
+// What the device did since it was created. copy_busy_s: time the copy
+// engine spent moving bytes; compute_s: time in kernels; compute_wait_s:
+// time the compute queue stood waiting on events of the copy queue.
+struct DeviceStats {
+  uint64_t bytes_to_device = 0;    // on the copy queue
+  uint64_t copies = 0;
+  double copy_busy_s = 0;
+  double compute_s = 0;
+  double compute_wait_s = 0;
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+
+  // "cpu (2 threads)", "sim: 8.00 GiB, 25.0 GB/s host-to-device, 10 us", ...
+  virtual std::string Describe() const = 0;
+
+  // --- memory ---
+  // True when kernels read host memory directly (the cpu backend): weights
+  // are used in place and nothing needs uploading.
+  virtual bool computes_on_host_memory() const = 0;
+  virtual uint64_t capacity() const = 0;  // bytes the arena holds (after any context overhead)
+  virtual uint64_t used() const = 0;
+  virtual uint64_t peak() const = 0;
+  // Fails with RESOURCE_EXHAUSTED, naming `what`, the request and what is
+  // free, exactly where a GPU would run out of memory. 256-byte aligned.
+  virtual absl::StatusOr<void*> Allocate(uint64_t bytes, absl::string_view what) = 0;
+  virtual void Free(void* p) = 0;
+  // Makes host memory a source for asynchronous copies (page-locks it on a
+  // GPU). The range stays registered until UnregisterHost.
+  virtual absl::Status RegisterHost(const void* p, uint64_t bytes) = 0;
+  virtual void UnregisterHost(const void* p) = 0;
+
+  // --- queues and events (CUDA stream/event semantics) ---
+  virtual absl::StatusOr<Event> CreateEvent() = 0;
+  // Marks the point in `q` after everything enqueued so far.
+  virtual void Record(Event e, Queue q) = 0;
+  // `q` runs nothing enqueued after this call until the event's most recent
+  // Record (at the time of this call) has completed. Waiting on an event
+  // never recorded is a no-op, as in CUDA.
+  virtual void Wait(Queue q, Event e) = 0;
+  virtual bool Query(Event e) = 0;      // completed?
+  virtual void Synchronize(Event e) = 0;  // the host waits
+  virtual void SynchronizeAll() = 0;
+  // Host-to-device copy on `q`; `src` must stay valid until it completes
+  // (registered host memory for the copy queue).
+  virtual void CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes) = 0;
+  // Device-to-host copy on the compute queue; returns when it is done.
+  virtual void CopyToHost(void* dst, const void* src, uint64_t bytes) = 0;
+  // Debug aid: when on, a staging slot's bytes are overwritten with NaNs
+  // (PoisonOnReuse) as the copy queue starts refilling it.
+  virtual bool poison() const = 0;
+  virtual void PoisonOnReuse(void* dst, uint64_t bytes) = 0;  // on the copy queue
+
+  virtual DeviceStats stats() const = 0;
+
+  // --- kernels: on the compute queue, all pointers in device memory ---
+  // Sizes the kernels' own scratch once, for rows up to `max_width` values
+  // and steps of up to `max_tokens` tokens.
+  virtual absl::Status ReserveKernelScratch(int64_t max_width, int max_tokens) = 0;
+  // Floats of attention scratch for `tokens` x `n_head` queries over n_ctx.
+  virtual uint64_t AttentionScratchFloats(int tokens, int n_head, int n_ctx) const = 0;
+  // y[t * y_stride + r] = dot(row r of w, x + t * x_stride), t < n_tokens.
+  virtual void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
+                      int64_t y_stride) = 0;
+  // out[r] = x[r] / rms(x[r]) * weight for n_rows rows of `width` (in place allowed).
+  virtual void RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) = 0;
+  virtual void Add(float* x, const float* y, int64_t n) = 0;  // x += y
+  virtual void AddRowBias(float* x, int n_rows, int64_t width, const float* bias) = 0;
+  // Rotates `n_heads` heads of each of n_rows rows (row stride n_heads * head_dim) by its token's position.
+  virtual void Rope(float* x, int n_rows, int n_heads, std::span<const TokenPos> tokens, const RopeParams& rope) = 0;
+  virtual void StoreKv(const KvLayer& kv, const float* k, const float* v, std::span<const TokenPos> tokens) = 0;
+  // Causal attention of each token over its sequence's cached positions
+  // 0..pos (the last `window` of them when window > 0).
+  virtual void Attention(const float* q, const KvLayer& kv, std::span<const TokenPos> tokens,
+                         const AttentionShape& shape, float* scratch, float* out) = 0;
+  // gate = act(gate) * up over n values.
+  virtual void GatedActivation(float* gate, const float* up, int64_t n, model::Activation act) = 0;
+  virtual void SoftCap(float* x, int64_t n, float cap) = 0;  // x = cap * tanh(x / cap)
+  // dst[i] = src[rows[i]] for rows of `width` floats.
+  virtual void GatherRows(const float* src, std::span<const int32_t> rows, int64_t width, float* dst) = 0;
+};
+
+// Opens "cpu", "sim[:key=value,...]" or "cuda[:N]". `threads` sizes the CPU
+// kernels' pool (0: one per hardware thread).
+absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec, int threads);
+
+// Memory from a Device, freed when the owner goes.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Device* device, void* p, uint64_t bytes) : device_(device), p_(p), bytes_(bytes) {}
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    Reset();
+    device_ = o.device_, p_ = o.p_, bytes_ = o.bytes_;
+    o.device_ = nullptr, o.p_ = nullptr, o.bytes_ = 0;
+    return *this;
+  }
+  ~DeviceBuffer() { Reset(); }
+  static absl::StatusOr<DeviceBuffer> Make(Device& device, uint64_t bytes, absl::string_view what) {
+    absl::StatusOr<void*> p = device.Allocate(bytes, what);
+    if (!p.ok()) return p.status();
+    return DeviceBuffer(&device, *p, bytes);
+  }
+  uint8_t* bytes() const { return static_cast<uint8_t*>(p_); }
+  float* floats() const { return static_cast<float*>(p_); }
+  uint64_t size() const { return bytes_; }
+
+ private:
+  void Reset() {
+    if (device_ && p_) device_->Free(p_);
+    device_ = nullptr, p_ = nullptr, bytes_ = 0;
+  }
+  Device* device_ = nullptr;
+  void* p_ = nullptr;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace ferry::backend

@@ -1,0 +1,316 @@
+#include "engine/backend/sim/sim_device.h"
+
+#include <sys/mman.h>
+#include <sys/prctl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "engine/backend/profiles.h"
+#include "engine/units.h"
+
+namespace ferry::backend {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// "25GB/s", "25 GB/s", "25" -> 25 (GB/s).
+absl::StatusOr<double> ParseGbps(absl::string_view text) {
+  absl::string_view t = absl::StripAsciiWhitespace(text);
+  if (!absl::ConsumeSuffix(&t, "GB/s")) absl::ConsumeSuffix(&t, "gb/s");
+  double v = 0;
+  if (!absl::SimpleAtod(absl::StripAsciiWhitespace(t), &v) || !(v > 0) || v > 1e6) {
+    return absl::InvalidArgumentError(absl::StrCat("bandwidth '", text, "': want GB/s, like 25GB/s"));
+  }
+  return v;
+}
+
+// "10us", "0.5ms", "0" -> microseconds.
+absl::StatusOr<double> ParseMicros(absl::string_view text) {
+  absl::string_view t = absl::StripAsciiWhitespace(text);
+  double scale = 1.0;
+  if (absl::ConsumeSuffix(&t, "us")) {
+  } else if (absl::ConsumeSuffix(&t, "ms")) {
+    scale = 1000.0;
+  } else if (absl::ConsumeSuffix(&t, "s")) {
+    scale = 1e6;
+  }
+  double v = 0;
+  if (!absl::SimpleAtod(absl::StripAsciiWhitespace(t), &v) || v < 0 || v * scale > 1e7) {
+    return absl::InvalidArgumentError(absl::StrCat("latency '", text, "': want a time like 10us or 0.5ms (< 10 s)"));
+  }
+  return v * scale;
+}
+
+}  // namespace
+
+absl::StatusOr<SimOptions> ParseSimOptions(absl::string_view spec) {
+  SimOptions o;
+  std::vector<std::pair<std::string, std::string>> kv;
+  for (absl::string_view item : absl::StrSplit(spec, ',', absl::SkipWhitespace())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    if (p.first == "profile") o.profile = p.second;
+    kv.push_back(std::move(p));
+  }
+  absl::StatusOr<GpuProfile> profile = FindGpuProfile(o.profile);
+  if (!profile.ok()) return profile.status();
+  o.memory_bytes = profile->memory_bytes;
+  o.overhead_bytes = profile->overhead_bytes;
+  o.h2d_gbps = profile->h2d_gbps;
+  o.latency_us = profile->copy_latency_us;
+  for (const auto& [key, value] : kv) {
+    if (key == "profile") continue;
+    if (key == "mem") {
+      absl::StatusOr<uint64_t> b = ParseBytes(value);
+      if (!b.ok()) return b.status();
+      o.memory_bytes = *b;
+    } else if (key == "overhead") {
+      absl::StatusOr<uint64_t> b = ParseBytes(value);
+      if (!b.ok()) return b.status();
+      o.overhead_bytes = *b;
+    } else if (key == "h2d") {
+      absl::StatusOr<double> v = ParseGbps(value);
+      if (!v.ok()) return v.status();
+      o.h2d_gbps = *v;
+    } else if (key == "lat") {
+      absl::StatusOr<double> v = ParseMicros(value);
+      if (!v.ok()) return v.status();
+      o.latency_us = *v;
+    } else if (key == "poison") {
+      if (value != "0" && value != "1") return absl::InvalidArgumentError("sim: poison=0 or poison=1");
+      o.poison = value == "1";
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sim: unknown key '", key, "' (keys: profile, mem, overhead, h2d, lat, poison)"));
+    }
+  }
+  if (o.memory_bytes == 0 || o.memory_bytes > (1ull << 44)) {
+    return absl::InvalidArgumentError("sim: mem must be between 1 byte and 16 TiB");
+  }
+  if (o.overhead_bytes >= o.memory_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("sim: overhead ", HumanBytes(o.overhead_bytes),
+                                                   " leaves nothing of mem ", HumanBytes(o.memory_bytes)));
+  }
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<SimDevice>> SimDevice::Create(const SimOptions& options, int threads) {
+  // Address space only: pages are committed as the arena's ranges are
+  // written, so an 80 GiB "card" costs what the model actually puts on it.
+  void* base = mmap(nullptr, options.memory_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                    -1, 0);
+  if (base == MAP_FAILED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("sim: cannot reserve ", HumanBytes(options.memory_bytes), " of address space: ", std::strerror(errno)));
+  }
+  std::unique_ptr<SimDevice> d(new SimDevice(options, threads, static_cast<uint8_t*>(base)));
+  if (options.overhead_bytes > 0) {
+    // The context overhead stays allocated for the device's lifetime.
+    absl::StatusOr<void*> ctx = d->Allocate(options.overhead_bytes, "context overhead");
+    if (!ctx.ok()) return ctx.status();
+  }
+  return d;
+}
+
+SimDevice::SimDevice(const SimOptions& options, int threads, uint8_t* base)
+    : CpuDevice(threads), options_(options), base_(base), arena_(options.memory_bytes) {
+  engine_ = std::thread([this] { CopyEngine(); });
+}
+
+SimDevice::~SimDevice() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  engine_.join();
+  munmap(base_, options_.memory_bytes);
+}
+
+std::string SimDevice::Describe() const {
+  return absl::StrFormat("sim %s (%s, %.1f GB/s host-to-device, %.0f us per copy%s; cpu kernels on %d threads)",
+                         options_.profile, HumanBytes(options_.memory_bytes), options_.h2d_gbps, options_.latency_us,
+                         options_.poison ? ", poisoned slots" : "", pool_.size());
+}
+
+uint64_t SimDevice::used() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return arena_.used();
+}
+
+uint64_t SimDevice::peak() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return arena_.peak();
+}
+
+absl::StatusOr<void*> SimDevice::Allocate(uint64_t bytes, absl::string_view what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::optional<uint64_t> offset = arena_.Allocate(bytes);
+  if (!offset) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "device out of memory: ", what, " needs ", HumanBytes(AlignDevice(bytes)), ", ",
+        HumanBytes(arena_.capacity() - arena_.used()), " of ", HumanBytes(arena_.capacity()), " free (largest free block ",
+        HumanBytes(arena_.largest_free()), ")"));
+  }
+  return base_ + *offset;
+}
+
+void SimDevice::Free(void* p) {
+  if (p == nullptr) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  arena_.Free(static_cast<uint8_t*>(p) - base_);
+}
+
+absl::StatusOr<Event> SimDevice::CreateEvent() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (n_events_ == kMaxEvents) return absl::ResourceExhaustedError(absl::StrCat("sim: more than ", kMaxEvents, " events"));
+  return n_events_++;
+}
+
+void SimDevice::Push(const Op& op) {
+  ops_.push_back(op);
+  cv_.notify_all();
+}
+
+void SimDevice::Record(Event e, Queue q) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t generation = ++recorded_[e];
+  if (q == Queue::kCompute) {
+    // The compute queue runs on the caller: everything before is done.
+    if (completed_[e].load() < generation) completed_[e].store(generation);
+    cv_.notify_all();
+  } else {
+    Push({.kind = Op::kRecord, .event = e, .generation = generation});
+  }
+}
+
+void SimDevice::WaitFor(Event e, uint64_t generation) {
+  // The compute side polls, yielding the core, instead of sleeping on the
+  // condition variable: a futex wake-up from the copy engine lets Linux
+  // run the woken thread on the engine's core and preempt the engine
+  // (measured here: the copy engine stalled for the length of the next
+  // kernel, ~2 ms, a few times per step, and copy-bound steps took copy +
+  // compute instead of copy). A GPU's host side spins the same way
+  // (cudaDeviceScheduleSpin).
+  while (completed_[e].load(std::memory_order_acquire) < generation) std::this_thread::yield();
+}
+
+void SimDevice::Wait(Queue q, Event e) {
+  if (q == Queue::kCopy) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Push({.kind = Op::kWait, .event = e, .generation = recorded_[e]});
+    return;
+  }
+  const Clock::time_point start = Clock::now();
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation = recorded_[e];
+  }
+  WaitFor(e, generation);
+  std::lock_guard<std::mutex> lock(mu_);
+  wait_s_ += std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+bool SimDevice::Query(Event e) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return completed_[e].load() >= recorded_[e];
+}
+
+void SimDevice::Synchronize(Event e) {
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation = recorded_[e];
+  }
+  WaitFor(e, generation);
+}
+
+void SimDevice::SynchronizeAll() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return ops_.empty() && !engine_busy_; });
+}
+
+void SimDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
+  if (q == Queue::kCompute) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  Push({.kind = Op::kCopy, .dst = dst, .src = src, .bytes = bytes});
+}
+
+void SimDevice::PoisonOnReuse(void* dst, uint64_t bytes) {
+  if (!options_.poison) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  Push({.kind = Op::kPoison, .dst = dst, .bytes = bytes});
+}
+
+DeviceStats SimDevice::stats() const {
+  DeviceStats s = CpuDevice::stats();
+  std::lock_guard<std::mutex> lock(mu_);
+  s.bytes_to_device = copy_stats_.bytes_to_device;
+  s.copies = copy_stats_.copies;
+  s.copy_busy_s = copy_stats_.copy_busy_s;
+  s.compute_wait_s = wait_s_;
+  return s;
+}
+
+void SimDevice::CopyEngine() {
+  // Sleeps end within microseconds of their deadline only with a small
+  // timer slack (the default 50 us would stretch every short copy).
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || !ops_.empty(); });
+    if (ops_.empty()) return;  // stop_ and drained
+    const Op op = ops_.front();
+    switch (op.kind) {
+      case Op::kWait:
+        cv_.wait(lock, [&] { return completed_[op.event].load() >= op.generation; });
+        ops_.pop_front();
+        break;
+      case Op::kRecord:
+        if (completed_[op.event].load() < op.generation) completed_[op.event].store(op.generation, std::memory_order_release);
+        ops_.pop_front();
+        break;
+      case Op::kPoison:
+      case Op::kCopy: {
+        ops_.pop_front();
+        engine_busy_ = true;
+        lock.unlock();
+        const Clock::time_point start = Clock::now();
+        if (op.kind == Op::kPoison) {
+          std::memset(op.dst, 0xFF, op.bytes);  // NaN as f32, f16 and every block scale
+        } else {
+          const auto duration = std::chrono::duration<double, std::micro>(
+              options_.latency_us + static_cast<double>(op.bytes) / (options_.h2d_gbps * 1e3));
+          const Clock::time_point deadline = start + std::chrono::duration_cast<Clock::duration>(duration);
+          // With poisoning on, the bytes land at the end of the transfer,
+          // so a read before the "ready" event sees poison, not the data.
+          if (!options_.poison) std::memcpy(op.dst, op.src, op.bytes);
+          std::this_thread::sleep_until(deadline);
+          if (options_.poison) std::memcpy(op.dst, op.src, op.bytes);
+        }
+        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        lock.lock();
+        engine_busy_ = false;
+        if (op.kind == Op::kCopy) {
+          copy_stats_.copy_busy_s += seconds;
+          copy_stats_.bytes_to_device += op.bytes;
+          ++copy_stats_.copies;
+        }
+        break;
+      }
+    }
+    cv_.notify_all();
+  }
+}
+
+}  // namespace ferry::backend

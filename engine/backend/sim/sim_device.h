@@ -1,0 +1,101 @@
+// The sim backend: the cpu kernels behind the full Device interface, with
+// what makes a GPU hard to schedule for. "Device memory" is an arena with a
+// hard cap (an allocation past it fails like cudaMalloc); the copy queue is
+// its own thread whose transfers take latency + bytes / bandwidth; events
+// order the two queues as CUDA events order streams. The compute queue runs
+// on the calling thread, so a host that enqueues compute is the compute
+// engine: a Wait on the compute queue blocks the caller until the copy
+// engine gets there, which is exactly the stall a GPU would have.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/backend/arena.h"
+#include "engine/backend/cpu/cpu_device.h"
+
+namespace ferry::backend {
+
+struct SimOptions {
+  std::string profile = "rtx4060-8g";  // defaults for the fields below
+  uint64_t memory_bytes = 0;           // the card's memory
+  uint64_t overhead_bytes = 0;         // taken at start-up, like a CUDA context
+  double h2d_gbps = 0;                 // copy engine bandwidth, GB/s (1e9 bytes)
+  double latency_us = 0;               // per copy
+  bool poison = false;                 // NaN-fill staging slots as they are refilled
+};
+
+// "mem=8GiB,h2d=25GB/s,lat=10us,overhead=400MiB,profile=rtx4090-24g,poison=1"
+// (every key optional; the profile gives the defaults).
+absl::StatusOr<SimOptions> ParseSimOptions(absl::string_view spec);
+
+class SimDevice : public CpuDevice {
+ public:
+  static absl::StatusOr<std::unique_ptr<SimDevice>> Create(const SimOptions& options, int threads);
+  ~SimDevice() override;
+
+  const SimOptions& options() const { return options_; }
+  std::string Describe() const override;
+
+  bool computes_on_host_memory() const override { return false; }
+  uint64_t capacity() const override { return arena_.capacity(); }
+  uint64_t used() const override;
+  uint64_t peak() const override;
+  absl::StatusOr<void*> Allocate(uint64_t bytes, absl::string_view what) override;
+  void Free(void* p) override;
+
+  absl::StatusOr<Event> CreateEvent() override;
+  void Record(Event e, Queue q) override;
+  void Wait(Queue q, Event e) override;
+  bool Query(Event e) override;
+  void Synchronize(Event e) override;
+  void SynchronizeAll() override;
+  void CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes) override;
+  bool poison() const override { return options_.poison; }
+  void PoisonOnReuse(void* dst, uint64_t bytes) override;
+  DeviceStats stats() const override;
+
+ protected:
+  bool scratch_per_query() const override { return true; }
+
+ private:
+  SimDevice(const SimOptions& options, int threads, uint8_t* base);
+  struct Op {
+    enum Kind { kCopy, kRecord, kWait, kPoison } kind;
+    void* dst = nullptr;
+    const void* src = nullptr;
+    uint64_t bytes = 0;
+    Event event = 0;
+    uint64_t generation = 0;
+  };
+  void Push(const Op& op);
+  void CopyEngine();
+  void WaitFor(Event e, uint64_t generation);  // blocks until the event reaches it
+
+  const SimOptions options_;
+  uint8_t* const base_;
+  mutable std::mutex mu_;  // everything below
+  std::condition_variable cv_;
+  Arena arena_;
+  std::deque<Op> ops_;
+  bool engine_busy_ = false;
+  bool stop_ = false;
+  // Per event: the generation last recorded (host side, under mu_) and the
+  // one completed. Completion is also read without the lock: the compute
+  // side polls it (see Wait).
+  static constexpr int kMaxEvents = 4096;
+  int n_events_ = 0;
+  std::vector<uint64_t> recorded_ = std::vector<uint64_t>(kMaxEvents);
+  std::unique_ptr<std::atomic<uint64_t>[]> completed_{new std::atomic<uint64_t>[kMaxEvents]()};
+  DeviceStats copy_stats_;
+  double wait_s_ = 0;
+  std::thread engine_;
+};
+
+}  // namespace ferry::backend

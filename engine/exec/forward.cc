@@ -1,0 +1,416 @@
+#include "engine/exec/forward.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/backend/arena.h"
+#include "engine/backend/cpu/cpu_device.h"
+#include "engine/plan/planner.h"
+#include "engine/quant/quantize.h"
+#include "engine/status.h"
+#include "engine/units.h"
+
+namespace ferry::exec {
+
+using backend::AlignDevice;
+using backend::Queue;
+
+absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const model::Model& model, backend::Device* device,
+                                                           const ForwardOptions& options) {
+  const model::ModelConfig& c = model.config;
+  if (options.max_batch <= 0 || options.n_seq <= 0 || options.n_ctx < 0) {
+    return absl::InvalidArgumentError("max_batch and n_seq must be positive, n_ctx non-negative");
+  }
+  if (options.placement.ring_depth <= 0) return absl::InvalidArgumentError("the staging ring needs at least one slot");
+  if (options.placement.resident_layers > c.n_layer) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.placement.resident_layers, " resident layers: the model has ", c.n_layer));
+  }
+  if (!options.placement.head_resident && options.placement.resident_layers != 0) {
+    return absl::InvalidArgumentError("the output head becomes resident before any layer: a streamed head needs 0 "
+                                      "resident layers");
+  }
+  const int n_ctx = options.n_ctx > 0 ? options.n_ctx : std::min(c.n_ctx_train, 4096);
+  std::unique_ptr<Executor> e(new Executor(model, device, options, n_ctx));
+  FERRY_RETURN_IF_ERROR(e->Init());
+  return e;
+}
+
+Executor::Executor(const model::Model& model, backend::Device* device, const ForwardOptions& options, int n_ctx)
+    : model_(model), config_(model.config), options_(options), n_ctx_(n_ctx), device_(device) {
+  if (device_ == nullptr) {
+    owned_device_ = std::make_unique<backend::CpuDevice>(options.threads);
+    device_ = owned_device_.get();
+  }
+}
+
+Executor::~Executor() {
+  // Copies in flight read host memory this object owns and write its slots.
+  device_->SynchronizeAll();
+  if (file_registered_) device_->UnregisterHost(model_.file->bytes().data());
+  if (!host_vectors_.empty()) device_->UnregisterHost(host_vectors_.data());
+  if (!embd_host_.empty()) device_->UnregisterHost(embd_host_.data());
+}
+
+uint64_t Executor::LayOut(int unit, uintptr_t base, DeviceLayer* view, std::vector<Piece>* pieces) const {
+  // A fixed order, each tensor on a 256-byte boundary; norms and biases as
+  // f32 (plan::DeviceTensorBytes counts the same bytes).
+  uint64_t offset = 0;
+  auto at = [&](uint64_t bytes, const void* src) {
+    if (pieces) pieces->push_back({src, bytes, offset});
+    const uintptr_t p = base + offset;
+    offset += AlignDevice(bytes);
+    return p;
+  };
+  auto vec = [&](const std::vector<float>& v) -> const float* {
+    if (v.empty()) return nullptr;
+    return reinterpret_cast<const float*>(at(v.size() * sizeof(float), v.data()));
+  };
+  auto mat = [&](const model::Matrix& m) {
+    model::Matrix d = m;
+    d.data = reinterpret_cast<const uint8_t*>(at(m.bytes, m.data));
+    return d;
+  };
+  DeviceLayer v;
+  const model::ModelWeights& w = model_.weights;
+  if (unit == kHead) {
+    v.output_norm = vec(w.output_norm);
+    v.output = mat(w.output);
+  } else {
+    const model::LayerWeights& L = w.layers[unit];
+    v.attn_norm = vec(L.attn_norm);
+    v.wq = mat(L.wq), v.wk = mat(L.wk), v.wv = mat(L.wv), v.wo = mat(L.wo);
+    v.bq = vec(L.bq), v.bk = vec(L.bk), v.bv = vec(L.bv);
+    v.post_attn_norm = vec(L.post_attn_norm);
+    v.ffn_norm = vec(L.ffn_norm);
+    v.w_gate = mat(L.w_gate), v.w_up = mat(L.w_up), v.w_down = mat(L.w_down);
+    v.post_ffn_norm = vec(L.post_ffn_norm);
+  }
+  if (view) *view = v;
+  return offset;
+}
+
+Executor::DeviceLayer Executor::InPlace(int unit) const {
+  const model::ModelWeights& w = model_.weights;
+  auto vec = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
+  DeviceLayer v;
+  if (unit == kHead) {
+    v.output_norm = vec(w.output_norm);
+    v.output = w.output;
+    return v;
+  }
+  const model::LayerWeights& L = w.layers[unit];
+  v.attn_norm = vec(L.attn_norm);
+  v.wq = L.wq, v.wk = L.wk, v.wv = L.wv, v.wo = L.wo;
+  v.bq = vec(L.bq), v.bk = vec(L.bk), v.bv = vec(L.bv);
+  v.post_attn_norm = vec(L.post_attn_norm);
+  v.ffn_norm = vec(L.ffn_norm);
+  v.w_gate = L.w_gate, v.w_up = L.w_up, v.w_down = L.w_down;
+  v.post_ffn_norm = vec(L.post_ffn_norm);
+  return v;
+}
+
+absl::Status Executor::Init() {
+  const model::ModelConfig& c = config_;
+  backend::Device& d = *device_;
+  FERRY_RETURN_IF_ERROR(d.ReserveKernelScratch(std::max({c.n_embd, c.n_ff, c.q_dim()}), options_.max_batch));
+  // theta_i = pos * freq_scale * base^(-2i / rope_dims) / factor_i
+  for (int i = 0; i < c.rope_dims / 2; ++i) {
+    double f = c.rope_freq_scale * std::pow(static_cast<double>(c.rope_base), -2.0 * i / c.rope_dims);
+    if (!model_.weights.rope_freq_factors.empty()) f /= model_.weights.rope_freq_factors[i];
+    inv_freq_.push_back(static_cast<float>(f));
+  }
+
+  in_place_ = d.computes_on_host_memory();
+  resident_.resize(c.n_layer + 1);  // [n_layer] is the head
+  if (in_place_) {
+    resident_layers_ = c.n_layer;
+    head_resident_ = true;
+    for (int l = 0; l < c.n_layer; ++l) resident_[l] = InPlace(l);
+    resident_[c.n_layer] = InPlace(kHead);
+  } else {
+    const Placement& p = options_.placement;
+    resident_layers_ = p.resident_layers < 0 ? c.n_layer : p.resident_layers;
+    head_resident_ = p.head_resident;
+    // Resident units: uploaded once, on the compute queue, before any step.
+    std::vector<Piece> pieces;
+    auto upload = [&](int unit, const std::string& what) -> absl::Status {
+      const uint64_t size = LayOut(unit, 0, nullptr, nullptr);
+      backend::DeviceBuffer buf;
+      FERRY_ASSIGN_OR_RETURN(buf, backend::DeviceBuffer::Make(d, size, what));
+      pieces.clear();
+      LayOut(unit, reinterpret_cast<uintptr_t>(buf.bytes()), &resident_[unit == kHead ? c.n_layer : unit], &pieces);
+      for (const Piece& piece : pieces) d.CopyToDevice(Queue::kCompute, buf.bytes() + piece.offset, piece.src, piece.bytes);
+      usage_.weights_resident += AlignDevice(size);
+      resident_buffers_.push_back(std::move(buf));
+      return absl::OkStatus();
+    };
+    if (head_resident_) FERRY_RETURN_IF_ERROR(upload(kHead, "the output head"));
+    for (int l = 0; l < resident_layers_; ++l) FERRY_RETURN_IF_ERROR(upload(l, absl::StrCat("layer ", l, " weights")));
+
+    // Streamed units, in the order a step computes them.
+    for (int l = resident_layers_; l < c.n_layer; ++l) streamed_.push_back(l);
+    if (!head_resident_) streamed_.push_back(kHead);
+    const int S = static_cast<int>(streamed_.size());
+    ring_depth_ = std::min(p.ring_depth, S);
+    for (int unit : streamed_) slot_bytes_ = std::max(slot_bytes_, LayOut(unit, 0, nullptr, nullptr));
+    for (int s = 0; s < ring_depth_; ++s) {
+      backend::DeviceBuffer buf;
+      FERRY_ASSIGN_OR_RETURN(buf, backend::DeviceBuffer::Make(d, slot_bytes_, absl::StrCat("staging slot ", s)));
+      usage_.staging += AlignDevice(slot_bytes_);
+      slots_.push_back(std::move(buf));
+      backend::Event ready = 0, free = 0;
+      FERRY_ASSIGN_OR_RETURN(ready, d.CreateEvent());
+      FERRY_ASSIGN_OR_RETURN(free, d.CreateEvent());
+      ready_.push_back(ready);
+      free_.push_back(free);
+    }
+    // Host side of streaming. The matrices are copied straight from the
+    // mapped file, registered (page-locked) once: no second copy of the
+    // weights in host memory, and the mapping is read-only so a GPU backend
+    // registers it read-only. Norms and biases were decoded to f32 at load
+    // and live in the heap; they are gathered into one registered buffer.
+    const std::span<const uint8_t> file = model_.file->bytes();
+    auto in_file = [&](const void* p) {
+      const auto* b = static_cast<const uint8_t*>(p);
+      return b >= file.data() && b < file.data() + file.size();
+    };
+    streamed_pieces_.resize(S);
+    streamed_views_.assign(S, std::vector<DeviceLayer>(ring_depth_));
+    uint64_t vector_floats = 0;
+    for (int i = 0; i < S; ++i) {
+      for (int s = 0; s < ring_depth_; ++s) {
+        LayOut(streamed_[i], reinterpret_cast<uintptr_t>(slots_[s].bytes()), &streamed_views_[i][s],
+               s == 0 ? &streamed_pieces_[i] : nullptr);
+      }
+      for (const Piece& piece : streamed_pieces_[i]) {
+        if (!in_file(piece.src)) vector_floats += piece.bytes / sizeof(float);
+      }
+    }
+    host_vectors_.resize(vector_floats);
+    uint64_t next = 0;
+    for (std::vector<Piece>& unit_pieces : streamed_pieces_) {
+      for (Piece& piece : unit_pieces) {
+        if (in_file(piece.src)) continue;
+        std::copy_n(static_cast<const float*>(piece.src), piece.bytes / sizeof(float), host_vectors_.data() + next);
+        piece.src = host_vectors_.data() + next;
+        next += piece.bytes / sizeof(float);
+      }
+    }
+    if (S > 0) {
+      FERRY_RETURN_IF_ERROR(d.RegisterHost(file.data(), file.size()));
+      file_registered_ = true;
+      if (!host_vectors_.empty()) {
+        FERRY_RETURN_IF_ERROR(d.RegisterHost(host_vectors_.data(), host_vectors_.size() * sizeof(float)));
+      }
+    }
+  }
+
+  // KV cache, one K and one V buffer per layer.
+  const int elem = options_.kv_type == KvType::kF16 ? 2 : 4;
+  for (int l = 0; l < c.n_layer; ++l) {
+    backend::DeviceBuffer k, v;
+    FERRY_ASSIGN_OR_RETURN(k, backend::DeviceBuffer::Make(d, plan::KvLayerBytes(n_ctx_, options_.n_seq, c.kv_dim(), elem),
+                                                          absl::StrCat("KV cache (K) of layer ", l)));
+    FERRY_ASSIGN_OR_RETURN(v, backend::DeviceBuffer::Make(d, plan::KvLayerBytes(n_ctx_, options_.n_seq, c.v_dim(), elem),
+                                                          absl::StrCat("KV cache (V) of layer ", l)));
+    usage_.kv_cache += k.size() + v.size();
+    kv_.push_back({k.bytes(), v.bytes(), elem == 2, n_ctx_, c.kv_dim()});
+    k_cache_.push_back(std::move(k));
+    v_cache_.push_back(std::move(v));
+  }
+
+  // Activations of the largest step.
+  plan::Workspace ws = plan::WorkspaceFor(c, options_.max_batch, n_ctx_);
+  ws.scores = d.AttentionScratchFloats(options_.max_batch, c.n_head, n_ctx_);
+  auto make = [&](backend::DeviceBuffer* b, uint64_t floats) -> absl::Status {
+    FERRY_ASSIGN_OR_RETURN(*b, backend::DeviceBuffer::Make(d, floats * sizeof(float), "activation workspace"));
+    usage_.workspace += AlignDevice(floats * sizeof(float));
+    return absl::OkStatus();
+  };
+  FERRY_RETURN_IF_ERROR(make(&x_, ws.x));
+  FERRY_RETURN_IF_ERROR(make(&xn_, ws.xn));
+  FERRY_RETURN_IF_ERROR(make(&out_, ws.out));
+  FERRY_RETURN_IF_ERROR(make(&q_, ws.q));
+  FERRY_RETURN_IF_ERROR(make(&attn_, ws.attn));
+  FERRY_RETURN_IF_ERROR(make(&k_, ws.k));
+  FERRY_RETURN_IF_ERROR(make(&v_, ws.v));
+  FERRY_RETURN_IF_ERROR(make(&gate_, ws.gate));
+  FERRY_RETURN_IF_ERROR(make(&up_, ws.up));
+  FERRY_RETURN_IF_ERROR(make(&logits_, ws.logits));
+  FERRY_RETURN_IF_ERROR(make(&scores_, ws.scores));
+  embd_host_.resize(static_cast<size_t>(options_.max_batch) * c.n_embd);
+  FERRY_RETURN_IF_ERROR(d.RegisterHost(embd_host_.data(), embd_host_.size() * sizeof(float)));
+  tokens_.reserve(options_.max_batch);
+  logit_rows_.reserve(options_.max_batch);
+
+  // The copy queue starts ring_depth units ahead of the first step.
+  for (int u = 0; u < ring_depth_; ++u) EnqueueUpload(u);
+  return absl::OkStatus();
+}
+
+void Executor::EnqueueUpload(uint64_t u) {
+  backend::Device& d = *device_;
+  const int slot = static_cast<int>(u % ring_depth_);
+  const std::vector<Piece>& pieces = streamed_pieces_[u % streamed_.size()];
+  uint8_t* base = slots_[slot].bytes();
+  // The slot is reused only after the layer that read it has run.
+  d.Wait(Queue::kCopy, free_[slot]);
+  d.PoisonOnReuse(base, slot_bytes_);
+  for (const Piece& piece : pieces) d.CopyToDevice(Queue::kCopy, base + piece.offset, piece.src, piece.bytes);
+  d.Record(ready_[slot], Queue::kCopy);
+}
+
+const Executor::DeviceLayer& Executor::Acquire(int unit, int* slot) {
+  *slot = -1;
+  const int index = unit == kHead ? config_.n_layer : unit;
+  if (unit == kHead ? head_resident_ : unit < resident_layers_) return resident_[index];
+  *slot = static_cast<int>(cursor_ % ring_depth_);
+  const DeviceLayer& view = streamed_views_[cursor_ % streamed_.size()][*slot];
+  if (!options_.testing_skip_ready_wait) device_->Wait(Queue::kCompute, ready_[*slot]);
+  if (options_.testing_release_slot_early) {
+    Release(*slot);
+    *slot = -1;
+  }
+  return view;
+}
+
+void Executor::Release(int slot) {
+  if (slot < 0) return;
+  // After the unit's last kernel: the copy queue may refill the slot with
+  // the unit ring_depth ahead (in this step or, wrapping, the next).
+  device_->Record(free_[slot], Queue::kCompute);
+  EnqueueUpload(cursor_ + ring_depth_);
+  ++cursor_;
+}
+
+void Executor::Layer(int l, const DeviceLayer& L, int n) {
+  const model::ModelConfig& c = config_;
+  backend::Device& d = *device_;
+  const int E = c.n_embd;
+  float *x = x_.floats(), *xn = xn_.floats(), *q = q_.floats(), *k = k_.floats(), *v = v_.floats();
+  float *attn = attn_.floats(), *out = out_.floats(), *gate = gate_.floats(), *up = up_.floats();
+  const std::span<const backend::TokenPos> tokens(tokens_);
+  d.RmsNorm(x, n, E, L.attn_norm, c.norm_eps, xn);
+  d.MatMul(L.wq, xn, E, n, q, c.q_dim());
+  d.MatMul(L.wk, xn, E, n, k, c.kv_dim());
+  d.MatMul(L.wv, xn, E, n, v, c.v_dim());
+  if (c.qkv_bias) {
+    d.AddRowBias(q, n, c.q_dim(), L.bq);
+    d.AddRowBias(k, n, c.kv_dim(), L.bk);
+    d.AddRowBias(v, n, c.v_dim(), L.bv);
+  }
+  const backend::RopeParams rope{inv_freq_.data(), c.rope_dims, c.rope_layout == model::RopeLayout::kNeox, c.head_dim};
+  d.Rope(q, n, c.n_head, tokens, rope);
+  d.Rope(k, n, c.n_head_kv, tokens, rope);
+  d.StoreKv(kv_[l], k, v, tokens);
+  const backend::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim, c.query_scale, c.attn_softcap,
+                                      c.LayerIsSliding(l) ? c.sliding_window : 0};
+  d.Attention(q, kv_[l], tokens, shape, scores_.floats(), attn);
+  d.MatMul(L.wo, attn, c.q_dim(), n, out, E);
+  if (c.post_norms) d.RmsNorm(out, n, E, L.post_attn_norm, c.norm_eps, out);
+  d.Add(x, out, static_cast<int64_t>(n) * E);
+  d.RmsNorm(x, n, E, L.ffn_norm, c.norm_eps, xn);
+  d.MatMul(L.w_gate, xn, E, n, gate, c.n_ff);
+  d.MatMul(L.w_up, xn, E, n, up, c.n_ff);
+  d.GatedActivation(gate, up, static_cast<int64_t>(n) * c.n_ff, c.activation);
+  d.MatMul(L.w_down, gate, c.n_ff, n, out, E);
+  if (c.post_norms) d.RmsNorm(out, n, E, L.post_ffn_norm, c.norm_eps, out);
+  d.Add(x, out, static_cast<int64_t>(n) * E);
+}
+
+void Executor::Head(const DeviceLayer& H, int m) {
+  const model::ModelConfig& c = config_;
+  backend::Device& d = *device_;
+  // The head only for the tokens that want logits, packed in batch order.
+  d.GatherRows(x_.floats(), logit_rows_, c.n_embd, out_.floats());
+  d.RmsNorm(out_.floats(), m, c.n_embd, H.output_norm, c.norm_eps, xn_.floats());
+  d.MatMul(H.output, xn_.floats(), c.n_embd, m, logits_.floats(), c.n_vocab);
+  if (c.final_softcap > 0.0f) d.SoftCap(logits_.floats(), static_cast<int64_t>(m) * c.n_vocab, c.final_softcap);
+}
+
+absl::Status Executor::Forward(std::span<const BatchToken> batch, std::span<float> logits) {
+  const model::ModelConfig& c = config_;
+  const int n = static_cast<int>(batch.size());
+  if (n == 0) return absl::OkStatus();
+  if (n > options_.max_batch) {
+    return absl::InvalidArgumentError(absl::StrCat("batch of ", n, " tokens exceeds max_batch ", options_.max_batch));
+  }
+  size_t n_logits = 0;
+  for (const BatchToken& t : batch) {
+    if (t.token < 0 || t.token >= c.n_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", t.token, " outside the vocabulary [0, ", c.n_vocab, ")"));
+    }
+    if (t.seq < 0 || t.seq >= options_.n_seq) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", t.seq, " outside [0, ", options_.n_seq, ")"));
+    }
+    if (t.pos < 0 || t.pos >= n_ctx_) {
+      return absl::InvalidArgumentError(absl::StrCat("position ", t.pos, " outside the context [0, ", n_ctx_, ")"));
+    }
+    n_logits += t.logits;
+  }
+  if (logits.size() < n_logits * c.n_vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("logits buffer holds ", logits.size(), " floats, need ",
+                                                   n_logits * c.n_vocab));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const backend::DeviceStats before = device_->stats();
+  backend::Device& d = *device_;
+  tokens_.clear();
+  logit_rows_.clear();
+  for (int t = 0; t < n; ++t) {
+    tokens_.push_back({batch[t].seq, batch[t].pos});
+    if (batch[t].logits) logit_rows_.push_back(t);
+  }
+
+  // The embedding stays on the host: decode the step's rows, send them over.
+  const int E = c.n_embd;
+  const model::Matrix& embd = model_.weights.token_embd;
+  const quant::DequantizeFn decode = quant::GetDequantizer(embd.type);
+  for (int t = 0; t < n; ++t) {
+    float* x = embd_host_.data() + static_cast<size_t>(t) * E;
+    decode(embd.row(batch[t].token), E, x);
+    if (c.embed_scale != 1.0f) {
+      for (int i = 0; i < E; ++i) x[i] *= c.embed_scale;
+    }
+  }
+  d.CopyToDevice(Queue::kCompute, x_.floats(), embd_host_.data(), static_cast<uint64_t>(n) * E * sizeof(float));
+
+  int slot = -1;
+  for (int l = 0; l < c.n_layer; ++l) {
+    const DeviceLayer& L = Acquire(l, &slot);
+    Layer(l, L, n);
+    Release(slot);
+  }
+  const DeviceLayer& H = Acquire(kHead, &slot);
+  Head(H, static_cast<int>(n_logits));
+  Release(slot);
+  d.CopyToHost(logits.data(), logits_.floats(), n_logits * c.n_vocab * sizeof(float));
+
+  const backend::DeviceStats after = device_->stats();
+  ++stats_.steps;
+  stats_.step_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats_.bytes_streamed += after.bytes_to_device - before.bytes_to_device;
+  stats_.copy_busy_s += after.copy_busy_s - before.copy_busy_s;
+  stats_.compute_s += after.compute_s - before.compute_s;
+  stats_.compute_wait_s += after.compute_wait_s - before.compute_wait_s;
+  return absl::OkStatus();
+}
+
+std::string Executor::PlacementSummary() const {
+  if (in_place_) {
+    return absl::StrCat(device_->Describe(), ": all ", config_.n_layer, " layers computed in place from host memory");
+  }
+  return absl::StrFormat(
+      "%s: offloaded %d/%d layers%s, %s resident, %d streamed unit(s) through a ring of %d x %s; device holds %s "
+      "(KV cache %s, workspace %s) of %s",
+      device_->Describe(), resident_layers_, config_.n_layer, head_resident_ ? " + output head" : " (head streamed)",
+      HumanBytes(usage_.weights_resident), streamed_.size(), ring_depth_, HumanBytes(slot_bytes_),
+      HumanBytes(device_->used()), HumanBytes(usage_.kv_cache), HumanBytes(usage_.workspace),
+      HumanBytes(device_->capacity()));
+}
+
+}  // namespace ferry::exec

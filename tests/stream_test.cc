@@ -1,0 +1,333 @@
+// The ferry itself: the capped arena, the sim device's queues and events,
+// and the streaming executor. Every placement and ring depth must give the
+// cpu backend's logits bit for bit (the sim runs the same kernels); the
+// poisoned staging slots must expose a broken schedule; the executor must
+// hold exactly the bytes the planner named.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend/arena.h"
+#include "engine/backend/sim/sim_device.h"
+#include "engine/exec/forward.h"
+#include "engine/model/synth.h"
+#include "engine/plan/planner.h"
+
+namespace ferry {
+namespace {
+
+using ::testing::HasSubstr;
+using quant::TensorType;
+
+TEST(Arena, AlignsFitsAndCoalesces) {
+  backend::Arena a(4096);
+  auto x = a.Allocate(100), y = a.Allocate(1000), z = a.Allocate(1);
+  ASSERT_TRUE(x && y && z);
+  EXPECT_EQ(*x % 256, 0u);
+  EXPECT_EQ(*y % 256, 0u);
+  EXPECT_EQ(a.used(), 256u + 1024u + 256u);
+  EXPECT_FALSE(a.Allocate(4096 - a.used() + 1)) << "past the cap";
+  EXPECT_TRUE(a.Free(*y));
+  EXPECT_FALSE(a.Free(*y)) << "a double free is refused";
+  EXPECT_TRUE(a.Free(*x));
+  // x and y's ranges coalesced: 1280 contiguous bytes at 0.
+  auto w = a.Allocate(1280);
+  ASSERT_TRUE(w);
+  EXPECT_EQ(*w, 0u);
+  EXPECT_EQ(a.peak(), 256u + 1024u + 256u);
+}
+
+TEST(SimDevice, OptionsFromAProfileAndOverrides) {
+  auto o = backend::ParseSimOptions("profile=rtx4090-24g,mem=2GiB,h2d=12.5GB/s,lat=0.5ms,poison=1");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->memory_bytes, 2ull << 30);
+  EXPECT_EQ(o->overhead_bytes, 500ull << 20) << "from the profile";
+  EXPECT_DOUBLE_EQ(o->h2d_gbps, 12.5);
+  EXPECT_DOUBLE_EQ(o->latency_us, 500.0);
+  EXPECT_TRUE(o->poison);
+  EXPECT_THAT(std::string(backend::ParseSimOptions("speed=9").status().message()), HasSubstr("unknown key 'speed'"));
+  EXPECT_FALSE(backend::ParseSimOptions("h2d=fast").ok());
+  EXPECT_FALSE(backend::ParseSimOptions("mem=1GiB,overhead=2GiB").ok());
+  EXPECT_FALSE(backend::ParseSimOptions("profile=voodoo2").ok());
+}
+
+TEST(SimDevice, AllocationPastTheCapFailsLikeAGpu) {
+  auto d = backend::SimDevice::Create({.memory_bytes = 1 << 20, .overhead_bytes = 256 << 10, .h2d_gbps = 10}, 1);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ((*d)->used(), 256u << 10) << "the context overhead is taken at start";
+  auto a = (*d)->Allocate(512 << 10, "weights");
+  ASSERT_TRUE(a.ok());
+  auto b = (*d)->Allocate(512 << 10, "KV cache");
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(b.status().message()), HasSubstr("device out of memory: KV cache needs 512.00 KiB, 256.00 KiB of 1.00 MiB free"));
+  (*d)->Free(*a);
+  EXPECT_TRUE((*d)->Allocate(768 << 10, "all of it").ok());
+}
+
+TEST(SimDevice, EventsOrderTheCopyQueueLikeCudaStreams) {
+  // 1 MiB at 0.02 GB/s takes ~50 ms on the copy engine.
+  auto d = backend::SimDevice::Create({.memory_bytes = 8 << 20, .h2d_gbps = 0.02, .poison = true}, 1);
+  ASSERT_TRUE(d.ok());
+  backend::SimDevice& dev = **d;
+  std::vector<uint8_t> src(1 << 20, 7);
+  void* dst = *dev.Allocate(src.size(), "slot");
+  const backend::Event never = *dev.CreateEvent(), ready = *dev.CreateEvent();
+  dev.Wait(backend::Queue::kCopy, never);  // never recorded: a no-op, as in CUDA
+  dev.CopyToDevice(backend::Queue::kCopy, dst, src.data(), src.size());
+  dev.Record(ready, backend::Queue::kCopy);
+  EXPECT_FALSE(dev.Query(ready)) << "the copy is still in flight";
+  dev.Wait(backend::Queue::kCompute, ready);  // compute (the caller) waits for it
+  EXPECT_TRUE(dev.Query(ready));
+  EXPECT_EQ(std::memcmp(dst, src.data(), src.size()), 0);
+  const backend::DeviceStats s = dev.stats();
+  EXPECT_EQ(s.bytes_to_device, src.size());
+  EXPECT_EQ(s.copies, 1u);
+  EXPECT_GT(s.copy_busy_s, 0.0);
+  EXPECT_GT(s.compute_wait_s, 0.0);
+}
+
+struct Built {
+  std::string bytes;
+  std::unique_ptr<model::Model> model;
+};
+
+Built Build(model::SynthOptions o) {
+  gguf::Writer w;
+  EXPECT_TRUE(model::BuildSyntheticModel(o, &w).ok());
+  Built b;
+  b.bytes = *w.WriteToString();
+  auto file = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(b.bytes.data()), b.bytes.size()));
+  EXPECT_TRUE(file.ok()) << file.status();
+  auto m = model::LoadModel(std::move(*file));
+  EXPECT_TRUE(m.ok()) << m.status();
+  b.model = std::move(*m);
+  return b;
+}
+
+model::SynthOptions Tiny(const std::string& arch, TensorType type, int layers = 4) {
+  model::SynthOptions o;
+  o.arch = arch;
+  o.n_layer = layers;
+  o.n_embd = 256;
+  o.n_head = 4;
+  o.n_head_kv = 2;
+  o.n_ff = 512;
+  o.n_vocab = 300;
+  o.type = type;
+  o.sliding_window = 4;
+  o.seed = 11;
+  return o;
+}
+
+// Two sequences: a prefill of 5 and 3 tokens in one step, then 3 decode
+// steps of both; the logits of every step, concatenated.
+std::vector<float> RunSteps(const model::Model& m, backend::Device* device, const exec::ForwardOptions& options) {
+  auto fwd = exec::Executor::Create(m, device, options);
+  EXPECT_TRUE(fwd.ok()) << fwd.status();
+  if (!fwd.ok()) return {};
+  const int V = m.config.n_vocab;
+  std::mt19937 rng(3);
+  std::vector<float> all, logits(2 * V);
+  std::vector<exec::BatchToken> batch;
+  for (int p = 0; p < 5; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 0, p, p == 4});
+  for (int p = 0; p < 3; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 1, p, p == 2});
+  EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
+  all.insert(all.end(), logits.begin(), logits.end());
+  for (int step = 0; step < 3; ++step) {
+    batch = {{static_cast<int32_t>(rng() % V), 0, 5 + step, true}, {static_cast<int32_t>(rng() % V), 1, 3 + step, true}};
+    EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
+exec::ForwardOptions Options(bool head_resident, int resident_layers, int ring) {
+  exec::ForwardOptions o{.max_batch = 8, .n_seq = 2, .n_ctx = 16, .threads = 2};
+  o.placement = {head_resident, resident_layers, ring};
+  return o;
+}
+
+std::unique_ptr<backend::SimDevice> Sim(uint64_t mem = 64 << 20, double h2d = 100.0, bool poison = true) {
+  auto d = backend::SimDevice::Create({.memory_bytes = mem, .h2d_gbps = h2d, .latency_us = 0, .poison = poison}, 2);
+  EXPECT_TRUE(d.ok()) << d.status();
+  return std::move(*d);
+}
+
+struct ArchType {
+  const char* arch;
+  TensorType type;
+};
+
+class EveryPlacement : public ::testing::TestWithParam<ArchType> {};
+
+TEST_P(EveryPlacement, GivesTheCpuBackendsLogitsBitForBit) {
+  const Built b = Build(Tiny(GetParam().arch, GetParam().type));
+  const int L = b.model->config.n_layer;
+  const std::vector<float> cpu = RunSteps(*b.model, nullptr, Options(true, -1, 1));
+  ASSERT_FALSE(cpu.empty());
+  for (int ring = 1; ring <= 4; ++ring) {
+    // All resident, all streamed (the head too), and every mix between.
+    std::vector<std::pair<bool, int>> placements = {{false, 0}};
+    for (int r = 0; r <= L; ++r) placements.push_back({true, r});
+    for (const auto& [head, layers] : placements) {
+      SCOPED_TRACE(absl::StrCat("ring ", ring, ", head ", head ? "resident" : "streamed", ", ", layers, "/", L,
+                                " layers resident"));
+      std::unique_ptr<backend::SimDevice> sim = Sim();
+      auto options = Options(head, layers, ring);
+      const std::vector<float> got = RunSteps(*b.model, sim.get(), options);
+      ASSERT_EQ(got.size(), cpu.size());
+      EXPECT_EQ(std::memcmp(got.data(), cpu.data(), cpu.size() * sizeof(float)), 0);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, EveryPlacement,
+                         ::testing::Values(ArchType{"llama", TensorType::kQ4_0}, ArchType{"qwen2", TensorType::kQ8_0},
+                                           ArchType{"gemma2", TensorType::kQ4_K}),
+                         [](const auto& info) {
+                           return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
+                         });
+
+TEST(Executor, StreamsEachStreamedByteOncePerStepAndWrapsIntoTheNextStep) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0, 6));
+  std::unique_ptr<backend::SimDevice> sim = Sim();
+  auto fwd = exec::Executor::Create(*b.model, sim.get(), Options(true, 2, 3));
+  ASSERT_TRUE(fwd.ok()) << fwd.status();
+  EXPECT_EQ((*fwd)->ring_depth(), 3);
+  std::vector<float> logits(b.model->config.n_vocab);
+  sim->SynchronizeAll();
+  const uint64_t primed = sim->stats().bytes_to_device;
+  const exec::BatchToken t{1, 0, 0, true};
+  ASSERT_TRUE((*fwd)->Forward({&t, 1}, logits).ok());
+  sim->SynchronizeAll();
+  // Per step the 4 streamed layers cross once; the ring already holds the
+  // next step's first 3 (queued as the last layers of this step ran).
+  uint64_t layer_bytes = 0;
+  for (const char* name : {"blk.5.attn_q.weight"}) layer_bytes = b.model->file->FindTensor(name)->bytes;
+  EXPECT_GT(primed, 3 * layer_bytes);
+  EXPECT_EQ(sim->stats().bytes_to_device, 7 * primed / 3) << "3 units primed + 4 per step";
+  EXPECT_EQ((*fwd)->stats().steps, 1u);
+}
+
+TEST(Executor, PoisonedSlotsExposeAScheduleThatSkipsTheReadyEvent) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0));
+  const std::vector<float> cpu = RunSteps(*b.model, nullptr, Options(true, -1, 1));
+  // A slow copy engine: the compute side is always ahead of it.
+  std::unique_ptr<backend::SimDevice> sim = Sim(64 << 20, 0.2);
+  exec::ForwardOptions o = Options(true, 0, 2);
+  o.testing_skip_ready_wait = true;
+  const std::vector<float> got = RunSteps(*b.model, sim.get(), o);
+  ASSERT_EQ(got.size(), cpu.size());
+  // Compute read slots mid-transfer (poison) or still holding an earlier
+  // layer (stale weights): either way not the model's logits.
+  EXPECT_NE(std::memcmp(got.data(), cpu.data(), cpu.size() * sizeof(float)), 0);
+}
+
+TEST(Executor, PoisonedSlotsExposeASlotReleasedBeforeItsLayerRan) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0));
+  const std::vector<float> cpu = RunSteps(*b.model, nullptr, Options(true, -1, 1));
+  std::unique_ptr<backend::SimDevice> sim = Sim(64 << 20, 0.2);
+  exec::ForwardOptions o = Options(true, 0, 1);
+  o.testing_release_slot_early = true;  // the refill's poison lands while the layer reads
+  const std::vector<float> got = RunSteps(*b.model, sim.get(), o);
+  ASSERT_EQ(got.size(), cpu.size());
+  EXPECT_NE(std::memcmp(got.data(), cpu.data(), cpu.size() * sizeof(float)), 0);
+}
+
+// The plan for (model, placement) and the executor's allocations agree by
+// category, and the device holds nothing else.
+void ExpectExecutorHoldsThePlan(const model::Model& m, backend::SimDevice& sim, const plan::Plan& p,
+                                const exec::ForwardOptions& o) {
+  auto fwd = exec::Executor::Create(m, &sim, o);
+  ASSERT_TRUE(fwd.ok()) << fwd.status();
+  const exec::DeviceUsage& u = (*fwd)->usage();
+  EXPECT_EQ(u.weights_resident, p.weights_resident);
+  EXPECT_EQ(u.staging, p.staging);
+  EXPECT_EQ(u.kv_cache, p.kv_cache);
+  EXPECT_EQ(u.workspace, p.workspace);
+  EXPECT_EQ(sim.used(), p.overhead + u.total()) << "nothing on the device that the plan does not name";
+  EXPECT_LE(sim.peak() + p.margin, sim.options().memory_bytes);
+  std::vector<float> logits(m.config.n_vocab);
+  const exec::BatchToken t{1, 0, 0, true};
+  EXPECT_TRUE((*fwd)->Forward({&t, 1}, logits).ok());
+}
+
+TEST(Executor, HoldsExactlyWhatThePlannerNamed) {
+  for (const char* arch : {"llama", "qwen2", "gemma2"}) {
+    const Built b = Build(Tiny(arch, TensorType::kQ4_K, 5));
+    for (int layers : {0, 2, 5}) {
+      SCOPED_TRACE(absl::StrCat(arch, ", ", layers, " layers"));
+      plan::PlanRequest r{.policy = plan::Policy::kLayers, .gpu_layers = layers, .n_ctx = 16, .n_slots = 2,
+                          .kv_bytes_per_elem = 2, .max_batch = 8, .ring_depth = 2};
+      plan::DeviceSpec spec{"sim", 64 << 20, 1 << 20};
+      auto p = plan::MakePlan(*b.model->file, b.model->config, r, spec);
+      ASSERT_TRUE(p.ok()) << p.status();
+      auto sim = backend::SimDevice::Create({.memory_bytes = 64 << 20, .overhead_bytes = 1 << 20, .h2d_gbps = 100}, 2);
+      ASSERT_TRUE(sim.ok());
+      ExpectExecutorHoldsThePlan(*b.model, **sim, *p, Options(true, layers, 2));
+    }
+  }
+}
+
+// A popular model's plan for a 5 or 8 GiB card, and the same placement of
+// a tiny model with the same architecture, layer count and type mix on a
+// sim device capped at that tiny plan's total: it loads and runs.
+TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
+  int streamed_plans = 0;
+  for (const char* preset : {"llama3.1-8b", "qwen2.5-7b", "gemma2-27b"}) {
+   for (uint64_t gib : {5, 8}) {
+    SCOPED_TRACE(absl::StrCat(preset, " on ", gib, " GiB"));
+    model::SynthOptions big = *model::Preset(preset);
+    gguf::Writer w;
+    ASSERT_TRUE(model::BuildSyntheticModel(big, &w).ok());
+    const std::string header = w.HeaderBytes();
+    auto hf = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(header.data()), header.size()),
+                                     {.header_only = true});
+    ASSERT_TRUE(hf.ok());
+    plan::DeviceSpec card = *plan::DeviceProfile("rtx4060-8g");
+    card.memory_bytes = gib << 30;
+    plan::PlanRequest r{.policy = plan::Policy::kAuto, .n_ctx = 4096, .n_slots = 1, .max_batch = 512};
+    auto bp = plan::MakePlan(**hf, *model::LoadConfig(**hf), r, card);
+    ASSERT_TRUE(bp.ok()) << bp.status();
+    streamed_plans += bp->resident_layers < bp->n_layers;
+
+    model::SynthOptions tiny = Tiny(big.arch, big.type, big.n_layer);
+    tiny.mix = big.mix;
+    tiny.tied_output = big.tied_output;
+    const Built b = Build(tiny);
+    plan::PlanRequest tr{.policy = plan::Policy::kLayers, .gpu_layers = bp->resident_layers, .n_ctx = 32,
+                         .n_slots = 1, .max_batch = 8, .ring_depth = r.ring_depth};
+    const uint64_t overhead = 1 << 20;
+    auto tp = plan::MakePlan(*b.model->file, b.model->config, tr, {"probe", 1ull << 40, overhead});
+    ASSERT_TRUE(tp.ok()) << tp.status();
+    // The cap: the tiny plan's device bytes plus the margin of a card that size.
+    const uint64_t cap = static_cast<uint64_t>((tp->total - tp->margin) / (1.0 - tr.margin_fraction)) + 4096;
+    auto tplan = plan::MakePlan(*b.model->file, b.model->config, tr, {"tiny card", cap, overhead});
+    ASSERT_TRUE(tplan.ok()) << tplan.status();
+    auto sim = backend::SimDevice::Create({.memory_bytes = cap, .overhead_bytes = overhead, .h2d_gbps = 100}, 2);
+    ASSERT_TRUE(sim.ok());
+    exec::ForwardOptions o{.max_batch = 8, .n_seq = 1, .n_ctx = 32, .threads = 2};
+    o.placement = {true, bp->resident_layers, r.ring_depth};
+    ExpectExecutorHoldsThePlan(*b.model, **sim, *tplan, o);
+   }
+  }
+  EXPECT_GE(streamed_plans, 3) << "most of these plans stream part of the model";
+}
+
+TEST(Executor, ADeviceTooSmallFailsAtLoadWithAnError) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0));
+  std::unique_ptr<backend::SimDevice> sim = Sim(1 << 20);  // 1 MiB: not even the head fits
+  auto fwd = exec::Executor::Create(*b.model, sim.get(), Options(true, -1, 2));
+  ASSERT_FALSE(fwd.ok());
+  EXPECT_EQ(fwd.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(fwd.status().message()), HasSubstr("device out of memory"));
+  EXPECT_EQ(sim->used(), 0u) << "what was allocated before the failure is given back";
+}
+
+}  // namespace
+}  // namespace ferry
