@@ -49,8 +49,12 @@ void CpuDevice::Free(void* p) {
   std::free(p);
 }
 
-void CpuDevice::CopyToDevice(Queue, void* dst, const void* src, uint64_t bytes) { std::memcpy(dst, src, bytes); }
-void CpuDevice::CopyToHost(void* dst, const void* src, uint64_t bytes) { std::memcpy(dst, src, bytes); }
+void CpuDevice::CopyToDevice(Queue, void* dst, const void* src, uint64_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+}
+void CpuDevice::CopyToHost(void* dst, const void* src, uint64_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+}
 
 DeviceStats CpuDevice::stats() const {
   DeviceStats s;

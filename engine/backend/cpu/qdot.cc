@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 
 #include "engine/quant/blocks.h"
@@ -101,11 +102,18 @@ void Tile(const uint8_t* row, const BlockQ8* const* xs, int nt, int64_t n, float
 void QuantizeActivations(const float* x, int64_t n, BlockQ8* out) {
   for (int64_t b = 0; b < n / 32; ++b, x += 32) {
     float amax = 0.0f;
-    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
-    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    bool finite = true;
+    for (int i = 0; i < 32; ++i) {
+      amax = std::max(amax, std::fabs(x[i]));
+      finite = finite && std::isfinite(x[i]);
+    }
+    // A NaN or infinity (a hostile file's weights, a poisoned slot) must
+    // reach the output as NaN, not as undefined float-to-int conversions.
+    const float d = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
+    const float id = finite && d != 0.0f ? 1.0f / d : 0.0f;
     int32_t sum = 0;
     for (int i = 0; i < 32; ++i) {
-      const int q = static_cast<int>(std::nearbyint(x[i] * id));
+      const int q = finite ? static_cast<int>(std::nearbyint(x[i] * id)) : 0;
       out[b].qs[i] = static_cast<int8_t>(q);
       sum += q;
     }

@@ -238,6 +238,7 @@ void SimDevice::SynchronizeAll() {
 }
 
 void SimDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
+  if (bytes == 0) return;
   if (q == Queue::kCompute) {
     std::memcpy(dst, src, bytes);
     return;
