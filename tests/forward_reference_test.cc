@@ -11,6 +11,7 @@
 #include "engine/backend/cpu/qdot.h"
 #include "engine/backend/cpu/kernels.h"
 #include "engine/exec/forward.h"
+#include "tests/in_memory_model.h"
 #include "engine/gguf/writer.h"
 #include "engine/model/synth.h"
 #include "engine/model/weights.h"
@@ -21,10 +22,7 @@ namespace {
 
 using quant::TensorType;
 
-struct Built {
-  std::string bytes;  // the GGUF file; the model views it
-  std::unique_ptr<model::Model> model;
-};
+using Built = testing::InMemoryModel;
 
 Built Build(const std::string& arch, TensorType type) {
   model::SynthOptions o;
@@ -38,16 +36,7 @@ Built Build(const std::string& arch, TensorType type) {
   o.type = type;
   o.sliding_window = 4;  // short, so the test's sequences cross it
   o.seed = 7;
-  gguf::Writer w;
-  EXPECT_TRUE(model::BuildSyntheticModel(o, &w).ok());
-  Built b;
-  b.bytes = *w.WriteToString();
-  auto file = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(b.bytes.data()), b.bytes.size()));
-  EXPECT_TRUE(file.ok()) << file.status();
-  auto m = model::LoadModel(std::move(*file));
-  EXPECT_TRUE(m.ok()) << m.status();
-  b.model = std::move(*m);
-  return b;
+  return testing::BuildInMemory(o);
 }
 
 std::vector<int32_t> Prompt(int n, int vocab, uint32_t seed) {

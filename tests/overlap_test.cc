@@ -14,14 +14,12 @@
 #include "engine/backend/sim/sim_device.h"
 #include "engine/exec/forward.h"
 #include "engine/model/synth.h"
+#include "tests/in_memory_model.h"
 
 namespace ferry {
 namespace {
 
-struct Built {
-  std::string bytes;
-  std::unique_ptr<model::Model> model;
-};
+using Built = testing::InMemoryModel;
 
 Built Build() {
   model::SynthOptions o;
@@ -32,13 +30,7 @@ Built Build() {
   o.n_ff = 1024;
   o.n_vocab = 512;
   o.type = quant::TensorType::kQ8_0;
-  gguf::Writer w;
-  EXPECT_TRUE(model::BuildSyntheticModel(o, &w).ok());
-  Built b;
-  b.bytes = *w.WriteToString();
-  auto file = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(b.bytes.data()), b.bytes.size()));
-  b.model = std::move(*model::LoadModel(std::move(*file)));
-  return b;
+  return testing::BuildInMemory(o);
 }
 
 struct Measured {

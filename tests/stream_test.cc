@@ -16,6 +16,7 @@
 #include "engine/exec/forward.h"
 #include "engine/model/synth.h"
 #include "engine/plan/planner.h"
+#include "tests/in_memory_model.h"
 
 namespace ferry {
 namespace {
@@ -91,23 +92,8 @@ TEST(SimDevice, EventsOrderTheCopyQueueLikeCudaStreams) {
   EXPECT_GT(s.compute_wait_s, 0.0);
 }
 
-struct Built {
-  std::string bytes;
-  std::unique_ptr<model::Model> model;
-};
-
-Built Build(model::SynthOptions o) {
-  gguf::Writer w;
-  EXPECT_TRUE(model::BuildSyntheticModel(o, &w).ok());
-  Built b;
-  b.bytes = *w.WriteToString();
-  auto file = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(b.bytes.data()), b.bytes.size()));
-  EXPECT_TRUE(file.ok()) << file.status();
-  auto m = model::LoadModel(std::move(*file));
-  EXPECT_TRUE(m.ok()) << m.status();
-  b.model = std::move(*m);
-  return b;
-}
+using Built = testing::InMemoryModel;
+Built Build(const model::SynthOptions& o) { return testing::BuildInMemory(o); }
 
 model::SynthOptions Tiny(const std::string& arch, TensorType type, int layers = 4) {
   model::SynthOptions o;
