@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "engine/backend/profiles.h"
+#include "engine/status.h"
 #include "engine/units.h"
 
 namespace ferry::backend {
@@ -67,21 +68,13 @@ absl::StatusOr<SimOptions> ParseSimOptions(absl::string_view spec) {
   for (const auto& [key, value] : kv) {
     if (key == "profile") continue;
     if (key == "mem") {
-      absl::StatusOr<uint64_t> b = ParseBytes(value);
-      if (!b.ok()) return b.status();
-      o.memory_bytes = *b;
+      FERRY_ASSIGN_OR_RETURN(o.memory_bytes, ParseBytes(value));
     } else if (key == "overhead") {
-      absl::StatusOr<uint64_t> b = ParseBytes(value);
-      if (!b.ok()) return b.status();
-      o.overhead_bytes = *b;
+      FERRY_ASSIGN_OR_RETURN(o.overhead_bytes, ParseBytes(value));
     } else if (key == "h2d") {
-      absl::StatusOr<double> v = ParseGbps(value);
-      if (!v.ok()) return v.status();
-      o.h2d_gbps = *v;
+      FERRY_ASSIGN_OR_RETURN(o.h2d_gbps, ParseGbps(value));
     } else if (key == "lat") {
-      absl::StatusOr<double> v = ParseMicros(value);
-      if (!v.ok()) return v.status();
-      o.latency_us = *v;
+      FERRY_ASSIGN_OR_RETURN(o.latency_us, ParseMicros(value));
     } else if (key == "poison") {
       if (value != "0" && value != "1") return absl::InvalidArgumentError("sim: poison=0 or poison=1");
       o.poison = value == "1";
