@@ -23,6 +23,7 @@
 #include "service/generate.h"
 #include "service/inspect.h"
 #include "service/plan_cli.h"
+#include "service/serve.h"
 #include <random>
 #include <sys/resource.h>
 
@@ -65,10 +66,10 @@ ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (same seed, same text); -1
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: stop sequences, comma-separated");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-generation token");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "generate: token ids that end generation, comma-separated");
-ABSL_FLAG(int, threads, 0, "generate, bench: CPU threads; 0 = one per hardware thread");
-ABSL_FLAG(int, ctx, 0, "generate, plan: context length; 0 = the model's, at most 4096");
+ABSL_FLAG(int, threads, 0, "generate, bench, serve: CPU threads; 0 = one per hardware thread");
+ABSL_FLAG(int, ctx, 0, "generate, plan, serve: context length (per request slot); 0 = the model's, at most 4096");
 ABSL_FLAG(std::string, kv_type, "f16", "generate, plan: KV cache element type, f16 or f32");
-ABSL_FLAG(int, batch, 64, "generate, bench, plan: prompt tokens per forward step");
+ABSL_FLAG(int, batch, 64, "generate, bench, plan: prompt tokens per forward step; serve: tokens per step over all requests (decode tokens + prompt chunks)");
 ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "8"}),
           "bench: sequences decoded together, comma-separated");
 ABSL_FLAG(int, prompt_tokens, 128, "bench: prompt tokens per sequence");
@@ -82,11 +83,31 @@ ABSL_FLAG(std::vector<std::string>, gpu_memory, {},
 ABSL_FLAG(int, gpu_layers, -1,
           "plan, generate, bench: exactly this many layers resident on the GPU, the output head counted apart "
           "(-1: as many as fit)");
-ABSL_FLAG(int, slots, 1, "plan: concurrent sequences, each with its own KV cache");
+ABSL_FLAG(int, slots, 0,
+          "plan: concurrent sequences, each with its own KV cache (default 1); serve: requests decoded together "
+          "(default 4)");
 ABSL_FLAG(int, ring_depth, 2, "plan, generate, bench: staging slots for streamed layers (the copy queue runs this many ahead)");
 ABSL_FLAG(std::string, device, "cpu",
-          "generate, bench: cpu, sim[:key=value,...] or cuda[:N]. sim keys: profile (a --gpu profile, gives the "
+          "generate, bench, serve: cpu, sim[:key=value,...] or cuda[:N]. sim keys: profile (a --gpu profile, gives the "
           "defaults), mem (8GiB), overhead, h2d (25GB/s), lat (10us), poison (1: NaN-fill staging slots on reuse)");
+ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on (0.0.0.0 or :: for every interface)");
+ABSL_FLAG(int, port, 50051, "serve: gRPC port; 0 = any free port (printed)");
+ABSL_FLAG(int, max_queue, 64, "serve: requests waiting for a slot before new ones get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_prompt_tokens, 0, "serve: longest prompt accepted; 0 = the context");
+ABSL_FLAG(int, max_output_tokens, 0, "serve: largest max_tokens accepted; 0 = the context");
+ABSL_FLAG(int, max_message_bytes, 4 << 20, "serve: largest request message");
+ABSL_FLAG(int, max_streams_per_connection, 100, "serve: concurrent calls on one HTTP/2 connection");
+ABSL_FLAG(int, min_ping_interval_ms, 10000,
+          "serve: keepalive enforcement: clients pinging more often than this without data are disconnected");
+ABSL_FLAG(int, max_buffered_messages, 1024,
+          "serve: messages queued for a client that is not reading before its stream is cut off");
+ABSL_FLAG(std::string, tls_cert, "", "serve: PEM certificate chain: serve TLS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "serve: PEM private key for --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "", "serve: PEM CA bundle: require client certificates it signed (mutual TLS)");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "serve: file holding a bearer token; every ferry.v1.Inference call must send 'authorization: Bearer "
+          "<token>' (health and reflection stay open for probes)");
+ABSL_FLAG(double, drain_seconds, 30, "serve: on SIGTERM, how long in-flight requests may take to finish");
 ABSL_FLAG(bool, sweep, false,
           "bench: run at 0, 25, 50, 75 and 100 % of the layers resident (one --device budget) and print tokens/s, "
           "streamed GB/s, % of copy bandwidth and overlap per row");
@@ -110,6 +131,10 @@ commands:
                by type and by layer (--model)
   make-model   write a model with deterministic random weights in a real
                architecture's layout (--out PATH, shape and --type flags)
+  serve        the gRPC service (ferry.v1.Inference, health, reflection):
+               --model (default: the demo model), --host, --port, --device
+               and placement flags, --slots, limits, TLS and token flags;
+               SIGTERM drains
   plan         what fits on a GPU, from the header alone: layers resident and
                device memory by category for each --gpu_memory budget
                (default 6..80 GiB), or exactly --gpu_layers N
@@ -120,6 +145,7 @@ commands:
 examples:
   ferry generate --model stories260K.gguf --prompt "Once upon a time" -n 64 --temperature 0
   ferry generate --device sim:mem=2GiB,h2d=12GB/s --gpu_layers 10 --prompt "Hello"
+  ferry serve --model stories260K.gguf --port 50051 --slots 8
   ferry bench --device sim:profile=rtx4060-8g --sweep --batches 1,8
   ferry make-model --out tiny.gguf --layers 2 --embd 128 --type f16
   ferry inspect --model ~/models/llama-3-8b.Q4_K_M.gguf --tensors
@@ -345,7 +371,7 @@ absl::Status RunPlan() {
   o.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
   const int ctx = absl::GetFlag(FLAGS_ctx);
   o.request.n_ctx = ctx > 0 ? ctx : 4096;
-  o.request.n_slots = absl::GetFlag(FLAGS_slots);
+  o.request.n_slots = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 1;
   o.request.max_batch = absl::GetFlag(FLAGS_batch);
   o.request.ring_depth = absl::GetFlag(FLAGS_ring_depth);
   o.threads = absl::GetFlag(FLAGS_threads);
@@ -357,6 +383,61 @@ absl::Status RunPlan() {
   if (!text.ok()) return text.status();
   std::fwrite(text->data(), 1, text->size(), stdout);
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> RunServe() {
+  service::ServeOptions o;
+  absl::StatusOr<std::string> path = ModelPath();
+  if (!path.ok()) return path.status();
+  o.model_path = *path;
+  o.host = absl::GetFlag(FLAGS_host);
+  o.port = absl::GetFlag(FLAGS_port);
+  if (o.port < 0 || o.port > 65535) return absl::InvalidArgumentError("--port must be in [0, 65535]");
+  absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
+  if (!device.ok()) return device.status();
+  o.device = *device;
+  o.forward.threads = absl::GetFlag(FLAGS_threads);
+  o.forward.n_ctx = absl::GetFlag(FLAGS_ctx);
+  o.forward.max_batch = absl::GetFlag(FLAGS_batch);
+  o.forward.n_seq = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 4;
+  if (o.forward.max_batch < o.forward.n_seq) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch (", o.forward.max_batch, " tokens per step) must be at least --slots (",
+                                                   o.forward.n_seq, "): each running request decodes a token per step"));
+  }
+  const std::string kv = absl::GetFlag(FLAGS_kv_type);
+  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
+  o.forward.kv_type = kv == "f16" ? exec::KvType::kF16 : exec::KvType::kF32;
+  service::ServeLimits& l = o.limits;
+  l.max_queue = absl::GetFlag(FLAGS_max_queue);
+  l.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  l.max_output_tokens = absl::GetFlag(FLAGS_max_output_tokens);
+  l.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  l.max_streams_per_connection = absl::GetFlag(FLAGS_max_streams_per_connection);
+  l.min_ping_interval_ms = absl::GetFlag(FLAGS_min_ping_interval_ms);
+  l.max_buffered_messages = absl::GetFlag(FLAGS_max_buffered_messages);
+  if (l.max_queue < 0 || l.max_prompt_tokens < 0 || l.max_output_tokens < 0 || l.max_message_bytes < 1024 ||
+      l.max_streams_per_connection < 1 || l.min_ping_interval_ms < 0 || l.max_buffered_messages < 1) {
+    return absl::InvalidArgumentError(
+        "limits: --max_queue, --max_prompt_tokens, --max_output_tokens, --min_ping_interval_ms must be >= 0, "
+        "--max_message_bytes >= 1024, --max_streams_per_connection and --max_buffered_messages >= 1");
+  }
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  o.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (const std::string f = absl::GetFlag(FLAGS_auth_token_file); !f.empty()) {
+    std::FILE* in = std::fopen(f.c_str(), "rb");
+    if (in == nullptr) return absl::NotFoundError("--auth_token_file: cannot read " + f);
+    char buf[4096];
+    const size_t n = std::fread(buf, 1, sizeof(buf), in);
+    std::fclose(in);
+    std::string token(buf, n);
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    if (token.empty()) return absl::InvalidArgumentError("--auth_token_file: " + f + " is empty");
+    o.auth_token = token;
+  }
+  const double drain = absl::GetFlag(FLAGS_drain_seconds);
+  if (!(drain >= 0)) return absl::InvalidArgumentError("--drain_seconds must be >= 0");
+  return service::Serve(o, absl::Seconds(drain));
 }
 
 absl::Status RunInfo() {
@@ -412,8 +493,12 @@ int main(int argc, char** argv) {
     status = ferry::RunInfo();
   } else if (command == "generate") {
     status = ferry::RunGenerate();
+  } else if (command == "serve") {
+    absl::StatusOr<int> code = ferry::RunServe();
+    if (code.ok()) return *code;
+    status = code.status();
   } else {
-    std::fprintf(stderr, "ferry: unknown command '%s' (commands: bench, generate, info, inspect, make-model, plan; see --help)\n", command.c_str());
+    std::fprintf(stderr, "ferry: unknown command '%s' (commands: bench, generate, info, inspect, make-model, plan, serve; see --help)\n", command.c_str());
     return 2;
   }
   if (!status.ok()) {

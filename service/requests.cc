@@ -1,0 +1,160 @@
+#include "service/requests.h"
+
+#include <cmath>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace ferry::service {
+namespace {
+
+absl::Status Utf8(const std::string& s, absl::string_view field) {
+  if (text::CompleteUtf8Prefix(s) == s.size() && text::SanitizeUtf8(s) == s) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(field, " is not valid UTF-8"));
+}
+
+absl::Status Finite(float v, absl::string_view field) {
+  if (std::isfinite(v)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(field, " = ", v, " is not a finite number"));
+}
+
+}  // namespace
+
+absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in, const RequestContext& ctx,
+                                               uint64_t random_seed) {
+  const text::Tokenizer& tok = *ctx.tokenizer;
+  const int n_vocab = tok.n_vocab();
+  PreparedRequest out;
+  runtime::Request& r = out.request;
+
+  // The prompt.
+  switch (in.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      if (in.text().empty()) return absl::InvalidArgumentError("prompt text is empty");
+      if (absl::Status s = Utf8(in.text(), "prompt text"); !s.ok()) return s;
+      r.prompt = tok.Encode(in.text(), tok.add_bos());
+      out.prompt_text = in.text();
+      r.text_at_start = false;
+      break;
+    }
+    case v1::GenerateRequest::kTokens: {
+      if (in.tokens().ids().empty()) return absl::InvalidArgumentError("prompt tokens are empty");
+      for (int i = 0; i < in.tokens().ids_size(); ++i) {
+        const int32_t id = in.tokens().ids(i);
+        if (id < 0 || id >= n_vocab) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("prompt token ", i, " = ", id, " is outside the vocabulary [0, ", n_vocab, ")"));
+        }
+      }
+      r.prompt.assign(in.tokens().ids().begin(), in.tokens().ids().end());
+      out.prompt_text = tok.Decode(r.prompt);
+      // Only BOS (or nothing) before the generated text: it starts the text.
+      r.text_at_start = out.prompt_text.empty();
+      break;
+    }
+    case v1::GenerateRequest::kChat: {
+      if (!ctx.chat.ok()) return ctx.chat.status();
+      if (in.chat().messages().empty()) return absl::InvalidArgumentError("chat prompt has no messages");
+      std::vector<text::ChatMessage> messages;
+      for (int i = 0; i < in.chat().messages_size(); ++i) {
+        const v1::ChatMessage& m = in.chat().messages(i);
+        if (absl::Status s = Utf8(m.content(), absl::StrCat("chat message ", i, " content")); !s.ok()) return s;
+        messages.push_back({m.role(), m.content()});
+      }
+      const bool gen = !in.chat().has_add_generation_prompt() || in.chat().add_generation_prompt();
+      absl::StatusOr<std::string> text = text::RenderChat(*ctx.chat, messages, gen);
+      if (!text.ok()) return text.status();
+      r.prompt = tok.Encode(*text, tok.add_bos());
+      out.prompt_text = *text;
+      r.text_at_start = true;
+      break;
+    }
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      return absl::InvalidArgumentError("prompt is empty: set text, tokens or chat");
+  }
+  if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
+  const int prompt_limit = ctx.limits.max_prompt_tokens > 0 ? std::min(ctx.limits.max_prompt_tokens, ctx.n_ctx) : ctx.n_ctx;
+  if (static_cast<int64_t>(r.prompt.size()) > prompt_limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", r.prompt.size(), " tokens; the limit is ", prompt_limit));
+  }
+
+  // Length and stops.
+  const int output_limit = ctx.limits.max_output_tokens > 0 ? ctx.limits.max_output_tokens : ctx.n_ctx;
+  r.max_tokens = in.has_max_tokens() ? in.max_tokens() : std::min(128, output_limit);
+  if (r.max_tokens < 0 || r.max_tokens > output_limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens = ", r.max_tokens, " is outside [0, ", output_limit, "]"));
+  }
+  if (static_cast<int64_t>(r.prompt.size()) + r.max_tokens > ctx.n_ctx) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", r.prompt.size(), " tokens) + max_tokens (", r.max_tokens,
+                                                   ") exceeds the context of ", ctx.n_ctx, " tokens per request"));
+  }
+  if (in.stop_size() > ctx.limits.max_stops) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(in.stop_size(), " stop sequences; the limit is ", ctx.limits.max_stops));
+  }
+  for (int i = 0; i < in.stop_size(); ++i) {
+    const std::string& s = in.stop(i);
+    if (s.empty()) return absl::InvalidArgumentError(absl::StrCat("stop sequence ", i, " is empty"));
+    if (static_cast<int>(s.size()) > ctx.limits.max_stop_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("stop sequence ", i, " has ", s.size(), " bytes; the limit is ",
+                                                     ctx.limits.max_stop_bytes));
+    }
+    if (absl::Status st = Utf8(s, absl::StrCat("stop sequence ", i)); !st.ok()) return st;
+    r.stops.push_back(s);
+  }
+  for (int i = 0; i < in.stop_token_ids_size(); ++i) {
+    const int32_t id = in.stop_token_ids(i);
+    if (id < 0 || id >= n_vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop_token_ids ", i, " = ", id, " is outside the vocabulary [0, ", n_vocab, ")"));
+    }
+    r.stop_ids.push_back(id);
+  }
+  if (in.stop_token_ids_size() > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(in.stop_token_ids_size(), " stop token ids; the limit is 64"));
+  }
+  r.ignore_eos = in.ignore_eos();
+
+  // Sampling: unset fields take ferry generate's defaults.
+  text::SamplingParams& p = r.sampling;
+  const v1::SamplingParams& sp = in.sampling();
+  if (sp.has_temperature()) p.temperature = sp.temperature();
+  if (sp.has_top_k()) p.top_k = sp.top_k();
+  if (sp.has_top_p()) p.top_p = sp.top_p();
+  if (sp.has_min_p()) p.min_p = sp.min_p();
+  if (sp.has_typical_p()) p.typical_p = sp.typical_p();
+  if (sp.has_repetition_penalty()) p.repetition_penalty = sp.repetition_penalty();
+  if (sp.has_presence_penalty()) p.presence_penalty = sp.presence_penalty();
+  if (sp.has_frequency_penalty()) p.frequency_penalty = sp.frequency_penalty();
+  if (sp.has_penalty_last_n()) p.penalty_last_n = sp.penalty_last_n();
+  for (absl::Status s : {Finite(p.temperature, "temperature"), Finite(p.top_p, "top_p"), Finite(p.min_p, "min_p"),
+                         Finite(p.typical_p, "typical_p"), Finite(p.repetition_penalty, "repetition_penalty"),
+                         Finite(p.presence_penalty, "presence_penalty"),
+                         Finite(p.frequency_penalty, "frequency_penalty")}) {
+    if (!s.ok()) return s;
+  }
+  if (sp.logit_bias_size() > n_vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("logit_bias has ", sp.logit_bias_size(), " entries; the vocabulary ",
+                                                   n_vocab));
+  }
+  for (const auto& [token, bias] : sp.logit_bias()) p.logit_bias.emplace_back(token, bias);
+  std::sort(p.logit_bias.begin(), p.logit_bias.end());  // map order is unspecified; sampling must not depend on it
+  if (in.top_logprobs() != 0 && !in.logprobs()) {
+    return absl::InvalidArgumentError("top_logprobs needs logprobs = true");
+  }
+  p.top_logprobs = in.top_logprobs();
+  p.seed = in.has_seed() ? in.seed() : random_seed;
+  if (absl::Status s = text::Validate(p, n_vocab); !s.ok()) return s;
+  out.logprobs = in.logprobs();
+  r.logprobs = in.logprobs();
+
+  if (in.session_id().size() > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("session_id has ", in.session_id().size(), " bytes; the limit is 256"));
+  }
+  r.session = in.session_id();
+  return out;
+}
+
+}  // namespace ferry::service

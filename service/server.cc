@@ -1,0 +1,633 @@
+#include "service/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <atomic>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "engine/model/weights.h"
+#include "engine/plan/planner.h"
+#include "engine/quant/types.h"
+#include "engine/runtime/runtime.h"
+#include "engine/status.h"
+#include "engine/text/chat.h"
+#include "engine/text/tokenizer.h"
+#include "ferry/v1/inference.grpc.pb.h"
+#include "service/requests.h"
+
+namespace ferry::service {
+
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+constexpr char kServiceName[] = "ferry.v1.Inference";
+
+v1::FinishReason ToProto(runtime::FinishReason r) {
+  switch (r) {
+    case runtime::FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case runtime::FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case runtime::FinishReason::kStopSequence: return v1::FINISH_REASON_STOP_SEQUENCE;
+    case runtime::FinishReason::kCancelled:
+    case runtime::FinishReason::kDeadline:
+    case runtime::FinishReason::kShutdown: return v1::FINISH_REASON_CANCELLED;
+    default: return v1::FINISH_REASON_UNSPECIFIED;
+  }
+}
+
+// The gRPC status a request ends with.
+grpc::Status FinalStatus(const runtime::Update& u) {
+  switch (u.finish) {
+    case runtime::FinishReason::kCancelled: return grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled");
+    case runtime::FinishReason::kDeadline:
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed before it finished");
+    case runtime::FinishReason::kShutdown:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server shut down before the request finished; retry");
+    case runtime::FinishReason::kError:
+      return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("device fault: ", u.error.message()));
+    default: return grpc::Status::OK;
+  }
+}
+
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(what, ": cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+struct Server::Engine {
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  std::unique_ptr<backend::Device> device;
+  std::unique_ptr<exec::Executor> executor;
+  std::unique_ptr<runtime::Runtime> runtime;
+  std::optional<plan::Plan> plan;
+  plan::DeviceSpec spec;
+  exec::ForwardOptions forward;
+  v1::ModelInfo info;
+  RequestContext request_ctx;
+};
+
+class Server::Service final : public v1::Inference::CallbackService {
+ public:
+  explicit Service(const ServeOptions& options) : options_(options) {}
+
+  void Publish(Engine* engine) { engine_.store(engine, std::memory_order_release); }
+  void StartDrain() { draining_.store(true); }
+
+  // The engine, or why the call cannot run now.
+  absl::StatusOr<Engine*> Ready(grpc::CallbackServerContext* ctx) const {
+    if (!options_.auth_token.empty()) {
+      const auto& md = ctx->client_metadata();
+      auto it = md.find("authorization");
+      const std::string want = absl::StrCat("Bearer ", options_.auth_token);
+      if (it == md.end()) return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
+      if (!ConstantTimeEquals(absl::string_view(it->second.data(), it->second.size()), want)) {
+        return absl::UnauthenticatedError("the bearer token is not valid");
+      }
+    }
+    if (draining_.load()) return absl::UnavailableError("the server is shutting down");
+    Engine* e = engine_.load(std::memory_order_acquire);
+    if (e == nullptr) return absl::UnavailableError("the model is still loading");
+    if (!e->runtime->healthy()) return absl::UnavailableError("the engine is unhealthy after a device fault");
+    return e;
+  }
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* ctx,
+                                                           const v1::GenerateRequest* request) override;
+
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
+                                     v1::TokenizeResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    absl::StatusOr<Engine*> e = Ready(ctx);
+    if (!e.ok()) {
+      r->Finish(ToGrpc(e.status()));
+      return r;
+    }
+    const text::Tokenizer& tok = *(*e)->tokenizer;
+    if (text::SanitizeUtf8(req->text()) != req->text()) {
+      r->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text is not valid UTF-8"));
+      return r;
+    }
+    for (int32_t id : tok.Encode(req->text(), req->has_add_bos() ? req->add_bos() : tok.add_bos())) {
+      resp->add_ids(id);
+      resp->add_pieces(text::SanitizeUtf8(tok.TokenBytes(id)));
+    }
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* req,
+                                       v1::DetokenizeResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    absl::StatusOr<Engine*> e = Ready(ctx);
+    if (!e.ok()) {
+      r->Finish(ToGrpc(e.status()));
+      return r;
+    }
+    const text::Tokenizer& tok = *(*e)->tokenizer;
+    std::vector<int32_t> ids(req->ids().begin(), req->ids().end());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || ids[i] >= tok.n_vocab()) {
+        r->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                               absl::StrCat("ids[", i, "] = ", ids[i], " is outside the vocabulary [0, ", tok.n_vocab(),
+                                            ")")));
+        return r;
+      }
+    }
+    resp->set_text(text::SanitizeUtf8(tok.Decode(ids)));
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest*,
+                                         v1::ModelInfo* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    absl::StatusOr<Engine*> e = Ready(ctx);
+    if (!e.ok()) {
+      r->Finish(ToGrpc(e.status()));
+      return r;
+    }
+    *resp = (*e)->info;
+    resp->mutable_memory()->set_used_bytes((*e)->device->used());
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* Plan(grpc::CallbackServerContext* ctx, const v1::PlanRequest* req,
+                                 v1::PlanResponse* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    absl::StatusOr<Engine*> e = Ready(ctx);
+    if (!e.ok()) {
+      r->Finish(ToGrpc(e.status()));
+      return r;
+    }
+    r->Finish(ToGrpc(PlanFor(**e, *req, resp)));
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx, const v1::GetStatsRequest*,
+                                     v1::Stats* resp) override {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    absl::StatusOr<Engine*> e = Ready(ctx);
+    if (!e.ok()) {
+      r->Finish(ToGrpc(e.status()));
+      return r;
+    }
+    const runtime::RuntimeStats s = (*e)->runtime->Stats();
+    resp->set_slots(s.slots);
+    resp->set_running(s.running);
+    resp->set_waiting(s.waiting);
+    resp->set_kv_tokens_used(s.kv_tokens_used);
+    resp->set_kv_tokens_capacity(s.kv_tokens_capacity);
+    resp->set_steps(s.steps);
+    resp->set_prompt_tokens(s.prompt_tokens);
+    resp->set_generated_tokens(s.generated_tokens);
+    resp->set_requests_finished(s.requests_finished);
+    resp->set_stream_bytes(s.stream.bytes_streamed);
+    resp->set_stream_copy_busy_seconds(s.stream.copy_busy_s);
+    resp->set_stream_compute_wait_seconds(s.stream.compute_wait_s);
+    resp->set_step_seconds(s.stream.step_s);
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  const ServeOptions& options() const { return options_; }
+
+ private:
+  absl::Status PlanFor(const Engine& e, const v1::PlanRequest& req, v1::PlanResponse* out) const {
+    plan::DeviceSpec spec = e.spec;
+    if (!req.gpu_profile().empty()) {
+      absl::StatusOr<plan::DeviceSpec> p = plan::DeviceProfile(req.gpu_profile());
+      if (!p.ok()) return p.status();
+      spec = *p;
+    }
+    plan::PlanRequest pr;
+    pr.n_ctx = req.has_context() ? req.context() : e.executor->n_ctx();
+    pr.n_slots = req.has_slots() ? req.slots() : e.executor->n_seq();
+    pr.max_batch = req.has_max_batch_tokens() ? req.max_batch_tokens() : e.executor->max_batch();
+    pr.ring_depth = req.has_ring_depth() ? req.ring_depth() : options_.device.ring_depth;
+    if (pr.n_ctx < 1 || pr.n_ctx > (1 << 20)) {
+      return absl::InvalidArgumentError(absl::StrCat("context = ", pr.n_ctx, " is outside [1, 1048576]"));
+    }
+    if (pr.n_slots < 1 || pr.n_slots > 4096) {
+      return absl::InvalidArgumentError(absl::StrCat("slots = ", pr.n_slots, " is outside [1, 4096]"));
+    }
+    if (pr.max_batch < 1 || pr.max_batch > 65536) {
+      return absl::InvalidArgumentError(absl::StrCat("max_batch_tokens = ", pr.max_batch, " is outside [1, 65536]"));
+    }
+    if (pr.ring_depth < 1 || pr.ring_depth > 64) {
+      return absl::InvalidArgumentError(absl::StrCat("ring_depth = ", pr.ring_depth, " is outside [1, 64]"));
+    }
+    if (req.kv_type().empty() || req.kv_type() == "f16") {
+      pr.kv_bytes_per_elem = 2;
+    } else if (req.kv_type() == "f32") {
+      pr.kv_bytes_per_elem = 4;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("kv_type must be f16 or f32, got '", req.kv_type(), "'"));
+    }
+    if (req.has_gpu_layers()) {
+      if (req.gpu_layers() < 0 || req.gpu_layers() > e.model->config.n_layer) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("gpu_layers = ", req.gpu_layers(), " is outside [0, ", e.model->config.n_layer, "]"));
+      }
+      pr.policy = plan::Policy::kLayers;
+      pr.gpu_layers = req.gpu_layers();
+    } else if (req.has_gpu_memory_bytes()) {
+      pr.policy = plan::Policy::kBudget;
+      pr.gpu_memory = req.gpu_memory_bytes();
+    }
+    absl::StatusOr<plan::Plan> p = plan::MakePlan(*e.model->file, e.model->config, pr, spec);
+    if (!p.ok()) return p.status();
+    out->set_layers(p->n_layers);
+    out->set_layers_resident(p->resident_layers);
+    out->set_head_resident(p->head_resident);
+    out->set_ring_depth(p->ring_depth);
+    out->set_slot_bytes(p->slot_bytes);
+    out->set_weights_resident_bytes(p->weights_resident);
+    out->set_staging_bytes(p->staging);
+    out->set_kv_cache_bytes(p->kv_cache);
+    out->set_workspace_bytes(p->workspace);
+    out->set_overhead_bytes(p->overhead);
+    out->set_margin_bytes(p->margin);
+    out->set_total_bytes(p->total);
+    out->set_budget_bytes(p->budget);
+    out->set_pinned_host_bytes(p->host_pinned);
+    out->set_gpu_fraction(p->gpu_fraction());
+    out->set_device(spec.name);
+    return absl::OkStatus();
+  }
+
+  const ServeOptions& options_;
+  std::atomic<Engine*> engine_{nullptr};
+  std::atomic<bool> draining_{false};
+};
+
+namespace {
+
+// One Generate call: the runtime's updates become messages, written one at a
+// time (the next on OnWriteDone). The runtime never waits for a client: a
+// client that stops reading is cut off once max_buffered messages queue up.
+class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  GenerateCall(grpc::CallbackServerContext* ctx, int max_buffered) : ctx_(ctx), max_buffered_(max_buffered) {}
+
+  // Runs the request, or finishes the call with why it cannot run.
+  void Begin(Server::Engine* engine, PreparedRequest prepared, bool echo, absl::Time deadline) {
+    tokenizer_ = engine->tokenizer.get();
+    logprobs_ = prepared.logprobs;
+    const uint64_t seed = prepared.request.sampling.seed;
+    if (echo) {
+      v1::GenerateResponse m;
+      m.set_echo_prompt(true);
+      for (int32_t id : prepared.request.prompt) m.add_token_ids(id);
+      m.set_text(text::SanitizeUtf8(prepared.prompt_text));
+      pending_.push_back(std::move(m));
+    }
+    seed_ = seed;
+    prepared.request.deadline = deadline;
+    const std::shared_ptr<Link> link = link_;
+    std::lock_guard<std::mutex> l(link->mu);
+    absl::StatusOr<std::shared_ptr<runtime::Handle>> h = engine->runtime->Submit(
+        std::move(prepared.request), [this, link](runtime::Update&& u) {
+          std::lock_guard<std::mutex> l(link->mu);
+          if (link->alive) OnUpdate(std::move(u));
+        });
+    if (!h.ok()) {
+      if (h.status().code() == absl::StatusCode::kResourceExhausted) {
+        ctx_->AddTrailingMetadata("grpc-retry-pushback-ms", "1000");
+      }
+      pending_.clear();
+      FinishLocked(ToGrpc(h.status()));
+      return;
+    }
+    handle_ = *h;
+    if (!pending_.empty()) WriteNextLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    const std::shared_ptr<Link> link = link_;
+    std::lock_guard<std::mutex> l(link->mu);
+    writing_ = false;
+    if (!pending_.empty()) pending_.pop_front();
+    if (!ok) {  // the client is gone: the runtime drops the request at its next step
+      pending_.clear();
+      if (handle_) handle_->Cancel();
+    }
+    if (!pending_.empty()) {
+      WriteNextLocked();
+    } else if (final_) {
+      FinishLocked(*final_);
+    }
+  }
+
+  void OnCancel() override {
+    const std::shared_ptr<Link> link = link_;
+    std::lock_guard<std::mutex> l(link->mu);
+    if (handle_) handle_->Cancel();
+  }
+
+  void OnDone() override {
+    {
+      std::lock_guard<std::mutex> l(link_->mu);
+      link_->alive = false;
+    }
+    delete this;
+  }
+
+  void FinishNow(const grpc::Status& status) {
+    const std::shared_ptr<Link> link = link_;
+    std::lock_guard<std::mutex> l(link->mu);
+    FinishLocked(status);
+  }
+
+ private:
+  // Shared with the runtime's sink, which may outlive the call. Its mutex
+  // guards the whole call: OnDone takes it before deleting the call, so
+  // nothing else is inside the call then; the mutex itself outlives the call.
+  struct Link {
+    std::mutex mu;
+    bool alive = true;
+  };
+
+  void OnUpdate(runtime::Update&& u) {  // under link_->mu
+    if (finished_ || final_) return;
+    const bool last = u.finish != runtime::FinishReason::kNone;
+    const grpc::Status status = last ? FinalStatus(u) : grpc::Status::OK;
+    if (status.ok() && !cut_off_) {
+      v1::GenerateResponse m;
+      for (const text::Sampled& t : u.tokens) {
+        m.add_token_ids(t.token);
+        if (logprobs_) {
+          v1::TokenLogprob* lp = m.add_logprobs();
+          lp->set_token_id(t.token);
+          lp->set_logprob(t.logprob);
+          for (const text::TokenLogprob& alt : t.top) {
+            v1::TopLogprob* a = lp->add_top();
+            a->set_token_id(alt.token);
+            a->set_token(text::SanitizeUtf8(tokenizer_->TokenBytes(alt.token)));
+            a->set_logprob(alt.logprob);
+          }
+        }
+      }
+      m.set_text(std::move(u.text));
+      if (last) {
+        m.set_finish_reason(ToProto(u.finish));
+        v1::Usage* usage = m.mutable_usage();
+        usage->set_prompt_tokens(u.usage.prompt_tokens);
+        usage->set_completion_tokens(u.usage.completion_tokens);
+        usage->set_cached_tokens(u.usage.cached_tokens);
+        v1::Timings* t = m.mutable_timings();
+        t->set_queue_seconds(u.timings.queue_s);
+        t->set_time_to_first_token_seconds(u.timings.first_token_s);
+        t->set_prefill_seconds(u.timings.prefill_s);
+        t->set_decode_seconds(u.timings.decode_s);
+      }
+      if (static_cast<int>(pending_.size()) >= max_buffered_) {
+        // The client stopped reading: end its request instead of holding
+        // the batch or growing without bound.
+        cut_off_ = true;
+        pending_.clear();
+        if (handle_) handle_->Cancel();
+        ctx_->TryCancel();
+      } else {
+        pending_.push_back(std::move(m));
+      }
+    }
+    if (last) final_ = cut_off_ ? grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                               absl::StrCat("the client did not read ", max_buffered_,
+                                                            " buffered messages; stream cut off"))
+                                : status;
+    if (!writing_ && !pending_.empty()) {
+      WriteNextLocked();
+    } else if (!writing_ && final_) {
+      FinishLocked(*final_);
+    }
+  }
+
+  void WriteNextLocked() {
+    v1::GenerateResponse& m = pending_.front();
+    if (!seed_sent_) {
+      m.set_seed(seed_);
+      seed_sent_ = true;
+    }
+    writing_ = true;
+    StartWrite(&m);
+  }
+
+  void FinishLocked(const grpc::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  grpc::CallbackServerContext* ctx_;
+  const int max_buffered_;
+  const text::Tokenizer* tokenizer_ = nullptr;
+  bool logprobs_ = false;
+  uint64_t seed_ = 0;
+  bool seed_sent_ = false;
+  std::shared_ptr<Link> link_ = std::make_shared<Link>();
+  std::deque<v1::GenerateResponse> pending_;  // front = the message being written
+  bool writing_ = false;
+  bool cut_off_ = false;
+  bool finished_ = false;
+  std::optional<grpc::Status> final_;
+  std::shared_ptr<runtime::Handle> handle_;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* Server::Service::Generate(grpc::CallbackServerContext* ctx,
+                                                                          const v1::GenerateRequest* request) {
+  auto* call = new GenerateCall(ctx, options_.limits.max_buffered_messages);
+  absl::StatusOr<Engine*> e = Ready(ctx);
+  if (!e.ok()) {
+    call->FinishNow(ToGrpc(e.status()));
+    return call;
+  }
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  absl::StatusOr<PreparedRequest> prepared = PrepareRequest(*request, (*e)->request_ctx, rng());
+  if (!prepared.ok()) {
+    call->FinishNow(ToGrpc(prepared.status()));
+    return call;
+  }
+  const auto d = ctx->deadline();
+  const absl::Time deadline =
+      d == std::chrono::system_clock::time_point::max() ? absl::InfiniteFuture() : absl::FromChrono(d);
+  if (deadline <= absl::Now()) {
+    call->FinishNow(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed before the request started"));
+    return call;
+  }
+  call->Begin(*e, *std::move(prepared), request->echo(), deadline);
+  return call;
+}
+
+Server::Server(const ServeOptions& options) : options_(options) {}
+
+Server::~Server() {
+  if (engine_ && engine_->runtime) engine_->runtime->CancelAll(runtime::FinishReason::kShutdown);
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (engine_) engine_->runtime.reset();  // ends whatever is left, before the calls' server goes
+  if (server_) server_->Wait();
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& options) {
+  std::unique_ptr<Server> s(new Server(options));
+  s->service_ = std::make_unique<Service>(s->options_);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!options.tls_cert.empty() || !options.tls_key.empty() || !options.tls_client_ca.empty()) {
+    if (options.tls_cert.empty() || options.tls_key.empty()) {
+      return absl::InvalidArgumentError("TLS needs both --tls_cert and --tls_key");
+    }
+    std::string cert, key;
+    FERRY_ASSIGN_OR_RETURN(cert, ReadFile(options.tls_cert, "--tls_cert"));
+    FERRY_ASSIGN_OR_RETURN(key, ReadFile(options.tls_key, "--tls_key"));
+    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    if (!options.tls_client_ca.empty()) {
+      FERRY_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(options.tls_client_ca, "--tls_client_ca"));
+      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    ssl.pem_key_cert_pairs.push_back({key, cert});
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  const std::string address = absl::StrCat(options.host.find(':') != std::string::npos ? "[" : "", options.host,
+                                            options.host.find(':') != std::string::npos ? "]" : "", ":", options.port);
+  builder.AddListeningPort(address, creds, &s->port_);
+  builder.RegisterService(s->service_.get());
+  const ServeLimits& l = options.limits;
+  builder.SetMaxReceiveMessageSize(l.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, l.max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, l.min_ping_interval_ms);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  s->server_ = builder.BuildAndStart();
+  if (!s->server_ || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address, " (in use, or not an address of this host)"));
+  }
+  grpc::HealthCheckServiceInterface* health = s->server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  return s;
+}
+
+absl::Status Server::Load() {
+  auto e = std::make_unique<Engine>();
+  FERRY_ASSIGN_OR_RETURN(e->model, model::LoadModel(options_.model_path));
+  FERRY_ASSIGN_OR_RETURN(e->tokenizer, text::Tokenizer::FromGguf(*e->model->file));
+  e->forward = options_.forward;
+  FERRY_ASSIGN_OR_RETURN(e->device, backend::OpenDevice(options_.device.device, e->forward.threads));
+  if (e->forward.n_ctx <= 0) e->forward.n_ctx = DefaultContext(*e->model);
+  FERRY_ASSIGN_OR_RETURN(e->plan, PlanPlacement(*e->model, *e->device, options_.device, &e->forward));
+  e->spec = SpecOf(*e->device);
+  FERRY_ASSIGN_OR_RETURN(e->executor, exec::Executor::Create(*e->model, e->device.get(), e->forward));
+  FERRY_ASSIGN_OR_RETURN(e->runtime, runtime::Runtime::Create(e->executor.get(), e->tokenizer.get(),
+                                                              {.max_queue = options_.limits.max_queue}));
+
+  const model::ModelConfig& c = e->model->config;
+  const gguf::File& f = *e->model->file;
+  e->request_ctx.tokenizer = e->tokenizer.get();
+  e->request_ctx.n_ctx = e->executor->n_ctx();
+  e->request_ctx.limits = options_.limits;
+  absl::StatusOr<absl::string_view> tmpl = f.GetString("tokenizer.chat_template");
+  e->request_ctx.chat = text::DetectChatFamily(tmpl.ok() ? *tmpl : absl::string_view());
+
+  v1::ModelInfo& info = e->info;
+  info.set_path(options_.model_path);
+  if (auto name = f.GetString("general.name"); name.ok()) info.set_name(std::string(*name));
+  info.set_architecture(c.arch_name);
+  std::map<std::string, std::pair<int, uint64_t>> by_type;
+  uint64_t params = 0, bytes = 0;
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    params += t.elements;
+    bytes += t.bytes;
+    auto& [n, b] = by_type[std::string(quant::Info(t.type).name)];
+    ++n;
+    b += t.bytes;
+  }
+  info.set_parameters(params);
+  info.set_weight_bytes(bytes);
+  for (const auto& [type, nb] : by_type) {
+    v1::TypeBytes* tb = info.add_quant_mix();
+    tb->set_type(type);
+    tb->set_tensors(nb.first);
+    tb->set_bytes(nb.second);
+  }
+  info.set_context_train(c.n_ctx_train);
+  info.set_context(e->executor->n_ctx());
+  info.set_vocab(c.n_vocab);
+  info.set_layers(c.n_layer);
+  info.set_layers_resident(e->executor->resident_layers());
+  info.set_layers_streamed(c.n_layer - e->executor->resident_layers());
+  info.set_head_resident(e->executor->head_resident());
+  info.set_ring_depth(e->executor->ring_depth());
+  info.set_device(e->device->Describe());
+  info.set_placement(e->executor->PlacementSummary());
+  info.set_slots(e->executor->n_seq());
+  info.set_max_batch_tokens(e->executor->max_batch());
+  if (e->request_ctx.chat.ok()) info.set_chat_template(text::ChatFamilyName(*e->request_ctx.chat));
+  info.set_tokenizer(std::string(e->tokenizer->model()));
+  info.set_bos(e->tokenizer->bos());
+  info.set_eos(e->tokenizer->eos());
+  v1::DeviceMemory* m = info.mutable_memory();
+  const exec::DeviceUsage& u = e->executor->usage();
+  m->set_total_bytes(e->spec.memory_bytes);
+  m->set_weights_resident_bytes(u.weights_resident);
+  m->set_staging_bytes(u.staging);
+  m->set_kv_cache_bytes(u.kv_cache);
+  m->set_workspace_bytes(u.workspace);
+  m->set_overhead_bytes(e->spec.overhead_bytes);
+  m->set_pinned_host_bytes(e->plan ? e->plan->host_pinned : 0);
+
+  engine_ = std::move(e);
+  service_->Publish(engine_.get());
+  server_->GetHealthCheckService()->SetServingStatus(true);
+  return absl::OkStatus();
+}
+
+std::string Server::PlacementSummary() const {
+  return engine_ ? engine_->executor->PlacementSummary() : std::string("(not loaded)");
+}
+
+bool Server::healthy() const { return !engine_ || engine_->runtime->healthy(); }
+
+void Server::Drain(absl::Time deadline) {
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  service_->StartDrain();
+  if (engine_) {
+    engine_->runtime->StartDrain();
+    if (!engine_->runtime->WaitIdle(deadline)) {
+      engine_->runtime->CancelAll(runtime::FinishReason::kShutdown);
+      engine_->runtime->WaitIdle(absl::Now() + absl::Seconds(5));
+    }
+  }
+  // Every call has finished (or been told UNAVAILABLE): close the listener.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+}  // namespace ferry::service

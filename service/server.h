@@ -1,0 +1,78 @@
+// `ferry serve`: the gRPC service. It listens at once (health NOT_SERVING,
+// RPCs UNAVAILABLE "loading"), loads the model, plans the placement and
+// starts the continuous-batching runtime, then serves ferry.v1.Inference,
+// grpc.health.v1.Health and server reflection until it is drained.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/exec/forward.h"
+#include "service/placement.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace ferry::service {
+
+struct ServeLimits {
+  int max_queue = 64;                // requests waiting for a slot before RESOURCE_EXHAUSTED
+  int max_prompt_tokens = 0;         // 0 = the context
+  int max_output_tokens = 0;         // max_tokens ceiling; 0 = the context
+  int max_stops = 16;                // stop sequences per request
+  int max_stop_bytes = 256;          // length of one stop sequence
+  int max_message_bytes = 4 << 20;   // a received message
+  int max_streams_per_connection = 100;
+  int min_ping_interval_ms = 10000;  // clients pinging more often (without data) are cut off
+  int max_buffered_messages = 1024;  // a stream whose client stops reading is cut off past this
+};
+
+struct ServeOptions {
+  std::string model_path;
+  std::string host = "127.0.0.1";
+  int port = 50051;  // 0 = any free port (printed)
+  DeviceFlags device;
+  exec::ForwardOptions forward;  // n_seq = slots, max_batch = per-step token budget
+  ServeLimits limits;
+  std::string tls_cert, tls_key;  // PEM files: TLS
+  std::string tls_client_ca;      // PEM file: also require client certificates signed by it (mutual TLS)
+  std::string auth_token;         // non-empty: every Inference call needs "authorization: Bearer <token>"
+};
+
+class Server {
+ public:
+  // Listens (health NOT_SERVING until Load succeeds).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServeOptions& options);
+  ~Server();
+
+  // Loads the model and starts serving; on error the server stays NOT_SERVING.
+  absl::Status Load();
+  // One line: where the layers went (after Load).
+  std::string PlacementSummary() const;
+  int port() const { return port_; }
+  // False after a device fault: the process should exit non-zero.
+  bool healthy() const;
+  // Health NOT_SERVING and new requests UNAVAILABLE at once; in-flight
+  // requests get until `deadline` to finish, the rest end UNAVAILABLE; then
+  // the listener closes.
+  void Drain(absl::Time deadline);
+
+  struct Engine;
+  class Service;
+
+ private:
+  explicit Server(const ServeOptions& options);
+
+  ServeOptions options_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace ferry::service

@@ -1,0 +1,687 @@
+// The real `ferry serve` binary on a free port, driven through the generated
+// gRPC client: streamed output against `ferry generate`, batching that does
+// not change any request's output, cancellation, deadlines, the admission
+// queue, drain on SIGTERM, every INVALID_ARGUMENT case, TLS, mutual TLS and
+// bearer tokens. A "slow" server streams every layer through a sim device
+// with a 20 MB/s copy engine, so a step takes tens of milliseconds and
+// requests are still running when the test acts on them.
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "ferry/v1/inference.grpc.pb.h"
+#include "health_client.grpc.pb.h"
+#include "tests/shared_models.h"
+
+namespace ferry {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+constexpr char kStories[] = "stories260K-f32.gguf";
+// Every layer streamed at 20 MB/s: about 50 ms per step for stories260K.
+constexpr char kSlowDevice[] = "--device sim:mem=64MiB,overhead=0,h2d=0.02GB/s --gpu_layers 0";
+
+std::string TempDir() {
+  const fs::path dir = fs::temp_directory_path() / ("ferry_server_test_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+// A `ferry serve` child process; its output is collected by a thread.
+class ServerProcess {
+ public:
+  explicit ServerProcess(const std::string& args) {
+    int out[2];
+    if (pipe(out) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      dup2(out[1], 2);
+      close(out[0]);
+      const std::string cmd = std::string("exec ") + FERRY_BINARY + " serve --port 0 " + args;
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(out[1]);
+    fd_ = out[0];
+    reader_ = std::thread([this] {
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(fd_, buf, sizeof(buf))) > 0) {
+        std::lock_guard<std::mutex> l(mu_);
+        output_.append(buf, n);
+      }
+    });
+  }
+  ~ServerProcess() {
+    if (pid_ > 0 && exit_code_ == kRunning) {
+      kill(pid_, SIGKILL);
+      Wait();
+    }
+    if (reader_.joinable()) reader_.join();
+    if (fd_ >= 0) close(fd_);
+  }
+
+  // Waits for "serving" (true) or the process to end (false); sets port().
+  bool WaitServing() {
+    for (int i = 0; i < 600; ++i) {
+      const std::string out = output();
+      std::smatch m;
+      static const std::regex listening("listening on [^ ]*:([0-9]+)");
+      if (std::regex_search(out, m, listening)) port_ = std::stoi(m[1]);
+      if (out.find("ferry: serving") != std::string::npos) return port_ > 0;
+      int status;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+  int Wait() {
+    if (exit_code_ != kRunning) return exit_code_;
+    int status;
+    waitpid(pid_, &status, 0);
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return exit_code_;
+  }
+  void Signal(int sig) { kill(pid_, sig); }
+  int port() const { return port_; }
+  std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string output() {
+    std::lock_guard<std::mutex> l(mu_);
+    return output_;
+  }
+
+ private:
+  static constexpr int kRunning = -1000;
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  int port_ = 0;
+  int exit_code_ = kRunning;
+  std::mutex mu_;
+  std::string output_;
+  std::thread reader_;
+};
+
+struct Generated {
+  grpc::Status status;
+  std::string text;
+  std::vector<int32_t> ids;
+  v1::GenerateResponse last;
+  int messages = 0;
+};
+
+// Runs a Generate call to the end. `each` sees every message (and the
+// context, to cancel); `setup` adjusts the context before the call.
+Generated Generate(v1::Inference::Stub& stub, const v1::GenerateRequest& req,
+                   const std::function<void(grpc::ClientContext&)>& setup = {},
+                   const std::function<void(const v1::GenerateResponse&, grpc::ClientContext&)>& each = {}) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  if (setup) setup(ctx);
+  Generated g;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub.Generate(&ctx, req);
+  v1::GenerateResponse m;
+  while (reader->Read(&m)) {
+    ++g.messages;
+    if (!m.echo_prompt()) {
+      g.text += m.text();
+      g.ids.insert(g.ids.end(), m.token_ids().begin(), m.token_ids().end());
+    }
+    g.last = m;
+    if (each) each(m, ctx);
+  }
+  g.status = reader->Finish();
+  return g;
+}
+
+v1::GenerateRequest Greedy(const std::string& text, int max_tokens) {
+  v1::GenerateRequest r;
+  r.set_text(text);
+  r.set_max_tokens(max_tokens);
+  r.mutable_sampling()->set_temperature(0);
+  return r;
+}
+
+v1::Stats GetStats(v1::Inference::Stub& stub) {
+  grpc::ClientContext ctx;
+  v1::Stats s;
+  const grpc::Status st = stub.GetStats(&ctx, {}, &s);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return s;
+}
+
+// Polls until `pred` holds (true) or 30 s pass (false): the server acts at
+// its next step, not at once.
+bool Eventually(const std::function<bool()>& pred) {
+  for (int i = 0; i < 600; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+std::unique_ptr<v1::Inference::Stub> Connect(const std::string& target) {
+  return v1::Inference::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+}
+
+// Shared servers, started once for the suite.
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string model = testing::SharedModel(kStories);
+    if (!fs::exists(model)) return;
+    fast_ = new ServerProcess("--model " + model + " --ctx 256 --slots 4 --max_queue 8");
+    ASSERT_TRUE(fast_->WaitServing()) << fast_->output();
+  }
+  static void TearDownTestSuite() {
+    delete fast_;
+    fast_ = nullptr;
+  }
+  void SetUp() override {
+    const std::string model = testing::SharedModel(kStories);
+    FERRY_REQUIRE_SHARED_MODEL(model);
+    stub_ = Connect(fast_->target());
+  }
+  static ServerProcess* fast_;
+  std::unique_ptr<v1::Inference::Stub> stub_;
+};
+ServerProcess* ServerTest::fast_ = nullptr;
+
+// `ferry generate` prints the prompt, the generated text and a new line.
+std::string FerryGenerate(const std::string& args) {
+  const std::string cmd = std::string(FERRY_BINARY) + " generate " + args + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+TEST_F(ServerTest, StreamedTextEqualsFerryGenerate) {
+  const std::string model = testing::SharedModel(kStories);
+  for (const std::string prompt : {"Once upon a time", "The little dog", "Lily and Ben went to"}) {
+    const Generated g = Generate(*stub_, Greedy(prompt, 48));
+    ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+    EXPECT_GT(g.messages, 1);
+    const std::string expected =
+        FerryGenerate("--model " + model + " --ctx 256 -n 48 --temperature 0 --prompt '" + prompt + "'");
+    EXPECT_EQ(prompt + g.text + "\n", expected);
+  }
+}
+
+TEST_F(ServerTest, DocumentedGreedyTextFromBos) {
+  v1::GenerateRequest r;
+  r.mutable_tokens()->add_ids(1);  // BOS alone
+  r.set_max_tokens(60);
+  r.mutable_sampling()->set_temperature(0);
+  const Generated g = Generate(*stub_, r);
+  ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+  EXPECT_THAT(g.text, ::testing::StartsWith("Once upon a time, there was a little girl named Lily. She loved to play "
+                                           "outside in the park."));
+  EXPECT_EQ(g.last.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(g.last.usage().prompt_tokens(), 1);
+  EXPECT_EQ(g.last.usage().completion_tokens(), 60);
+  EXPECT_EQ(static_cast<int>(g.ids.size()), 60);
+}
+
+// Temperature 0, and a fixed seed at temperature 0.9: each request's output
+// alone equals its output among 11 others (more than the 4 slots, so some
+// also wait in the queue and join a running batch mid-way).
+TEST_F(ServerTest, ConcurrentRequestsEachEqualTheirOutputAlone) {
+  std::vector<v1::GenerateRequest> reqs;
+  const char* prompts[] = {"Once upon a time", "The cat", "One day, Tom", "She saw a big", "He was happy",
+                           "The sun was"};
+  for (const char* p : prompts) {
+    reqs.push_back(Greedy(p, 40));
+    v1::GenerateRequest seeded = Greedy(p, 40);
+    seeded.mutable_sampling()->set_temperature(0.9f);
+    seeded.set_seed(1234);
+    reqs.push_back(seeded);
+  }
+  std::vector<Generated> alone;
+  for (const auto& r : reqs) alone.push_back(Generate(*stub_, r));
+  std::vector<Generated> together(reqs.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    threads.emplace_back([&, i] { together[i] = Generate(*Connect(fast_->target()), reqs[i]); });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    ASSERT_TRUE(alone[i].status.ok()) << alone[i].status.error_message();
+    ASSERT_TRUE(together[i].status.ok()) << together[i].status.error_message();
+    EXPECT_EQ(together[i].ids, alone[i].ids) << "request " << i;
+    EXPECT_EQ(together[i].text, alone[i].text) << "request " << i;
+  }
+}
+
+TEST_F(ServerTest, StopSequencesLogprobsEchoAndSeed) {
+  v1::GenerateRequest r = Greedy("Once upon a time", 60);
+  r.add_stop("Lily");
+  r.set_logprobs(true);
+  r.set_top_logprobs(3);
+  r.set_echo(true);
+  grpc::ClientContext ctx;
+  auto reader = stub_->Generate(&ctx, r);
+  v1::GenerateResponse m;
+  std::vector<v1::GenerateResponse> all;
+  while (reader->Read(&m)) all.push_back(m);
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_GE(all.size(), 2u);
+  EXPECT_TRUE(all[0].echo_prompt());
+  EXPECT_EQ(all[0].text(), "Once upon a time");
+  std::string text;
+  for (size_t i = 1; i < all.size(); ++i) {
+    text += all[i].text();
+    ASSERT_EQ(all[i].logprobs_size(), all[i].token_ids_size());
+    for (const auto& lp : all[i].logprobs()) {
+      EXPECT_LE(lp.logprob(), 0.0f);
+      ASSERT_EQ(lp.top_size(), 3);
+      EXPECT_EQ(lp.top(0).token_id(), lp.token_id());  // greedy: the chosen token is the most likely
+      EXPECT_GE(lp.top(0).logprob(), lp.top(1).logprob());
+    }
+  }
+  EXPECT_EQ(all.back().finish_reason(), v1::FINISH_REASON_STOP_SEQUENCE);
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("Lily")));
+  EXPECT_EQ(text, ", there was a little girl named ");
+}
+
+TEST_F(ServerTest, SessionReusesTheCachedPromptPrefixWithTheSameOutput) {
+  const std::string turn1 = "Once upon a time, there was a little girl named Lily.";
+  v1::GenerateRequest a = Greedy(turn1, 20);
+  a.set_session_id("conversation-7");
+  const Generated first = Generate(*stub_, a);
+  ASSERT_TRUE(first.status.ok());
+  v1::GenerateRequest b = Greedy(turn1 + first.text + " Then", 20);
+  const Generated fresh = Generate(*stub_, b);  // no session: computed from scratch
+  b.set_session_id("conversation-7");
+  const Generated reused = Generate(*stub_, b);
+  ASSERT_TRUE(fresh.status.ok());
+  ASSERT_TRUE(reused.status.ok());
+  EXPECT_EQ(fresh.last.usage().cached_tokens(), 0);
+  EXPECT_GT(reused.last.usage().cached_tokens(), 10);
+  EXPECT_EQ(reused.ids, fresh.ids);
+  // Another session never sees that cache.
+  b.set_session_id("someone-else");
+  EXPECT_EQ(Generate(*stub_, b).last.usage().cached_tokens(), 0);
+}
+
+struct BadCase {
+  std::string name;
+  std::function<void(v1::GenerateRequest&)> edit;
+  std::string message;
+};
+
+TEST_F(ServerTest, EveryMalformedFieldIsInvalidArgumentWithTheLimit) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<BadCase> cases = {
+      {"no prompt", [](auto& r) { r.clear_text(); }, "prompt is empty"},
+      {"empty text", [](auto& r) { r.set_text(""); }, "prompt text is empty"},
+      {"empty token list", [](auto& r) { r.mutable_tokens(); }, "prompt tokens are empty"},
+      {"token id too large", [](auto& r) { r.mutable_tokens()->add_ids(512); }, "outside the vocabulary [0, 512)"},
+      {"negative token id", [](auto& r) { r.mutable_tokens()->add_ids(-1); }, "outside the vocabulary"},
+      {"bad utf-8", [](auto& r) { r.set_text(std::string("a\xff\xfe")); }, "not valid UTF-8"},
+      {"negative max_tokens", [](auto& r) { r.set_max_tokens(-1); }, "max_tokens = -1 is outside [0, 256]"},
+      {"prompt + max_tokens beyond context", [](auto& r) { r.set_max_tokens(256); }, "exceeds the context of 256"},
+      {"temperature NaN", [=](auto& r) { r.mutable_sampling()->set_temperature(nan); }, "temperature"},
+      {"negative temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-1); }, "temperature = -1"},
+      {"top_p zero", [](auto& r) { r.mutable_sampling()->set_top_p(0); }, "top_p = 0 is outside (0, 1]"},
+      {"top_p above one", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); }, "top_p = 1.5"},
+      {"top_k negative", [](auto& r) { r.mutable_sampling()->set_top_k(-3); }, "top_k = -3"},
+      {"min_p NaN", [=](auto& r) { r.mutable_sampling()->set_min_p(nan); }, "min_p"},
+      {"typical_p zero", [](auto& r) { r.mutable_sampling()->set_typical_p(0); }, "typical_p"},
+      {"repetition_penalty zero", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(0); }, "repetition_penalty"},
+      {"presence_penalty inf", [](auto& r) { r.mutable_sampling()->set_presence_penalty(INFINITY); }, "presence_penalty"},
+      {"frequency_penalty huge", [](auto& r) { r.mutable_sampling()->set_frequency_penalty(1e6f); }, "frequency_penalty"},
+      {"penalty_last_n negative", [](auto& r) { r.mutable_sampling()->set_penalty_last_n(-1); }, "penalty_last_n"},
+      {"logit_bias token", [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[9999] = 1; }, "logit_bias token 9999"},
+      {"logit_bias NaN", [=](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[5] = nan; }, "is NaN"},
+      {"top_logprobs without logprobs", [](auto& r) { r.set_top_logprobs(2); }, "top_logprobs needs logprobs"},
+      {"top_logprobs too many", [](auto& r) { r.set_logprobs(true); r.set_top_logprobs(21); }, "top_logprobs = 21"},
+      {"too many stops", [](auto& r) { for (int i = 0; i < 17; ++i) r.add_stop(absl::StrCat("x", i)); },
+       "17 stop sequences; the limit is 16"},
+      {"empty stop", [](auto& r) { r.add_stop(""); }, "stop sequence 0 is empty"},
+      {"long stop", [](auto& r) { r.add_stop(std::string(300, 'a')); }, "the limit is 256"},
+      {"stop not utf-8", [](auto& r) { r.add_stop("\xc3"); }, "stop sequence 0 is not valid UTF-8"},
+      {"stop token id", [](auto& r) { r.add_stop_token_ids(600); }, "stop_token_ids 0 = 600"},
+      {"chat without template", [](auto& r) { r.mutable_chat()->add_messages()->set_content("hi"); },
+       "no chat template"},
+      {"session id too long", [](auto& r) { r.set_session_id(std::string(300, 's')); }, "session_id"},
+  };
+  for (const BadCase& c : cases) {
+    v1::GenerateRequest r = Greedy("Once upon a time", 8);
+    c.edit(r);
+    const Generated g = Generate(*stub_, r);
+    const auto want = c.name == "chat without template" ? grpc::StatusCode::FAILED_PRECONDITION
+                                                        : grpc::StatusCode::INVALID_ARGUMENT;
+    EXPECT_EQ(g.status.error_code(), want) << c.name << ": " << g.status.error_message();
+    EXPECT_THAT(g.status.error_message(), HasSubstr(c.message)) << c.name;
+    EXPECT_EQ(g.messages, 0) << c.name;
+  }
+  // Detokenize checks its ids too.
+  grpc::ClientContext ctx;
+  v1::DetokenizeRequest d;
+  d.add_ids(700);
+  v1::DetokenizeResponse resp;
+  const grpc::Status st = stub_->Detokenize(&ctx, d, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("ids[0] = 700"));
+}
+
+TEST_F(ServerTest, TokenizeDetokenizeModelInfoAndPlan) {
+  grpc::ClientContext c1;
+  v1::TokenizeRequest t;
+  t.set_text("Once upon a time");
+  v1::TokenizeResponse tr;
+  ASSERT_TRUE(stub_->Tokenize(&c1, t, &tr).ok());
+  ASSERT_GT(tr.ids_size(), 1);
+  EXPECT_EQ(tr.ids(0), 1);  // BOS by the model's rule
+  grpc::ClientContext c2;
+  v1::DetokenizeRequest d;
+  d.mutable_ids()->CopyFrom(tr.ids());
+  v1::DetokenizeResponse dr;
+  ASSERT_TRUE(stub_->Detokenize(&c2, d, &dr).ok());
+  EXPECT_EQ(dr.text(), "Once upon a time");
+
+  grpc::ClientContext c3;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->GetModelInfo(&c3, {}, &info).ok());
+  EXPECT_EQ(info.architecture(), "llama");
+  EXPECT_EQ(info.layers(), 5);
+  EXPECT_EQ(info.vocab(), 512);
+  EXPECT_EQ(info.context(), 256);
+  EXPECT_EQ(info.slots(), 4);
+  EXPECT_EQ(info.parameters(), 292800u);
+  ASSERT_EQ(info.quant_mix_size(), 1);
+  EXPECT_EQ(info.quant_mix(0).type(), "f32");
+
+  grpc::ClientContext c4;
+  v1::PlanRequest p;
+  p.set_gpu_profile("rtx4060-8g");
+  p.set_context(4096);
+  p.set_slots(2);
+  v1::PlanResponse pr;
+  ASSERT_TRUE(stub_->Plan(&c4, p, &pr).ok());
+  EXPECT_EQ(pr.layers(), 5);
+  EXPECT_EQ(pr.layers_resident(), 5);
+  EXPECT_TRUE(pr.head_resident());
+  // f16 KV: 2 (K and V) x 5 layers x 2 slots x 4096 positions x 32 (kv width) x 2 bytes.
+  EXPECT_EQ(pr.kv_cache_bytes(), 2ull * 5 * 2 * 4096 * 32 * 2);
+  EXPECT_EQ(pr.total_bytes(), pr.weights_resident_bytes() + pr.staging_bytes() + pr.kv_cache_bytes() +
+                                  pr.workspace_bytes() + pr.overhead_bytes() + pr.margin_bytes());
+  grpc::ClientContext c5;
+  p.set_slots(0);
+  EXPECT_EQ(stub_->Plan(&c5, p, &pr).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServerTest, HealthReportsServingForTheServiceAndOverall) {
+  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(fast_->target(), grpc::InsecureChannelCredentials()));
+  for (const std::string service : {"", "ferry.v1.Inference"}) {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << "'" << service << "'";
+  }
+}
+
+// A client that never reads its stream does not hold up the others.
+TEST_F(ServerTest, AClientThatStopsReadingDoesNotStallOthers) {
+  grpc::ClientContext stalled_ctx;
+  v1::GenerateRequest long_req = Greedy("Once upon a time", 200);
+  long_req.set_ignore_eos(true);
+  auto stalled = stub_->Generate(&stalled_ctx, long_req);  // never read
+  for (int i = 0; i < 3; ++i) {
+    const Generated g = Generate(*stub_, Greedy("The cat", 30));
+    ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+    EXPECT_EQ(g.last.usage().completion_tokens(), 30);
+  }
+  stalled_ctx.TryCancel();
+  stalled->Finish();
+}
+
+// Servers of their own, on the slow device.
+class SlowServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = testing::SharedModel(kStories);
+    FERRY_REQUIRE_SHARED_MODEL(model_);
+  }
+  std::unique_ptr<ServerProcess> Start(const std::string& extra) {
+    auto s = std::make_unique<ServerProcess>("--model " + model_ + " --ctx 256 " + kSlowDevice + " " + extra);
+    if (!s->WaitServing()) {
+      ADD_FAILURE() << s->output();
+      return nullptr;
+    }
+    return s;
+  }
+  std::string model_;
+};
+
+TEST_F(SlowServerTest, CancelMidStreamFreesTheSlot) {
+  auto server = Start("--slots 2");
+  ASSERT_NE(server, nullptr);
+  auto stub = Connect(server->target());
+  v1::GenerateRequest r = Greedy("Once upon a time", 200);
+  r.set_ignore_eos(true);
+  int seen = 0;
+  bool running_seen = false;
+  const Generated g = Generate(*stub, r, {}, [&](const v1::GenerateResponse&, grpc::ClientContext& ctx) {
+    if (++seen == 3) {
+      running_seen = GetStats(*stub).running() == 1;
+      ctx.TryCancel();
+    }
+  });
+  EXPECT_TRUE(running_seen);
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(Eventually([&] {
+    const v1::Stats s = GetStats(*stub);
+    return s.running() == 0 && s.kv_tokens_used() == 0 && s.requests_finished() == 1;
+  }));
+  // The freed slot serves the next request.
+  EXPECT_TRUE(Generate(*stub, Greedy("The cat", 3)).status.ok());
+}
+
+TEST_F(SlowServerTest, DeadlineEndsTheRequestAndFreesTheSlot) {
+  auto server = Start("--slots 2");
+  ASSERT_NE(server, nullptr);
+  auto stub = Connect(server->target());
+  v1::GenerateRequest r = Greedy("Once upon a time", 200);
+  r.set_ignore_eos(true);
+  const Generated g = Generate(*stub, r, [](grpc::ClientContext& ctx) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(400));
+  });
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(Eventually([&] { return GetStats(*stub).running() == 0; }));
+}
+
+TEST_F(SlowServerTest, QueueFullIsResourceExhaustedWithTheLimit) {
+  auto server = Start("--slots 1 --batch 8 --max_queue 1");
+  ASSERT_NE(server, nullptr);
+  v1::GenerateRequest r = Greedy("Once upon a time", 100);
+  r.set_ignore_eos(true);
+  std::vector<std::thread> threads;
+  std::vector<Generated> results(2);
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&, i] { results[i] = Generate(*Connect(server->target()), r); });
+    auto stub = Connect(server->target());
+    // One running, then one waiting.
+    ASSERT_TRUE(Eventually([&] { return GetStats(*stub).running() + GetStats(*stub).waiting() == i + 1; }));
+  }
+  auto stub = Connect(server->target());
+  const Generated third = Generate(*stub, r);
+  EXPECT_EQ(third.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(third.status.error_message(), HasSubstr("admission queue full"));
+  EXPECT_THAT(third.status.error_message(), HasSubstr("limit 1"));
+  server->Signal(SIGKILL);
+  for (auto& t : threads) t.join();
+}
+
+TEST_F(SlowServerTest, SigtermDrainsInFlightThenEndsTheRestUnavailableAndExitsZero) {
+  auto server = Start("--slots 2 --drain_seconds 2");
+  ASSERT_NE(server, nullptr);
+  v1::GenerateRequest short_req = Greedy("Once upon a time", 8);
+  short_req.set_ignore_eos(true);
+  v1::GenerateRequest long_req = Greedy("The cat", 200);  // ~10 s on this device: outlives the drain
+  long_req.set_ignore_eos(true);
+  Generated short_result, long_result;
+  std::thread a([&] { short_result = Generate(*Connect(server->target()), short_req); });
+  std::thread b([&] { long_result = Generate(*Connect(server->target()), long_req); });
+  auto stub = Connect(server->target());
+  ASSERT_TRUE(Eventually([&] { return GetStats(*stub).running() == 2; }));
+  server->Signal(SIGTERM);
+  // Health goes NOT_SERVING at once; new work is refused.
+  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
+  EXPECT_TRUE(Eventually([&] {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    return health->Check(&ctx, req, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+  }));
+  const Generated refused = Generate(*stub, short_req);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  a.join();
+  b.join();
+  EXPECT_TRUE(short_result.status.ok()) << short_result.status.error_message();
+  EXPECT_EQ(short_result.last.usage().completion_tokens(), 8);
+  EXPECT_EQ(long_result.status.error_code(), grpc::StatusCode::UNAVAILABLE) << long_result.status.error_message();
+  EXPECT_EQ(server->Wait(), 0) << server->output();
+  EXPECT_THAT(server->output(), HasSubstr("SIGTERM: draining"));
+}
+
+TEST(ServeCli, AFailedModelLoadExitsNonZeroWithTheReason) {
+  const std::string bad = TempDir() + "/not-a-model.gguf";
+  std::ofstream(bad) << "this is not a GGUF file";
+  ServerProcess s("--model " + bad);
+  EXPECT_FALSE(s.WaitServing());
+  EXPECT_EQ(s.Wait(), 1);
+  EXPECT_THAT(s.output(), HasSubstr("cannot load " + bad));
+}
+
+// Certificates made with the openssl command line for this test run.
+struct Certs {
+  std::string dir;
+  static std::string Read(const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  bool Make() {
+    dir = TempDir() + "/certs";
+    fs::create_directories(dir);
+    std::ofstream(dir + "/ext.cnf") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+    const std::string d = dir;
+    const std::string key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes ";
+    const std::string cmds[] = {
+        "openssl req -x509" + key + "-keyout " + d + "/ca.key -out " + d + "/ca.pem -days 1 -subj /CN=ferry-test-ca",
+        "openssl req" + key + "-keyout " + d + "/server.key -out " + d + "/server.csr -subj /CN=localhost",
+        "openssl x509 -req -in " + d + "/server.csr -CA " + d + "/ca.pem -CAkey " + d + "/ca.key -CAcreateserial -out " +
+            d + "/server.pem -days 1 -extfile " + d + "/ext.cnf",
+        "openssl req" + key + "-keyout " + d + "/client.key -out " + d + "/client.csr -subj /CN=ferry-test-client",
+        "openssl x509 -req -in " + d + "/client.csr -CA " + d + "/ca.pem -CAkey " + d + "/ca.key -CAcreateserial -out " +
+            d + "/client.pem -days 1",
+        // A CA nobody trusts, and a client certificate it signed.
+        "openssl req -x509" + key + "-keyout " + d + "/other-ca.key -out " + d + "/other-ca.pem -days 1 -subj /CN=other",
+        "openssl req" + key + "-keyout " + d + "/rogue.key -out " + d + "/rogue.csr -subj /CN=rogue",
+        "openssl x509 -req -in " + d + "/rogue.csr -CA " + d + "/other-ca.pem -CAkey " + d +
+            "/other-ca.key -CAcreateserial -out " + d + "/rogue.pem -days 1",
+    };
+    for (const std::string& c : cmds) {
+      if (std::system((c + " >/dev/null 2>&1").c_str()) != 0) return false;
+    }
+    return true;
+  }
+  std::unique_ptr<v1::Inference::Stub> Stub(int port, const std::string& client = "") const {
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = Read(dir + "/ca.pem");
+    if (!client.empty()) {
+      o.pem_private_key = Read(dir + "/" + client + ".key");
+      o.pem_cert_chain = Read(dir + "/" + client + ".pem");
+    }
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride("localhost");
+    return v1::Inference::NewStub(
+        grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port), grpc::SslCredentials(o), args));
+  }
+};
+
+grpc::Status Tokenize(v1::Inference::Stub& stub, const std::string& token = "") {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  v1::TokenizeRequest req;
+  req.set_text("hello");
+  v1::TokenizeResponse resp;
+  return stub.Tokenize(&ctx, req, &resp);
+}
+
+TEST(ServeSecurity, TlsAndMutualTls) {
+  const std::string model = testing::SharedModel(kStories);
+  FERRY_REQUIRE_SHARED_MODEL(model);
+  Certs certs;
+  ASSERT_TRUE(certs.Make()) << "openssl could not make the test certificates";
+  const std::string d = certs.dir;
+  {
+    ServerProcess s("--model " + model + " --ctx 128 --tls_cert " + d + "/server.pem --tls_key " + d + "/server.key");
+    ASSERT_TRUE(s.WaitServing()) << s.output();
+    EXPECT_THAT(s.output(), HasSubstr("(gRPC, TLS)"));
+    EXPECT_TRUE(Tokenize(*certs.Stub(s.port())).ok());
+    // Plaintext to a TLS port fails.
+    EXPECT_EQ(Tokenize(*Connect(s.target())).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  {
+    ServerProcess s("--model " + model + " --ctx 128 --tls_cert " + d + "/server.pem --tls_key " + d +
+                    "/server.key --tls_client_ca " + d + "/ca.pem");
+    ASSERT_TRUE(s.WaitServing()) << s.output();
+    EXPECT_THAT(s.output(), HasSubstr("mutual TLS"));
+    EXPECT_TRUE(Tokenize(*certs.Stub(s.port(), "client")).ok());
+    EXPECT_FALSE(Tokenize(*certs.Stub(s.port())).ok()) << "no client certificate";
+    EXPECT_FALSE(Tokenize(*certs.Stub(s.port(), "rogue")).ok()) << "a certificate from another CA";
+  }
+}
+
+TEST(ServeSecurity, BearerToken) {
+  const std::string model = testing::SharedModel(kStories);
+  FERRY_REQUIRE_SHARED_MODEL(model);
+  const std::string token_file = TempDir() + "/token";
+  std::ofstream(token_file) << "s3cret-token\n";
+  ServerProcess s("--model " + model + " --ctx 128 --auth_token_file " + token_file);
+  ASSERT_TRUE(s.WaitServing()) << s.output();
+  auto stub = Connect(s.target());
+  grpc::Status st = Tokenize(*stub);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(st.error_message(), HasSubstr("authorization"));
+  EXPECT_EQ(Tokenize(*stub, "wrong").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(Tokenize(*stub, "s3cret-token").ok());
+  const Generated g = Generate(*stub, Greedy("Once", 4));
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+}  // namespace
+}  // namespace ferry
