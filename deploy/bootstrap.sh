@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's two commands. On a fresh Debian 12 machine (as root):
-#   deploy/bootstrap.sh start [ferry flags]   install, build, describe a model and generate from it
-#                                             (the demo model unless --model)
+#   deploy/bootstrap.sh start [ferry flags]   install, build, start the gRPC service on 127.0.0.1:50051
+#                                             (the demo model unless --model; flags go to ferry serve)
 #   deploy/bootstrap.sh test                  install, build, run every test (ends with ctest's summary)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,14 +18,9 @@ case "$mode" in
     cmake --build "$root/build/release" --target ferry -j "$jobs"
     ferry="$root/build/release/service/ferry"
     echo "ferry: built $ferry"
-    # Today's main job: describe the model and generate text with it on the
-    # CPU (the demo model unless --model is given; the gRPC service is next).
-    "$ferry" info "$@"
-    echo
-    "$ferry" generate -n 64 "$@"
-    echo
-    echo "next: $ferry generate --model /path/to/model.gguf --prompt \"...\" -n 256    (a llama.cpp / LM Studio / Ollama GGUF)"
-    echo "      $ferry info --model /path/to/model.gguf;  $ferry --help for every flag"
+    echo "ferry: starting the gRPC service (the demo model unless --model; Ctrl-C or SIGTERM drains and exits)"
+    echo "       try: $ferry loadgen --target 127.0.0.1:50051 --concurrency 4 --requests 16 -n 64"
+    exec "$ferry" serve "$@"
     ;;
   test)
     "$root/deploy/install-deps.sh" --for-tests

@@ -23,6 +23,7 @@
 #include "service/generate.h"
 #include "service/inspect.h"
 #include "service/plan_cli.h"
+#include "service/loadgen.h"
 #include "service/serve.h"
 #include <random>
 #include <sys/resource.h>
@@ -51,9 +52,9 @@ ABSL_FLAG(std::string, preset, "",
 ABSL_FLAG(bool, header_only, false, "make-model: write only the header (real shapes and types, no weights)");
 ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON; bench, plan: results as JSON");
 ABSL_FLAG(bool, tensors, false, "inspect: list every tensor");
-ABSL_FLAG(std::string, prompt, "", "generate: the prompt text (empty: start from BOS alone)");
-ABSL_FLAG(int, n, 128, "generate: tokens to generate at most (-n N)");
-ABSL_FLAG(float, temperature, 0.8f, "generate: sampling temperature; 0 = greedy");
+ABSL_FLAG(std::string, prompt, "", "generate: the prompt text (empty: start from BOS alone); loadgen: each request's prompt (default \"Once upon a time\")");
+ABSL_FLAG(int, n, 128, "generate: tokens to generate at most (-n N); loadgen: tokens per request (the end-of-generation token is ignored)");
+ABSL_FLAG(float, temperature, 0.8f, "generate, loadgen: sampling temperature; 0 = greedy");
 ABSL_FLAG(int, top_k, 40, "generate: keep the k most likely tokens; 0 = off");
 ABSL_FLAG(float, top_p, 0.95f, "generate: nucleus sampling mass in (0, 1]; 1 = off");
 ABSL_FLAG(float, min_p, 0.05f, "generate: drop tokens below min_p x the best one's probability; 0 = off");
@@ -99,15 +100,23 @@ ABSL_FLAG(int, max_message_bytes, 4 << 20, "serve: largest request message");
 ABSL_FLAG(int, max_streams_per_connection, 100, "serve: concurrent calls on one HTTP/2 connection");
 ABSL_FLAG(int, min_ping_interval_ms, 10000,
           "serve: keepalive enforcement: clients pinging more often than this without data are disconnected");
-ABSL_FLAG(int, max_buffered_messages, 1024,
-          "serve: messages queued for a client that is not reading before its stream is cut off");
-ABSL_FLAG(std::string, tls_cert, "", "serve: PEM certificate chain: serve TLS (with --tls_key)");
-ABSL_FLAG(std::string, tls_key, "", "serve: PEM private key for --tls_cert");
+ABSL_FLAG(int, max_buffered_tokens, 1024,
+          "serve: generated tokens queued for a client that is not reading before its stream is cut off");
+ABSL_FLAG(std::string, tls_cert, "", "serve: PEM certificate chain: serve TLS (with --tls_key); loadgen: client certificate for mutual TLS");
+ABSL_FLAG(std::string, tls_key, "", "serve, loadgen: PEM private key for --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "", "serve: PEM CA bundle: require client certificates it signed (mutual TLS)");
 ABSL_FLAG(std::string, auth_token_file, "",
-          "serve: file holding a bearer token; every ferry.v1.Inference call must send 'authorization: Bearer "
+          "serve, loadgen: file holding a bearer token; every ferry.v1.Inference call must send 'authorization: Bearer "
           "<token>' (health and reflection stay open for probes)");
 ABSL_FLAG(double, drain_seconds, 30, "serve: on SIGTERM, how long in-flight requests may take to finish");
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "loadgen: the server to load (only this address is contacted)");
+ABSL_FLAG(int, concurrency, 1, "loadgen: requests in flight at once (one connection each)");
+ABSL_FLAG(int, requests, 0, "loadgen: requests in all (or --duration)");
+ABSL_FLAG(double, duration, 0, "loadgen: seconds to keep the load up (or --requests)");
+ABSL_FLAG(std::string, tls_ca, "", "loadgen: PEM CA bundle: connect with TLS and trust it");
+ABSL_FLAG(bool, direct, false,
+          "loadgen: drive an in-process runtime on --model (--device, --slots, --batch) instead of --target: "
+          "the baseline for the gRPC overhead");
 ABSL_FLAG(bool, sweep, false,
           "bench: run at 0, 25, 50, 75 and 100 % of the layers resident (one --device budget) and print tokens/s, "
           "streamed GB/s, % of copy bandwidth and overlap per row");
@@ -129,6 +138,11 @@ commands:
                each layer went
   info         a model's architecture, parameters, context, tokenizer, bytes
                by type and by layer (--model)
+  loadgen      load a server: --target HOST:PORT (default 127.0.0.1:50051),
+               --concurrency C, --requests N or --duration T, -n tokens each;
+               prints time to first token and inter-token latency p50/p90/
+               p99, tokens/s and errors by code (--direct: the same load on
+               an in-process runtime, no gRPC)
   make-model   write a model with deterministic random weights in a real
                architecture's layout (--out PATH, shape and --type flags)
   serve        the gRPC service (ferry.v1.Inference, health, reflection):
@@ -146,6 +160,7 @@ examples:
   ferry generate --model stories260K.gguf --prompt "Once upon a time" -n 64 --temperature 0
   ferry generate --device sim:mem=2GiB,h2d=12GB/s --gpu_layers 10 --prompt "Hello"
   ferry serve --model stories260K.gguf --port 50051 --slots 8
+  ferry loadgen --target 127.0.0.1:50051 --concurrency 16 --requests 64 -n 64
   ferry bench --device sim:profile=rtx4060-8g --sweep --batches 1,8
   ferry make-model --out tiny.gguf --layers 2 --embd 128 --type f16
   ferry inspect --model ~/models/llama-3-8b.Q4_K_M.gguf --tensors
@@ -414,12 +429,12 @@ absl::StatusOr<int> RunServe() {
   l.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   l.max_streams_per_connection = absl::GetFlag(FLAGS_max_streams_per_connection);
   l.min_ping_interval_ms = absl::GetFlag(FLAGS_min_ping_interval_ms);
-  l.max_buffered_messages = absl::GetFlag(FLAGS_max_buffered_messages);
+  l.max_buffered_tokens = absl::GetFlag(FLAGS_max_buffered_tokens);
   if (l.max_queue < 0 || l.max_prompt_tokens < 0 || l.max_output_tokens < 0 || l.max_message_bytes < 1024 ||
-      l.max_streams_per_connection < 1 || l.min_ping_interval_ms < 0 || l.max_buffered_messages < 1) {
+      l.max_streams_per_connection < 1 || l.min_ping_interval_ms < 0 || l.max_buffered_tokens < 1) {
     return absl::InvalidArgumentError(
         "limits: --max_queue, --max_prompt_tokens, --max_output_tokens, --min_ping_interval_ms must be >= 0, "
-        "--max_message_bytes >= 1024, --max_streams_per_connection and --max_buffered_messages >= 1");
+        "--max_message_bytes >= 1024, --max_streams_per_connection and --max_buffered_tokens >= 1");
   }
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
@@ -438,6 +453,47 @@ absl::StatusOr<int> RunServe() {
   const double drain = absl::GetFlag(FLAGS_drain_seconds);
   if (!(drain >= 0)) return absl::InvalidArgumentError("--drain_seconds must be >= 0");
   return service::Serve(o, absl::Seconds(drain));
+}
+
+absl::Status RunLoadgen() {
+  service::LoadgenOptions o;
+  o.target = absl::GetFlag(FLAGS_target);
+  o.concurrency = absl::GetFlag(FLAGS_concurrency);
+  o.requests = absl::GetFlag(FLAGS_requests);
+  o.duration_s = absl::GetFlag(FLAGS_duration);
+  if (!absl::GetFlag(FLAGS_prompt).empty()) o.prompt = absl::GetFlag(FLAGS_prompt);
+  o.max_tokens = absl::GetFlag(FLAGS_n);
+  o.temperature = absl::GetFlag(FLAGS_temperature);
+  o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  if (const std::string f = absl::GetFlag(FLAGS_auth_token_file); !f.empty()) {
+    std::FILE* in = std::fopen(f.c_str(), "rb");
+    if (in == nullptr) return absl::NotFoundError("--auth_token_file: cannot read " + f);
+    char buf[4096];
+    const size_t n = std::fread(buf, 1, sizeof(buf), in);
+    std::fclose(in);
+    o.auth_token.assign(buf, n);
+    while (!o.auth_token.empty() && (o.auth_token.back() == '\n' || o.auth_token.back() == '\r')) o.auth_token.pop_back();
+  }
+  o.direct = absl::GetFlag(FLAGS_direct);
+  if (o.direct) {
+    absl::StatusOr<std::string> path = ModelPath();
+    if (!path.ok()) return path.status();
+    o.model_path = *path;
+    absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
+    if (!device.ok()) return device.status();
+    o.device = *device;
+    o.forward.threads = absl::GetFlag(FLAGS_threads);
+    o.forward.n_ctx = absl::GetFlag(FLAGS_ctx);
+    o.forward.max_batch = absl::GetFlag(FLAGS_batch);
+    o.forward.n_seq = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 4;
+  }
+  absl::StatusOr<service::LoadgenReport> r = service::RunLoadgen(o);
+  if (!r.ok()) return r.status();
+  const std::string text = service::LoadgenText(o, *r);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return absl::OkStatus();
 }
 
 absl::Status RunInfo() {
@@ -493,12 +549,14 @@ int main(int argc, char** argv) {
     status = ferry::RunInfo();
   } else if (command == "generate") {
     status = ferry::RunGenerate();
+  } else if (command == "loadgen") {
+    status = ferry::RunLoadgen();
   } else if (command == "serve") {
     absl::StatusOr<int> code = ferry::RunServe();
     if (code.ok()) return *code;
     status = code.status();
   } else {
-    std::fprintf(stderr, "ferry: unknown command '%s' (commands: bench, generate, info, inspect, make-model, plan, serve; see --help)\n", command.c_str());
+    std::fprintf(stderr, "ferry: unknown command '%s' (commands: bench, generate, info, inspect, loadgen, make-model, plan, serve; see --help)\n", command.c_str());
     return 2;
   }
   if (!status.ok()) {

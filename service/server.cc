@@ -290,7 +290,7 @@ namespace {
 
 // One Generate call: the runtime's updates become messages, written one at a
 // time (the next on OnWriteDone). The runtime never waits for a client: a
-// client that stops reading is cut off once max_buffered messages queue up.
+// client that stops reading is cut off once max_buffered tokens queue up.
 class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   GenerateCall(grpc::CallbackServerContext* ctx, int max_buffered) : ctx_(ctx), max_buffered_(max_buffered) {}
@@ -305,6 +305,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       m.set_echo_prompt(true);
       for (int32_t id : prepared.request.prompt) m.add_token_ids(id);
       m.set_text(text::SanitizeUtf8(prepared.prompt_text));
+      buffered_tokens_ += m.token_ids_size();
       pending_.push_back(std::move(m));
     }
     seed_ = seed;
@@ -406,20 +407,34 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
         t->set_prefill_seconds(u.timings.prefill_s);
         t->set_decode_seconds(u.timings.decode_s);
       }
-      if (static_cast<int>(pending_.size()) >= max_buffered_) {
+      buffered_tokens_ += m.token_ids_size();
+      if (buffered_tokens_ > max_buffered_) {
         // The client stopped reading: end its request instead of holding
-        // the batch or growing without bound.
+        // its slot or growing without bound.
         cut_off_ = true;
         pending_.clear();
         if (handle_) handle_->Cancel();
         ctx_->TryCancel();
+      } else if (pending_.size() >= 2 && !pending_.back().echo_prompt()) {
+        // A write is in flight and another waits: add to the waiting one.
+        // Under load a message then carries several tokens, so a client
+        // costs one write per step it keeps up with, not one per token.
+        v1::GenerateResponse& back = pending_.back();
+        back.mutable_token_ids()->MergeFrom(m.token_ids());
+        back.mutable_logprobs()->MergeFrom(m.logprobs());
+        back.mutable_text()->append(m.text());
+        if (last) {
+          back.set_finish_reason(m.finish_reason());
+          *back.mutable_usage() = m.usage();
+          *back.mutable_timings() = m.timings();
+        }
       } else {
         pending_.push_back(std::move(m));
       }
     }
     if (last) final_ = cut_off_ ? grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                                absl::StrCat("the client did not read ", max_buffered_,
-                                                            " buffered messages; stream cut off"))
+                                                            " buffered tokens; stream cut off"))
                                 : status;
     if (!writing_ && !pending_.empty()) {
       WriteNextLocked();
@@ -430,6 +445,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 
   void WriteNextLocked() {
     v1::GenerateResponse& m = pending_.front();
+    buffered_tokens_ -= m.token_ids_size();
     if (!seed_sent_) {
       m.set_seed(seed_);
       seed_sent_ = true;
@@ -453,6 +469,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   std::shared_ptr<Link> link_ = std::make_shared<Link>();
   std::deque<v1::GenerateResponse> pending_;  // front = the message being written
   bool writing_ = false;
+  int buffered_tokens_ = 0;  // in pending_ messages not yet being written
   bool cut_off_ = false;
   bool finished_ = false;
   std::optional<grpc::Status> final_;
@@ -463,7 +480,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* Server::Service::Generate(grpc::CallbackServerContext* ctx,
                                                                           const v1::GenerateRequest* request) {
-  auto* call = new GenerateCall(ctx, options_.limits.max_buffered_messages);
+  auto* call = new GenerateCall(ctx, options_.limits.max_buffered_tokens);
   absl::StatusOr<Engine*> e = Ready(ctx);
   if (!e.ok()) {
     call->FinishNow(ToGrpc(e.status()));

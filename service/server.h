@@ -29,7 +29,7 @@ struct ServeLimits {
   int max_message_bytes = 4 << 20;   // a received message
   int max_streams_per_connection = 100;
   int min_ping_interval_ms = 10000;  // clients pinging more often (without data) are cut off
-  int max_buffered_messages = 1024;  // a stream whose client stops reading is cut off past this
+  int max_buffered_tokens = 1024;   // a stream whose client stops reading is cut off past this
 };
 
 struct ServeOptions {

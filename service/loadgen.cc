@@ -1,0 +1,258 @@
+#include "service/loadgen.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "engine/model/weights.h"
+#include "engine/runtime/runtime.h"
+#include "engine/status.h"
+#include "engine/text/tokenizer.h"
+#include "ferry/v1/inference.grpc.pb.h"
+
+namespace ferry::service {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// One request's outcome: when each token arrived, and the status.
+struct Outcome {
+  std::string code = "OK";
+  Clock::time_point start;
+  std::vector<Clock::time_point> arrivals;  // one per generated token
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+const char* CodeName(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "OTHER";
+  }
+}
+
+// A source of requests for the workers: gRPC to a server, or a runtime in
+// this process.
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  virtual Outcome Run(int worker) = 0;
+};
+
+class GrpcDriver final : public Driver {
+ public:
+  explicit GrpcDriver(const LoadgenOptions& o) : o_(o) {
+    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+    if (!o.tls_ca.empty()) {
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = ReadFile(o.tls_ca);
+      if (!o.tls_cert.empty()) {
+        ssl.pem_cert_chain = ReadFile(o.tls_cert);
+        ssl.pem_private_key = ReadFile(o.tls_key);
+      }
+      creds = grpc::SslCredentials(ssl);
+    }
+    // One channel (one connection) per worker, as separate clients would have.
+    for (int i = 0; i < o.concurrency; ++i) {
+      grpc::ChannelArguments args;
+      args.SetInt("loadgen.worker", i);  // distinct arguments: a channel of its own
+      stubs_.push_back(v1::Inference::NewStub(grpc::CreateCustomChannel(o.target, creds, args)));
+    }
+    request_.set_text(o.prompt);
+    request_.set_max_tokens(o.max_tokens);
+    request_.mutable_sampling()->set_temperature(o.temperature);
+    request_.set_ignore_eos(o.ignore_eos);
+  }
+
+  Outcome Run(int worker) override {
+    Outcome out;
+    grpc::ClientContext ctx;
+    if (!o_.auth_token.empty()) ctx.AddMetadata("authorization", "Bearer " + o_.auth_token);
+    out.start = Clock::now();
+    auto reader = stubs_[worker]->Generate(&ctx, request_);
+    v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+      const Clock::time_point now = Clock::now();
+      for (int i = 0; i < m.token_ids_size(); ++i) out.arrivals.push_back(now);
+    }
+    out.code = CodeName(reader->Finish().error_code());
+    return out;
+  }
+
+ private:
+  const LoadgenOptions& o_;
+  std::vector<std::unique_ptr<v1::Inference::Stub>> stubs_;
+  v1::GenerateRequest request_;
+};
+
+class DirectDriver final : public Driver {
+ public:
+  static absl::StatusOr<std::unique_ptr<DirectDriver>> Create(const LoadgenOptions& o) {
+    auto d = std::unique_ptr<DirectDriver>(new DirectDriver(o));
+    FERRY_ASSIGN_OR_RETURN(d->model_, model::LoadModel(o.model_path));
+    FERRY_ASSIGN_OR_RETURN(d->tokenizer_, text::Tokenizer::FromGguf(*d->model_->file));
+    exec::ForwardOptions fo = o.forward;
+    FERRY_ASSIGN_OR_RETURN(d->device_, backend::OpenDevice(o.device.device, fo.threads));
+    if (fo.n_ctx <= 0) fo.n_ctx = DefaultContext(*d->model_);
+    if (absl::StatusOr<std::optional<plan::Plan>> p = PlanPlacement(*d->model_, *d->device_, o.device, &fo); !p.ok()) {
+      return p.status();
+    }
+    FERRY_ASSIGN_OR_RETURN(d->executor_, exec::Executor::Create(*d->model_, d->device_.get(), fo));
+    FERRY_ASSIGN_OR_RETURN(d->runtime_, runtime::Runtime::Create(d->executor_.get(), d->tokenizer_.get(),
+                                                                 {.max_queue = 1 << 20}));
+    d->prompt_ = d->tokenizer_->Encode(o.prompt, d->tokenizer_->add_bos());
+    return d;
+  }
+
+  Outcome Run(int) override {
+    struct Inbox {
+      std::mutex mu;
+      std::condition_variable cv;
+      std::deque<runtime::Update> updates;
+    };
+    auto inbox = std::make_shared<Inbox>();
+    runtime::Request r;
+    r.prompt = prompt_;
+    r.max_tokens = o_.max_tokens;
+    r.sampling.temperature = o_.temperature;
+    r.ignore_eos = o_.ignore_eos;
+    r.text_at_start = false;
+    Outcome out;
+    out.start = Clock::now();
+    absl::StatusOr<std::shared_ptr<runtime::Handle>> h = runtime_->Submit(std::move(r), [inbox](runtime::Update&& u) {
+      {
+        std::lock_guard<std::mutex> l(inbox->mu);
+        inbox->updates.push_back(std::move(u));
+      }
+      inbox->cv.notify_one();
+    });
+    if (!h.ok()) {
+      out.code = absl::StatusCodeToString(h.status().code());
+      return out;
+    }
+    for (;;) {
+      std::unique_lock<std::mutex> l(inbox->mu);
+      inbox->cv.wait(l, [&] { return !inbox->updates.empty(); });
+      runtime::Update u = std::move(inbox->updates.front());
+      inbox->updates.pop_front();
+      l.unlock();
+      const Clock::time_point now = Clock::now();
+      for (size_t i = 0; i < u.tokens.size(); ++i) out.arrivals.push_back(now);
+      if (u.finish != runtime::FinishReason::kNone) {
+        if (u.finish == runtime::FinishReason::kError) out.code = "INTERNAL";
+        return out;
+      }
+    }
+  }
+
+ private:
+  explicit DirectDriver(const LoadgenOptions& o) : o_(o) {}
+  const LoadgenOptions& o_;
+  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<text::Tokenizer> tokenizer_;
+  std::unique_ptr<backend::Device> device_;
+  std::unique_ptr<exec::Executor> executor_;
+  std::unique_ptr<runtime::Runtime> runtime_;
+  std::vector<int32_t> prompt_;
+};
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
+  return v[i];
+}
+
+}  // namespace
+
+absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o) {
+  if (o.concurrency < 1) return absl::InvalidArgumentError("--concurrency must be >= 1");
+  if ((o.requests > 0) == (o.duration_s > 0)) {
+    return absl::InvalidArgumentError("give one of --requests N or --duration SECONDS");
+  }
+  if (o.max_tokens < 1) return absl::InvalidArgumentError("-n must be >= 1");
+  std::unique_ptr<Driver> driver;
+  if (o.direct) {
+    FERRY_ASSIGN_OR_RETURN(driver, DirectDriver::Create(o));
+  } else {
+    driver = std::make_unique<GrpcDriver>(o);
+  }
+  std::atomic<int> next{0};
+  std::mutex mu;
+  LoadgenReport report;
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point end =
+      o.duration_s > 0 ? start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s))
+                       : Clock::time_point::max();
+  std::vector<std::thread> workers;
+  for (int w = 0; w < o.concurrency; ++w) {
+    workers.emplace_back([&, w] {
+      for (;;) {
+        if (o.requests > 0 ? next.fetch_add(1) >= o.requests : Clock::now() >= end) return;
+        const Outcome out = driver->Run(w);
+        std::lock_guard<std::mutex> l(mu);
+        if (out.code != "OK") {
+          ++report.errors[out.code];
+          continue;
+        }
+        ++report.ok;
+        report.tokens += out.arrivals.size();
+        if (!out.arrivals.empty()) report.ttft_s.push_back(Seconds(out.arrivals[0] - out.start));
+        for (size_t i = 1; i < out.arrivals.size(); ++i) {
+          report.itl_s.push_back(Seconds(out.arrivals[i] - out.arrivals[i - 1]));
+        }
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  report.wall_s = Seconds(Clock::now() - start);
+  return report;
+}
+
+std::string LoadgenText(const LoadgenOptions& o, const LoadgenReport& r) {
+  std::string out = absl::StrFormat("loadgen: %s, concurrency %d, %d tokens per request\n",
+                                    o.direct ? "in-process runtime (--direct, no gRPC)" : "target " + o.target,
+                                    o.concurrency, o.max_tokens);
+  absl::StrAppend(&out, absl::StrFormat("requests: %d ok", r.ok));
+  for (const auto& [code, n] : r.errors) absl::StrAppend(&out, ", ", n, " ", code);
+  absl::StrAppend(&out, absl::StrFormat(" in %.2f s (%.2f requests/s)\n", r.wall_s, r.wall_s > 0 ? r.ok / r.wall_s : 0));
+  absl::StrAppend(&out, absl::StrFormat("throughput: %.1f tokens/s (%llu tokens)\n", r.tokens_per_s(),
+                                        static_cast<unsigned long long>(r.tokens)));
+  const auto line = [&](const char* name, const std::vector<double>& v) {
+    absl::StrAppend(&out, absl::StrFormat("%-22s p50 %8.2f ms  p90 %8.2f ms  p99 %8.2f ms  (%zu samples)\n", name,
+                                          1e3 * Percentile(v, 0.5), 1e3 * Percentile(v, 0.9), 1e3 * Percentile(v, 0.99),
+                                          v.size()));
+  };
+  line("time to first token", r.ttft_s);
+  line("inter-token latency", r.itl_s);
+  return out;
+}
+
+}  // namespace ferry::service

@@ -1,0 +1,50 @@
+// `ferry loadgen`: a bounded load generator for a ferry server. C workers
+// each run one streaming Generate at a time until N requests (or T seconds)
+// are done, and report time to first token, inter-token latency (p50, p90,
+// p99), tokens/s and errors by status code. It only talks to the --target
+// it is given (default loopback). With --direct it drives the same load
+// through an in-process runtime instead (no gRPC), the baseline for the
+// service's overhead.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "service/server.h"
+
+namespace ferry::service {
+
+struct LoadgenOptions {
+  std::string target = "127.0.0.1:50051";
+  int concurrency = 1;
+  int requests = 0;         // total; 0 = run for duration_s
+  double duration_s = 0;
+  std::string prompt = "Once upon a time";
+  int max_tokens = 64;
+  float temperature = 0;
+  bool ignore_eos = true;   // every request generates max_tokens (fixed work)
+  std::string tls_ca, tls_cert, tls_key;  // PEM files; tls_ca set = TLS
+  std::string auth_token;
+  // --direct: an in-process runtime on this model instead of --target.
+  bool direct = false;
+  std::string model_path;
+  DeviceFlags device;
+  exec::ForwardOptions forward;
+};
+
+struct LoadgenReport {
+  int ok = 0;
+  std::map<std::string, int> errors;  // status code name -> count
+  double wall_s = 0;
+  uint64_t tokens = 0;                // generated, over successful requests
+  std::vector<double> ttft_s;         // per successful request
+  std::vector<double> itl_s;          // every gap between consecutive tokens
+  double tokens_per_s() const { return wall_s > 0 ? tokens / wall_s : 0; }
+};
+
+absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& options);
+std::string LoadgenText(const LoadgenOptions& options, const LoadgenReport& report);
+
+}  // namespace ferry::service
