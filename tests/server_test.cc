@@ -467,6 +467,28 @@ TEST_F(ServerTest, AClientThatStopsReadingDoesNotStallOthers) {
   stalled->Finish();
 }
 
+TEST_F(ServerTest, LoadgenReportsLatencyPercentilesAndErrorsByCode) {
+  const std::string cmd = std::string(FERRY_BINARY) + " loadgen --target " + fast_->target() +
+                          " --concurrency 4 --requests 8 -n 16 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << out;
+  EXPECT_THAT(out, HasSubstr("requests: 8 ok in"));
+  EXPECT_THAT(out, HasSubstr("(128 tokens)"));  // 8 x 16: the end-of-generation token is ignored
+  EXPECT_THAT(out, ::testing::ContainsRegex("time to first token +p50 +[0-9.]+ ms +p90 +[0-9.]+ ms +p99"));
+  EXPECT_THAT(out, HasSubstr("(120 samples)"));  // 8 x 15 gaps between tokens
+  // Against nothing: every request fails, by code.
+  const std::string bad = std::string(FERRY_BINARY) + " loadgen --target 127.0.0.1:1 --requests 2 -n 4 2>&1";
+  p = popen(bad.c_str(), "r");
+  out.clear();
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  pclose(p);
+  EXPECT_THAT(out, HasSubstr("requests: 0 ok, 2 UNAVAILABLE"));
+}
+
 // Servers of their own, on the slow device.
 class SlowServerTest : public ::testing::Test {
  protected:
