@@ -93,6 +93,9 @@ ABSL_FLAG(std::string, device, "cpu",
           "defaults), mem (8GiB), overhead, h2d (25GB/s), lat (10us), poison (1: NaN-fill staging slots on reuse)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on (0.0.0.0 or :: for every interface)");
 ABSL_FLAG(int, port, 50051, "serve: gRPC port; 0 = any free port (printed)");
+ABSL_FLAG(int, metrics_port, 9400,
+          "serve: HTTP port for Prometheus /metrics and /healthz, /readyz; 0 = any free port (printed), -1 = none");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "serve: address the metrics port listens on");
 ABSL_FLAG(int, max_queue, 64, "serve: requests waiting for a slot before new ones get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_prompt_tokens, 0, "serve: longest prompt accepted; 0 = the context");
 ABSL_FLAG(int, max_output_tokens, 0, "serve: largest max_tokens accepted; 0 = the context");
@@ -408,6 +411,11 @@ absl::StatusOr<int> RunServe() {
   o.host = absl::GetFlag(FLAGS_host);
   o.port = absl::GetFlag(FLAGS_port);
   if (o.port < 0 || o.port > 65535) return absl::InvalidArgumentError("--port must be in [0, 65535]");
+  o.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (o.metrics_port < -1 || o.metrics_port > 65535) {
+    return absl::InvalidArgumentError("--metrics_port must be in [0, 65535], or -1 for none");
+  }
   absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
   if (!device.ok()) return device.status();
   o.device = *device;

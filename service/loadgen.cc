@@ -126,7 +126,7 @@ class DirectDriver final : public Driver {
     }
     FERRY_ASSIGN_OR_RETURN(d->executor_, exec::Executor::Create(*d->model_, d->device_.get(), fo));
     FERRY_ASSIGN_OR_RETURN(d->runtime_, runtime::Runtime::Create(d->executor_.get(), d->tokenizer_.get(),
-                                                                 {.max_queue = 1 << 20}));
+                                                                 {.max_queue = 1 << 20, .observer = {}}));
     d->prompt_ = d->tokenizer_->Encode(o.prompt, d->tokenizer_->add_bos());
     return d;
   }

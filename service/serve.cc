@@ -41,6 +41,10 @@ int Serve(const ServeOptions& options, absl::Duration drain) {
   std::printf("ferry: listening on %s (gRPC%s%s); health NOT_SERVING while %s loads\n", where.c_str(),
               options.tls_cert.empty() ? "" : options.tls_client_ca.empty() ? ", TLS" : ", mutual TLS",
               options.auth_token.empty() ? "" : ", bearer token", options.model_path.c_str());
+  if ((*server)->metrics_port() >= 0) {
+    std::printf("ferry: metrics on http://%s:%d/metrics (/healthz, /readyz)\n", options.metrics_host.c_str(),
+                (*server)->metrics_port());
+  }
   std::fflush(stdout);
 
   const absl::Time load_start = absl::Now();

@@ -61,6 +61,15 @@ grpc::Status FinalStatus(const runtime::Update& u) {
   }
 }
 
+const char* CodeName(grpc::StatusCode c) {
+  static const char* const kNames[] = {"OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int i = static_cast<int>(c);
+  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
+}
+
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char diff = 0;
@@ -93,7 +102,7 @@ struct Server::Engine {
 
 class Server::Service final : public v1::Inference::CallbackService {
  public:
-  explicit Service(const ServeOptions& options) : options_(options) {}
+  Service(const ServeOptions& options, Metrics* metrics) : options_(options), metrics_(metrics) {}
 
   void Publish(Engine* engine) { engine_.store(engine, std::memory_order_release); }
   void StartDrain() { draining_.store(true); }
@@ -282,6 +291,7 @@ class Server::Service final : public v1::Inference::CallbackService {
   }
 
   const ServeOptions& options_;
+  Metrics* const metrics_;  // may be null
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<bool> draining_{false};
 };
@@ -293,7 +303,8 @@ namespace {
 // client that stops reading is cut off once max_buffered tokens queue up.
 class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
-  GenerateCall(grpc::CallbackServerContext* ctx, int max_buffered) : ctx_(ctx), max_buffered_(max_buffered) {}
+  GenerateCall(grpc::CallbackServerContext* ctx, int max_buffered, Metrics* metrics)
+      : ctx_(ctx), max_buffered_(max_buffered), metrics_(metrics) {}
 
   // Runs the request, or finishes the call with why it cannot run.
   void Begin(Server::Engine* engine, PreparedRequest prepared, bool echo, absl::Time deadline) {
@@ -377,6 +388,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void OnUpdate(runtime::Update&& u) {  // under link_->mu
     if (finished_ || final_) return;
     const bool last = u.finish != runtime::FinishReason::kNone;
+    if (last && metrics_ != nullptr) metrics_->OnFinish(u.finish, u.usage, u.timings);
     const grpc::Status status = last ? FinalStatus(u) : grpc::Status::OK;
     if (status.ok() && !cut_off_) {
       v1::GenerateResponse m;
@@ -457,11 +469,13 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void FinishLocked(const grpc::Status& status) {
     if (finished_) return;
     finished_ = true;
+    if (metrics_ != nullptr) metrics_->OnRequestEnd(CodeName(status.error_code()));
     Finish(status);
   }
 
   grpc::CallbackServerContext* ctx_;
   const int max_buffered_;
+  Metrics* const metrics_;
   const text::Tokenizer* tokenizer_ = nullptr;
   bool logprobs_ = false;
   uint64_t seed_ = 0;
@@ -480,7 +494,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* Server::Service::Generate(grpc::CallbackServerContext* ctx,
                                                                           const v1::GenerateRequest* request) {
-  auto* call = new GenerateCall(ctx, options_.limits.max_buffered_tokens);
+  auto* call = new GenerateCall(ctx, options_.limits.max_buffered_tokens, metrics_);
   absl::StatusOr<Engine*> e = Ready(ctx);
   if (!e.ok()) {
     call->FinishNow(ToGrpc(e.status()));
@@ -514,7 +528,10 @@ Server::~Server() {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& options) {
   std::unique_ptr<Server> s(new Server(options));
-  s->service_ = std::make_unique<Service>(s->options_);
+  if (options.metrics_port >= 0) {
+    FERRY_ASSIGN_OR_RETURN(s->metrics_, Metrics::Start(options.metrics_host, options.metrics_port));
+  }
+  s->service_ = std::make_unique<Service>(s->options_, s->metrics_.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -563,8 +580,10 @@ absl::Status Server::Load() {
   FERRY_ASSIGN_OR_RETURN(e->plan, PlanPlacement(*e->model, *e->device, options_.device, &e->forward));
   e->spec = SpecOf(*e->device);
   FERRY_ASSIGN_OR_RETURN(e->executor, exec::Executor::Create(*e->model, e->device.get(), e->forward));
-  FERRY_ASSIGN_OR_RETURN(e->runtime, runtime::Runtime::Create(e->executor.get(), e->tokenizer.get(),
-                                                              {.max_queue = options_.limits.max_queue}));
+  runtime::RuntimeOptions ro;
+  ro.max_queue = options_.limits.max_queue;
+  if (metrics_) ro.observer = [m = metrics_.get()](const runtime::StepInfo& step) { m->OnStep(step); };
+  FERRY_ASSIGN_OR_RETURN(e->runtime, runtime::Runtime::Create(e->executor.get(), e->tokenizer.get(), ro));
 
   const model::ModelConfig& c = e->model->config;
   const gguf::File& f = *e->model->file;
@@ -621,9 +640,37 @@ absl::Status Server::Load() {
   m->set_overhead_bytes(e->spec.overhead_bytes);
   m->set_pinned_host_bytes(e->plan ? e->plan->host_pinned : 0);
 
+  if (metrics_) {
+    LoadedInfo li;
+    const std::string device = options_.device.device;
+    li.backend = device.substr(0, device.find(':'));
+    li.architecture = c.arch_name;
+    uint64_t most = 0;
+    for (const auto& [type, nb] : by_type) {
+      if (nb.second > most) {
+        most = nb.second;
+        li.quant = type;
+      }
+    }
+    li.gpu_memory_total = e->spec.memory_bytes;
+    li.planned = e->executor->usage();
+    li.overhead = e->spec.overhead_bytes;
+    li.pinned_host = e->plan ? e->plan->host_pinned : 0;
+    if (e->device->computes_on_host_memory()) {
+      li.layers_cpu = c.n_layer;
+    } else {
+      li.layers_resident = e->executor->resident_layers();
+      li.layers_streamed = c.n_layer - li.layers_resident;
+    }
+    li.streamed_units = li.layers_streamed + (e->executor->head_resident() ? 0 : 1);
+    backend::Device* dev = e->device.get();
+    runtime::Runtime* rt = e->runtime.get();
+    metrics_->OnLoaded(li, [dev] { return dev->used(); }, [rt] { return rt->Stats(); });
+  }
   engine_ = std::move(e);
   service_->Publish(engine_.get());
   server_->GetHealthCheckService()->SetServingStatus(true);
+  if (metrics_) metrics_->SetReady(true);
   return absl::OkStatus();
 }
 
@@ -631,10 +678,17 @@ std::string Server::PlacementSummary() const {
   return engine_ ? engine_->executor->PlacementSummary() : std::string("(not loaded)");
 }
 
-bool Server::healthy() const { return !engine_ || engine_->runtime->healthy(); }
+bool Server::healthy() const {
+  const bool ok = !engine_ || engine_->runtime->healthy();
+  if (!ok && metrics_) metrics_->SetHealthy(false);
+  return ok;
+}
+
+int Server::metrics_port() const { return metrics_ ? metrics_->port() : -1; }
 
 void Server::Drain(absl::Time deadline) {
   server_->GetHealthCheckService()->SetServingStatus(false);
+  if (metrics_) metrics_->SetReady(false);
   service_->StartDrain();
   if (engine_) {
     engine_->runtime->StartDrain();

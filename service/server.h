@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/exec/forward.h"
+#include "service/metrics.h"
 #include "service/placement.h"
 
 namespace grpc {
@@ -42,6 +43,8 @@ struct ServeOptions {
   std::string tls_cert, tls_key;  // PEM files: TLS
   std::string tls_client_ca;      // PEM file: also require client certificates signed by it (mutual TLS)
   std::string auth_token;         // non-empty: every Inference call needs "authorization: Bearer <token>"
+  std::string metrics_host = "127.0.0.1";
+  int metrics_port = 9400;        // /metrics, /healthz, /readyz; 0 = any free port, -1 = none
 };
 
 class Server {
@@ -55,6 +58,7 @@ class Server {
   // One line: where the layers went (after Load).
   std::string PlacementSummary() const;
   int port() const { return port_; }
+  int metrics_port() const;  // -1 without metrics
   // False after a device fault: the process should exit non-zero.
   bool healthy() const;
   // Health NOT_SERVING and new requests UNAVAILABLE at once; in-flight
@@ -69,6 +73,7 @@ class Server {
   explicit Server(const ServeOptions& options);
 
   ServeOptions options_;
+  std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -59,7 +59,7 @@ class ServerProcess {
       dup2(out[1], 1);
       dup2(out[1], 2);
       close(out[0]);
-      const std::string cmd = std::string("exec ") + FERRY_BINARY + " serve --port 0 " + args;
+      const std::string cmd = std::string("exec ") + FERRY_BINARY + " serve --port 0 --metrics_port 0 " + args;
       execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }

@@ -83,8 +83,6 @@ Runtime::~Runtime() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Runtime::SetStepObserver(StepObserver observer) { observer_ = std::move(observer); }
-
 absl::StatusOr<std::shared_ptr<Handle>> Runtime::Submit(Request request, Sink sink) {
   const int n_vocab = executor_->config().n_vocab;
   if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
@@ -293,6 +291,7 @@ bool Runtime::Step() {
       s.n_past += n;
       budget -= n;
       (decode ? info.decode_tokens : info.prefill_tokens) += n;
+      ++info.sequences;
     }
   }
   int used = 0;  // positions the running requests hold once this step ran
@@ -310,11 +309,11 @@ bool Runtime::Step() {
   info.seconds = absl::ToDoubleSeconds(absl::Now() - t0);
   steps_.fetch_add(1, std::memory_order_relaxed);
   prompt_tokens_.fetch_add(info.prefill_tokens, std::memory_order_relaxed);
+  info.stream = executor_->stats();
   {
     std::lock_guard<std::mutex> l(stream_mu_);
-    stream_ = executor_->stats();
+    stream_ = info.stream;
   }
-  if (observer_) observer_(info);
   if (!status.ok()) {
     // The device state is unknown after a failed step: every request ends and
     // the runtime refuses new ones.
@@ -322,14 +321,18 @@ bool Runtime::Step() {
     for (auto& s : running_) {
       if (s) Finish(*s, FinishReason::kError, status);
     }
+    if (options_.observer) options_.observer(info);
     return true;
   }
+  const uint64_t generated_before = generated_tokens_.load(std::memory_order_relaxed);
   for (size_t row = 0; row < batch_seq_.size(); ++row) {
     Sequence& s = *batch_seq_[row];
     const std::span<float> logits(logits_.data() + row * static_cast<size_t>(n_vocab), n_vocab);
     const text::Sampled t = s.sampler.Sample(logits, s.tokens);
     Emit(s, t);
   }
+  info.generated_tokens = static_cast<int>(generated_tokens_.load(std::memory_order_relaxed) - generated_before);
+  if (options_.observer) options_.observer(info);
   return true;
 }
 
@@ -392,6 +395,7 @@ void Runtime::Finish(Sequence& s, FinishReason reason, absl::Status error, Updat
   } else {
     slot_tokens_[slot].assign(s.tokens.begin(), s.tokens.begin() + std::min<size_t>(s.n_past, s.tokens.size()));
   }
+  kv_used_.fetch_sub(s.n_past);  // counted by the step that built the batch
   std::unique_ptr<Sequence> gone = std::move(running_[slot]);  // `s` is destroyed on return
   {
     // The count changes under the lock so WaitIdle cannot miss the wake-up.

@@ -91,18 +91,23 @@ class Handle {
   std::atomic<bool> cancelled_{false};
 };
 
-struct RuntimeOptions {
-  int max_queue = 64;  // requests waiting for a slot; Submit refuses past it
-};
-
 // One step, for metrics (the engine's plain stats; service/ turns them into metrics).
 struct StepInfo {
   int batch_tokens = 0;
+  int sequences = 0;         // requests with tokens in the step
   int prefill_tokens = 0;
   int decode_tokens = 0;
-  double seconds = 0;
+  int generated_tokens = 0;  // sent to requests after the step
+  double seconds = 0;        // the forward pass
+  exec::StreamStats stream;  // the executor's running sums after the step
 };
+// Called on the scheduler thread after each step's tokens went out.
 using StepObserver = std::function<void(const StepInfo&)>;
+
+struct RuntimeOptions {
+  int max_queue = 64;  // requests waiting for a slot; Submit refuses past it
+  StepObserver observer;
+};
 
 // Counters, readable from any thread.
 struct RuntimeStats {
@@ -139,7 +144,6 @@ class Runtime {
   // Ends every request with `reason` at the next step.
   void CancelAll(FinishReason reason);
 
-  void SetStepObserver(StepObserver observer);  // before the first Submit
   RuntimeStats Stats() const;
   bool healthy() const { return healthy_.load(); }
   int n_ctx() const { return executor_->n_ctx(); }
@@ -159,7 +163,6 @@ class Runtime {
   exec::Executor* executor_;
   const text::Tokenizer* tokenizer_;
   const RuntimeOptions options_;
-  StepObserver observer_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;       // work arrived, or stop

@@ -11,7 +11,7 @@ engine_flags=("$@")
 rounds=3
 port=$((20000 + RANDOM % 20000))
 log=$(mktemp)
-"$ferry" serve --port "$port" --slots 16 "${engine_flags[@]}" >"$log" 2>&1 &
+"$ferry" serve --port "$port" --metrics_port -1 --slots 16 "${engine_flags[@]}" >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$log"' EXIT
 for _ in $(seq 100); do grep -q "ferry: serving" "$log" && break; sleep 0.1; done

@@ -37,7 +37,7 @@ def main():
     sys.path.insert(0, gen)
     from ferry.v1 import inference_pb2 as pb, inference_pb2_grpc as pbg
 
-    server = subprocess.Popen([ferry, "serve", "--port", "0", "--model", model, "--ctx", "512"],
+    server = subprocess.Popen([ferry, "serve", "--port", "0", "--metrics_port", "0", "--model", model, "--ctx", "512"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         port = None
