@@ -18,6 +18,8 @@ packages=(
   clang libclang-rt-14-dev   # libFuzzer for the GGUF fuzz test
   python3 python3-venv
 )
+# The tests also run a real Prometheus server and promtool against ferry's metrics.
+[[ ${1:-} == --for-tests ]] && packages+=(prometheus openssl)
 
 installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
             awk '$NF == "installed" {print $1}' | sed 's/:.*//') || true

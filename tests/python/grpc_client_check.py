@@ -7,15 +7,13 @@ reflection listing ferry.v1.Inference.
 usage: grpc_client_check.py FERRY_BINARY PROTO_DIR WORKDIR SHARED_MODELS_DIR
 """
 import os
-import re
-import subprocess
 import sys
-import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_tools import protoc
+
+import ferry_server
 
 GOLDEN = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
           "One day, she saw a big, red ball. She wanted to play with it, but it was too high.")
@@ -27,33 +25,9 @@ def main():
     if not os.path.exists(model):
         print(f"SKIP: needs {model} (the ../shared/models folder beside the repo)")
         return 0
-    gen = os.path.join(workdir, "gen")
-    os.makedirs(gen, exist_ok=True)
-    rc = protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={gen}", f"--grpc_python_out={gen}",
-                      os.path.join(proto_dir, "ferry/v1/inference.proto")])
-    if rc != 0:
-        print("grpcio-tools could not compile the proto")
-        return 1
-    sys.path.insert(0, gen)
-    from ferry.v1 import inference_pb2 as pb, inference_pb2_grpc as pbg
-
-    server = subprocess.Popen([ferry, "serve", "--port", "0", "--metrics_port", "0", "--model", model, "--ctx", "512"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        port = None
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = server.stdout.readline()
-            if not line:
-                break
-            m = re.search(r"listening on [^ ]*:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-            if "ferry: serving" in line:
-                break
-        if port is None:
-            print("the server did not start")
-            return 1
+    pb, pbg = ferry_server.load_stubs(proto_dir, workdir)
+    with ferry_server.Server(ferry, ["--model", model, "--ctx", "512"]) as server:
+        port = server.port
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = pbg.InferenceStub(channel)
 
@@ -98,9 +72,6 @@ def main():
         print(f"grpcio {grpc.__version__}: greedy text, INVALID_ARGUMENT, health and reflection ({len(services)} "
               "services) as expected")
         return 0
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":
