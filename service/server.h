@@ -68,11 +68,13 @@ class Server {
 
   struct Engine;
   class Service;
+  class Dispatcher;
 
  private:
   explicit Server(const ServeOptions& options);
 
   ServeOptions options_;
+  std::unique_ptr<Dispatcher> dispatcher_;  // destroyed last: the calls' final updates go through it
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Service> service_;

@@ -8,7 +8,7 @@ set -euo pipefail
 ferry=${1:-build/release/service/ferry}
 shift || true
 engine_flags=("$@")
-rounds=3
+rounds=5
 port=$((20000 + RANDOM % 20000))
 log=$(mktemp)
 "$ferry" serve --port "$port" --metrics_port -1 --slots 16 "${engine_flags[@]}" >"$log" 2>&1 &
@@ -19,7 +19,7 @@ grep -q "ferry: serving" "$log" || { cat "$log"; exit 1; }
 tps() { grep -o 'throughput: [0-9.]*' | awk '{print $2}'; }
 printf "%-12s %14s %14s %8s\n" concurrency "gRPC tok/s" "direct tok/s" ratio
 for c in 1 16; do
-  n=$((c * 8))
+  n=$((c * 16))
   best_grpc=0 best_direct=0
   for _ in $(seq $rounds); do
     g=$("$ferry" loadgen --target "127.0.0.1:$port" --concurrency $c --requests $n -n 64 | tps)
