@@ -598,6 +598,23 @@ TEST_F(SlowServerTest, SigtermDrainsInFlightThenEndsTheRestUnavailableAndExitsZe
   EXPECT_THAT(server->output(), HasSubstr("SIGTERM: draining"));
 }
 
+// A device fault ends the running request with INTERNAL and the process
+// exits non-zero instead of serving errors.
+TEST_F(SlowServerTest, ADeviceFaultIsInternalAndTheProcessExitsNonZero) {
+  auto server = std::make_unique<ServerProcess>("--model " + model_ +
+                                                " --ctx 256 --device sim:mem=64MiB,overhead=0,fault=500 --gpu_layers 0");
+  ASSERT_TRUE(server->WaitServing()) << server->output();
+  auto stub = Connect(server->target());
+  v1::GenerateRequest r = Greedy("Once upon a time", 100);
+  r.set_ignore_eos(true);
+  const Generated g = Generate(*stub, r);
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::INTERNAL) << g.status.error_message();
+  EXPECT_THAT(g.status.error_message(), HasSubstr("device fault"));
+  EXPECT_GT(g.messages, 0) << "the first steps ran before the injected fault";
+  EXPECT_EQ(server->Wait(), 3) << server->output();
+  EXPECT_THAT(server->output(), HasSubstr("device fault: the engine is unusable; exiting"));
+}
+
 TEST(ServeCli, AFailedModelLoadExitsNonZeroWithTheReason) {
   const std::string bad = TempDir() + "/not-a-model.gguf";
   std::ofstream(bad) << "this is not a GGUF file";

@@ -315,5 +315,60 @@ TEST(Executor, ADeviceTooSmallFailsAtLoadWithAnError) {
   EXPECT_EQ(sim->used(), 0u) << "what was allocated before the failure is given back";
 }
 
+// A device fault (here injected by the sim device after N copies) latches:
+// the step that sees it fails with INTERNAL naming the fault, and so does
+// every later step.
+TEST(Executor, ADeviceFaultFailsThisStepAndEveryLaterOne) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0));
+  backend::SimOptions so{.memory_bytes = 64 << 20, .h2d_gbps = 100, .latency_us = 0};
+  // Copies at load and per step, counted on a device without the fault.
+  uint64_t at_load, per_step;
+  {
+    auto probe = backend::SimDevice::Create(so, 2);
+    ASSERT_TRUE(probe.ok());
+    auto f = exec::Executor::Create(*b.model, probe->get(), Options(true, 0, 2));
+    ASSERT_TRUE(f.ok()) << f.status();
+    (*probe)->SynchronizeAll();
+    at_load = (*probe)->stats().copies;
+    std::vector<float> l(b.model->config.n_vocab);
+    const exec::BatchToken t{1, 0, 0, true};
+    ASSERT_TRUE((*f)->Forward({&t, 1}, l).ok());
+    (*probe)->SynchronizeAll();
+    per_step = (*probe)->stats().copies - at_load;
+    ASSERT_GT(per_step, 0u);
+  }
+  so.fault_after_copies = static_cast<int64_t>(at_load + 3 * per_step + per_step / 2);  // in the 4th step
+  auto sim = backend::SimDevice::Create(so, 2);
+  ASSERT_TRUE(sim.ok());
+  auto fwd = exec::Executor::Create(*b.model, sim->get(), Options(true, 0, 2));
+  ASSERT_TRUE(fwd.ok()) << fwd.status();
+  std::vector<float> logits(b.model->config.n_vocab);
+  int ok_steps = 0;
+  absl::Status first_error;
+  for (int pos = 0; pos < 12; ++pos) {
+    const exec::BatchToken t{1, 0, pos, true};
+    const absl::Status s = (*fwd)->Forward({&t, 1}, logits);
+    if (s.ok()) {
+      EXPECT_EQ(first_error, absl::OkStatus()) << "a step succeeded after the fault";
+      ++ok_steps;
+    } else {
+      EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+      EXPECT_THAT(std::string(s.message()), HasSubstr("device fault: sim: injected device fault after "));
+      if (first_error.ok()) first_error = s;
+    }
+  }
+  EXPECT_EQ(ok_steps, 3);
+  EXPECT_FALSE(first_error.ok()) << "no fault after 12 steps";
+  EXPECT_FALSE((*sim)->health().ok());
+}
+
+TEST(SimDevice, FaultOptionParses) {
+  auto o = backend::ParseSimOptions("mem=1GiB,fault=7");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->fault_after_copies, 7);
+  EXPECT_FALSE(backend::ParseSimOptions("fault=-2").ok());
+  EXPECT_FALSE(backend::ParseSimOptions("fault=x").ok());
+}
+
 }  // namespace
 }  // namespace ferry

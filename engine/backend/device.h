@@ -112,6 +112,10 @@ class Device {
   virtual void PoisonOnReuse(void* dst, uint64_t bytes) = 0;  // on the copy queue
 
   virtual DeviceStats stats() const = 0;
+  // OK, or the fault that left the device unusable. A fault latches: once
+  // set it stays (a CUDA context after an illegal address), and the
+  // executor fails every step from then on. The cpu device never faults.
+  virtual absl::Status health() const { return absl::OkStatus(); }
 
   // --- kernels: on the compute queue, all pointers in device memory ---
   // Sizes the kernels' own scratch once, for rows up to `max_width` values

@@ -389,6 +389,8 @@ absl::Status Executor::Forward(std::span<const BatchToken> batch, std::span<floa
   Head(H, static_cast<int>(n_logits));
   Release(slot);
   d.CopyToHost(logits.data(), logits_.floats(), n_logits * c.n_vocab * sizeof(float));
+  // A faulted device's results are garbage: the step fails, and so will every later one.
+  if (absl::Status h = d.health(); !h.ok()) return absl::InternalError(absl::StrCat("device fault: ", h.message()));
 
   const backend::DeviceStats after = device_->stats();
   ++stats_.steps;

@@ -78,9 +78,13 @@ absl::StatusOr<SimOptions> ParseSimOptions(absl::string_view spec) {
     } else if (key == "poison") {
       if (value != "0" && value != "1") return absl::InvalidArgumentError("sim: poison=0 or poison=1");
       o.poison = value == "1";
+    } else if (key == "fault") {
+      if (!absl::SimpleAtoi(value, &o.fault_after_copies) || o.fault_after_copies < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("sim: fault=N takes a copy count >= 0, got '", value, "'"));
+      }
     } else {
       return absl::InvalidArgumentError(
-          absl::StrCat("sim: unknown key '", key, "' (keys: profile, mem, overhead, h2d, lat, poison)"));
+          absl::StrCat("sim: unknown key '", key, "' (keys: profile, mem, overhead, h2d, lat, poison, fault)"));
     }
   }
   if (o.memory_bytes == 0 || o.memory_bytes > (1ull << 44)) {
@@ -237,6 +241,10 @@ void SimDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);
+  if (options_.fault_after_copies >= 0 && ++copies_enqueued_ > options_.fault_after_copies && fault_.ok()) {
+    fault_ = absl::InternalError(absl::StrCat("sim: injected device fault after ", options_.fault_after_copies,
+                                              " copies on the copy queue (fault=", options_.fault_after_copies, ")"));
+  }
   Push({.kind = Op::kCopy, .dst = dst, .src = src, .bytes = bytes});
 }
 
@@ -244,6 +252,11 @@ void SimDevice::PoisonOnReuse(void* dst, uint64_t bytes) {
   if (!options_.poison) return;
   std::lock_guard<std::mutex> lock(mu_);
   Push({.kind = Op::kPoison, .dst = dst, .bytes = bytes});
+}
+
+absl::Status SimDevice::health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return fault_;
 }
 
 DeviceStats SimDevice::stats() const {

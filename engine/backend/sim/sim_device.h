@@ -29,9 +29,10 @@ struct SimOptions {
   double h2d_gbps = 0;                 // copy engine bandwidth, GB/s (1e9 bytes)
   double latency_us = 0;               // per copy
   bool poison = false;                 // NaN-fill staging slots as they are refilled
+  int64_t fault_after_copies = -1;     // latch a device fault after this many copies on the copy queue (tests)
 };
 
-// "mem=8GiB,h2d=25GB/s,lat=10us,overhead=400MiB,profile=rtx4090-24g,poison=1"
+// "mem=8GiB,h2d=25GB/s,lat=10us,overhead=400MiB,profile=rtx4090-24g,poison=1,fault=100"
 // (every key optional; the profile gives the defaults).
 absl::StatusOr<SimOptions> ParseSimOptions(absl::string_view spec);
 
@@ -60,6 +61,7 @@ class SimDevice : public CpuDevice {
   bool poison() const override { return options_.poison; }
   void PoisonOnReuse(void* dst, uint64_t bytes) override;
   DeviceStats stats() const override;
+  absl::Status health() const override;
 
  protected:
   bool scratch_per_query() const override { return true; }
@@ -95,6 +97,8 @@ class SimDevice : public CpuDevice {
   std::unique_ptr<std::atomic<uint64_t>[]> completed_{new std::atomic<uint64_t>[kMaxEvents]()};
   DeviceStats copy_stats_;
   double wait_s_ = 0;
+  int64_t copies_enqueued_ = 0;
+  absl::Status fault_;  // latched
   std::thread engine_;
 };
 
