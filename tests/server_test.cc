@@ -507,6 +507,35 @@ class SlowServerTest : public ::testing::Test {
   std::string model_;
 };
 
+TEST_F(SlowServerTest, MessageSizeAndStreamsPerConnectionLimits) {
+  auto server = Start("--slots 4 --max_message_bytes 65536 --max_streams_per_connection 1");
+  ASSERT_NE(server, nullptr);
+  auto stub = Connect(server->target());
+  // A request past --max_message_bytes is refused by gRPC before ferry sees it.
+  const Generated big = Generate(*stub, Greedy(std::string(100000, 'a'), 4));
+  EXPECT_EQ(big.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << big.status.error_message();
+  // Two calls on one connection run one at a time; other connections are not limited.
+  v1::GenerateRequest r = Greedy("Once upon a time", 12);
+  r.set_ignore_eos(true);
+  Generated a, b;
+  std::thread ta([&] { a = Generate(*stub, r); });
+  std::thread tb([&] { b = Generate(*stub, r); });
+  // A connection of its own (channels with equal arguments share one).
+  grpc::ChannelArguments own;
+  own.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto watcher = v1::Inference::NewStub(
+      grpc::CreateCustomChannel(server->target(), grpc::InsecureChannelCredentials(), own));
+  int most_running = 0;
+  for (int i = 0; i < 40; ++i) {
+    most_running = std::max(most_running, GetStats(*watcher).running());
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ta.join();
+  tb.join();
+  EXPECT_TRUE(a.status.ok() && b.status.ok()) << a.status.error_message() << " / " << b.status.error_message();
+  EXPECT_EQ(most_running, 1) << "--max_streams_per_connection 1 let two calls of one connection run together";
+}
+
 TEST_F(SlowServerTest, CancelMidStreamFreesTheSlot) {
   auto server = Start("--slots 2");
   ASSERT_NE(server, nullptr);
