@@ -228,9 +228,13 @@ INSTANTIATE_TEST_SUITE_P(F32AndF16, Greedy,
                          });
 
 // Three prompts decoded together (prefill mixed with decode) give exactly
-// the logits each gives alone.
-TEST(Batching, DoesNotChangeAnySequence) {
-  Built b = Build("llama", TensorType::kQ4_K);
+// the logits each gives alone, for every weight type: a token's arithmetic
+// must not depend on how many tokens share the step (the service's
+// determinism under continuous batching rests on it).
+class Batching : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(Batching, DoesNotChangeAnySequence) {
+  Built b = Build("llama", GetParam());
   const model::Model& m = *b.model;
   const int V = m.config.n_vocab;
   const std::vector<std::vector<int32_t>> prompts = {Prompt(3, V, 1), Prompt(7, V, 2), Prompt(5, V, 3)};
@@ -282,6 +286,12 @@ TEST(Batching, DoesNotChangeAnySequence) {
     EXPECT_EQ(together_logits[s], alone_logits[s]) << "sequence " << s << ": logits not bit-identical";
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(EveryType, Batching,
+                         ::testing::Values(TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
+                                           TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
+                                           TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K),
+                         [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
 TEST(Forward, RefusesBadTokens) {
   Built b = Build("llama", TensorType::kF32);

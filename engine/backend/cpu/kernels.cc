@@ -151,7 +151,9 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
     const int64_t blocks = cols / 32;
     BlockQ8* act = scratch.act();
     for (int t = 0; t < n_tokens; ++t) QuantizeActivations(x + t * x_stride, cols, act + t * blocks);
-    // (A single token goes row by row: measured faster than 4-row blocks.)
+    // A single token goes row by row (measured faster than 4-row blocks);
+    // both kernels do the same arithmetic per row and token, so a token's
+    // result does not depend on what else is in the step.
     const QDotRowsFn rows4 = n_tokens >= 2 ? GetQDotRows(w.type, g_isa != Isa::kScalar) : nullptr;
     // Tokens in tiles: each weight row is unpacked once per tile of tokens;
     // where a register-blocked kernel exists, 4 rows x 4 tokens at a time,
