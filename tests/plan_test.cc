@@ -67,8 +67,12 @@ TEST_P(PopularModels, AccountingAddsUpAndEveryPlanFitsItsBudget) {
     EXPECT_EQ(p->layer_bytes_total + p->head_bytes + (h.config.tied_output ? 0 : p->embedding_bytes), sum);
     EXPECT_LE(p->total, gib * kGiB);
     EXPECT_EQ(p->total, p->weights_resident + p->staging + p->kv_cache + p->workspace + p->overhead + p->margin);
-    // Resident and pinned weights together are the layers and the head, each once.
-    EXPECT_EQ(p->weights_resident + p->host_pinned, p->layer_bytes_total + p->head_bytes);
+    // Resident and pinned weights together are the layers and the head, each
+    // once, plus what a unit's span copies between its matrices (norms the
+    // file keeps among them, alignment padding): at most 1/8 more.
+    const uint64_t weights = p->layer_bytes_total + p->head_bytes;
+    EXPECT_GE(p->weights_resident + p->host_pinned, weights);
+    EXPECT_LE(p->weights_resident + p->host_pinned, weights + weights / 8);
     EXPECT_GE(p->resident_layers, previous_layers) << "a bigger budget never holds fewer layers";
     previous_layers = p->resident_layers;
     if (p->resident_layers < p->n_layers) {

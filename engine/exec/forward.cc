@@ -56,40 +56,63 @@ Executor::~Executor() {
 }
 
 uint64_t Executor::LayOut(int unit, uintptr_t base, DeviceLayer* view, std::vector<Piece>* pieces) const {
-  // A fixed order, each tensor on a 256-byte boundary; norms and biases as
-  // f32 (plan::DeviceTensorBytes counts the same bytes).
-  uint64_t offset = 0;
-  auto at = [&](uint64_t bytes, const void* src) {
-    if (pieces) pieces->push_back({src, bytes, offset});
-    const uintptr_t p = base + offset;
-    offset += AlignDevice(bytes);
-    return p;
-  };
-  auto vec = [&](const std::vector<float>& v) -> const float* {
-    if (v.empty()) return nullptr;
-    return reinterpret_cast<const float*>(at(v.size() * sizeof(float), v.data()));
-  };
-  auto mat = [&](const model::Matrix& m) {
-    model::Matrix d = m;
-    d.data = reinterpret_cast<const uint8_t*>(at(m.bytes, m.data));
-    return d;
-  };
-  DeviceLayer v;
+  // plan::UnitDeviceBytes's rule: the matrices as one span of the file when
+  // they lie together in it (one copy), else each on a 256-byte boundary;
+  // then the norms and biases as f32, each on a 256-byte boundary.
   const model::ModelWeights& w = model_.weights;
+  std::vector<const model::Matrix*> mats;
+  std::vector<const std::vector<float>*> vecs;
   if (unit == kHead) {
-    v.output_norm = vec(w.output_norm);
-    v.output = mat(w.output);
+    mats = {&w.output};
+    vecs = {&w.output_norm};
   } else {
     const model::LayerWeights& L = w.layers[unit];
-    v.attn_norm = vec(L.attn_norm);
-    v.wq = mat(L.wq), v.wk = mat(L.wk), v.wv = mat(L.wv), v.wo = mat(L.wo);
-    v.bq = vec(L.bq), v.bk = vec(L.bk), v.bv = vec(L.bv);
-    v.post_attn_norm = vec(L.post_attn_norm);
-    v.ffn_norm = vec(L.ffn_norm);
-    v.w_gate = mat(L.w_gate), v.w_up = mat(L.w_up), v.w_down = mat(L.w_down);
-    v.post_ffn_norm = vec(L.post_ffn_norm);
+    mats = {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down};
+    vecs = {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.post_attn_norm, &L.ffn_norm, &L.post_ffn_norm};
   }
-  if (view) *view = v;
+  const uint8_t* file = model_.file->bytes().data();
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const model::Matrix* m : mats) ranges.push_back({static_cast<uint64_t>(m->data - file), m->bytes});
+  const plan::UnitSpan span = plan::SpanOf(ranges);
+
+  uint64_t offset = 0;
+  std::vector<uintptr_t> mat_at(mats.size());
+  if (span.contiguous) {
+    if (pieces) pieces->push_back({file + span.begin, span.bytes, 0});
+    for (size_t i = 0; i < mats.size(); ++i) mat_at[i] = base + (ranges[i].first - span.begin);
+    offset = AlignDevice(span.bytes);
+  } else {
+    for (size_t i = 0; i < mats.size(); ++i) {
+      if (pieces) pieces->push_back({mats[i]->data, mats[i]->bytes, offset});
+      mat_at[i] = base + offset;
+      offset += AlignDevice(mats[i]->bytes);
+    }
+  }
+  std::vector<const float*> vec_at(vecs.size(), nullptr);
+  for (size_t i = 0; i < vecs.size(); ++i) {
+    if (vecs[i]->empty()) continue;
+    const uint64_t bytes = vecs[i]->size() * sizeof(float);
+    if (pieces) pieces->push_back({vecs[i]->data(), bytes, offset});
+    vec_at[i] = reinterpret_cast<const float*>(base + offset);
+    offset += AlignDevice(bytes);
+  }
+  if (view) {
+    auto mat = [&](size_t i) {
+      model::Matrix d = *mats[i];
+      d.data = reinterpret_cast<const uint8_t*>(mat_at[i]);
+      return d;
+    };
+    DeviceLayer v;
+    if (unit == kHead) {
+      v.output = mat(0);
+      v.output_norm = vec_at[0];
+    } else {
+      v.wq = mat(0), v.wk = mat(1), v.wv = mat(2), v.wo = mat(3), v.w_gate = mat(4), v.w_up = mat(5), v.w_down = mat(6);
+      v.attn_norm = vec_at[0], v.bq = vec_at[1], v.bk = vec_at[2], v.bv = vec_at[3];
+      v.post_attn_norm = vec_at[4], v.ffn_norm = vec_at[5], v.post_ffn_norm = vec_at[6];
+    }
+    *view = v;
+  }
   return offset;
 }
 
@@ -180,25 +203,43 @@ absl::Status Executor::Init() {
     };
     streamed_pieces_.resize(S);
     streamed_views_.assign(S, std::vector<DeviceLayer>(ring_depth_));
+    // Each unit's vectors are packed in host memory exactly as they sit in
+    // the slot (256-byte spacing), so they cross in one copy too.
+    std::vector<std::pair<uint64_t, uint64_t>> vector_run(S, {0, 0});  // per unit: first device offset, bytes
     uint64_t vector_floats = 0;
     for (int i = 0; i < S; ++i) {
       for (int s = 0; s < ring_depth_; ++s) {
         LayOut(streamed_[i], reinterpret_cast<uintptr_t>(slots_[s].bytes()), &streamed_views_[i][s],
                s == 0 ? &streamed_pieces_[i] : nullptr);
       }
+      uint64_t first = UINT64_MAX, end = 0;
       for (const Piece& piece : streamed_pieces_[i]) {
-        if (!in_file(piece.src)) vector_floats += piece.bytes / sizeof(float);
+        if (in_file(piece.src)) continue;
+        first = std::min(first, piece.offset);
+        end = std::max(end, piece.offset + piece.bytes);
+      }
+      if (end > 0) {
+        vector_run[i] = {first, end - first};
+        vector_floats += AlignDevice(end - first) / sizeof(float);
       }
     }
-    host_vectors_.resize(vector_floats);
+    host_vectors_.assign(vector_floats, 0.0f);
     uint64_t next = 0;
-    for (std::vector<Piece>& unit_pieces : streamed_pieces_) {
-      for (Piece& piece : unit_pieces) {
-        if (in_file(piece.src)) continue;
-        std::copy_n(static_cast<const float*>(piece.src), piece.bytes / sizeof(float), host_vectors_.data() + next);
-        piece.src = host_vectors_.data() + next;
-        next += piece.bytes / sizeof(float);
+    for (int i = 0; i < S; ++i) {
+      if (vector_run[i].second == 0) continue;
+      std::vector<Piece> merged;
+      float* run = host_vectors_.data() + next;
+      for (const Piece& piece : streamed_pieces_[i]) {
+        if (in_file(piece.src)) {
+          merged.push_back(piece);
+          continue;
+        }
+        std::copy_n(static_cast<const float*>(piece.src), piece.bytes / sizeof(float),
+                    run + (piece.offset - vector_run[i].first) / sizeof(float));
       }
+      merged.push_back({run, vector_run[i].second, vector_run[i].first});
+      streamed_pieces_[i] = std::move(merged);
+      next += AlignDevice(vector_run[i].second) / sizeof(float);
     }
     if (S > 0) {
       FERRY_RETURN_IF_ERROR(d.RegisterHost(file.data(), file.size()));

@@ -37,6 +37,36 @@ uint64_t DeviceTensorBytes(const gguf::TensorInfo& t) {
   return AlignDevice(vector ? t.elements * sizeof(float) : t.bytes);
 }
 
+UnitSpan SpanOf(const std::vector<std::pair<uint64_t, uint64_t>>& matrices) {
+  UnitSpan s;
+  if (matrices.empty()) return s;
+  uint64_t begin = UINT64_MAX, end = 0, sum = 0;
+  for (const auto& [offset, bytes] : matrices) {
+    begin = std::min(begin, offset);
+    end = std::max(end, offset + bytes);
+    sum += bytes;
+  }
+  if (end - begin <= sum + sum / 8) {
+    s.contiguous = true;
+    s.begin = begin;
+    s.bytes = end - begin;
+  }
+  return s;
+}
+
+uint64_t UnitDeviceBytes(const std::vector<std::pair<uint64_t, uint64_t>>& matrices,
+                         const std::vector<uint64_t>& vector_bytes) {
+  uint64_t total = 0;
+  const UnitSpan span = SpanOf(matrices);
+  if (span.contiguous) {
+    total += AlignDevice(span.bytes);
+  } else {
+    for (const auto& m : matrices) total += AlignDevice(m.second);
+  }
+  for (uint64_t v : vector_bytes) total += AlignDevice(v);
+  return total;
+}
+
 uint64_t Workspace::bytes() const {
   uint64_t sum = 0;
   for (uint64_t floats : {x, xn, out, q, attn, k, v, gate, up, logits, scores}) sum += AlignDevice(floats * sizeof(float));
@@ -70,7 +100,18 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   p.layer_bytes.assign(c.n_layer, 0);
   p.layer_device_bytes.assign(c.n_layer, 0);
   p.layer_params.assign(c.n_layer, 0);
-  // Every tensor's bytes, by where it belongs.
+  // Every tensor's bytes, by where it belongs; device bytes per unit by
+  // the layout rule the executor uses (UnitDeviceBytes).
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> matrices(c.n_layer + 1);  // [n_layer]: the head
+  std::vector<std::vector<uint64_t>> vectors(c.n_layer + 1);
+  auto device_part = [&](const gguf::TensorInfo& t, int unit) {
+    const bool vector = t.n_dims <= 1 || t.elements == t.dims[0];
+    if (vector) {
+      vectors[unit].push_back(t.elements * sizeof(float));
+    } else {
+      matrices[unit].push_back({t.offset, t.bytes});
+    }
+  };
   for (const gguf::TensorInfo& t : file.tensors()) {
     p.model_bytes += t.bytes;
     const absl::string_view name = t.name;
@@ -79,24 +120,26 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
         return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' names a layer outside 0..", c.n_layer - 1));
       }
       p.layer_bytes[layer] += t.bytes;
-      p.layer_device_bytes[layer] += DeviceTensorBytes(t);
+      device_part(t, layer);
       p.layer_params[layer] += t.elements;
     } else if (name == "token_embd.weight") {
       p.embedding_bytes += t.bytes;
       if (c.tied_output) {  // the head computes with the embedding matrix: it must be on the device
         p.head_bytes += t.bytes;
-        p.head_device_bytes += DeviceTensorBytes(t);
+        device_part(t, c.n_layer);
         p.head_params += t.elements;
       }
     } else {
       p.head_bytes += t.bytes;
       // rope_freqs builds the host's rotation table; the rest runs on the device every step.
       if (name != "rope_freqs.weight") {
-        p.head_device_bytes += DeviceTensorBytes(t);
+        device_part(t, c.n_layer);
         p.head_params += t.elements;
       }
     }
   }
+  for (int l = 0; l < c.n_layer; ++l) p.layer_device_bytes[l] = UnitDeviceBytes(matrices[l], vectors[l]);
+  p.head_device_bytes = UnitDeviceBytes(matrices[c.n_layer], vectors[c.n_layer]);
   for (uint64_t b : p.layer_bytes) p.layer_bytes_total += b;
 
   // Fixed costs, whatever the placement.

@@ -47,6 +47,23 @@ struct PlanRequest {
   double margin_fraction = 0.02; // safety margin, of the device memory
 };
 
+// How one unit (a layer, or the head) sits in device memory. Its matrices
+// are copied as one span of the file when they lie together in it (the
+// gaps between them at most 1/8 of their bytes): one host-to-device copy
+// per unit instead of one per tensor, which matters when every copy pays a
+// fixed latency. Otherwise each matrix gets its own 256-byte-aligned range.
+// The f32 vectors (norms, biases) follow, each 256-byte aligned.
+struct UnitSpan {
+  bool contiguous = false;
+  uint64_t begin = 0;  // file offset of the span (contiguous)
+  uint64_t bytes = 0;  // span bytes (contiguous)
+};
+// `matrices`: (offset in the file, bytes) of the unit's matrices.
+UnitSpan SpanOf(const std::vector<std::pair<uint64_t, uint64_t>>& matrices);
+// The unit's device bytes under that rule; `vector_bytes` are the f32 sizes.
+uint64_t UnitDeviceBytes(const std::vector<std::pair<uint64_t, uint64_t>>& matrices,
+                         const std::vector<uint64_t>& vector_bytes);
+
 // Device bytes of one tensor: matrices as stored, 1-D tensors (norms,
 // biases) as f32, each range 256-byte aligned.
 uint64_t DeviceTensorBytes(const gguf::TensorInfo& tensor);
