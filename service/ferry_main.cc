@@ -404,6 +404,22 @@ absl::Status RunPlan() {
   return absl::OkStatus();
 }
 
+// The bearer token in --auth_token_file (trailing new lines and spaces
+// dropped), or "" without the flag.
+absl::StatusOr<std::string> AuthToken() {
+  const std::string f = absl::GetFlag(FLAGS_auth_token_file);
+  if (f.empty()) return std::string();
+  std::FILE* in = std::fopen(f.c_str(), "rb");
+  if (in == nullptr) return absl::NotFoundError("--auth_token_file: cannot read " + f);
+  char buf[4096];
+  const size_t n = std::fread(buf, 1, sizeof(buf), in);
+  std::fclose(in);
+  std::string token(buf, n);
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.empty()) return absl::InvalidArgumentError("--auth_token_file: " + f + " is empty");
+  return token;
+}
+
 absl::StatusOr<int> RunServe() {
   service::ServeOptions o;
   absl::StatusOr<std::string> path = ModelPath();
@@ -448,16 +464,10 @@ absl::StatusOr<int> RunServe() {
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   o.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
-  if (const std::string f = absl::GetFlag(FLAGS_auth_token_file); !f.empty()) {
-    std::FILE* in = std::fopen(f.c_str(), "rb");
-    if (in == nullptr) return absl::NotFoundError("--auth_token_file: cannot read " + f);
-    char buf[4096];
-    const size_t n = std::fread(buf, 1, sizeof(buf), in);
-    std::fclose(in);
-    std::string token(buf, n);
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-    if (token.empty()) return absl::InvalidArgumentError("--auth_token_file: " + f + " is empty");
-    o.auth_token = token;
+  if (absl::StatusOr<std::string> token = AuthToken(); token.ok()) {
+    o.auth_token = *token;
+  } else {
+    return token.status();
   }
   const double drain = absl::GetFlag(FLAGS_drain_seconds);
   if (!(drain >= 0)) return absl::InvalidArgumentError("--drain_seconds must be >= 0");
@@ -476,14 +486,10 @@ absl::Status RunLoadgen() {
   o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
-  if (const std::string f = absl::GetFlag(FLAGS_auth_token_file); !f.empty()) {
-    std::FILE* in = std::fopen(f.c_str(), "rb");
-    if (in == nullptr) return absl::NotFoundError("--auth_token_file: cannot read " + f);
-    char buf[4096];
-    const size_t n = std::fread(buf, 1, sizeof(buf), in);
-    std::fclose(in);
-    o.auth_token.assign(buf, n);
-    while (!o.auth_token.empty() && (o.auth_token.back() == '\n' || o.auth_token.back() == '\r')) o.auth_token.pop_back();
+  if (absl::StatusOr<std::string> token = AuthToken(); token.ok()) {
+    o.auth_token = *token;
+  } else {
+    return token.status();
   }
   o.direct = absl::GetFlag(FLAGS_direct);
   if (o.direct) {

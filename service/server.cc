@@ -182,103 +182,81 @@ class Server::Service final : public v1::Inference::CallbackService {
 
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
                                      v1::TokenizeResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    absl::StatusOr<Engine*> e = Ready(ctx);
-    if (!e.ok()) {
-      r->Finish(ToGrpc(e.status()));
-      return r;
-    }
-    const text::Tokenizer& tok = *(*e)->tokenizer;
-    if (text::SanitizeUtf8(req->text()) != req->text()) {
-      r->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text is not valid UTF-8"));
-      return r;
-    }
-    for (int32_t id : tok.Encode(req->text(), req->has_add_bos() ? req->add_bos() : tok.add_bos())) {
-      resp->add_ids(id);
-      resp->add_pieces(text::SanitizeUtf8(tok.TokenBytes(id)));
-    }
-    r->Finish(grpc::Status::OK);
-    return r;
+    return Unary(ctx, [&](Engine& e) {
+      const text::Tokenizer& tok = *e.tokenizer;
+      if (text::SanitizeUtf8(req->text()) != req->text()) return absl::InvalidArgumentError("text is not valid UTF-8");
+      for (int32_t id : tok.Encode(req->text(), req->has_add_bos() ? req->add_bos() : tok.add_bos())) {
+        resp->add_ids(id);
+        resp->add_pieces(text::SanitizeUtf8(tok.TokenBytes(id)));
+      }
+      return absl::OkStatus();
+    });
   }
 
   grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* req,
                                        v1::DetokenizeResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    absl::StatusOr<Engine*> e = Ready(ctx);
-    if (!e.ok()) {
-      r->Finish(ToGrpc(e.status()));
-      return r;
-    }
-    const text::Tokenizer& tok = *(*e)->tokenizer;
-    std::vector<int32_t> ids(req->ids().begin(), req->ids().end());
-    for (size_t i = 0; i < ids.size(); ++i) {
-      if (ids[i] < 0 || ids[i] >= tok.n_vocab()) {
-        r->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                               absl::StrCat("ids[", i, "] = ", ids[i], " is outside the vocabulary [0, ", tok.n_vocab(),
-                                            ")")));
-        return r;
+    return Unary(ctx, [&](Engine& e) {
+      const text::Tokenizer& tok = *e.tokenizer;
+      std::vector<int32_t> ids(req->ids().begin(), req->ids().end());
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] < 0 || ids[i] >= tok.n_vocab()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("ids[", i, "] = ", ids[i], " is outside the vocabulary [0, ", tok.n_vocab(), ")"));
+        }
       }
-    }
-    resp->set_text(text::SanitizeUtf8(tok.Decode(ids)));
-    r->Finish(grpc::Status::OK);
-    return r;
+      resp->set_text(text::SanitizeUtf8(tok.Decode(ids)));
+      return absl::OkStatus();
+    });
   }
 
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest*,
                                          v1::ModelInfo* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    absl::StatusOr<Engine*> e = Ready(ctx);
-    if (!e.ok()) {
-      r->Finish(ToGrpc(e.status()));
-      return r;
-    }
-    *resp = (*e)->info;
-    resp->mutable_memory()->set_used_bytes((*e)->device->used());
-    r->Finish(grpc::Status::OK);
-    return r;
+    return Unary(ctx, [&](Engine& e) {
+      *resp = e.info;
+      resp->mutable_memory()->set_used_bytes(e.device->used());
+      return absl::OkStatus();
+    });
   }
 
   grpc::ServerUnaryReactor* Plan(grpc::CallbackServerContext* ctx, const v1::PlanRequest* req,
                                  v1::PlanResponse* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    absl::StatusOr<Engine*> e = Ready(ctx);
-    if (!e.ok()) {
-      r->Finish(ToGrpc(e.status()));
-      return r;
-    }
-    r->Finish(ToGrpc(PlanFor(**e, *req, resp)));
-    return r;
+    return Unary(ctx, [&](Engine& e) { return PlanFor(e, *req, resp); });
   }
 
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx, const v1::GetStatsRequest*,
                                      v1::Stats* resp) override {
-    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-    absl::StatusOr<Engine*> e = Ready(ctx);
-    if (!e.ok()) {
-      r->Finish(ToGrpc(e.status()));
-      return r;
-    }
-    const runtime::RuntimeStats s = (*e)->runtime->Stats();
-    resp->set_slots(s.slots);
-    resp->set_running(s.running);
-    resp->set_waiting(s.waiting);
-    resp->set_kv_tokens_used(s.kv_tokens_used);
-    resp->set_kv_tokens_capacity(s.kv_tokens_capacity);
-    resp->set_steps(s.steps);
-    resp->set_prompt_tokens(s.prompt_tokens);
-    resp->set_generated_tokens(s.generated_tokens);
-    resp->set_requests_finished(s.requests_finished);
-    resp->set_stream_bytes(s.stream.bytes_streamed);
-    resp->set_stream_copy_busy_seconds(s.stream.copy_busy_s);
-    resp->set_stream_compute_wait_seconds(s.stream.compute_wait_s);
-    resp->set_step_seconds(s.stream.step_s);
-    r->Finish(grpc::Status::OK);
-    return r;
+    return Unary(ctx, [&](Engine& e) {
+      const runtime::RuntimeStats s = e.runtime->Stats();
+      resp->set_slots(s.slots);
+      resp->set_running(s.running);
+      resp->set_waiting(s.waiting);
+      resp->set_kv_tokens_used(s.kv_tokens_used);
+      resp->set_kv_tokens_capacity(s.kv_tokens_capacity);
+      resp->set_steps(s.steps);
+      resp->set_prompt_tokens(s.prompt_tokens);
+      resp->set_generated_tokens(s.generated_tokens);
+      resp->set_requests_finished(s.requests_finished);
+      resp->set_stream_bytes(s.stream.bytes_streamed);
+      resp->set_stream_copy_busy_seconds(s.stream.copy_busy_s);
+      resp->set_stream_compute_wait_seconds(s.stream.compute_wait_s);
+      resp->set_step_seconds(s.stream.step_s);
+      return absl::OkStatus();
+    });
   }
 
   const ServeOptions& options() const { return options_; }
 
  private:
+  // A unary call: `body(engine)` once the call may run (token, loading,
+  // draining checked), its status as the call's.
+  template <typename Body>
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, Body body) {
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    absl::StatusOr<Engine*> e = Ready(ctx);
+    r->Finish(ToGrpc(e.ok() ? body(**e) : e.status()));
+    return r;
+  }
+
   absl::Status PlanFor(const Engine& e, const v1::PlanRequest& req, v1::PlanResponse* out) const {
     plan::DeviceSpec spec = e.spec;
     if (!req.gpu_profile().empty()) {
