@@ -404,6 +404,24 @@ absl::Status RunPlan() {
   return absl::OkStatus();
 }
 
+// The engine of `serve` (and of `loadgen --direct`): threads, context,
+// slots, the per-step token budget and the KV type from the flags.
+absl::StatusOr<exec::ForwardOptions> ServingForward() {
+  exec::ForwardOptions f;
+  f.threads = absl::GetFlag(FLAGS_threads);
+  f.n_ctx = absl::GetFlag(FLAGS_ctx);
+  f.max_batch = absl::GetFlag(FLAGS_batch);
+  f.n_seq = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 4;
+  if (f.max_batch < f.n_seq) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch (", f.max_batch, " tokens per step) must be at least --slots (",
+                                                   f.n_seq, "): each running request decodes a token per step"));
+  }
+  const std::string kv = absl::GetFlag(FLAGS_kv_type);
+  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
+  f.kv_type = kv == "f16" ? exec::KvType::kF16 : exec::KvType::kF32;
+  return f;
+}
+
 // The bearer token in --auth_token_file (trailing new lines and spaces
 // dropped), or "" without the flag.
 absl::StatusOr<std::string> AuthToken() {
@@ -436,17 +454,9 @@ absl::StatusOr<int> RunServe() {
   absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
   if (!device.ok()) return device.status();
   o.device = *device;
-  o.forward.threads = absl::GetFlag(FLAGS_threads);
-  o.forward.n_ctx = absl::GetFlag(FLAGS_ctx);
-  o.forward.max_batch = absl::GetFlag(FLAGS_batch);
-  o.forward.n_seq = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 4;
-  if (o.forward.max_batch < o.forward.n_seq) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch (", o.forward.max_batch, " tokens per step) must be at least --slots (",
-                                                   o.forward.n_seq, "): each running request decodes a token per step"));
-  }
-  const std::string kv = absl::GetFlag(FLAGS_kv_type);
-  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
-  o.forward.kv_type = kv == "f16" ? exec::KvType::kF16 : exec::KvType::kF32;
+  absl::StatusOr<exec::ForwardOptions> forward = ServingForward();
+  if (!forward.ok()) return forward.status();
+  o.forward = *forward;
   service::ServeLimits& l = o.limits;
   l.max_queue = absl::GetFlag(FLAGS_max_queue);
   l.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
@@ -499,10 +509,9 @@ absl::Status RunLoadgen() {
     absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
     if (!device.ok()) return device.status();
     o.device = *device;
-    o.forward.threads = absl::GetFlag(FLAGS_threads);
-    o.forward.n_ctx = absl::GetFlag(FLAGS_ctx);
-    o.forward.max_batch = absl::GetFlag(FLAGS_batch);
-    o.forward.n_seq = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 4;
+    absl::StatusOr<exec::ForwardOptions> forward = ServingForward();
+    if (!forward.ok()) return forward.status();
+    o.forward = *forward;
   }
   absl::StatusOr<service::LoadgenReport> r = service::RunLoadgen(o);
   if (!r.ok()) return r.status();
