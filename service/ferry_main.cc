@@ -114,7 +114,8 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "<token>' (health and reflection stay open for probes)");
 ABSL_FLAG(double, drain_seconds, 30, "serve: on SIGTERM, how long in-flight requests may take to finish");
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "loadgen: the server to load (only this address is contacted)");
-ABSL_FLAG(int, concurrency, 1, "loadgen: requests in flight at once (one connection each)");
+ABSL_FLAG(int, concurrency, 1, "loadgen: requests in flight at once");
+ABSL_FLAG(int, connections, 1, "loadgen: HTTP/2 connections the requests share (one per client: --connections = --concurrency)");
 ABSL_FLAG(int, requests, 0, "loadgen: requests in all (or --duration)");
 ABSL_FLAG(double, duration, 0, "loadgen: seconds to keep the load up (or --requests)");
 ABSL_FLAG(std::string, tls_ca, "", "loadgen: PEM CA bundle: connect with TLS and trust it");
@@ -488,6 +489,7 @@ absl::Status RunLoadgen() {
   service::LoadgenOptions o;
   o.target = absl::GetFlag(FLAGS_target);
   o.concurrency = absl::GetFlag(FLAGS_concurrency);
+  o.connections = absl::GetFlag(FLAGS_connections);
   o.requests = absl::GetFlag(FLAGS_requests);
   o.duration_s = absl::GetFlag(FLAGS_duration);
   if (!absl::GetFlag(FLAGS_prompt).empty()) o.prompt = absl::GetFlag(FLAGS_prompt);

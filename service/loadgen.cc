@@ -79,8 +79,9 @@ class GrpcDriver final : public Driver {
       }
       creds = grpc::SslCredentials(ssl);
     }
-    // One channel (one connection) per worker, as separate clients would have.
-    for (int i = 0; i < o.concurrency; ++i) {
+    // --connections HTTP/2 connections; worker w uses connection w % N
+    // (distinct channel arguments keep gRPC from sharing one).
+    for (int i = 0; i < std::min(o.connections, o.concurrency); ++i) {
       grpc::ChannelArguments args;
       args.SetInt("loadgen.worker", i);  // distinct arguments: a channel of its own
       stubs_.push_back(v1::Inference::NewStub(grpc::CreateCustomChannel(o.target, creds, args)));
@@ -130,7 +131,7 @@ class GrpcDriver final : public Driver {
       std::condition_variable cv_;
       bool done_ = false;
     };
-    Call call(stubs_[worker].get(), request_, o_.auth_token);
+    Call call(stubs_[worker % stubs_.size()].get(), request_, o_.auth_token);
     return call.Wait();
   }
 
@@ -222,6 +223,7 @@ double Percentile(std::vector<double> v, double p) {
 
 absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o) {
   if (o.concurrency < 1) return absl::InvalidArgumentError("--concurrency must be >= 1");
+  if (o.connections < 1) return absl::InvalidArgumentError("--connections must be >= 1");
   if ((o.requests > 0) == (o.duration_s > 0)) {
     return absl::InvalidArgumentError("give one of --requests N or --duration SECONDS");
   }
@@ -265,9 +267,11 @@ absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o) {
 }
 
 std::string LoadgenText(const LoadgenOptions& o, const LoadgenReport& r) {
-  std::string out = absl::StrFormat("loadgen: %s, concurrency %d, %d tokens per request\n",
-                                    o.direct ? "in-process runtime (--direct, no gRPC)" : "target " + o.target,
-                                    o.concurrency, o.max_tokens);
+  std::string out = absl::StrFormat(
+      "loadgen: %s, concurrency %d, %d tokens per request\n",
+      o.direct ? std::string("in-process runtime (--direct, no gRPC)")
+               : absl::StrCat("target ", o.target, " over ", std::min(o.connections, o.concurrency), " connection(s)"),
+      o.concurrency, o.max_tokens);
   absl::StrAppend(&out, absl::StrFormat("requests: %d ok", r.ok));
   for (const auto& [code, n] : r.errors) absl::StrAppend(&out, ", ", n, " ", code);
   absl::StrAppend(&out, absl::StrFormat(" in %.2f s (%.2f requests/s)\n", r.wall_s, r.wall_s > 0 ? r.ok / r.wall_s : 0));

@@ -19,6 +19,7 @@ namespace ferry::service {
 struct LoadgenOptions {
   std::string target = "127.0.0.1:50051";
   int concurrency = 1;
+  int connections = 1;      // HTTP/2 connections the workers share (like ghz --connections)
   int requests = 0;         // total; 0 = run for duration_s
   double duration_s = 0;
   std::string prompt = "Once upon a time";
