@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/synth.h"
+#include "engine/status.h"
 #include "engine/units.h"
 #include "service/bench.h"
 #include "service/generate.h"
@@ -475,11 +476,7 @@ absl::StatusOr<int> RunServe() {
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   o.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
-  if (absl::StatusOr<std::string> token = AuthToken(); token.ok()) {
-    o.auth_token = *token;
-  } else {
-    return token.status();
-  }
+  FERRY_ASSIGN_OR_RETURN(o.auth_token, AuthToken());
   const double drain = absl::GetFlag(FLAGS_drain_seconds);
   if (!(drain >= 0)) return absl::InvalidArgumentError("--drain_seconds must be >= 0");
   return service::Serve(o, absl::Seconds(drain));
@@ -498,11 +495,7 @@ absl::Status RunLoadgen() {
   o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
-  if (absl::StatusOr<std::string> token = AuthToken(); token.ok()) {
-    o.auth_token = *token;
-  } else {
-    return token.status();
-  }
+  FERRY_ASSIGN_OR_RETURN(o.auth_token, AuthToken());
   o.direct = absl::GetFlag(FLAGS_direct);
   if (o.direct) {
     absl::StatusOr<std::string> path = ModelPath();

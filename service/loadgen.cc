@@ -20,6 +20,7 @@
 #include "engine/status.h"
 #include "engine/text/tokenizer.h"
 #include "ferry/v1/inference.grpc.pb.h"
+#include "service/status_codes.h"
 
 namespace ferry::service {
 namespace {
@@ -40,22 +41,6 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-const char* CodeName(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "OTHER";
-  }
 }
 
 // A source of requests for the workers: gRPC to a server, or a runtime in
@@ -113,7 +98,7 @@ class GrpcDriver final : public Driver {
       }
       void OnDone(const grpc::Status& s) override {
         std::lock_guard<std::mutex> l(mu_);
-        out_.code = CodeName(s.error_code());
+        out_.code = GrpcCodeName(s.error_code());
         done_ = true;
         cv_.notify_one();
       }

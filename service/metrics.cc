@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "service/status_codes.h"
 
 namespace ferry::service {
 namespace {
@@ -23,10 +24,6 @@ using prometheus::Counter;
 using prometheus::Gauge;
 using prometheus::Histogram;
 
-constexpr const char* kCodes[] = {"OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-                                  "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
-                                  "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                                  "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
 constexpr runtime::FinishReason kReasons[] = {
     runtime::FinishReason::kStop,     runtime::FinishReason::kLength,   runtime::FinishReason::kStopSequence,
     runtime::FinishReason::kCancelled, runtime::FinishReason::kDeadline, runtime::FinishReason::kShutdown,
@@ -100,7 +97,7 @@ class Metrics::Impl : public prometheus::Collectable {
     prompt_tokens_ = &counter("ferry_prompt_tokens_total", "Prompt tokens computed by prefill (cached ones excluded)").Add({});
     gen_tokens_ = &counter("ferry_generation_tokens_total", "Tokens generated and sent to clients").Add({});
     auto& requests = counter("ferry_requests_total", "Generate calls by the gRPC status they ended with");
-    for (const char* c : kCodes) requests_[c] = &requests.Add({{"code", c}});
+    for (const char* c : kGrpcCodeNames) requests_[c] = &requests.Add({{"code", c}});
     auto& finish = counter("ferry_request_finish_total", "Requests the runtime ran, by why they ended");
     for (runtime::FinishReason reason : kReasons) {
       finish_[static_cast<int>(reason)] = &finish.Add({{"reason", runtime::FinishReasonName(reason)}});

@@ -26,6 +26,7 @@
 #include "engine/text/tokenizer.h"
 #include "ferry/v1/inference.grpc.pb.h"
 #include "service/requests.h"
+#include "service/status_codes.h"
 
 namespace ferry::service {
 
@@ -62,15 +63,6 @@ grpc::Status FinalStatus(const runtime::Update& u) {
       return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("device fault: ", u.error.message()));
     default: return grpc::Status::OK;
   }
-}
-
-const char* CodeName(grpc::StatusCode c) {
-  static const char* const kNames[] = {"OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  const int i = static_cast<int>(c);
-  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
 }
 
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
@@ -502,7 +494,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void FinishLocked(const grpc::Status& status) {
     if (finished_) return;
     finished_ = true;
-    if (metrics_ != nullptr) metrics_->OnRequestEnd(CodeName(status.error_code()));
+    if (metrics_ != nullptr) metrics_->OnRequestEnd(GrpcCodeName(status.error_code()));
     Finish(status);
   }
 

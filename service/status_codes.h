@@ -1,0 +1,19 @@
+// gRPC status code names as gRPC spells them ("OK", "INVALID_ARGUMENT",
+// ...): the `code` label of ferry_requests_total and loadgen's error table.
+#pragma once
+
+#include <span>
+
+namespace ferry::service {
+
+inline constexpr const char* kGrpcCodeNames[] = {
+    "OK",        "CANCELLED",          "UNKNOWN",             "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",   "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL",        "UNAVAILABLE",         "DATA_LOSS",        "UNAUTHENTICATED"};
+
+// The name of gRPC status code `code` (a grpc::StatusCode); "UNKNOWN" outside 0..16.
+inline const char* GrpcCodeName(int code) {
+  return code >= 0 && code < static_cast<int>(std::size(kGrpcCodeNames)) ? kGrpcCodeNames[code] : "UNKNOWN";
+}
+
+}  // namespace ferry::service
