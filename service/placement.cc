@@ -3,28 +3,21 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "engine/backend/profiles.h"
-#include "engine/backend/sim/sim_device.h"
 
 namespace ferry::service {
 
 plan::DeviceSpec SpecOf(const backend::Device& device) {
+  // What the device knows (configured on sim, measured on cuda) over the
+  // planner's defaults.
+  const backend::DeviceFacts f = device.facts();
   plan::DeviceSpec spec;
-  spec.name = device.Describe();
-  if (const auto* sim = dynamic_cast<const backend::SimDevice*>(&device)) {
-    const backend::SimOptions& o = sim->options();
-    spec.memory_bytes = o.memory_bytes;
-    spec.overhead_bytes = o.overhead_bytes;
-    spec.h2d_gbps = o.h2d_gbps;
-    spec.latency_us = o.latency_us;
-    if (absl::StatusOr<backend::GpuProfile> p = backend::FindGpuProfile(o.profile); p.ok()) {
-      spec.memory_gbps = p->memory_gbps;
-      spec.tflops = p->tflops;
-    }
-    spec.name = absl::StrCat("sim ", o.profile);
-    return spec;
-  }
-  spec.memory_bytes = device.capacity();
+  spec.name = f.name;
+  spec.memory_bytes = f.memory_bytes;
+  spec.overhead_bytes = f.overhead_bytes;
+  if (f.h2d_gbps > 0) spec.h2d_gbps = f.h2d_gbps;
+  if (f.latency_us > 0) spec.latency_us = f.latency_us;
+  if (f.memory_gbps > 0) spec.memory_gbps = f.memory_gbps;
+  if (f.tflops > 0) spec.tflops = f.tflops;
   return spec;
 }
 

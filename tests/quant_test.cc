@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "engine/quant/blocks.h"
 #include "engine/quant/half.h"
 #include "engine/quant/quantize.h"
 #include "engine/quant/types.h"
@@ -174,6 +175,45 @@ INSTANTIATE_TEST_SUITE_P(
                       ErrorBound{TensorType::kQ4_K, 0.12}, ErrorBound{TensorType::kQ5_K, 0.06},
                       ErrorBound{TensorType::kQ6_K, 0.03}),
     [](const auto& info) { return std::string(Info(info.param.type).name); });
+
+// The GPU kernels decode 32 values at a time (DecodeSub); the CPU decodes
+// whole blocks. Random bytes (finite scales) must decode to the same bits.
+template <typename Block>
+void ExpectSubBlocksMatchTheBlock(int elems, std::mt19937& rng) {
+  for (int trial = 0; trial < 200; ++trial) {
+    Block b;
+    auto* bytes = reinterpret_cast<uint8_t*>(&b);
+    for (size_t i = 0; i < sizeof(b); ++i) bytes[i] = static_cast<uint8_t>(rng());
+    // Scales: finite halves (a NaN would compare unequal however decoded).
+    std::uniform_real_distribution<float> scale(-2.0f, 2.0f);
+    uint16_t* first = reinterpret_cast<uint16_t*>(&b);
+    if constexpr (std::is_same_v<Block, BlockQ6_K>) {
+      b.d = FloatToHalf(scale(rng));
+    } else {
+      first[0] = FloatToHalf(scale(rng));
+      if constexpr (sizeof(Block) != sizeof(BlockQ4_0) && sizeof(Block) != sizeof(BlockQ5_0) &&
+                    sizeof(Block) != sizeof(BlockQ8_0)) {
+        first[1] = FloatToHalf(scale(rng));
+      }
+    }
+    std::vector<float> whole(elems), subs(elems);
+    DecodeBlock(b, whole.data());
+    for (int s = 0; s < elems / 32; ++s) DecodeSub(b, s, subs.data() + 32 * s);
+    for (int i = 0; i < elems; ++i) ASSERT_EQ(FloatBits(whole[i]), FloatBits(subs[i])) << "element " << i;
+  }
+}
+
+TEST(Blocks, SubBlockDecodingEqualsBlockDecodingBitForBit) {
+  std::mt19937 rng(7);
+  ExpectSubBlocksMatchTheBlock<BlockQ4_0>(32, rng);
+  ExpectSubBlocksMatchTheBlock<BlockQ4_1>(32, rng);
+  ExpectSubBlocksMatchTheBlock<BlockQ5_0>(32, rng);
+  ExpectSubBlocksMatchTheBlock<BlockQ5_1>(32, rng);
+  ExpectSubBlocksMatchTheBlock<BlockQ8_0>(32, rng);
+  ExpectSubBlocksMatchTheBlock<BlockQ4_K>(256, rng);
+  ExpectSubBlocksMatchTheBlock<BlockQ5_K>(256, rng);
+  ExpectSubBlocksMatchTheBlock<BlockQ6_K>(256, rng);
+}
 
 TEST(Types, TableIsConsistent) {
   for (const TypeInfo& info : AllTypes()) {

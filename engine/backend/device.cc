@@ -9,6 +9,13 @@
 
 namespace ferry::backend {
 
+DeviceFacts Device::facts() const {
+  DeviceFacts f;
+  f.name = Describe();
+  f.memory_bytes = capacity();
+  return f;
+}
+
 absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec, int threads) {
   if (spec == "cpu") return std::unique_ptr<Device>(new CpuDevice(threads));
   absl::string_view rest = spec;

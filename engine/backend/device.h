@@ -67,6 +67,18 @@ struct DeviceStats {
   double compute_wait_s = 0;
 };
 
+// What the planner's speed and memory model should assume about a device:
+// configured (sim) or measured at start-up (cuda). Zero: not known.
+struct DeviceFacts {
+  std::string name;
+  uint64_t memory_bytes = 0;    // what plans may fill, context overhead included
+  uint64_t overhead_bytes = 0;  // of which taken before ferry allocates
+  double h2d_gbps = 0;          // pinned host-to-device copies
+  double latency_us = 0;        // per copy
+  double memory_gbps = 0;       // device memory
+  double tflops = 0;            // matrix throughput
+};
+
 class Device {
  public:
   virtual ~Device() = default;
@@ -112,15 +124,22 @@ class Device {
   virtual void PoisonOnReuse(void* dst, uint64_t bytes) = 0;  // on the copy queue
 
   virtual DeviceStats stats() const = 0;
+  // Default: the name and the arena's capacity.
+  virtual DeviceFacts facts() const;
   // OK, or the fault that left the device unusable. A fault latches: once
   // set it stays (a CUDA context after an illegal address), and the
   // executor fails every step from then on. The cpu device never faults.
   virtual absl::Status health() const { return absl::OkStatus(); }
 
   // --- kernels: on the compute queue, all pointers in device memory ---
-  // Sizes the kernels' own scratch once, for rows up to `max_width` values
-  // and steps of up to `max_tokens` tokens.
-  virtual absl::Status ReserveKernelScratch(int64_t max_width, int max_tokens) = 0;
+  // Sizes the kernels' own scratch once, for matrices of up to `max_rows`
+  // rows of up to `max_width` values and steps of up to `max_tokens` tokens.
+  // A GPU-like device takes backend::KernelScratchFor(...) from its memory
+  // (scratch.h); kernel_scratch_bytes() says how much.
+  virtual absl::Status ReserveKernelScratch(int64_t max_rows, int64_t max_width, int max_tokens) = 0;
+  virtual uint64_t kernel_scratch_bytes() const { return 0; }
+  // Gives the device memory of ReserveKernelScratch back (the executor's end).
+  virtual void ReleaseKernelScratch() {}
   // Floats of attention scratch for `tokens` x `n_head` queries over n_ctx.
   virtual uint64_t AttentionScratchFloats(int tokens, int n_head, int n_ctx) const = 0;
   // y[t * y_stride + r] = dot(row r of w, x + t * x_stride), t < n_tokens.

@@ -53,6 +53,7 @@ Executor::~Executor() {
   if (file_registered_) device_->UnregisterHost(model_.file->bytes().data());
   if (!host_vectors_.empty()) device_->UnregisterHost(host_vectors_.data());
   if (!embd_host_.empty()) device_->UnregisterHost(embd_host_.data());
+  device_->ReleaseKernelScratch();
 }
 
 uint64_t Executor::LayOut(int unit, uintptr_t base, DeviceLayer* view, std::vector<Piece>* pieces) const {
@@ -139,7 +140,8 @@ Executor::DeviceLayer Executor::InPlace(int unit) const {
 absl::Status Executor::Init() {
   const model::ModelConfig& c = config_;
   backend::Device& d = *device_;
-  FERRY_RETURN_IF_ERROR(d.ReserveKernelScratch(std::max({c.n_embd, c.n_ff, c.q_dim()}), options_.max_batch));
+  FERRY_RETURN_IF_ERROR(d.ReserveKernelScratch(plan::MaxMatrixRows(c), plan::MaxMatrixWidth(c), options_.max_batch));
+  usage_.workspace += d.kernel_scratch_bytes();
   // theta_i = pos * freq_scale * base^(-2i / rope_dims) / factor_i
   for (int i = 0; i < c.rope_dims / 2; ++i) {
     double f = c.rope_freq_scale * std::pow(static_cast<double>(c.rope_base), -2.0 * i / c.rope_dims);

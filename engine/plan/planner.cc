@@ -10,6 +10,7 @@
 #include "engine/backend/arena.h"
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/profiles.h"
+#include "engine/backend/scratch.h"
 #include "engine/quant/quantize.h"
 #include "engine/units.h"
 
@@ -72,6 +73,12 @@ uint64_t Workspace::bytes() const {
   for (uint64_t floats : {x, xn, out, q, attn, k, v, gate, up, logits, scores}) sum += AlignDevice(floats * sizeof(float));
   return sum;
 }
+
+int64_t MaxMatrixRows(const model::ModelConfig& c) {
+  return std::max({c.n_vocab, c.n_ff, c.n_embd, c.q_dim(), c.kv_dim(), c.v_dim()});
+}
+
+int64_t MaxMatrixWidth(const model::ModelConfig& c) { return std::max({c.n_embd, c.n_ff, c.q_dim()}); }
 
 Workspace WorkspaceFor(const model::ModelConfig& c, int max_batch, int n_ctx) {
   const uint64_t B = max_batch;
@@ -145,7 +152,8 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   // Fixed costs, whatever the placement.
   p.kv_cache = static_cast<uint64_t>(c.n_layer) * (KvLayerBytes(r.n_ctx, r.n_slots, c.kv_dim(), r.kv_bytes_per_elem) +
                                                    KvLayerBytes(r.n_ctx, r.n_slots, c.v_dim(), r.kv_bytes_per_elem));
-  p.workspace = WorkspaceFor(c, r.max_batch, r.n_ctx).bytes();
+  p.workspace = WorkspaceFor(c, r.max_batch, r.n_ctx).bytes() +
+                backend::KernelScratchFor(MaxMatrixRows(c), MaxMatrixWidth(c), r.max_batch).bytes();
   p.overhead = device.overhead_bytes;
   p.margin = static_cast<uint64_t>(r.margin_fraction * static_cast<double>(device.memory_bytes));
   p.budget = r.policy == Policy::kBudget ? std::min(r.gpu_memory, device.memory_bytes) : device.memory_bytes;

@@ -79,6 +79,10 @@ struct Workspace {
   uint64_t bytes() const;           // the sum, each buffer aligned
 };
 Workspace WorkspaceFor(const model::ModelConfig& config, int max_batch, int n_ctx);
+// The largest matrix's rows and widths, for the kernels' scratch
+// (backend/scratch.h), which the plan counts in the workspace.
+int64_t MaxMatrixRows(const model::ModelConfig& config);
+int64_t MaxMatrixWidth(const model::ModelConfig& config);
 
 // One layer's K or V cache: (n_slots, n_ctx, width) elements, aligned.
 uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem);

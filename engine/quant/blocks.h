@@ -174,4 +174,52 @@ FERRY_HD inline void DecodeBlock(const BlockQ6_K& b, float* y) {
   }
 }
 
+// One 32-element sub-block of a block: what a GPU thread decodes at a time
+// (a whole k-quant super-block is 256 values, too many for registers). For
+// the 32-element formats `sub` is 0 and this is DecodeBlock. Same arithmetic,
+// in the same order, as DecodeBlock: tests check them equal bit for bit.
+FERRY_HD inline void DecodeSub(const BlockQ4_0& b, int, float* y) { DecodeBlock(b, y); }
+FERRY_HD inline void DecodeSub(const BlockQ4_1& b, int, float* y) { DecodeBlock(b, y); }
+FERRY_HD inline void DecodeSub(const BlockQ5_0& b, int, float* y) { DecodeBlock(b, y); }
+FERRY_HD inline void DecodeSub(const BlockQ5_1& b, int, float* y) { DecodeBlock(b, y); }
+FERRY_HD inline void DecodeSub(const BlockQ8_0& b, int, float* y) { DecodeBlock(b, y); }
+
+// Sub-block s of Q4_K: byte run s/2 of qs, low nibbles when s is even.
+FERRY_HD inline void DecodeSub(const BlockQ4_K& b, int s, float* y) {
+  const float d = HalfToFloat(b.d), dmin = HalfToFloat(b.dmin);
+  uint8_t sc, m;
+  ScaleMinK4(s, b.scales, &sc, &m);
+  const float d1 = d * sc, m1 = dmin * m;
+  const uint8_t* q = b.qs + 32 * (s / 2);
+  const int shift = (s & 1) * 4;
+  for (int l = 0; l < 32; ++l) y[l] = d1 * static_cast<float>((q[l] >> shift) & 0x0f) - m1;
+}
+
+// Sub-block s of Q5_K: as Q4_K, the fifth bit is bit s of qh[l].
+FERRY_HD inline void DecodeSub(const BlockQ5_K& b, int s, float* y) {
+  const float d = HalfToFloat(b.d), dmin = HalfToFloat(b.dmin);
+  uint8_t sc, m;
+  ScaleMinK4(s, b.scales, &sc, &m);
+  const float d1 = d * sc, m1 = dmin * m;
+  const uint8_t* q = b.qs + 32 * (s / 2);
+  const int shift = (s & 1) * 4;
+  for (int l = 0; l < 32; ++l) {
+    y[l] = d1 * static_cast<float>(((q[l] >> shift) & 0x0f) + ((b.qh[l] >> s) & 1 ? 16 : 0)) - m1;
+  }
+}
+
+// Sub-block s of Q6_K: half s/4, group k = s%4 of that half (see DecodeBlock).
+FERRY_HD inline void DecodeSub(const BlockQ6_K& b, int s, float* y) {
+  const float d = HalfToFloat(b.d);
+  const int half = s / 4, k = s % 4;
+  const uint8_t* ql = b.ql + 64 * half + 32 * (k % 2);
+  const uint8_t* qh = b.qh + 32 * half;
+  const int8_t* sc = b.scales + 8 * half + 2 * k;
+  const int shift = 4 * (k / 2);
+  for (int l = 0; l < 32; ++l) {
+    const int q = (((ql[l] >> shift) & 0x0f) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
+    y[l] = d * sc[l / 16] * static_cast<float>(q);
+  }
+}
+
 }  // namespace ferry::quant

@@ -62,8 +62,8 @@ DeviceStats CpuDevice::stats() const {
   return s;
 }
 
-absl::Status CpuDevice::ReserveKernelScratch(int64_t max_width, int max_tokens) {
-  if (max_width <= 0 || max_tokens <= 0) return absl::InvalidArgumentError("kernel scratch: sizes must be positive");
+absl::Status CpuDevice::ReserveKernelScratch(int64_t max_rows, int64_t max_width, int max_tokens) {
+  if (max_rows <= 0 || max_width <= 0 || max_tokens <= 0) return absl::InvalidArgumentError("kernel scratch: sizes must be positive");
   scratch_ = std::make_unique<cpu::MatMulScratch>(pool_.size(), max_width, max_tokens);
   return absl::OkStatus();
 }

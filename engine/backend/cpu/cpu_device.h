@@ -47,7 +47,7 @@ class CpuDevice : public Device {
   void PoisonOnReuse(void*, uint64_t) override {}
   DeviceStats stats() const override;
 
-  absl::Status ReserveKernelScratch(int64_t max_width, int max_tokens) override;
+  absl::Status ReserveKernelScratch(int64_t max_rows, int64_t max_width, int max_tokens) override;
   uint64_t AttentionScratchFloats(int tokens, int n_head, int n_ctx) const override;
   void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
               int64_t y_stride) override;

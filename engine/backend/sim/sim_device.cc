@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "engine/backend/profiles.h"
+#include "engine/backend/scratch.h"
 #include "engine/status.h"
 #include "engine/units.h"
 
@@ -144,6 +145,35 @@ uint64_t SimDevice::used() const {
 uint64_t SimDevice::peak() const {
   std::lock_guard<std::mutex> lock(mu_);
   return arena_.peak();
+}
+
+absl::Status SimDevice::ReserveKernelScratch(int64_t max_rows, int64_t max_width, int max_tokens) {
+  FERRY_RETURN_IF_ERROR(CpuDevice::ReserveKernelScratch(max_rows, max_width, max_tokens));
+  ReleaseKernelScratch();
+  const uint64_t bytes = KernelScratchFor(max_rows, max_width, max_tokens).bytes();
+  FERRY_ASSIGN_OR_RETURN(gpu_scratch_, Allocate(bytes, "kernel scratch"));
+  gpu_scratch_bytes_ = AlignDevice(bytes);
+  return absl::OkStatus();
+}
+
+void SimDevice::ReleaseKernelScratch() {
+  if (gpu_scratch_ != nullptr) Free(gpu_scratch_);
+  gpu_scratch_ = nullptr;
+  gpu_scratch_bytes_ = 0;
+}
+
+DeviceFacts SimDevice::facts() const {
+  DeviceFacts f;
+  f.name = absl::StrCat("sim ", options_.profile);
+  f.memory_bytes = options_.memory_bytes;
+  f.overhead_bytes = options_.overhead_bytes;
+  f.h2d_gbps = options_.h2d_gbps;
+  f.latency_us = options_.latency_us;
+  if (absl::StatusOr<GpuProfile> p = FindGpuProfile(options_.profile); p.ok()) {
+    f.memory_gbps = p->memory_gbps;
+    f.tflops = p->tflops;
+  }
+  return f;
 }
 
 absl::StatusOr<void*> SimDevice::Allocate(uint64_t bytes, absl::string_view what) {

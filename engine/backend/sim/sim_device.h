@@ -61,7 +61,13 @@ class SimDevice : public CpuDevice {
   bool poison() const override { return options_.poison; }
   void PoisonOnReuse(void* dst, uint64_t bytes) override;
   DeviceStats stats() const override;
+  DeviceFacts facts() const override;
   absl::Status health() const override;
+  // The cpu kernels' host scratch, plus the device bytes a GPU's kernels
+  // would take (backend/scratch.h), so memory runs out where it would on one.
+  absl::Status ReserveKernelScratch(int64_t max_rows, int64_t max_width, int max_tokens) override;
+  uint64_t kernel_scratch_bytes() const override { return gpu_scratch_bytes_; }
+  void ReleaseKernelScratch() override;
 
  protected:
   bool scratch_per_query() const override { return true; }
@@ -99,6 +105,8 @@ class SimDevice : public CpuDevice {
   double wait_s_ = 0;
   int64_t copies_enqueued_ = 0;
   absl::Status fault_;  // latched
+  void* gpu_scratch_ = nullptr;
+  uint64_t gpu_scratch_bytes_ = 0;
   std::thread engine_;
 };
 
