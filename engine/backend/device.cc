@@ -5,7 +5,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "engine/backend/cpu/cpu_device.h"
+#include "engine/backend/cuda/options.h"
 #include "engine/backend/sim/sim_device.h"
+#if FERRY_HAVE_CUDA
+#include "engine/backend/cuda/cuda_device.h"
+#endif
 
 namespace ferry::backend {
 
@@ -28,10 +32,18 @@ absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec, int t
     return std::unique_ptr<Device>(std::move(*d));
   }
   if (rest == "cuda" || absl::ConsumePrefix(&rest, "cuda:")) {
-    // The CUDA backend is issue 5; until it lands this build cannot drive a GPU.
+    if (rest == "cuda") rest = "";
+    absl::StatusOr<CudaOptions> o = ParseCudaOptions(rest);
+    if (!o.ok()) return o.status();
+#if FERRY_HAVE_CUDA
+    absl::StatusOr<std::unique_ptr<CudaDevice>> d = CudaDevice::Create(*o);
+    if (!d.ok()) return d.status();
+    return std::unique_ptr<Device>(std::move(*d));
+#else
     return absl::UnimplementedError(
-        "this build has no CUDA backend yet; --device sim:profile=<gpu> runs the same schedule on the CPU "
-        "with a GPU's memory cap and copy bandwidth");
+        "this ferry was built without CUDA (nvcc was not found at configure time); --device sim:profile=<gpu> "
+        "runs the same schedule on the CPU with a GPU's memory cap and copy bandwidth");
+#endif
   }
   return absl::InvalidArgumentError(absl::StrCat("--device '", spec, "': want cpu, sim[:key=value,...] or cuda[:N]"));
 }

@@ -7,7 +7,10 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
+#include <vector>
 #include <span>
 #include <string>
 
@@ -162,6 +165,29 @@ class Device {
   // dst[i] = src[rows[i]] for rows of `width` floats.
   virtual void GatherRows(const float* src, std::span<const int32_t> rows, int64_t width, float* dst) = 0;
 };
+
+// Host memory on whole pages of its own, for buffers a backend registers
+// (page-locks): CUDA cannot register a page twice, so two registered
+// buffers must never share one.
+template <typename T>
+struct PageAllocator {
+  using value_type = T;
+  static constexpr size_t kPage = 4096;
+  PageAllocator() = default;
+  template <typename U>
+  PageAllocator(const PageAllocator<U>&) {}
+  T* allocate(size_t n) {
+    const size_t bytes = (n * sizeof(T) + kPage - 1) / kPage * kPage;
+    void* p = std::aligned_alloc(kPage, bytes == 0 ? kPage : bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const PageAllocator<U>&) const { return true; }
+};
+template <typename T>
+using PageVector = std::vector<T, PageAllocator<T>>;
 
 // Opens "cpu", "sim[:key=value,...]" or "cuda[:N]". `threads` sizes the CPU
 // kernels' pool (0: one per hardware thread).

@@ -148,13 +148,13 @@ class Executor {
   int ring_depth_ = 0;
   uint64_t slot_bytes_ = 0;
   uint64_t cursor_ = 0;  // streamed units computed so far, over all steps
-  std::vector<float> host_vectors_;  // streamed units' norms and biases, one registered range
+  backend::PageVector<float> host_vectors_;  // streamed units' norms and biases, one registered range
   bool file_registered_ = false;
   // KV cache per layer and activations, in device memory.
   std::vector<backend::DeviceBuffer> k_cache_, v_cache_;
   std::vector<backend::KvLayer> kv_;
   backend::DeviceBuffer x_, xn_, out_, q_, attn_, k_, v_, gate_, up_, logits_, scores_;
-  std::vector<float> embd_host_;     // (max_batch, n_embd): rows gathered on the host
+  backend::PageVector<float> embd_host_;     // (max_batch, n_embd): rows gathered on the host
   std::vector<backend::TokenPos> tokens_;
   std::vector<int32_t> logit_rows_;
   std::vector<float> inv_freq_;      // rope: one frequency per rotated pair

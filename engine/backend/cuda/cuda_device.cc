@@ -1,0 +1,574 @@
+#include "engine/backend/cuda/cuda_device.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/backend/cuda/attention.cuh"
+#include "engine/backend/cuda/check.h"
+#include "engine/backend/cuda/elementwise.cuh"
+#include "engine/backend/cuda/matmul.cuh"
+#include "engine/backend/scratch.h"
+#include "engine/units.h"
+
+namespace ferry::backend {
+
+namespace cuda {
+std::string DescribeCudaError(cudaError_t e) { return absl::StrCat(cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"); }
+}  // namespace cuda
+
+namespace {
+
+// Left free for what the driver allocates after start-up: lazily loaded
+// kernel modules, launch resources.
+constexpr uint64_t kDriverReserve = uint64_t{256} << 20;
+
+using cuda::BlasStatusName;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::Create(const CudaOptions& options) {
+  int count = 0;
+  if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {
+    return absl::FailedPreconditionError(absl::StrCat("no CUDA device: ", cuda::DescribeCudaError(e)));
+  }
+  if (count == 0) return absl::FailedPreconditionError("no CUDA device: the driver reports none");
+  if (options.index >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cuda:", options.index, ": this machine has ", count, " CUDA device(s), numbered from 0"));
+  }
+  std::unique_ptr<CudaDevice> d(new CudaDevice(options));
+  absl::Status s = d->Init();
+  if (!s.ok()) return s;
+  return d;
+}
+
+CudaDevice::CudaDevice(const CudaOptions& options) : options_(options) {}
+
+absl::Status CudaDevice::Init() {
+  auto fail = [](const char* what, cudaError_t e) {
+    return absl::FailedPreconditionError(absl::StrCat("CUDA start-up: ", what, ": ", cuda::DescribeCudaError(e)));
+  };
+  if (cudaError_t e = cudaSetDevice(options_.index); e != cudaSuccess) return fail("cudaSetDevice", e);
+  if (cudaError_t e = cudaGetDeviceProperties(&prop_, options_.index); e != cudaSuccess) {
+    return fail("cudaGetDeviceProperties", e);
+  }
+  if (cudaError_t e = cudaFree(nullptr); e != cudaSuccess) return fail("context creation", e);
+  if (cudaError_t e = cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking); e != cudaSuccess) {
+    return fail("cudaStreamCreateWithFlags(compute)", e);
+  }
+  if (cudaError_t e = cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking); e != cudaSuccess) {
+    return fail("cudaStreamCreateWithFlags(copy)", e);
+  }
+  // cuBLAS before measuring: its handle's memory counts as overhead.
+  lib_ = cuda::LoadBlas(&blas_missing_);
+  if (lib_ != nullptr) {
+    if (cublasStatus_t b = lib_->create(&blas_); b != CUBLAS_STATUS_SUCCESS) {
+      return absl::FailedPreconditionError(absl::StrCat("CUDA start-up: cublasCreate: ", BlasStatusName(b)));
+    }
+    lib_->set_stream(blas_, compute_);
+  }
+  // The context overhead, measured: what is gone before ferry allocates
+  // (this context, cuBLAS's handle, and anything other processes hold).
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaError_t e = cudaMemGetInfo(&free_bytes, &total_bytes); e != cudaSuccess) return fail("cudaMemGetInfo", e);
+  total_ = total_bytes;
+  overhead_ = total_bytes - free_bytes;
+  uint64_t arena = free_bytes > kDriverReserve ? free_bytes - kDriverReserve : 0;
+  if (options_.memory_bytes > 0) {
+    if (options_.memory_bytes <= overhead_) {
+      return absl::InvalidArgumentError(absl::StrCat("cuda: mem=", HumanBytes(options_.memory_bytes),
+                                                     " is not more than the context overhead (",
+                                                     HumanBytes(overhead_), ")"));
+    }
+    arena = std::min(arena, options_.memory_bytes - overhead_);
+  }
+  arena = arena / kDeviceAlign * kDeviceAlign;
+  if (arena == 0) return absl::ResourceExhaustedError("cuda: no device memory is free");
+  void* base = nullptr;
+  if (cudaError_t e = cudaMalloc(&base, arena); e != cudaSuccess) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cuda: cudaMalloc of ", HumanBytes(arena), " at start-up failed: ", cuda::DescribeCudaError(e)));
+  }
+  base_ = static_cast<uint8_t*>(base);
+  arena_ = Arena(arena);
+  MeasureBandwidths();
+  return absl::OkStatus();
+}
+
+// Pinned host-to-device and device-to-device bandwidth on 64 MiB copies
+// (best of 3), for the planner's speed model; the arena is still empty.
+void CudaDevice::MeasureBandwidths() {
+  constexpr uint64_t kBytes = uint64_t{64} << 20;
+  if (arena_.capacity() < 2 * kBytes) return;
+  void* host = nullptr;
+  if (cudaHostAlloc(&host, kBytes, cudaHostAllocDefault) != cudaSuccess) return;
+  std::memset(host, 1, kBytes);
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  auto best = [&](auto copy) {
+    float best_ms = 1e30f;
+    for (int i = 0; i < 3; ++i) {
+      cudaEventRecord(a, copy_);
+      copy();
+      cudaEventRecord(b, copy_);
+      cudaEventSynchronize(b);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, a, b);
+      best_ms = std::min(best_ms, ms);
+    }
+    return best_ms;
+  };
+  const float h2d_ms = best([&] { cudaMemcpyAsync(base_, host, kBytes, cudaMemcpyHostToDevice, copy_); });
+  const float d2d_ms = best([&] { cudaMemcpyAsync(base_ + kBytes, base_, kBytes, cudaMemcpyDeviceToDevice, copy_); });
+  h2d_gbps_ = h2d_ms > 0 ? kBytes / (h2d_ms * 1e-3) / 1e9 : 0;
+  d2d_gbps_ = d2d_ms > 0 ? 2.0 * kBytes / (d2d_ms * 1e-3) / 1e9 : 0;  // read + write
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaFreeHost(host);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) Fail(absl::StrCat("bandwidth probe: ", cuda::DescribeCudaError(e)));
+}
+
+CudaDevice::~CudaDevice() {
+  if (compute_) cudaStreamSynchronize(compute_);
+  if (copy_) cudaStreamSynchronize(copy_);
+  for (const void* p : registered_) cudaHostUnregister(const_cast<void*>(p));
+  for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  for (cudaEvent_t e : timing_pool_) cudaEventDestroy(e);
+  for (const Timed& t : pending_) cudaEventDestroy(t.begin), cudaEventDestroy(t.end);
+  if (step_begin_) cudaEventDestroy(step_begin_);
+  if (bounce_) cudaFreeHost(bounce_);
+  if (blas_) lib_->destroy(blas_);
+  if (base_) cudaFree(base_);
+  if (compute_) cudaStreamDestroy(compute_);
+  if (copy_) cudaStreamDestroy(copy_);
+}
+
+std::string CudaDevice::Describe() const {
+  return absl::StrFormat(
+      "cuda:%d %s (sm_%d%d, %s; %s for ferry, context %s; %.1f GB/s host-to-device, %.0f GB/s on the device%s)",
+      options_.index, prop_.name, prop_.major, prop_.minor, HumanBytes(total_), HumanBytes(arena_.capacity()),
+      HumanBytes(overhead_), h2d_gbps_, d2d_gbps_,
+      lib_ ? "" : absl::StrCat("; no cuBLAS, prefill runs the matvec kernel: ", blas_missing_));
+}
+
+DeviceFacts CudaDevice::facts() const {
+  DeviceFacts f;
+  f.name = absl::StrFormat("cuda:%d %s", options_.index, prop_.name);
+  f.memory_bytes = arena_.capacity();  // the overhead is outside the arena already
+  f.h2d_gbps = h2d_gbps_;
+  f.memory_gbps = d2d_gbps_;
+  return f;
+}
+
+void CudaDevice::Fail(const std::string& what) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!fault_.empty()) return;
+  fault_ = what;
+  std::fprintf(stderr, "ferry: CUDA fault: %s\n", what.c_str());
+}
+
+bool CudaDevice::Faulted() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !fault_.empty();
+}
+
+absl::Status CudaDevice::health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fault_.empty()) return absl::OkStatus();
+  return absl::InternalError(fault_);
+}
+
+uint64_t CudaDevice::used() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return arena_.used();
+}
+
+uint64_t CudaDevice::peak() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return arena_.peak();
+}
+
+absl::StatusOr<void*> CudaDevice::Allocate(uint64_t bytes, absl::string_view what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::optional<uint64_t> offset = arena_.Allocate(bytes);
+  if (!offset) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "device out of memory: ", what, " needs ", HumanBytes(AlignDevice(bytes)), ", ",
+        HumanBytes(arena_.capacity() - arena_.used()), " of ", HumanBytes(arena_.capacity()), " free (largest free block ",
+        HumanBytes(arena_.largest_free()), ")"));
+  }
+  return base_ + *offset;
+}
+
+void CudaDevice::Free(void* p) {
+  if (p == nullptr) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  arena_.Free(static_cast<uint8_t*>(p) - base_);
+}
+
+absl::Status CudaDevice::RegisterHost(const void* p, uint64_t bytes) {
+  if (p == nullptr || bytes == 0) return absl::OkStatus();
+  int read_only = 0;
+  cudaDeviceGetAttribute(&read_only, cudaDevAttrHostRegisterReadOnlySupported, options_.index);
+  // The device only reads these ranges; a read-only registration is what a
+  // PROT_READ file mapping needs.
+  const unsigned flags = cudaHostRegisterPortable | (read_only ? cudaHostRegisterReadOnly : 0u);
+  if (cudaError_t e = cudaHostRegister(const_cast<void*>(p), bytes, flags); e != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cudaHostRegister of ", HumanBytes(bytes), " of host memory failed: ", cuda::DescribeCudaError(e),
+        read_only ? "" : " (this GPU cannot register read-only memory, which a read-only file mapping needs)",
+        "; check the locked-memory limit (ulimit -l)"));
+  }
+  registered_.insert(p);
+  return absl::OkStatus();
+}
+
+void CudaDevice::UnregisterHost(const void* p) {
+  if (registered_.erase(p) == 0) return;  // never registered (Init failed first)
+  FERRY_CUDA_CHECK(cudaHostUnregister(const_cast<void*>(p)));
+}
+
+absl::StatusOr<Event> CudaDevice::CreateEvent() {
+  cudaEvent_t e;
+  if (cudaError_t err = cudaEventCreateWithFlags(&e, cudaEventDisableTiming); err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("cudaEventCreateWithFlags: ", cuda::DescribeCudaError(err)));
+  }
+  events_.push_back(e);
+  return static_cast<Event>(events_.size() - 1);
+}
+
+void CudaDevice::Record(Event e, Queue q) {
+  if (q == Queue::kCompute) BeginCompute();
+  FERRY_CUDA_CHECK(cudaEventRecord(events_[e], StreamOf(q)));
+}
+
+void CudaDevice::Wait(Queue q, Event e) {
+  if (q == Queue::kCompute) {
+    BeginCompute();
+    cudaEvent_t begin = TimingEvent(), end = TimingEvent();
+    FERRY_CUDA_CHECK(cudaEventRecord(begin, compute_));
+    FERRY_CUDA_CHECK(cudaStreamWaitEvent(compute_, events_[e], 0));
+    FERRY_CUDA_CHECK(cudaEventRecord(end, compute_));
+    pending_.push_back({begin, end, false});
+    return;
+  }
+  FERRY_CUDA_CHECK(cudaStreamWaitEvent(StreamOf(q), events_[e], 0));
+}
+
+bool CudaDevice::Query(Event e) {
+  const cudaError_t r = cudaEventQuery(events_[e]);
+  if (r == cudaSuccess) return true;
+  if (r != cudaErrorNotReady) FERRY_CUDA_CHECK(r);
+  return false;
+}
+
+void CudaDevice::Synchronize(Event e) { FERRY_CUDA_CHECK(cudaEventSynchronize(events_[e])); }
+
+void CudaDevice::SynchronizeAll() {
+  FERRY_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  FERRY_CUDA_CHECK(cudaStreamSynchronize(copy_));
+  Harvest(true);
+}
+
+void CudaDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
+  if (bytes == 0) return;
+  if (q == Queue::kCompute) {
+    BeginCompute();
+    FERRY_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, compute_));
+    return;
+  }
+  cudaEvent_t begin = TimingEvent(), end = TimingEvent();
+  FERRY_CUDA_CHECK(cudaEventRecord(begin, copy_));
+  FERRY_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, copy_));
+  FERRY_CUDA_CHECK(cudaEventRecord(end, copy_));
+  pending_.push_back({begin, end, true});
+  stats_.bytes_to_device += bytes;
+  ++stats_.copies;
+}
+
+void CudaDevice::CopyToHost(void* dst, const void* src, uint64_t bytes) {
+  BeginCompute();
+  if (bytes > bounce_bytes_) {
+    if (bounce_) cudaFreeHost(bounce_);
+    bounce_ = nullptr;
+    bounce_bytes_ = 0;
+    if (cudaHostAlloc(&bounce_, bytes, cudaHostAllocDefault) == cudaSuccess) {
+      bounce_bytes_ = bytes;
+    } else {
+      cudaGetLastError();  // pinned memory is short: copy to pageable memory instead
+      bounce_ = nullptr;
+    }
+  }
+  void* target = bounce_ ? bounce_ : dst;
+  if (bytes > 0) FERRY_CUDA_CHECK(cudaMemcpyAsync(target, src, bytes, cudaMemcpyDeviceToHost, compute_));
+  cudaEvent_t end = TimingEvent();
+  FERRY_CUDA_CHECK(cudaEventRecord(end, compute_));
+  FERRY_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  if (bounce_ && bytes > 0) std::memcpy(dst, bounce_, bytes);
+  // The step's compute span ends here.
+  float ms = 0;
+  if (step_begin_ && cudaEventElapsedTime(&ms, step_begin_, end) == cudaSuccess) {
+    Harvest(true);
+    stats_.compute_s += std::max(0.0, ms * 1e-3 - waits_in_step_s_);
+  } else {
+    Harvest(true);
+  }
+  waits_in_step_s_ = 0;
+  compute_running_ = false;
+  timing_pool_.push_back(end);
+}
+
+void CudaDevice::PoisonOnReuse(void* dst, uint64_t bytes) {
+  // 0xff bytes are NaNs as f32 (and as f16): a read of a released slot shows.
+  if (options_.poison) FERRY_CUDA_CHECK(cudaMemsetAsync(dst, 0xff, bytes, copy_));
+}
+
+DeviceStats CudaDevice::stats() const { return stats_; }
+
+cudaEvent_t CudaDevice::TimingEvent() {
+  if (!timing_pool_.empty()) {
+    cudaEvent_t e = timing_pool_.back();
+    timing_pool_.pop_back();
+    return e;
+  }
+  cudaEvent_t e = nullptr;
+  FERRY_CUDA_CHECK(cudaEventCreate(&e));
+  return e;
+}
+
+void CudaDevice::BeginCompute() {
+  if (compute_running_) return;
+  compute_running_ = true;
+  if (step_begin_ == nullptr) FERRY_CUDA_CHECK(cudaEventCreate(&step_begin_));
+  FERRY_CUDA_CHECK(cudaEventRecord(step_begin_, compute_));
+}
+
+// Folds completed timing pairs into the stats, oldest first; stops at the
+// first pair still in flight (a copy for the next step) unless the compute
+// stream is idle, in which case compute-side pairs are all complete.
+void CudaDevice::Harvest(bool compute_idle) {
+  while (!pending_.empty()) {
+    const Timed t = pending_.front();
+    const cudaError_t r = cudaEventQuery(t.end);
+    if (r == cudaErrorNotReady) {
+      if (!compute_idle || t.copy) break;
+    } else if (r != cudaSuccess) {
+      FERRY_CUDA_CHECK(r);
+      break;
+    }
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, t.begin, t.end) != cudaSuccess) {
+      cudaGetLastError();
+      ms = 0;
+    }
+    if (t.copy) {
+      stats_.copy_busy_s += ms * 1e-3;
+    } else {
+      stats_.compute_wait_s += ms * 1e-3;
+      waits_in_step_s_ += ms * 1e-3;
+    }
+    timing_pool_.push_back(t.begin);
+    timing_pool_.push_back(t.end);
+    pending_.pop_front();
+  }
+}
+
+void CudaDevice::Launched(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) Fail(absl::StrCat(what, ": ", cuda::DescribeCudaError(e)));
+}
+
+absl::Status CudaDevice::ReserveKernelScratch(int64_t max_rows, int64_t max_width, int max_tokens) {
+  if (max_rows <= 0 || max_width <= 0 || max_tokens <= 0) {
+    return absl::InvalidArgumentError("kernel scratch: sizes must be positive");
+  }
+  ReleaseKernelScratch();
+  const KernelScratch layout = KernelScratchFor(max_rows, max_width, max_tokens);
+  void* p = nullptr;
+  {
+    absl::StatusOr<void*> got = Allocate(layout.bytes(), "kernel scratch");
+    if (!got.ok()) return got.status();
+    p = *got;
+  }
+  scratch_ = p;
+  scratch_bytes_ = AlignDevice(layout.bytes());
+  uint8_t* at = static_cast<uint8_t*>(p);
+  tokens_dev_ = reinterpret_cast<int2*>(at);
+  at += KernelScratch::Align(layout.tokens * 8);
+  rows_dev_ = reinterpret_cast<int32_t*>(at);
+  at += KernelScratch::Align(layout.rows * 4);
+  rope_dev_ = reinterpret_cast<float*>(at);
+  at += KernelScratch::Align(layout.rope * 4);
+  tile_ = nullptr;
+  tile_values_ = 0;
+  if (layout.tile > 0) {
+    tile_ = reinterpret_cast<float*>(at);
+    tile_values_ = static_cast<int64_t>(layout.tile);
+    at += KernelScratch::Align(layout.tile * 4);
+    if (cublasStatus_t b = lib_ ? lib_->set_workspace(blas_, at, layout.workspace) : CUBLAS_STATUS_SUCCESS;
+        b != CUBLAS_STATUS_SUCCESS) {
+      return absl::InternalError(absl::StrCat("cublasSetWorkspace: ", BlasStatusName(b)));
+    }
+  }
+  max_tokens_ = max_tokens;
+  tokens_host_.clear();
+  rows_host_.clear();
+  rope_host_.clear();
+  return absl::OkStatus();
+}
+
+void CudaDevice::ReleaseKernelScratch() {
+  if (scratch_ == nullptr) return;
+  FERRY_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  if (tile_ != nullptr && lib_) lib_->set_workspace(blas_, nullptr, 0);
+  Free(scratch_);
+  scratch_ = nullptr;
+  scratch_bytes_ = 0;
+  tokens_dev_ = nullptr, rows_dev_ = nullptr, rope_dev_ = nullptr, tile_ = nullptr;
+}
+
+uint64_t CudaDevice::AttentionScratchFloats(int tokens, int n_head, int n_ctx) const {
+  return static_cast<uint64_t>(tokens) * n_head * n_ctx;  // a row per query: flash-decoding partials
+}
+
+// Uploads from pageable host vectors: cudaMemcpyAsync returns once it has
+// staged pageable source bytes, so the vectors may change right after.
+const void* CudaDevice::UploadTokens(std::span<const TokenPos> tokens) {
+  if (tokens.size() > static_cast<size_t>(max_tokens_)) {
+    Fail(absl::StrCat("a step of ", tokens.size(), " tokens exceeds the ", max_tokens_, " the kernel scratch holds"));
+    return nullptr;
+  }
+  static_assert(sizeof(TokenPos) == sizeof(int2));
+  if (tokens.size() != tokens_host_.size() ||
+      !std::equal(tokens.begin(), tokens.end(), tokens_host_.begin(),
+                  [](const TokenPos& a, const TokenPos& b) { return a.seq == b.seq && a.pos == b.pos; })) {
+    tokens_host_.assign(tokens.begin(), tokens.end());
+    FERRY_CUDA_CHECK(cudaMemcpyAsync(tokens_dev_, tokens_host_.data(), tokens.size() * sizeof(TokenPos),
+                                     cudaMemcpyHostToDevice, compute_));
+  }
+  return tokens_dev_;
+}
+
+const int32_t* CudaDevice::UploadRows(std::span<const int32_t> rows) {
+  if (rows.size() > static_cast<size_t>(max_tokens_)) {
+    Fail(absl::StrCat("a gather of ", rows.size(), " rows exceeds the ", max_tokens_, " the kernel scratch holds"));
+    return nullptr;
+  }
+  if (rows.size() != rows_host_.size() || !std::equal(rows.begin(), rows.end(), rows_host_.begin())) {
+    rows_host_.assign(rows.begin(), rows.end());
+    FERRY_CUDA_CHECK(
+        cudaMemcpyAsync(rows_dev_, rows_host_.data(), rows.size() * sizeof(int32_t), cudaMemcpyHostToDevice, compute_));
+  }
+  return rows_dev_;
+}
+
+const float* CudaDevice::UploadRope(const RopeParams& rope) {
+  const size_t pairs = static_cast<size_t>(rope.dims / 2);
+  if (pairs > static_cast<size_t>(kMaxRopePairs)) {
+    Fail(absl::StrCat("rope over ", rope.dims, " dimensions: the kernels take at most ", 2 * kMaxRopePairs));
+    return nullptr;
+  }
+  if (pairs != rope_host_.size() || !std::equal(rope_host_.begin(), rope_host_.end(), rope.inv_freq)) {
+    rope_host_.assign(rope.inv_freq, rope.inv_freq + pairs);
+    FERRY_CUDA_CHECK(
+        cudaMemcpyAsync(rope_dev_, rope_host_.data(), pairs * sizeof(float), cudaMemcpyHostToDevice, compute_));
+  }
+  return rope_dev_;
+}
+
+void CudaDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
+                        int64_t y_stride) {
+  if (Faulted()) return;
+  BeginCompute();
+  const cuda::MatMulArgs a{w.data, w.type, w.rows, w.cols, static_cast<int64_t>(w.row_bytes()), x, x_stride,
+                           n_tokens, y, y_stride};
+  if (!cuda::MatMulSupports(w.type)) {
+    Fail(absl::StrCat("matmul: no CUDA kernel for the type of ", w.name));
+    return;
+  }
+  cublasStatus_t blas = CUBLAS_STATUS_SUCCESS;
+  Launched(cuda::LaunchMatMul(a, {tile_, tile_values_, lib_, blas_}, compute_, &blas), "matmul");
+  if (blas != CUBLAS_STATUS_SUCCESS) Fail(absl::StrCat("cublasGemmEx for ", w.name, ": ", BlasStatusName(blas)));
+}
+
+void CudaDevice::RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) {
+  if (Faulted()) return;
+  BeginCompute();
+  Launched(cuda::LaunchRmsNorm(x, n_rows, width, weight, eps, out, compute_), "rmsnorm");
+}
+
+void CudaDevice::Add(float* x, const float* y, int64_t n) {
+  if (Faulted()) return;
+  BeginCompute();
+  Launched(cuda::LaunchAdd(x, y, n, compute_), "add");
+}
+
+void CudaDevice::AddRowBias(float* x, int n_rows, int64_t width, const float* bias) {
+  if (Faulted()) return;
+  BeginCompute();
+  Launched(cuda::LaunchAddRowBias(x, n_rows, width, bias, compute_), "row bias");
+}
+
+void CudaDevice::Rope(float* x, int n_rows, int n_heads, std::span<const TokenPos> tokens, const RopeParams& rope) {
+  if (Faulted()) return;
+  BeginCompute();
+  const void* t = UploadTokens(tokens.first(n_rows));
+  const float* f = UploadRope(rope);
+  if (t == nullptr || f == nullptr) return;
+  Launched(cuda::LaunchRope(x, n_rows, n_heads, rope.head_dim, static_cast<const int2*>(t), f, rope.dims, rope.neox,
+                            compute_),
+           "rope");
+}
+
+void CudaDevice::StoreKv(const KvLayer& kv, const float* k, const float* v, std::span<const TokenPos> tokens) {
+  if (Faulted()) return;
+  BeginCompute();
+  const void* t = UploadTokens(tokens);
+  if (t == nullptr) return;
+  Launched(cuda::LaunchStoreKv({kv.k, kv.v, kv.f16, kv.n_ctx, kv.kv_dim}, k, v, static_cast<const int2*>(t),
+                               static_cast<int>(tokens.size()), compute_),
+           "store kv");
+}
+
+void CudaDevice::Attention(const float* q, const KvLayer& kv, std::span<const TokenPos> tokens,
+                           const AttentionShape& s, float* scratch, float* out) {
+  if (Faulted()) return;
+  BeginCompute();
+  const void* t = UploadTokens(tokens);
+  if (t == nullptr) return;
+  int max_span = 1;
+  for (const TokenPos& tok : tokens) {
+    const int lo = s.window > 0 ? std::max(0, tok.pos - s.window + 1) : 0;
+    max_span = std::max(max_span, tok.pos - lo + 1);
+  }
+  cuda::AttentionArgs a{q, {kv.k, kv.v, kv.f16, kv.n_ctx, kv.kv_dim}, static_cast<const int2*>(t),
+                        static_cast<int>(tokens.size()), max_span, s.n_head, s.n_head_kv, s.head_dim, s.query_scale,
+                        s.softcap, s.window, scratch, out};
+  Launched(cuda::LaunchAttention(a, compute_), "attention");
+}
+
+void CudaDevice::GatedActivation(float* gate, const float* up, int64_t n, model::Activation act) {
+  if (Faulted()) return;
+  BeginCompute();
+  Launched(cuda::LaunchGatedActivation(gate, up, n, act == model::Activation::kGeluTanh, compute_), "gated activation");
+}
+
+void CudaDevice::SoftCap(float* x, int64_t n, float cap) {
+  if (Faulted()) return;
+  BeginCompute();
+  Launched(cuda::LaunchSoftCap(x, n, cap, compute_), "softcap");
+}
+
+void CudaDevice::GatherRows(const float* src, std::span<const int32_t> rows, int64_t width, float* dst) {
+  if (Faulted()) return;
+  BeginCompute();
+  const int32_t* r = UploadRows(rows);
+  if (r == nullptr) return;
+  Launched(cuda::LaunchGatherRows(src, r, static_cast<int>(rows.size()), width, dst, compute_), "gather rows");
+}
+
+}  // namespace ferry::backend

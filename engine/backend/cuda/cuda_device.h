@@ -1,0 +1,157 @@
+// The cuda backend: the Device interface on one GPU. Device memory is one
+// cudaMalloc taken at start-up (never managed memory) and handed out by the
+// same first-fit Arena as the sim device, so an allocation fails at the
+// byte the planner predicts, and nothing is allocated per request. The
+// compute and copy queues are two non-blocking streams; events are CUDA
+// events (timing disabled), so the executor's ring schedule maps one to one.
+// Kernels: matmul.cuh, attention.cuh, elementwise.cuh.
+//
+// Host memory for streamed weights: the mapped GGUF file is registered with
+// cudaHostRegister (read-only), not copied into cudaHostAlloc buffers: the
+// weights stay in host memory once (the page cache), copies DMA straight
+// from the mapping, and host memory for streaming stays ~1.0x the streamed
+// bytes. The executor's own host buffers (embedding rows, streamed norms)
+// sit on pages of their own (PageVector) and are registered the same way:
+// a copy from pageable memory would make the host wait for the copy
+// stream, and the host must run ahead of both streams.
+//
+// Any CUDA error latches a fault (health()): after an illegal address the
+// context is unusable, so the executor fails every later step and the
+// service reports itself unhealthy. Out-of-memory cannot happen during a
+// request: every byte comes from the arena, sized at load.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/backend/arena.h"
+#include "engine/backend/cuda/blas.h"
+#include "engine/backend/cuda/options.h"
+#include "engine/backend/device.h"
+
+namespace ferry::backend {
+
+class CudaDevice : public Device {
+ public:
+  // Fails with FAILED_PRECONDITION "no CUDA device: ..." where there is none.
+  static absl::StatusOr<std::unique_ptr<CudaDevice>> Create(const CudaOptions& options);
+  ~CudaDevice() override;
+
+  std::string Describe() const override;
+  DeviceFacts facts() const override;
+  uint64_t context_overhead() const { return overhead_; }
+  double measured_h2d_gbps() const { return h2d_gbps_; }
+  double measured_d2d_gbps() const { return d2d_gbps_; }
+
+  bool computes_on_host_memory() const override { return false; }
+  uint64_t capacity() const override { return arena_.capacity(); }
+  uint64_t used() const override;
+  uint64_t peak() const override;
+  absl::StatusOr<void*> Allocate(uint64_t bytes, absl::string_view what) override;
+  void Free(void* p) override;
+  absl::Status RegisterHost(const void* p, uint64_t bytes) override;
+  void UnregisterHost(const void* p) override;
+
+  absl::StatusOr<Event> CreateEvent() override;
+  void Record(Event e, Queue q) override;
+  void Wait(Queue q, Event e) override;
+  bool Query(Event e) override;
+  void Synchronize(Event e) override;
+  void SynchronizeAll() override;
+  void CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes) override;
+  void CopyToHost(void* dst, const void* src, uint64_t bytes) override;
+  bool poison() const override { return options_.poison; }
+  void PoisonOnReuse(void* dst, uint64_t bytes) override;
+  DeviceStats stats() const override;
+  absl::Status health() const override;
+
+  absl::Status ReserveKernelScratch(int64_t max_rows, int64_t max_width, int max_tokens) override;
+  uint64_t kernel_scratch_bytes() const override { return scratch_bytes_; }
+  void ReleaseKernelScratch() override;
+  uint64_t AttentionScratchFloats(int tokens, int n_head, int n_ctx) const override;
+  void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
+              int64_t y_stride) override;
+  void RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) override;
+  void Add(float* x, const float* y, int64_t n) override;
+  void AddRowBias(float* x, int n_rows, int64_t width, const float* bias) override;
+  void Rope(float* x, int n_rows, int n_heads, std::span<const TokenPos> tokens, const RopeParams& rope) override;
+  void StoreKv(const KvLayer& kv, const float* k, const float* v, std::span<const TokenPos> tokens) override;
+  void Attention(const float* q, const KvLayer& kv, std::span<const TokenPos> tokens, const AttentionShape& shape,
+                 float* scratch, float* out) override;
+  void GatedActivation(float* gate, const float* up, int64_t n, model::Activation act) override;
+  void SoftCap(float* x, int64_t n, float cap) override;
+  void GatherRows(const float* src, std::span<const int32_t> rows, int64_t width, float* dst) override;
+
+  // Latches the first fault (FERRY_CUDA_CHECK calls this).
+  void Fail(const std::string& what) const;
+
+ private:
+  explicit CudaDevice(const CudaOptions& options);
+  absl::Status Init();
+  void MeasureBandwidths();
+  cudaStream_t StreamOf(Queue q) const { return q == Queue::kCopy ? copy_ : compute_; }
+  bool Faulted() const;
+  // The compute queue is about to run something: the step's timing starts.
+  void BeginCompute();
+  // The step's positions / logit rows / rope table in device memory,
+  // uploaded only when they differ from what is there.
+  const void* UploadTokens(std::span<const TokenPos> tokens);
+  const int32_t* UploadRows(std::span<const int32_t> rows);
+  const float* UploadRope(const RopeParams& rope);
+  // Timing events from a pool; pairs are harvested once they complete.
+  cudaEvent_t TimingEvent();
+  void Harvest(bool compute_idle);
+  void Launched(cudaError_t e, const char* what);
+
+  const CudaOptions options_;
+  cudaDeviceProp prop_{};
+  uint64_t total_ = 0, overhead_ = 0;
+  double h2d_gbps_ = 0, d2d_gbps_ = 0;
+  uint8_t* base_ = nullptr;
+  Arena arena_{0};
+  mutable std::mutex mu_;  // arena_, fault_
+  mutable std::string fault_;
+  cudaStream_t compute_ = nullptr, copy_ = nullptr;
+  const cuda::Blas* lib_ = nullptr;  // cuBLAS when found (blas.h)
+  std::string blas_missing_;
+  cublasHandle_t blas_ = nullptr;
+  std::vector<cudaEvent_t> events_;
+  std::set<const void*> registered_;
+  // Kernel scratch (backend/scratch.h) inside the arena.
+  void* scratch_ = nullptr;
+  uint64_t scratch_bytes_ = 0;
+  int2* tokens_dev_ = nullptr;
+  int32_t* rows_dev_ = nullptr;
+  float* rope_dev_ = nullptr;
+  float* tile_ = nullptr;
+  int64_t tile_values_ = 0;
+  int max_tokens_ = 0;
+  std::vector<TokenPos> tokens_host_;
+  std::vector<int32_t> rows_host_;
+  std::vector<float> rope_host_;
+  // Logits come back through a pinned buffer (grown on demand).
+  void* bounce_ = nullptr;
+  uint64_t bounce_bytes_ = 0;
+  // Stats: copy time from events around each copy; compute time from the
+  // first kernel after the host last waited to the end of CopyToHost, less
+  // the time the compute stream stood at waits on the copy stream.
+  struct Timed {
+    cudaEvent_t begin, end;
+    bool copy;  // else a compute-side wait
+  };
+  std::vector<cudaEvent_t> timing_pool_;
+  std::deque<Timed> pending_;
+  cudaEvent_t step_begin_ = nullptr;
+  bool compute_running_ = false;
+  DeviceStats stats_;
+  double waits_in_step_s_ = 0;
+};
+
+}  // namespace ferry::backend

@@ -1,0 +1,131 @@
+#include "engine/backend/cuda/elementwise.cuh"
+
+#include <algorithm>
+
+namespace ferry::backend::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned BlocksFor(int64_t n) { return static_cast<unsigned>(std::max<int64_t>(1, (n + kThreads - 1) / kThreads)); }
+
+__global__ void AddKernel(float* x, const float* y, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+
+__global__ void AddRowBiasKernel(float* x, int64_t n, int64_t width, const float* bias) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += bias[i % width];
+}
+
+__global__ void GatedKernel(float* gate, const float* up, int64_t n, bool gelu) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float g = gate[i];
+  float a;
+  if (gelu) {
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    a = 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+  } else {
+    a = g / (1.0f + expf(-g));
+  }
+  gate[i] = a * up[i];
+}
+
+__global__ void SoftCapKernel(float* x, int64_t n, float cap) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = cap * tanhf(x[i] / cap);
+}
+
+__global__ void GatherKernel(const float* src, const int32_t* rows, int64_t width, float* dst) {
+  const float* s = src + static_cast<int64_t>(rows[blockIdx.x]) * width;
+  float* d = dst + static_cast<int64_t>(blockIdx.x) * width;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
+}
+
+__global__ void RmsNormKernel(const float* x, int64_t width, const float* weight, float eps, float* out) {
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * width;
+  float* o = out + static_cast<int64_t>(blockIdx.x) * width;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) ss = fmaf(xr[i], xr[i], ss);
+  __shared__ float warp_sums[kThreads / 32];
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x / 32] = ss;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
+  const float scale = rsqrtf(total / static_cast<float>(width) + eps);
+  // In place is allowed: each thread rewrites only the values it read itself.
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) o[i] = xr[i] * scale * weight[i];
+}
+
+// One thread per (row, pair, head); theta in double as the CPU backend does.
+__global__ void RopeKernel(float* x, int n_heads, int head_dim, const int2* tokens, const float* inv_freq, int half,
+                           bool neox) {
+  const int row = blockIdx.x;
+  const int pos = tokens[row].y;
+  float* xr = x + static_cast<int64_t>(row) * n_heads * head_dim;
+  for (int item = threadIdx.x; item < half * n_heads; item += blockDim.x) {
+    const int i = item % half, h = item / half;
+    const double theta = static_cast<double>(pos) * inv_freq[i];
+    double s, c;
+    sincos(theta, &s, &c);
+    const float cs = static_cast<float>(c), sn = static_cast<float>(s);
+    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    float* head = xr + static_cast<int64_t>(h) * head_dim;
+    const float x0 = head[a], x1 = head[b];
+    head[a] = x0 * cs - x1 * sn;
+    head[b] = x0 * sn + x1 * cs;
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchAdd(float* x, const float* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  AddKernel<<<BlocksFor(n), kThreads, 0, stream>>>(x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddRowBias(float* x, int n_rows, int64_t width, const float* bias, cudaStream_t stream) {
+  const int64_t n = static_cast<int64_t>(n_rows) * width;
+  if (n == 0) return cudaSuccess;
+  AddRowBiasKernel<<<BlocksFor(n), kThreads, 0, stream>>>(x, n, width, bias);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGatedActivation(float* gate, const float* up, int64_t n, bool gelu, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  GatedKernel<<<BlocksFor(n), kThreads, 0, stream>>>(gate, up, n, gelu);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSoftCap(float* x, int64_t n, float cap, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  SoftCapKernel<<<BlocksFor(n), kThreads, 0, stream>>>(x, n, cap);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGatherRows(const float* src, const int32_t* rows, int n_rows, int64_t width, float* dst,
+                             cudaStream_t stream) {
+  if (n_rows == 0) return cudaSuccess;
+  GatherKernel<<<n_rows, kThreads, 0, stream>>>(src, rows, width, dst);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out,
+                          cudaStream_t stream) {
+  if (n_rows == 0) return cudaSuccess;
+  RmsNormKernel<<<n_rows, kThreads, 0, stream>>>(x, width, weight, eps, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRope(float* x, int n_rows, int n_heads, int head_dim, const int2* tokens, const float* inv_freq,
+                       int dims, bool neox, cudaStream_t stream) {
+  if (n_rows == 0 || dims < 2) return cudaSuccess;
+  RopeKernel<<<n_rows, kThreads, 0, stream>>>(x, n_heads, head_dim, tokens, inv_freq, dims / 2, neox);
+  return cudaGetLastError();
+}
+
+}  // namespace ferry::backend::cuda

@@ -1,0 +1,23 @@
+// "--device cuda[:N][,mem=SIZE][,poison=1]": which GPU and how much of its
+// memory ferry may take. Parsed without the CUDA runtime, so every build
+// (and CI without a GPU) checks the syntax.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace ferry::backend {
+
+struct CudaOptions {
+  int index = 0;              // the device ordinal
+  uint64_t memory_bytes = 0;  // at most this much device memory, context included; 0: all that is free
+  bool poison = false;        // NaN-fill staging slots as they are refilled (debug)
+};
+
+// `spec` is what follows "cuda:" ("" for plain "cuda"): "1", "mem=8GiB",
+// "0,mem=8GiB,poison=1".
+absl::StatusOr<CudaOptions> ParseCudaOptions(absl::string_view spec);
+
+}  // namespace ferry::backend
