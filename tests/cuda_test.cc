@@ -1,0 +1,345 @@
+// The cuda backend against the cpu backend and a double-precision
+// reference. Every test that needs a GPU opens "cuda" first and skips with
+// the reason when there is none (CI compiles all of this without a GPU;
+// tests/gpu/run.sh runs it where one exists). The option parser and the
+// no-device error run everywhere.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend/cpu/cpu_device.h"
+#include "engine/backend/cuda/options.h"
+#include "engine/backend/device.h"
+#include "engine/backend/scratch.h"
+#include "engine/exec/forward.h"
+#include "engine/quant/quantize.h"
+#include "engine/quant/types.h"
+#include "tests/in_memory_model.h"
+#include "tests/shared_models.h"
+
+namespace ferry {
+namespace {
+
+using ::testing::HasSubstr;
+using quant::TensorType;
+
+#define FERRY_REQUIRE_CUDA(device)                                                         \
+  std::unique_ptr<backend::Device> device;                                                 \
+  {                                                                                        \
+    auto opened = backend::OpenDevice("cuda", 0);                                          \
+    if (!opened.ok()) GTEST_SKIP() << "no GPU to run on: " << opened.status().message();   \
+    device = std::move(*opened);                                                           \
+  }
+
+TEST(CudaOptions, ParsesIndexMemoryAndPoison) {
+  auto o = backend::ParseCudaOptions("1,mem=8GiB,poison=1");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->index, 1);
+  EXPECT_EQ(o->memory_bytes, 8ull << 30);
+  EXPECT_TRUE(o->poison);
+  o = backend::ParseCudaOptions("");
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->index, 0);
+  EXPECT_EQ(o->memory_bytes, 0u);
+  EXPECT_THAT(std::string(backend::ParseCudaOptions("x").status().message()), HasSubstr("device index"));
+  EXPECT_THAT(std::string(backend::ParseCudaOptions("0,speed=9").status().message()), HasSubstr("unknown key 'speed'"));
+  EXPECT_FALSE(backend::ParseCudaOptions("mem=0").ok());
+  EXPECT_FALSE(backend::ParseCudaOptions("poison=2").ok());
+}
+
+// Without a GPU (or without CUDA in the build) opening one is a clear
+// error, never a crash; with one it describes the card.
+TEST(CudaDevice, OpensOrSaysWhyNot) {
+  auto d = backend::OpenDevice("cuda", 0);
+  if (d.ok()) {
+    EXPECT_THAT((*d)->Describe(), HasSubstr("cuda:0"));
+    EXPECT_GT((*d)->capacity(), 0u);
+    EXPECT_TRUE((*d)->health().ok());
+    return;
+  }
+  EXPECT_TRUE(d.status().code() == absl::StatusCode::kFailedPrecondition ||
+              d.status().code() == absl::StatusCode::kUnimplemented)
+      << d.status();
+  EXPECT_THAT(std::string(d.status().message()), ::testing::AnyOf(HasSubstr("no CUDA device"), HasSubstr("without CUDA")));
+}
+
+// Device buffers filled from and read back to host vectors.
+struct OnDevice {
+  backend::Device& d;
+  std::vector<backend::DeviceBuffer> held;
+  template <typename T>
+  T* Put(const std::vector<T>& host) {
+    held.push_back(*backend::DeviceBuffer::Make(d, std::max<size_t>(1, host.size()) * sizeof(T), "test"));
+    d.CopyToDevice(backend::Queue::kCompute, held.back().bytes(), host.data(), host.size() * sizeof(T));
+    return reinterpret_cast<T*>(held.back().bytes());
+  }
+  template <typename T>
+  std::vector<T> Get(const T* p, size_t n) {
+    std::vector<T> out(n);
+    d.CopyToHost(out.data(), p, n * sizeof(T));
+    return out;
+  }
+};
+
+std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// max |a - b| / max |b|: the normalized error the tolerances are stated in.
+double NormalizedError(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+class CudaMatMul : public ::testing::TestWithParam<TensorType> {};
+
+// Against a double-precision product with the dequantized weights (the
+// CPU dequantizer is exact to the format): the matvec kernel accumulates
+// in f32 (1e-5), the GEMM path multiplies in TF32 (10-bit mantissa: 2e-3).
+TEST_P(CudaMatMul, MatchesADoubleReferenceOnTheDecodedWeights) {
+  FERRY_REQUIRE_CUDA(dev);
+  const TensorType type = GetParam();
+  const int64_t rows = 96, cols = 512;
+  const std::vector<float> w = Random(rows * cols, 1, 0.5f);
+  const uint64_t row_bytes = *quant::RowBytes(type, cols);
+  std::vector<uint8_t> packed(rows * row_bytes);
+  std::vector<float> decoded(rows * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    ASSERT_TRUE(quant::QuantizeRow(type, {w.data() + r * cols, static_cast<size_t>(cols)},
+                                   {packed.data() + r * row_bytes, row_bytes}).ok());
+    ASSERT_TRUE(quant::DequantizeRow(type, {packed.data() + r * row_bytes, row_bytes},
+                                     {decoded.data() + r * cols, static_cast<size_t>(cols)}).ok());
+  }
+  ASSERT_TRUE(dev->ReserveKernelScratch(rows, cols, 32).ok());
+  for (int n : {1, 3, 8, 17, 32}) {
+    SCOPED_TRACE(absl::StrCat(n, " tokens"));
+    const std::vector<float> x = Random(n * cols, 2 + n);
+    std::vector<double> want(n * rows);
+    for (int t = 0; t < n; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double s = 0;
+        for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(decoded[r * cols + c]) * x[t * cols + c];
+        want[t * rows + r] = s;
+      }
+    }
+    OnDevice on{*dev, {}};
+    model::Matrix m{on.Put(packed), type, cols, rows, packed.size(), "w"};
+    float* y = on.Put(std::vector<float>(n * rows, NAN));
+    dev->MatMul(m, on.Put(x), cols, n, y, rows);
+    const std::vector<float> got = on.Get(y, n * rows);
+    ASSERT_TRUE(dev->health().ok()) << dev->health();
+    const double tolerance = n <= backend::kMatVecMaxTokens ? 1e-5 : 2e-3;
+    EXPECT_LE(NormalizedError(got, std::vector<float>(want.begin(), want.end())), tolerance);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryType, CudaMatMul,
+                         ::testing::Values(TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
+                                           TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
+                                           TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K),
+                         [](const auto& info) { return std::string(quant::Info(info.param).name); });
+
+// Every other kernel against the cpu backend's (f32 arithmetic on both;
+// the KV cache in f16 on both, so attention differs only in summation order).
+TEST(CudaKernels, MatchTheCpuBackend) {
+  FERRY_REQUIRE_CUDA(dev);
+  backend::CpuDevice cpu(2);
+  const int n = 5, width = 256, heads = 4, kv_heads = 2, hd = 64, ctx = 16;
+  ASSERT_TRUE(dev->ReserveKernelScratch(width, width, 8).ok());
+  ASSERT_TRUE(cpu.ReserveKernelScratch(width, width, 8).ok());
+  OnDevice on{*dev, {}};
+  const std::vector<float> x = Random(n * width, 5), y = Random(n * width, 6), wgt = Random(width, 7);
+  auto both = [&](const char* what, auto on_cpu, auto on_cuda, size_t count, double tolerance) {
+    SCOPED_TRACE(what);
+    const std::vector<float> want = on_cpu();
+    const std::vector<float> got = on_cuda();
+    ASSERT_EQ(got.size(), count);
+    ASSERT_TRUE(dev->health().ok()) << dev->health();
+    EXPECT_LE(NormalizedError(got, want), tolerance);
+  };
+  both("rmsnorm", [&] { std::vector<float> o(x.size()); cpu.RmsNorm(x.data(), n, width, wgt.data(), 1e-5f, o.data()); return o; },
+       [&] { float* o = on.Put(x); dev->RmsNorm(o, n, width, on.Put(wgt), 1e-5f, o); return on.Get(o, x.size()); },
+       x.size(), 1e-6);
+  both("add", [&] { std::vector<float> o = x; cpu.Add(o.data(), y.data(), o.size()); return o; },
+       [&] { float* o = on.Put(x); dev->Add(o, on.Put(y), x.size()); return on.Get(o, x.size()); }, x.size(), 0);
+  both("row bias", [&] { std::vector<float> o = x; cpu.AddRowBias(o.data(), n, width, wgt.data()); return o; },
+       [&] { float* o = on.Put(x); dev->AddRowBias(o, n, width, on.Put(wgt)); return on.Get(o, x.size()); }, x.size(), 0);
+  for (model::Activation act : {model::Activation::kSilu, model::Activation::kGeluTanh}) {
+    both("gated", [&] { std::vector<float> o = x; cpu.GatedActivation(o.data(), y.data(), o.size(), act); return o; },
+         [&] { float* o = on.Put(x); dev->GatedActivation(o, on.Put(y), x.size(), act); return on.Get(o, x.size()); },
+         x.size(), 1e-6);
+  }
+  both("softcap", [&] { std::vector<float> o = x; cpu.SoftCap(o.data(), o.size(), 2.5f); return o; },
+       [&] { float* o = on.Put(x); dev->SoftCap(o, x.size(), 2.5f); return on.Get(o, x.size()); }, x.size(), 1e-6);
+  const std::vector<int32_t> rows = {4, 0, 2};
+  both("gather", [&] { std::vector<float> o(3 * width); cpu.GatherRows(x.data(), rows, width, o.data()); return o; },
+       [&] { float* o = on.Put(std::vector<float>(3 * width)); dev->GatherRows(on.Put(x), rows, width, o); return on.Get(o, 3 * width); },
+       3 * width, 0);
+
+  // Rope in both layouts, then the KV cache and attention over it: two
+  // sequences, positions far enough apart to exercise the window.
+  std::vector<backend::TokenPos> tokens = {{0, 0}, {0, 1}, {1, 3}, {0, 2}, {1, 9}};
+  std::vector<float> inv_freq(hd / 2);
+  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / hd));
+  for (bool neox : {false, true}) {
+    const backend::RopeParams rope{inv_freq.data(), hd, neox, hd};
+    both(neox ? "rope neox" : "rope normal",
+         [&] { std::vector<float> o = x; cpu.Rope(o.data(), n, heads, tokens, rope); return o; },
+         [&] { float* o = on.Put(x); dev->Rope(o, n, heads, tokens, rope); return on.Get(o, x.size()); }, x.size(), 1e-6);
+  }
+  const int kv_dim = kv_heads * hd;
+  const std::vector<float> k = Random(n * kv_dim, 8), v = Random(n * kv_dim, 9), q = Random(n * heads * hd, 10);
+  for (bool f16 : {true, false}) {
+    for (const auto& [softcap, window] : {std::pair{0.0f, 0}, std::pair{30.0f, 3}}) {
+      SCOPED_TRACE(absl::StrCat(f16 ? "f16" : "f32", " cache, softcap ", softcap, ", window ", window));
+      const size_t cache = 2 * ctx * kv_dim * (f16 ? 2 : 4);
+      std::vector<uint8_t> kc(cache), vc(cache);
+      backend::KvLayer cpu_kv{kc.data(), vc.data(), f16, ctx, kv_dim};
+      const backend::AttentionShape shape{heads, kv_heads, hd, 0.125f, softcap, window};
+      std::vector<float> scratch(cpu.AttentionScratchFloats(n, heads, ctx));
+      // Each token attends to the earlier positions of its sequence: fill
+      // them all from this step's rows (positions 0..9 of each sequence).
+      std::vector<backend::TokenPos> fill;
+      std::vector<float> fk, fv;
+      for (int s = 0; s < 2; ++s) {
+        for (int p = 0; p < 10; ++p) {
+          fill.push_back({s, p});
+          const int from = (s * 10 + p) % n;
+          fk.insert(fk.end(), k.begin() + from * kv_dim, k.begin() + (from + 1) * kv_dim);
+          fv.insert(fv.end(), v.begin() + from * kv_dim, v.begin() + (from + 1) * kv_dim);
+        }
+      }
+      std::vector<float> want(n * heads * hd);
+      cpu.StoreKv(cpu_kv, fk.data(), fv.data(), fill);
+      cpu.Attention(q.data(), cpu_kv, tokens, shape, scratch.data(), want.data());
+      backend::KvLayer dev_kv{on.Put(std::vector<uint8_t>(cache)), on.Put(std::vector<uint8_t>(cache)), f16, ctx, kv_dim};
+      float* out = on.Put(std::vector<float>(want.size(), NAN));
+      float* dev_scratch = on.Put(std::vector<float>(dev->AttentionScratchFloats(n, heads, ctx)));
+      ASSERT_TRUE(dev->ReserveKernelScratch(width, width, 32).ok());
+      dev->StoreKv(dev_kv, on.Put(fk), on.Put(fv), fill);
+      dev->Attention(on.Put(q), dev_kv, tokens, shape, dev_scratch, out);
+      const std::vector<float> got = on.Get(out, want.size());
+      ASSERT_TRUE(dev->health().ok()) << dev->health();
+      EXPECT_LE(NormalizedError(got, want), 1e-5);
+    }
+  }
+}
+
+using Built = testing::InMemoryModel;
+
+model::SynthOptions Tiny(const std::string& arch, TensorType type) {
+  model::SynthOptions o;
+  o.arch = arch;
+  o.n_layer = 4;
+  o.n_embd = 256;
+  o.n_head = 4;
+  o.n_head_kv = 2;
+  o.n_ff = 512;
+  o.n_vocab = 300;
+  o.type = type;
+  o.sliding_window = 4;
+  o.seed = 11;
+  return o;
+}
+
+// A prefill of 12 + 3 tokens (over kMatVecMaxTokens: the GEMM path), then
+// 3 decode steps of both sequences; every step's logits, concatenated.
+std::vector<float> RunSteps(const model::Model& m, backend::Device* device, const exec::ForwardOptions& options) {
+  auto fwd = exec::Executor::Create(m, device, options);
+  EXPECT_TRUE(fwd.ok()) << fwd.status();
+  if (!fwd.ok()) return {};
+  const int V = m.config.n_vocab;
+  std::mt19937 rng(3);
+  std::vector<float> all, logits(2 * V);
+  std::vector<exec::BatchToken> batch;
+  for (int p = 0; p < 12; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 0, p, p == 11});
+  for (int p = 0; p < 3; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 1, p, p == 2});
+  EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
+  all.insert(all.end(), logits.begin(), logits.end());
+  for (int step = 0; step < 3; ++step) {
+    batch = {{static_cast<int32_t>(rng() % V), 0, 12 + step, true}, {static_cast<int32_t>(rng() % V), 1, 3 + step, true}};
+    EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
+struct ArchType {
+  const char* arch;
+  TensorType type;
+};
+
+class CudaPlacement : public ::testing::TestWithParam<ArchType> {};
+
+// The same executor as the sim: every placement and ring depth 1..4 with
+// poisoned staging slots gives the cpu backend's logits within 2e-3
+// (normalized; TF32 prefill products, different summation orders).
+TEST_P(CudaPlacement, EveryPlacementAndRingDepthGivesTheCpuLogits) {
+  FERRY_REQUIRE_CUDA(probe);
+  probe.reset();
+  const Built b = testing::BuildInMemory(Tiny(GetParam().arch, GetParam().type));
+  const int L = b.model->config.n_layer;
+  exec::ForwardOptions o{.max_batch = 16, .n_seq = 2, .n_ctx = 32, .threads = 2};
+  const std::vector<float> cpu = RunSteps(*b.model, nullptr, o);
+  for (int ring = 1; ring <= 4; ++ring) {
+    std::vector<std::pair<bool, int>> placements = {{false, 0}};
+    for (int r = 0; r <= L; ++r) placements.push_back({true, r});
+    for (const auto& [head, layers] : placements) {
+      SCOPED_TRACE(absl::StrCat("ring ", ring, ", head ", head ? "resident" : "streamed", ", ", layers, "/", L));
+      auto dev = backend::OpenDevice("cuda:0,poison=1", 0);
+      ASSERT_TRUE(dev.ok()) << dev.status();
+      o.placement = {head, layers, ring};
+      const std::vector<float> got = RunSteps(*b.model, dev->get(), o);
+      ASSERT_EQ(got.size(), cpu.size());
+      ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
+      EXPECT_LE(NormalizedError(got, cpu), 2e-3);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, CudaPlacement,
+                         ::testing::Values(ArchType{"llama", TensorType::kQ4_0}, ArchType{"qwen2", TensorType::kQ8_0},
+                                           ArchType{"gemma2", TensorType::kQ4_K}, ArchType{"llama", TensorType::kQ6_K},
+                                           ArchType{"llama", TensorType::kF16}),
+                         [](const auto& info) {
+                           return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
+                         });
+
+// The golden text end to end through the CLI on the GPU.
+TEST(CudaGolden, Stories260KGreedyFromBos) {
+  FERRY_REQUIRE_CUDA(probe);
+  probe.reset();
+  const std::string path = testing::SharedModel("stories260K-f32.gguf");
+  FERRY_REQUIRE_SHARED_MODEL(path);
+  // FERRY_BINARY in the environment: where tests/gpu/run.sh unpacked it.
+  const char* binary = std::getenv("FERRY_BINARY") ? std::getenv("FERRY_BINARY") : FERRY_BINARY;
+  const std::string cmd = std::string(binary) + " generate --device cuda --model " + path +
+                          " --temperature 0 -n 50 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, got);
+  const int status = pclose(p);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_THAT(out, HasSubstr("Once upon a time, there was a little girl named Lily."));
+}
+
+}  // namespace
+}  // namespace ferry
