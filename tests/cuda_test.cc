@@ -23,6 +23,7 @@
 #include "engine/quant/types.h"
 #include "tests/in_memory_model.h"
 #include "tests/shared_models.h"
+#include "tests/tiny_steps.h"
 
 namespace ferry {
 namespace {
@@ -242,42 +243,9 @@ TEST(CudaKernels, MatchTheCpuBackend) {
 
 using Built = testing::InMemoryModel;
 
-model::SynthOptions Tiny(const std::string& arch, TensorType type) {
-  model::SynthOptions o;
-  o.arch = arch;
-  o.n_layer = 4;
-  o.n_embd = 256;
-  o.n_head = 4;
-  o.n_head_kv = 2;
-  o.n_ff = 512;
-  o.n_vocab = 300;
-  o.type = type;
-  o.sliding_window = 4;
-  o.seed = 11;
-  return o;
-}
-
-// A prefill of 12 + 3 tokens (over kMatVecMaxTokens: the GEMM path), then
-// 3 decode steps of both sequences; every step's logits, concatenated.
-std::vector<float> RunSteps(const model::Model& m, backend::Device* device, const exec::ForwardOptions& options) {
-  auto fwd = exec::Executor::Create(m, device, options);
-  EXPECT_TRUE(fwd.ok()) << fwd.status();
-  if (!fwd.ok()) return {};
-  const int V = m.config.n_vocab;
-  std::mt19937 rng(3);
-  std::vector<float> all, logits(2 * V);
-  std::vector<exec::BatchToken> batch;
-  for (int p = 0; p < 12; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 0, p, p == 11});
-  for (int p = 0; p < 3; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 1, p, p == 2});
-  EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
-  all.insert(all.end(), logits.begin(), logits.end());
-  for (int step = 0; step < 3; ++step) {
-    batch = {{static_cast<int32_t>(rng() % V), 0, 12 + step, true}, {static_cast<int32_t>(rng() % V), 1, 3 + step, true}};
-    EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
-    all.insert(all.end(), logits.begin(), logits.end());
-  }
-  return all;
-}
+// The first sequence's prompt of 12 tokens takes the GEMM path (more than
+// kMatVecMaxTokens tokens in the step).
+constexpr int kLongPrompt = 12;
 
 struct ArchType {
   const char* arch;
@@ -292,10 +260,10 @@ class CudaPlacement : public ::testing::TestWithParam<ArchType> {};
 TEST_P(CudaPlacement, EveryPlacementAndRingDepthGivesTheCpuLogits) {
   FERRY_REQUIRE_CUDA(probe);
   probe.reset();
-  const Built b = testing::BuildInMemory(Tiny(GetParam().arch, GetParam().type));
+  const Built b = testing::BuildInMemory(testing::Tiny(GetParam().arch, GetParam().type));
   const int L = b.model->config.n_layer;
   exec::ForwardOptions o{.max_batch = 16, .n_seq = 2, .n_ctx = 32, .threads = 2};
-  const std::vector<float> cpu = RunSteps(*b.model, nullptr, o);
+  const std::vector<float> cpu = testing::RunSteps(*b.model, nullptr, o, kLongPrompt);
   for (int ring = 1; ring <= 4; ++ring) {
     std::vector<std::pair<bool, int>> placements = {{false, 0}};
     for (int r = 0; r <= L; ++r) placements.push_back({true, r});
@@ -304,7 +272,7 @@ TEST_P(CudaPlacement, EveryPlacementAndRingDepthGivesTheCpuLogits) {
       auto dev = backend::OpenDevice("cuda:0,poison=1", 0);
       ASSERT_TRUE(dev.ok()) << dev.status();
       o.placement = {head, layers, ring};
-      const std::vector<float> got = RunSteps(*b.model, dev->get(), o);
+      const std::vector<float> got = testing::RunSteps(*b.model, dev->get(), o, kLongPrompt);
       ASSERT_EQ(got.size(), cpu.size());
       ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
       EXPECT_LE(NormalizedError(got, cpu), 2e-3);

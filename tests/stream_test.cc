@@ -17,6 +17,7 @@
 #include "engine/model/synth.h"
 #include "engine/plan/planner.h"
 #include "tests/in_memory_model.h"
+#include "tests/tiny_steps.h"
 
 namespace ferry {
 namespace {
@@ -95,42 +96,8 @@ TEST(SimDevice, EventsOrderTheCopyQueueLikeCudaStreams) {
 using Built = testing::InMemoryModel;
 Built Build(const model::SynthOptions& o) { return testing::BuildInMemory(o); }
 
-model::SynthOptions Tiny(const std::string& arch, TensorType type, int layers = 4) {
-  model::SynthOptions o;
-  o.arch = arch;
-  o.n_layer = layers;
-  o.n_embd = 256;
-  o.n_head = 4;
-  o.n_head_kv = 2;
-  o.n_ff = 512;
-  o.n_vocab = 300;
-  o.type = type;
-  o.sliding_window = 4;
-  o.seed = 11;
-  return o;
-}
-
-// Two sequences: a prefill of 5 and 3 tokens in one step, then 3 decode
-// steps of both; the logits of every step, concatenated.
-std::vector<float> RunSteps(const model::Model& m, backend::Device* device, const exec::ForwardOptions& options) {
-  auto fwd = exec::Executor::Create(m, device, options);
-  EXPECT_TRUE(fwd.ok()) << fwd.status();
-  if (!fwd.ok()) return {};
-  const int V = m.config.n_vocab;
-  std::mt19937 rng(3);
-  std::vector<float> all, logits(2 * V);
-  std::vector<exec::BatchToken> batch;
-  for (int p = 0; p < 5; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 0, p, p == 4});
-  for (int p = 0; p < 3; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 1, p, p == 2});
-  EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
-  all.insert(all.end(), logits.begin(), logits.end());
-  for (int step = 0; step < 3; ++step) {
-    batch = {{static_cast<int32_t>(rng() % V), 0, 5 + step, true}, {static_cast<int32_t>(rng() % V), 1, 3 + step, true}};
-    EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
-    all.insert(all.end(), logits.begin(), logits.end());
-  }
-  return all;
-}
+using testing::RunSteps;
+using testing::Tiny;
 
 exec::ForwardOptions Options(bool head_resident, int resident_layers, int ring) {
   exec::ForwardOptions o{.max_batch = 8, .n_seq = 2, .n_ctx = 16, .threads = 2};

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <iterator>
 
+#include "absl/strings/str_cat.h"
+#include "engine/units.h"
+
 namespace ferry::backend {
 
 Arena::Arena(uint64_t capacity) : capacity_(capacity / kDeviceAlign * kDeviceAlign) {
@@ -53,6 +56,13 @@ uint64_t Arena::largest_free() const {
   uint64_t best = 0;
   for (const auto& [offset, size] : free_) best = std::max(best, size);
   return best;
+}
+
+absl::Status Arena::OutOfMemory(absl::string_view what, uint64_t bytes) const {
+  return absl::ResourceExhaustedError(absl::StrCat("device out of memory: ", what, " needs ",
+                                                   HumanBytes(AlignDevice(bytes)), ", ", HumanBytes(capacity_ - used_),
+                                                   " of ", HumanBytes(capacity_), " free (largest free block ",
+                                                   HumanBytes(largest_free()), ")"));
 }
 
 }  // namespace ferry::backend

@@ -9,6 +9,9 @@
 #include <map>
 #include <optional>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
 namespace ferry::backend {
 
 constexpr uint64_t kDeviceAlign = 256;
@@ -28,6 +31,9 @@ class Arena {
   uint64_t used() const { return used_; }
   uint64_t peak() const { return peak_; }
   uint64_t largest_free() const;
+  // RESOURCE_EXHAUSTED "device out of memory: <what> needs X, Y of Z free
+  // (largest free block W)": what a failed Allocate means on every device.
+  absl::Status OutOfMemory(absl::string_view what, uint64_t bytes) const;
 
  private:
   uint64_t capacity_;

@@ -196,10 +196,7 @@ absl::StatusOr<void*> CudaDevice::Allocate(uint64_t bytes, absl::string_view wha
   std::lock_guard<std::mutex> lock(mu_);
   std::optional<uint64_t> offset = arena_.Allocate(bytes);
   if (!offset) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "device out of memory: ", what, " needs ", HumanBytes(AlignDevice(bytes)), ", ",
-        HumanBytes(arena_.capacity() - arena_.used()), " of ", HumanBytes(arena_.capacity()), " free (largest free block ",
-        HumanBytes(arena_.largest_free()), ")"));
+    return arena_.OutOfMemory(what, bytes);
   }
   return base_ + *offset;
 }

@@ -1,0 +1,57 @@
+// Tiny seeded models and a fixed sequence of steps over them, for the
+// tests that compare backends and placements (stream_test, cuda_test).
+#pragma once
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "engine/backend/device.h"
+#include "engine/exec/forward.h"
+#include "engine/model/synth.h"
+#include "engine/quant/types.h"
+
+namespace ferry::testing {
+
+inline model::SynthOptions Tiny(const std::string& arch, quant::TensorType type, int layers = 4) {
+  model::SynthOptions o;
+  o.arch = arch;
+  o.n_layer = layers;
+  o.n_embd = 256;
+  o.n_head = 4;
+  o.n_head_kv = 2;
+  o.n_ff = 512;
+  o.n_vocab = 300;
+  o.type = type;
+  o.sliding_window = 4;
+  o.seed = 11;
+  return o;
+}
+
+// Two sequences: a prefill of `first` and 3 tokens in one step, then 3
+// decode steps of both; the logits of every step, concatenated.
+inline std::vector<float> RunSteps(const model::Model& m, backend::Device* device, const exec::ForwardOptions& options,
+                                   int first = 5) {
+  auto fwd = exec::Executor::Create(m, device, options);
+  EXPECT_TRUE(fwd.ok()) << fwd.status();
+  if (!fwd.ok()) return {};
+  const int V = m.config.n_vocab;
+  std::mt19937 rng(3);
+  std::vector<float> all, logits(2 * V);
+  std::vector<exec::BatchToken> batch;
+  for (int p = 0; p < first; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 0, p, p == first - 1});
+  for (int p = 0; p < 3; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 1, p, p == 2});
+  EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
+  all.insert(all.end(), logits.begin(), logits.end());
+  for (int step = 0; step < 3; ++step) {
+    batch = {{static_cast<int32_t>(rng() % V), 0, first + step, true},
+             {static_cast<int32_t>(rng() % V), 1, 3 + step, true}};
+    EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
+}  // namespace ferry::testing
