@@ -309,12 +309,9 @@ void CudaDevice::CopyToHost(void* dst, const void* src, uint64_t bytes) {
   if (bounce_ && bytes > 0) std::memcpy(dst, bounce_, bytes);
   // The step's compute span ends here.
   float ms = 0;
-  if (step_begin_ && cudaEventElapsedTime(&ms, step_begin_, end) == cudaSuccess) {
-    Harvest(true);
-    stats_.compute_s += std::max(0.0, ms * 1e-3 - waits_in_step_s_);
-  } else {
-    Harvest(true);
-  }
+  const bool timed = step_begin_ && cudaEventElapsedTime(&ms, step_begin_, end) == cudaSuccess;
+  Harvest(true);  // the step's waits, subtracted from its span
+  if (timed) stats_.compute_s += std::max(0.0, ms * 1e-3 - waits_in_step_s_);
   waits_in_step_s_ = 0;
   compute_running_ = false;
   timing_pool_.push_back(end);
