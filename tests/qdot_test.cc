@@ -3,10 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "engine/backend/cpu/qdot.h"
+#include "engine/quant/half.h"
 #include "engine/quant/quantize.h"
 
 namespace ferry::cpu {
@@ -89,50 +92,100 @@ TEST(QuantizeActivations, WithinHalfAStepAndSumsMatch) {
 namespace ferry::cpu {
 namespace {
 
-// The 4-row register-blocked kernels against the single-row scalar kernel.
-TEST(QDotRows, MatchTheSingleRowKernel) {
-  for (quant::TensorType type : {quant::TensorType::kQ4_0, quant::TensorType::kQ8_0}) {
-    std::vector<std::pair<const char*, QDotRowsFn>> kernels;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-      kernels.emplace_back("avx2", GetQDotRowsAvx2(type));
+// Rows of random bytes (every bit pattern of the weights, q8_0's -128
+// included) with finite scales: d (and q4_K's dmin) set to +-[0.5, 2).
+std::vector<uint8_t> RandomRows(quant::TensorType type, int rows, int64_t n, std::mt19937& rng) {
+  const uint64_t row_bytes = *quant::RowBytes(type, n);
+  std::vector<uint8_t> data(row_bytes * rows);
+  for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
+  const quant::TypeInfo info = quant::Info(type);
+  std::uniform_real_distribution<float> scale(0.5f, 2.0f);
+  for (uint64_t at = 0; at < data.size(); at += info.block_bytes) {
+    for (int k = 0; k < (type == quant::TensorType::kQ4_K ? 2 : 1); ++k) {
+      const uint16_t h = quant::FloatToHalf(scale(rng) * (rng() % 2 ? 1.0f : -1.0f));
+      std::memcpy(&data[at + 2 * k], &h, 2);
     }
-    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
-      kernels.emplace_back("vnni", GetQDotRowsVnni(type));
+  }
+  return data;
+}
+
+std::vector<std::pair<const char*, QDotFn>> RowKernels(quant::TensorType type) {
+  std::vector<std::pair<const char*, QDotFn>> k = {{"scalar", GetQDot(type, false)}};
+  if (CpuHasAvx2()) k.emplace_back("avx2", GetQDotAvx2(type));
+  if (CpuHasVnni()) k.emplace_back("vnni", GetQDotVnni(type));
+  return k;
+}
+
+std::vector<std::pair<const char*, GroupDotFn>> GroupKernels(quant::TensorType type) {
+  std::vector<std::pair<const char*, GroupDotFn>> k = {{"scalar", GetGroupDot(type, false)}};
+  if (CpuHasAvx2()) k.emplace_back("avx2", GetGroupDotAvx2(type));
+  if (CpuHasVnni()) k.emplace_back("vnni", GetGroupDotVnni(type));
+  return k;
+}
+
+// Every kernel of a type, file layout or grouped, scalar or SIMD, at every
+// token count, gives the scalar file-layout kernel's result bit for bit.
+class Grouped : public ::testing::TestWithParam<quant::TensorType> {};
+
+TEST_P(Grouped, EveryKernelGivesTheScalarRowResultBitForBit) {
+  const quant::TensorType type = GetParam();
+  std::mt19937 rng(29);
+  const int64_t n = 256 * 3;
+  const uint64_t row_bytes = *quant::RowBytes(type, n);
+  const std::vector<uint8_t> rows = RandomRows(type, kGroupRows, n, rng);
+  std::vector<uint8_t> group(GroupBytes(type, n));
+  GroupRows(type, rows.data(), row_bytes, n, group.data());
+
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<std::vector<BlockQ8>> acts(kQDotTile, std::vector<BlockQ8>(n / 32));
+  const BlockQ8* xs[kQDotTile];
+  for (int t = 0; t < kQDotTile; ++t) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng) * (t % 2 ? 5.0f : 0.2f);
+    QuantizeActivations(x.data(), n, acts[t].data());
+    xs[t] = acts[t].data();
+  }
+  float want[kGroupRows][kQDotTile];
+  for (int r = 0; r < kGroupRows; ++r) GetQDot(type, false)(rows.data() + r * row_bytes, xs, kQDotTile, n, want[r]);
+
+  int compared = 0;
+  for (int nt = 1; nt <= kQDotTile; ++nt) {
+    for (const auto& [isa, kernel] : RowKernels(type)) {
+      for (int r = 0; r < kGroupRows; ++r) {
+        float got[kQDotTile];
+        kernel(rows.data() + r * row_bytes, xs, nt, n, got);
+        for (int t = 0; t < nt; ++t, ++compared) {
+          EXPECT_EQ(std::bit_cast<uint32_t>(got[t]), std::bit_cast<uint32_t>(want[r][t]))
+              << "row kernel " << isa << " row " << r << " token " << t << " of " << nt << ": " << got[t] << " vs "
+              << want[r][t];
+        }
+      }
     }
-    if (kernels.empty()) GTEST_SKIP() << "this CPU has neither AVX2 nor AVX-512 VNNI";
-    std::mt19937 rng(23);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    const int n = 32 * 37;
-    const uint64_t row_bytes = *quant::RowBytes(type, n);
-    std::vector<uint8_t> rows(row_bytes * kQDotRowsTile);
-    std::vector<float> w(n);
-    for (int r = 0; r < kQDotRowsTile; ++r) {
-      for (float& v : w) v = normal(rng);
-      ASSERT_TRUE(quant::QuantizeRow(type, w, std::span(rows).subspan(r * row_bytes, row_bytes)).ok());
-    }
-    std::vector<std::vector<BlockQ8>> acts(kQDotRowsTile, std::vector<BlockQ8>(n / 32));
-    const BlockQ8* xs[kQDotTile];
-    for (int t = 0; t < kQDotRowsTile; ++t) {
-      std::vector<float> x(n);
-      for (float& v : x) v = normal(rng);
-      QuantizeActivations(x.data(), n, acts[t].data());
-      xs[t] = acts[t].data();
-    }
-    for (const auto& [isa, kernel] : kernels) {
-      for (int nt = 1; nt <= kQDotRowsTile; ++nt) {
-        float out[kQDotRowsTile * kQDotRowsTile];
-        kernel(rows.data(), row_bytes, xs, nt, n, out);
-        for (int r = 0; r < kQDotRowsTile; ++r) {
-          float want[kQDotTile];
-          GetQDot(type, false)(rows.data() + r * row_bytes, xs, nt, n, want);
-          for (int t = 0; t < nt; ++t) {
-            EXPECT_NEAR(out[r * kQDotRowsTile + t], want[t], 1e-4f * (1.0f + std::fabs(want[t])))
-                << quant::Info(type).name << " " << isa << " row " << r << " token " << t << " of " << nt;
-          }
+    for (const auto& [isa, kernel] : GroupKernels(type)) {
+      float got[kQDotTile * kGroupRows];
+      kernel(group.data(), xs, nt, n, got);
+      for (int t = 0; t < nt; ++t) {
+        for (int r = 0; r < kGroupRows; ++r, ++compared) {
+          EXPECT_EQ(std::bit_cast<uint32_t>(got[t * kGroupRows + r]), std::bit_cast<uint32_t>(want[r][t]))
+              << "group kernel " << isa << " row " << r << " token " << t << " of " << nt << ": "
+              << got[t * kGroupRows + r] << " vs " << want[r][t];
         }
       }
     }
   }
+  EXPECT_GT(compared, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, Grouped,
+                         ::testing::Values(quant::TensorType::kQ8_0, quant::TensorType::kQ4_0, quant::TensorType::kQ4_K),
+                         [](const auto& info) { return std::string(quant::Info(info.param).name); });
+
+TEST(Grouped, GroupBytes) {
+  // q4_0 and q8_0 groups are the 8 rows' bytes; q4_K adds 32 per super-block.
+  EXPECT_EQ(GroupBytes(quant::TensorType::kQ4_0, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ4_0, 4096));
+  EXPECT_EQ(GroupBytes(quant::TensorType::kQ8_0, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ8_0, 4096));
+  EXPECT_EQ(GroupBytes(quant::TensorType::kQ4_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ4_K, 4096) + 16 * 32);
+  EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kQ6_K));
 }
 
 }  // namespace

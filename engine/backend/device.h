@@ -93,6 +93,13 @@ class Device {
   // True when kernels read host memory directly (the cpu backend): weights
   // are used in place and nothing needs uploading.
   virtual bool computes_on_host_memory() const = 0;
+  // Such a device may keep a matrix it reads in place in a layout of its
+  // own (the cpu device groups rows for its kernels): the bytes that copy
+  // needs, 0 to read the file's bytes as they are.
+  virtual uint64_t InPlaceLayoutBytes(const model::Matrix&) const { return 0; }
+  // Writes `m` in that layout to `dst` (InPlaceLayoutBytes(m) bytes from
+  // Allocate) and returns the matrix that reads it.
+  virtual model::Matrix ToInPlaceLayout(const model::Matrix& m, uint8_t* /*dst*/) { return m; }
   virtual uint64_t capacity() const = 0;  // bytes the arena holds (after any context overhead)
   virtual uint64_t used() const = 0;
   virtual uint64_t peak() const = 0;

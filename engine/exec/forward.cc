@@ -156,6 +156,18 @@ absl::Status Executor::Init() {
     head_resident_ = true;
     for (int l = 0; l < c.n_layer; ++l) resident_[l] = InPlace(l);
     resident_[c.n_layer] = InPlace(kHead);
+    // The device's own layout of the matrices it reads in place, if any.
+    for (DeviceLayer& unit : resident_) {
+      for (model::Matrix* m : {&unit.wq, &unit.wk, &unit.wv, &unit.wo, &unit.w_gate, &unit.w_up, &unit.w_down,
+                               &unit.output}) {
+        const uint64_t bytes = m->present() ? d.InPlaceLayoutBytes(*m) : 0;
+        if (bytes == 0) continue;
+        backend::DeviceBuffer buf;
+        FERRY_ASSIGN_OR_RETURN(buf, backend::DeviceBuffer::Make(d, bytes, m->name));
+        *m = d.ToInPlaceLayout(*m, buf.bytes());
+        resident_buffers_.push_back(std::move(buf));
+      }
+    }
   } else {
     const Placement& p = options_.placement;
     resident_layers_ = p.resident_layers < 0 ? c.n_layer : p.resident_layers;

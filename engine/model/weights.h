@@ -21,8 +21,13 @@ struct Matrix {
   quant::TensorType type = quant::TensorType::kF32;
   int64_t cols = 0;
   int64_t rows = 0;
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;                 // in the file
   std::string name;
+  // 0: `data` holds the rows as the file does. Otherwise the rows are in
+  // groups of 8 of this many bytes each (the cpu device's layout for its
+  // kernels, engine/backend/cpu/qdot.h), then the rows past the last full
+  // group as in the file; row() does not apply.
+  uint64_t group_bytes = 0;
 
   bool present() const { return data != nullptr; }
   uint64_t row_bytes() const { return rows ? bytes / rows : 0; }

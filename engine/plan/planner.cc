@@ -238,7 +238,14 @@ HostSpec MeasureHost(int threads) {
   for (int64_t r = 0; r < kRows; ++r) {
     (void)quant::QuantizeRow(quant::TensorType::kQ8_0, row, std::span(data.data() + r * row_bytes, row_bytes));
   }
-  model::Matrix m{data.data(), quant::TensorType::kQ8_0, kCols, kRows, data.size(), "probe"};
+  // In the layout the cpu device computes on (rows grouped by 8).
+  std::vector<uint8_t> grouped(cpu::GroupBytes(quant::TensorType::kQ8_0, kCols) * (kRows / cpu::kGroupRows));
+  for (int64_t g = 0; g < kRows / cpu::kGroupRows; ++g) {
+    cpu::GroupRows(quant::TensorType::kQ8_0, data.data() + g * cpu::kGroupRows * row_bytes, row_bytes, kCols,
+                   grouped.data() + g * cpu::GroupBytes(quant::TensorType::kQ8_0, kCols));
+  }
+  model::Matrix m{grouped.data(), quant::TensorType::kQ8_0, kCols, kRows, data.size(), "probe"};
+  m.group_bytes = cpu::GroupBytes(quant::TensorType::kQ8_0, kCols);
   constexpr int kBatch = 32;
   std::vector<float> x(kCols * kBatch, 0.5f), y(kRows * kBatch);
   cpu::ThreadPool pool(threads);

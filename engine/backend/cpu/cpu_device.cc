@@ -49,6 +49,32 @@ void CpuDevice::Free(void* p) {
   std::free(p);
 }
 
+uint64_t CpuDevice::InPlaceLayoutBytes(const model::Matrix& m) const {
+  if (!cpu::HasGroupedLayout(m.type) || m.rows < cpu::kGroupRows || m.group_bytes != 0 ||
+      m.cols % quant::Info(m.type).block_elems != 0) {
+    return 0;
+  }
+  const int64_t groups = m.rows / cpu::kGroupRows;
+  return groups * cpu::GroupBytes(m.type, m.cols) + (m.rows - groups * cpu::kGroupRows) * m.row_bytes();
+}
+
+model::Matrix CpuDevice::ToInPlaceLayout(const model::Matrix& m, uint8_t* dst) {
+  const int64_t groups = m.rows / cpu::kGroupRows;
+  const uint64_t group_bytes = cpu::GroupBytes(m.type, m.cols);
+  const uint64_t row_bytes = m.row_bytes();
+  pool_.ParallelFor(groups, [&](int, int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g) {
+      cpu::GroupRows(m.type, m.data + g * cpu::kGroupRows * row_bytes, row_bytes, m.cols, dst + g * group_bytes);
+    }
+  });
+  const int64_t grouped_rows = groups * cpu::kGroupRows;
+  std::memcpy(dst + groups * group_bytes, m.data + grouped_rows * row_bytes, (m.rows - grouped_rows) * row_bytes);
+  model::Matrix out = m;
+  out.data = dst;
+  out.group_bytes = group_bytes;
+  return out;
+}
+
 void CpuDevice::CopyToDevice(Queue, void* dst, const void* src, uint64_t bytes) {
   if (bytes > 0) std::memcpy(dst, src, bytes);
 }

@@ -147,34 +147,38 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
   const int64_t cols = w.cols;
   const uint64_t row_bytes = w.row_bytes();
   const int64_t work = w.rows * cols * std::max(n_tokens, 1);
-  if (const QDotFn qdot = GetQDot(w.type, g_isa != Isa::kScalar); qdot != nullptr && cols % 32 == 0) {
+  const bool simd = g_isa != Isa::kScalar;
+  const int64_t block = quant::Info(w.type).block_elems;
+  if (const QDotFn qdot = GetQDot(w.type, simd); qdot != nullptr && cols % block == 0 && cols % 32 == 0) {
     const int64_t blocks = cols / 32;
     BlockQ8* act = scratch.act();
     for (int t = 0; t < n_tokens; ++t) QuantizeActivations(x + t * x_stride, cols, act + t * blocks);
-    // A single token goes row by row (measured faster than 4-row blocks);
-    // both kernels do the same arithmetic per row and token, so a token's
-    // result does not depend on what else is in the step.
-    const QDotRowsFn rows4 = n_tokens >= 2 ? GetQDotRows(w.type, g_isa != Isa::kScalar) : nullptr;
-    // Tokens in tiles: each weight row is unpacked once per tile of tokens;
-    // where a register-blocked kernel exists, 4 rows x 4 tokens at a time,
-    // and the rows left over one by one.
-    const int tile = rows4 != nullptr ? kQDotRowsTile : kQDotTile;
-    pool.ParallelFor(w.rows, [&](int, int64_t begin, int64_t end) {
+    // Rows in units of 8: a group in the grouped layout (the cpu device's
+    // copy, see qdot.h), else 8 rows (the file's layout; the grouped
+    // layout's rows past the last full group) one by one. Both kernels form
+    // a row's result the same way, bit for bit.
+    const GroupDotFn group_dot = w.group_bytes != 0 ? GetGroupDot(w.type, simd) : nullptr;
+    const int64_t groups = group_dot != nullptr ? w.rows / kGroupRows : 0;
+    const uint8_t* tail = w.data + groups * w.group_bytes;
+    const int64_t units = (w.rows + kGroupRows - 1) / kGroupRows;
+    pool.ParallelFor(units, [&](int, int64_t begin, int64_t end) {
       const BlockQ8* xs[kQDotTile];
-      float out[kQDotTile * kQDotRowsTile];
-      for (int t0 = 0; t0 < n_tokens; t0 += tile) {
-        const int nt = std::min(tile, n_tokens - t0);
-        for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
-        int64_t r = begin;
-        for (; rows4 != nullptr && r + kQDotRowsTile <= end; r += kQDotRowsTile) {
-          rows4(w.data + r * row_bytes, row_bytes, xs, nt, cols, out);
-          for (int i = 0; i < kQDotRowsTile; ++i) {
-            for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r + i] = out[i * kQDotRowsTile + t];
+      float out[kQDotTile * kGroupRows];
+      // Tokens innermost: a unit's weights stay in cache for every tile.
+      for (int64_t u = begin; u < end; ++u) {
+        const int64_t r0 = u * kGroupRows;
+        for (int t0 = 0; t0 < n_tokens; t0 += kQDotTile) {
+          const int nt = std::min(kQDotTile, n_tokens - t0);
+          for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
+          if (u < groups) {
+            group_dot(w.data + u * w.group_bytes, xs, nt, cols, out);
+            for (int t = 0; t < nt; ++t) std::copy_n(out + t * kGroupRows, kGroupRows, y + (t0 + t) * y_stride + r0);
+            continue;
           }
-        }
-        for (; r < end; ++r) {
-          qdot(w.data + r * row_bytes, xs, nt, cols, out);
-          for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
+          for (int64_t r = r0; r < std::min(r0 + kGroupRows, w.rows); ++r) {
+            qdot(tail + (r - groups * kGroupRows) * row_bytes, xs, nt, cols, out);
+            for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
+          }
         }
       }
     }, work, kSerialMatMulWork);

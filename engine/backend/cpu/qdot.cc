@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstring>
+#include <limits>
 
 #include "engine/quant/blocks.h"
 
@@ -19,7 +19,9 @@ Block Load(const uint8_t* p) {
   return b;
 }
 
-// ---------------- scalar ----------------
+// ---------------- scalar, file layout ----------------
+// The reference order of float operations (see qdot.h); the SIMD kernels
+// reproduce it lane by lane.
 
 float DotQ8_0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
   float acc = 0.0f;
@@ -27,7 +29,8 @@ float DotQ8_0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
     const BlockQ8_0 w = Load<BlockQ8_0>(row + i * sizeof(BlockQ8_0));
     int32_t s = 0;
     for (int j = 0; j < kQK; ++j) s += w.qs[j] * x[i].qs[j];
-    acc += HalfToFloat(w.d) * x[i].d * static_cast<float>(s);
+    const float p = HalfToFloat(w.d) * x[i].d;
+    acc = std::fma(static_cast<float>(s), p, acc);
   }
   return acc;
 }
@@ -37,11 +40,10 @@ float DotQ4_0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
   for (int64_t i = 0; i < n / kQK; ++i) {
     const BlockQ4_0 w = Load<BlockQ4_0>(row + i * sizeof(BlockQ4_0));
     int32_t s = 0;
-    for (int j = 0; j < kQK / 2; ++j) {
-      s += ((w.qs[j] & 0x0f) - 8) * x[i].qs[j];
-      s += ((w.qs[j] >> 4) - 8) * x[i].qs[j + 16];
-    }
-    acc += HalfToFloat(w.d) * x[i].d * static_cast<float>(s);
+    for (int j = 0; j < kQK / 2; ++j) s += (w.qs[j] & 0x0f) * x[i].qs[j] + (w.qs[j] >> 4) * x[i].qs[j + 16];
+    s -= 8 * x[i].isum;
+    const float p = HalfToFloat(w.d) * x[i].d;
+    acc = std::fma(static_cast<float>(s), p, acc);
   }
   return acc;
 }
@@ -49,7 +51,7 @@ float DotQ4_0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
 // Q4_K: sub-block j of 32 has w = d*sc_j*q - dmin*m_j, so
 // dot = d*sc_j*dx*sum(q*qx) - dmin*m_j*sum(x).
 float DotQ4_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
-  float acc = 0.0f;
+  float acc = 0.0f, mins = 0.0f;
   for (int64_t i = 0; i < n / kQK_K; ++i, x += 8) {
     const BlockQ4_K w = Load<BlockQ4_K>(row + i * sizeof(BlockQ4_K));
     const float d = HalfToFloat(w.d), dmin = HalfToFloat(w.dmin);
@@ -59,10 +61,12 @@ float DotQ4_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
       const uint8_t* q = w.qs + 32 * (j / 2);
       int32_t s = 0;
       for (int l = 0; l < 32; ++l) s += ((j % 2 == 0) ? (q[l] & 0x0f) : (q[l] >> 4)) * x[j].qs[l];
-      acc += d * sc * x[j].d * static_cast<float>(s) - dmin * m * x[j].sum();
+      const float p = (d * static_cast<float>(sc)) * x[j].d;
+      acc = std::fma(static_cast<float>(s), p, acc);
+      mins = std::fma(dmin * static_cast<float>(m), x[j].sum(), mins);
     }
   }
-  return acc;
+  return acc - mins;
 }
 
 // Q6_K: chunk k (0..3) of half h holds elements 128h + 32k + l; its 6-bit
@@ -97,7 +101,128 @@ void Tile(const uint8_t* row, const BlockQ8* const* xs, int nt, int64_t n, float
   for (int t = 0; t < nt; ++t) out[t] = kDot(row, xs[t], n);
 }
 
+// ---------------- grouped layout ----------------
+// A q4_0 / q8_0 group, per block of 32 columns: the 8 rows' scales (f16),
+// then the rows' weight bytes in runs of 4: run k holds bytes 4k..4k+3 of
+// row 0, then of row 1, ..., row 7. q4_0 keeps its nibbles (low nibble of
+// byte j = element j, high = element j + 16); q8_0 stores w + 128 (w ^ 0x80)
+// so the bytes are the unsigned operand of VNNI's multiply-add.
+// A q4_K group, per super-block of 256: d (8 x f16), dmin (8 x f16), the 8
+// sub-block scales for the 8 rows (sc[j][r], one byte each), the mins
+// (m[j][r]), then for each 32-byte run p of the rows' qs, 8 runs of 4 bytes
+// as above (low nibbles: sub-block 2p, high: 2p + 1).
+constexpr uint64_t kGroupHeadK = 16 + 16 + 64 + 64;
+
+void Interleave4(const uint8_t* const* rows, int bytes, uint8_t xor_mask, uint8_t* out) {
+  for (int k = 0; k < bytes / 4; ++k) {
+    for (int r = 0; r < kGroupRows; ++r) {
+      for (int b = 0; b < 4; ++b) *out++ = rows[r][4 * k + b] ^ xor_mask;
+    }
+  }
+}
+
+// out[t * 8 + r] for the scalar grouped kernels: the group's rows are read
+// back from the interleaved bytes and go through the scalar row arithmetic.
+void GroupDotScalar(TensorType type, const uint8_t* g, const BlockQ8* const* xs, int nt, int64_t n, float* out) {
+  for (int r = 0; r < kGroupRows; ++r) {
+    for (int t = 0; t < nt; ++t) {
+      float acc = 0.0f, mins = 0.0f;
+      const BlockQ8* x = xs[t];
+      if (type == TensorType::kQ4_K) {
+        for (int64_t i = 0; i < n / kQK_K; ++i) {
+          const uint8_t* b = g + i * GroupBytes(type, kQK_K);
+          const float d = HalfToFloat(static_cast<uint16_t>(b[2 * r] | b[2 * r + 1] << 8));
+          const float dmin = HalfToFloat(static_cast<uint16_t>(b[16 + 2 * r] | b[16 + 2 * r + 1] << 8));
+          for (int j = 0; j < 8; ++j) {
+            const uint8_t sc = b[32 + 8 * j + r], m = b[96 + 8 * j + r];
+            const BlockQ8& xb = x[8 * i + j];
+            const uint8_t* run = b + kGroupHeadK + 256 * (j / 2);
+            int32_t s = 0;
+            for (int l = 0; l < 32; ++l) {
+              const uint8_t byte = run[32 * (l / 4) + 4 * r + l % 4];
+              s += (j % 2 == 0 ? (byte & 0x0f) : (byte >> 4)) * xb.qs[l];
+            }
+            const float p = (d * static_cast<float>(sc)) * xb.d;
+            acc = std::fma(static_cast<float>(s), p, acc);
+            mins = std::fma(dmin * static_cast<float>(m), xb.sum(), mins);
+          }
+        }
+        out[t * kGroupRows + r] = acc - mins;
+        continue;
+      }
+      const bool q8 = type == TensorType::kQ8_0;
+      const uint64_t block_bytes = GroupBytes(type, kQK);
+      for (int64_t i = 0; i < n / kQK; ++i) {
+        const uint8_t* b = g + i * block_bytes;
+        const float dw = HalfToFloat(static_cast<uint16_t>(b[2 * r] | b[2 * r + 1] << 8));
+        const uint8_t* qs = b + 16;
+        int32_t s = 0;
+        if (q8) {
+          for (int l = 0; l < kQK; ++l) {
+            s += static_cast<int8_t>(qs[32 * (l / 4) + 4 * r + l % 4] ^ 0x80) * x[i].qs[l];
+          }
+        } else {
+          for (int l = 0; l < kQK / 2; ++l) {
+            const uint8_t byte = qs[32 * (l / 4) + 4 * r + l % 4];
+            s += (byte & 0x0f) * x[i].qs[l] + (byte >> 4) * x[i].qs[l + 16];
+          }
+          s -= 8 * x[i].isum;
+        }
+        const float p = dw * x[i].d;
+        acc = std::fma(static_cast<float>(s), p, acc);
+      }
+      out[t * kGroupRows + r] = acc;
+    }
+  }
+}
+
+template <TensorType kType>
+void GroupDotScalarOf(const uint8_t* g, const BlockQ8* const* xs, int nt, int64_t n, float* out) {
+  GroupDotScalar(kType, g, xs, nt, n, out);
+}
+
 }  // namespace
+
+bool HasGroupedLayout(TensorType type) {
+  return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 || type == TensorType::kQ4_K;
+}
+
+uint64_t GroupBytes(TensorType type, int64_t n) {
+  switch (type) {
+    case TensorType::kQ4_0: return static_cast<uint64_t>(n / kQK) * kGroupRows * sizeof(BlockQ4_0);
+    case TensorType::kQ8_0: return static_cast<uint64_t>(n / kQK) * kGroupRows * sizeof(BlockQ8_0);
+    case TensorType::kQ4_K: return static_cast<uint64_t>(n / kQK_K) * (kGroupHeadK + kGroupRows * kQK_K / 2);
+    default: return 0;
+  }
+}
+
+void GroupRows(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t n, uint8_t* group) {
+  const uint8_t* row[kGroupRows];
+  if (type == TensorType::kQ4_K) {
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      uint8_t* out = group + i * GroupBytes(type, kQK_K);
+      for (int r = 0; r < kGroupRows; ++r) {
+        const uint8_t* b = rows + r * row_bytes + i * sizeof(BlockQ4_K);
+        std::memcpy(out + 2 * r, b, 2);
+        std::memcpy(out + 16 + 2 * r, b + 2, 2);
+        for (int j = 0; j < 8; ++j) ScaleMinK4(j, b + 4, &out[32 + 8 * j + r], &out[96 + 8 * j + r]);
+        row[r] = b + 4 + kScaleBytesK;
+      }
+      Interleave4(row, kQK_K / 2, 0, out + kGroupHeadK);
+    }
+    return;
+  }
+  const uint64_t block_bytes = type == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    uint8_t* out = group + i * kGroupRows * block_bytes;
+    for (int r = 0; r < kGroupRows; ++r) {
+      const uint8_t* b = rows + r * row_bytes + i * block_bytes;
+      std::memcpy(out + 2 * r, b, 2);
+      row[r] = b + 2;
+    }
+    Interleave4(row, static_cast<int>(block_bytes - 2), type == TensorType::kQ8_0 ? 0x80 : 0, out + 16);
+  }
+}
 
 void QuantizeActivations(const float* x, int64_t n, BlockQ8* out) {
   for (int64_t b = 0; b < n / 32; ++b, x += 32) {
@@ -133,13 +258,6 @@ bool CpuHasAvx2() {
   return avx2;
 }
 
-QDotRowsFn GetQDotRows(TensorType type, bool simd) {
-  if (!simd) return nullptr;
-  if (CpuHasVnni()) return GetQDotRowsVnni(type);
-  if (CpuHasAvx2()) return GetQDotRowsAvx2(type);
-  return nullptr;
-}
-
 QDotFn GetQDot(TensorType type, bool simd) {
   if (simd) {
     if (CpuHasVnni()) return GetQDotVnni(type);
@@ -150,6 +268,19 @@ QDotFn GetQDot(TensorType type, bool simd) {
     case TensorType::kQ4_0: return Tile<DotQ4_0Scalar>;
     case TensorType::kQ4_K: return Tile<DotQ4_KScalar>;
     case TensorType::kQ6_K: return Tile<DotQ6_KScalar>;
+    default: return nullptr;
+  }
+}
+
+GroupDotFn GetGroupDot(TensorType type, bool simd) {
+  if (simd) {
+    if (CpuHasVnni()) return GetGroupDotVnni(type);
+    if (CpuHasAvx2()) return GetGroupDotAvx2(type);
+  }
+  switch (type) {
+    case TensorType::kQ8_0: return GroupDotScalarOf<TensorType::kQ8_0>;
+    case TensorType::kQ4_0: return GroupDotScalarOf<TensorType::kQ4_0>;
+    case TensorType::kQ4_K: return GroupDotScalarOf<TensorType::kQ4_K>;
     default: return nullptr;
   }
 }

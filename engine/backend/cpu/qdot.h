@@ -1,7 +1,27 @@
 // Integer dot products of quantized weight rows with activations quantized
 // to 8 bits in blocks of 32 (the Q8 activation format), for the weight types
 // whose blocks allow it. Each kernel has a scalar version, always available
-// and tested, and an AVX2 version chosen at start-up.
+// and tested, and AVX2 / AVX-512 VNNI versions chosen at start-up.
+//
+// Two layouts of a weight matrix:
+// - the file's: row after row (what the sim and CUDA devices upload);
+// - grouped (q4_0, q8_0, q4_K; made by GroupRows for the cpu device, which
+//   reads its weights in place): 8 rows interleaved in 4-byte runs, so one
+//   256-bit register holds 4 consecutive weights of each of 8 rows and one
+//   multiply-add against 4 broadcast activations advances 8 rows at once,
+//   with no horizontal sums.
+// Every kernel of a type, in either layout and at any SIMD level, forms a
+// row's result with the same float operations in the same order (integer
+// block sums are exact), so they agree bit for bit: the cpu device and the
+// sim device give identical logits, and a token's result does not depend on
+// what else is in the step.
+//
+// Per row and token, with dot_b the exact integer product of block b:
+//   q8_0, q4_0: acc = fma(float(dot_b), dw_b * dx_b, acc) over blocks b
+//   q4_K:       acc = fma(float(dot_j), (d * sc_j) * dx_j, acc) and
+//               mins = fma(dmin * m_j, dx_j * isum_j, mins) over sub-blocks
+//               j of 32; result acc - mins
+// (q4_0 dots use the unsigned nibbles and subtract 8 * isum.)
 #pragma once
 
 #include <cstdint>
@@ -23,31 +43,41 @@ static_assert(sizeof(BlockQ8) == 40);
 // Quantizes n activations (a multiple of 32) to n / 32 blocks.
 void QuantizeActivations(const float* x, int64_t n, BlockQ8* out);
 
-// Up to this many tokens share one pass over a weight row: the row's blocks
-// are unpacked once and multiplied into each token's accumulator.
+// Up to this many tokens share one pass over a weight row or group.
 inline constexpr int kQDotTile = 8;
 
-// out[t] = dot(row, xs[t]) for t < n_tokens (<= kQDotTile), for a weight row
-// of n elements stored as the kernel's type.
+// File layout, one row: out[t] = dot(row, xs[t]) for t < n_tokens (<=
+// kQDotTile), for a weight row of n elements stored as the kernel's type.
 using QDotFn = void (*)(const uint8_t* row, const BlockQ8* const* xs, int n_tokens, int64_t n, float* out);
 
 // The kernel for `type` at the given SIMD level (false: scalar); nullptr
 // when the type has no integer kernel (the float path is used).
 QDotFn GetQDot(quant::TensorType type, bool simd);
 
-// A register-blocked variant: kQDotRowsTile consecutive rows (row_bytes
-// apart) x n_tokens (<= kQDotRowsTile) tokens; out[r * kQDotRowsTile + t].
-inline constexpr int kQDotRowsTile = 4;
-using QDotRowsFn = void (*)(const uint8_t* rows, uint64_t row_bytes, const BlockQ8* const* xs, int n_tokens,
-                            int64_t n, float* out);
-// nullptr when `type` has none at this SIMD level (scalar has none).
-QDotRowsFn GetQDotRows(quant::TensorType type, bool simd);
+// Grouped layout.
+inline constexpr int kGroupRows = 8;
+// True for the types that have it (q4_0, q8_0, q4_K).
+bool HasGroupedLayout(quant::TensorType type);
+// Bytes of one group of 8 rows of n elements (n a multiple of the type's
+// block); q4_0 and q8_0 groups are exactly 8 rows, q4_K ones 32 bytes more
+// per super-block (scales and mins unpacked to one byte each).
+uint64_t GroupBytes(quant::TensorType type, int64_t n);
+// Interleaves 8 rows of n elements (file layout, row_bytes apart) into one
+// group of GroupBytes(type, n) bytes.
+void GroupRows(quant::TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t n, uint8_t* group);
+// out[t * kGroupRows + r] = dot(row r of the group, xs[t]) for t < n_tokens
+// (<= kQDotTile).
+using GroupDotFn = void (*)(const uint8_t* group, const BlockQ8* const* xs, int n_tokens, int64_t n, float* out);
+GroupDotFn GetGroupDot(quant::TensorType type, bool simd);
 
 // The SIMD kernel sets, each in its own translation unit compiled for its
-// instruction set (qdot_avx2.cc, qdot_vnni.cc); callers use GetQDot.
+// instruction set (qdot_avx2.cc, qdot_vnni.cc); callers use GetQDot and
+// GetGroupDot, tests compare every set.
 QDotFn GetQDotAvx2(quant::TensorType type);
 QDotFn GetQDotVnni(quant::TensorType type);
-QDotRowsFn GetQDotRowsAvx2(quant::TensorType type);
-QDotRowsFn GetQDotRowsVnni(quant::TensorType type);
+GroupDotFn GetGroupDotAvx2(quant::TensorType type);
+GroupDotFn GetGroupDotVnni(quant::TensorType type);
+bool CpuHasAvx2();
+bool CpuHasVnni();
 
 }  // namespace ferry::cpu

@@ -1,5 +1,8 @@
 #include "engine/backend/cpu/thread_pool.h"
 
+#include <immintrin.h>
+#include <sched.h>
+
 #include <algorithm>
 
 namespace ferry::cpu {
@@ -29,40 +32,51 @@ void ThreadPool::Run(int64_t n, Fn fn, void* ctx) {
     if (n > 0) fn(ctx, 0, 0, n);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    n_ = n;
-    fn_ = fn;
-    ctx_ = ctx;
-    pending_ = static_cast<int>(workers_.size());
-    ++generation_;
+  n_ = n;
+  fn_ = fn;
+  ctx_ = ctx;
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  // Publishes n_, fn_, ctx_ and pending_ to the workers that see the new
+  // generation. Sequentially consistent with the workers' sleepers_
+  // increment: either this thread sees a sleeper and wakes it, or the
+  // sleeper sees the new generation before it waits.
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    start_cv_.notify_all();
   }
-  start_cv_.notify_all();
   Chunk(0, n, fn, ctx);
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
+  // The workers' chunks are about as long as this one: poll, yielding the
+  // core now and then in case a worker is waiting for one.
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins % 1024 == 1023) {
+      sched_yield();
+    } else {
+      _mm_pause();
+    }
+  }
 }
 
 void ThreadPool::Worker(int index) {
   uint64_t seen = 0;
   for (;;) {
-    int64_t n;
-    Fn fn;
-    void* ctx;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      n = n_;
-      fn = fn_;
-      ctx = ctx_;
+    // Poll for the next loop for kSpin, then sleep until one starts.
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed);
+         ++spins) {
+      _mm_pause();
+      if (spins % 64 == 63 && std::chrono::steady_clock::now() > until) {
+        std::unique_lock<std::mutex> lock(mu_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        start_cv_.wait(lock, [&] { return stop_.load() || generation_.load(std::memory_order_seq_cst) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        break;
+      }
     }
-    Chunk(index, n, fn, ctx);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
-    }
+    if (stop_.load()) return;
+    seen = generation_.load(std::memory_order_acquire);
+    Chunk(index, n_, fn_, ctx_);
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 

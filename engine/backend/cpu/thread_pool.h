@@ -1,7 +1,13 @@
-// A fixed pool of worker threads for data-parallel loops. Started once; a
-// parallel loop costs two condition-variable round trips and no allocation.
+// A fixed pool of worker threads for data-parallel loops. Started once; no
+// allocation per loop. Workers that just finished a loop poll for the next
+// one for a short while (kSpin) before they sleep on a condition variable,
+// so the back-to-back loops of a forward pass (about 150 per decode step of
+// a 22-layer model) start without a futex wake-up each; the caller polls for
+// the workers' end the same way.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -39,12 +45,16 @@ class ThreadPool {
   void Worker(int index);
   void Chunk(int index, int64_t n, Fn fn, void* ctx) const;
 
+  // How long an idle worker polls before it sleeps.
+  static constexpr std::chrono::microseconds kSpin{300};
+
   std::vector<std::thread> workers_;
   std::mutex mu_;
-  std::condition_variable start_cv_, done_cv_;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::condition_variable start_cv_;
+  std::atomic<uint64_t> generation_{0};  // bumped (after n_, fn_, ctx_ are set) to start a loop
+  std::atomic<int> pending_{0};          // workers still in the current loop
+  std::atomic<int> sleepers_{0};         // workers asleep or about to sleep on start_cv_
+  std::atomic<bool> stop_{false};
   int64_t n_ = 0;
   Fn fn_ = nullptr;
   void* ctx_ = nullptr;
