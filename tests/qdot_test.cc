@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "engine/backend/cpu/qdot.h"
@@ -68,6 +69,27 @@ TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
 INSTANTIATE_TEST_SUITE_P(Types, QDot,
                          ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ6_K),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
+
+TEST(QuantizeActivations, SimdGivesTheScalarBytes) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(32 * 64);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = normal(rng) * std::pow(10.0f, static_cast<float>(i / 32 % 9) - 4.0f);
+  std::fill_n(x.begin() + 32 * 3, 32, 0.0f);                    // an all-zero block
+  x[32 * 5 + 7] = std::numeric_limits<float>::quiet_NaN();       // non-finite blocks
+  x[32 * 6 + 31] = -std::numeric_limits<float>::infinity();
+  // d = 1, id = 1: every other value is a tie (k + 0.5), rounded to even.
+  for (int i = 0; i < 32; ++i) x[32 * 8 + i] = i == 0 ? 127.0f : static_cast<float>(i - 16) + 0.5f;
+  std::vector<BlockQ8> simd(64), scalar(64);
+  QuantizeActivations(x.data(), x.size(), simd.data());
+  QuantizeActivationsScalar(x.data(), x.size(), scalar.data());
+  for (int b = 0; b < 64; ++b) {
+    EXPECT_EQ(std::memcmp(simd[b].qs, scalar[b].qs, 32), 0) << "block " << b;
+    EXPECT_EQ(simd[b].isum, scalar[b].isum) << "block " << b;
+    EXPECT_EQ(std::bit_cast<uint32_t>(simd[b].d), std::bit_cast<uint32_t>(scalar[b].d)) << "block " << b;
+  }
+  EXPECT_TRUE(std::isnan(simd[5].d));
+}
 
 TEST(QuantizeActivations, WithinHalfAStepAndSumsMatch) {
   std::mt19937 rng(2);

@@ -40,8 +40,11 @@ struct BlockQ8 {
 };
 static_assert(sizeof(BlockQ8) == 40);
 
-// Quantizes n activations (a multiple of 32) to n / 32 blocks.
+// Quantizes n activations (a multiple of 32) to n / 32 blocks: d = max|x| /
+// 127, q = x * (1 / d) rounded half to even. AVX2 where the CPU has it;
+// the scalar version gives the same bytes.
 void QuantizeActivations(const float* x, int64_t n, BlockQ8* out);
+void QuantizeActivationsScalar(const float* x, int64_t n, BlockQ8* out);
 
 // Up to this many tokens share one pass over a weight row or group.
 inline constexpr int kQDotTile = 8;
