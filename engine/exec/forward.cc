@@ -1,8 +1,10 @@
 #include "engine/exec/forward.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -38,6 +40,22 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const model::Model& m
   FERRY_RETURN_IF_ERROR(e->Init());
   return e;
 }
+
+namespace {
+
+// MemAvailable from /proc/meminfo in bytes; 0 when it cannot be read.
+uint64_t AvailableHostMemory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+}  // namespace
 
 Executor::Executor(const model::Model& model, backend::Device* device, const ForwardOptions& options, int n_ctx)
     : model_(model), config_(model.config), options_(options), n_ctx_(n_ctx), device_(device) {
@@ -156,11 +174,23 @@ absl::Status Executor::Init() {
     head_resident_ = true;
     for (int l = 0; l < c.n_layer; ++l) resident_[l] = InPlace(l);
     resident_[c.n_layer] = InPlace(kHead);
-    // The device's own layout of the matrices it reads in place, if any.
+    // The device's own layout of the matrices it reads in place, if any,
+    // when the copy fits in the memory the system has available (the
+    // file's pages count as available: they can be dropped); otherwise the
+    // kernels read the mapped file as it is, which also works for a model
+    // larger than RAM.
+    auto matrices = [](DeviceLayer& unit) {
+      return std::array<model::Matrix*, 8>{&unit.wq, &unit.wk, &unit.wv, &unit.wo, &unit.w_gate, &unit.w_up,
+                                           &unit.w_down, &unit.output};
+    };
     for (DeviceLayer& unit : resident_) {
-      for (model::Matrix* m : {&unit.wq, &unit.wk, &unit.wv, &unit.wo, &unit.w_gate, &unit.w_up, &unit.w_down,
-                               &unit.output}) {
-        const uint64_t bytes = m->present() ? d.InPlaceLayoutBytes(*m) : 0;
+      for (model::Matrix* m : matrices(unit)) relayout_bytes_ += m->present() ? d.InPlaceLayoutBytes(*m) : 0;
+    }
+    const uint64_t available = AvailableHostMemory();
+    relayout_ = relayout_bytes_ > 0 && (available == 0 || relayout_bytes_ + available / 10 <= available);
+    for (DeviceLayer& unit : resident_) {
+      for (model::Matrix* m : matrices(unit)) {
+        const uint64_t bytes = relayout_ && m->present() ? d.InPlaceLayoutBytes(*m) : 0;
         if (bytes == 0) continue;
         backend::DeviceBuffer buf;
         FERRY_ASSIGN_OR_RETURN(buf, backend::DeviceBuffer::Make(d, bytes, m->name));
@@ -459,7 +489,14 @@ absl::Status Executor::Forward(std::span<const BatchToken> batch, std::span<floa
 
 std::string Executor::PlacementSummary() const {
   if (in_place_) {
-    return absl::StrCat(device_->Describe(), ": all ", config_.n_layer, " layers computed in place from host memory");
+    std::string layout;
+    if (relayout_bytes_ > 0) {
+      layout = relayout_ ? absl::StrCat(" (", HumanBytes(relayout_bytes_), " of matrices regrouped for the kernels)")
+                         : absl::StrCat(" (matrices read as the file stores them: regrouping them needs ",
+                                        HumanBytes(relayout_bytes_), ", more than 90% of the memory available)");
+    }
+    return absl::StrCat(device_->Describe(), ": all ", config_.n_layer, " layers computed in place from host memory",
+                        layout);
   }
   return absl::StrFormat(
       "%s: offloaded %d/%d layers%s, %s resident, %d streamed unit(s) through a ring of %d x %s; device holds %s "

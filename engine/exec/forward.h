@@ -134,6 +134,8 @@ class Executor {
   std::unique_ptr<backend::Device> owned_device_;
   backend::Device* device_;
   bool in_place_ = false;
+  uint64_t relayout_bytes_ = 0;  // in place: the device's own layout of the matrices would take this much
+  bool relayout_ = false;        // and it is used
   int resident_layers_ = 0;
   bool head_resident_ = true;
   // Resident units' views (index l, or n_layer for the head).
