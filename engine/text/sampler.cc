@@ -88,9 +88,17 @@ Sampled Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
 
   cand_.clear();
   for (int i = 0; i < n; ++i) cand_.emplace_back(logits[i], i);
-  std::sort(cand_.begin(), cand_.end(), std::greater<>());
   size_t keep = cand_.size();
-  if (p_.top_k > 0) keep = std::min<size_t>(keep, p_.top_k);
+  if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < keep) {
+    // Only the best k can be drawn: select and order just those, the same
+    // prefix a full sort gives ((logit, id) pairs have no ties), in O(n)
+    // instead of O(n log n) per token (32000 pairs per sequence per step).
+    keep = p_.top_k;
+    std::nth_element(cand_.begin(), cand_.begin() + (keep - 1), cand_.end(), std::greater<>());
+    std::sort(cand_.begin(), cand_.begin() + keep, std::greater<>());
+  } else {
+    std::sort(cand_.begin(), cand_.end(), std::greater<>());
+  }
   // Probabilities of the kept candidates at temperature 1, best first.
   auto probs = [&](size_t k, std::vector<double>* pr) {
     pr->resize(k);
