@@ -467,6 +467,45 @@ TEST_F(ServerTest, AClientThatStopsReadingDoesNotStallOthers) {
   stalled->Finish();
 }
 
+// The cut-off itself: a client whose HTTP/2 receive window is small (1 KiB,
+// no BDP growth) and that does not read stalls the server's writes; once
+// more than --max_buffered_tokens tokens wait for it the server ends the
+// request and frees its slot. The client sees CANCELLED: a status with the
+// reason would travel in trailers behind the data it does not read, so the
+// server resets the stream instead of holding it open.
+TEST(ServerCutOff, AClientThatStopsReadingIsCutOffAndItsSlotFreed) {
+  const std::string model = testing::SharedModel(kStories);
+  FERRY_REQUIRE_SHARED_MODEL(model);
+  ServerProcess server("--model " + model + " --ctx 256 --slots 2 --max_buffered_tokens 4");
+  ASSERT_TRUE(server.WaitServing()) << server.output();
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 1024);
+  auto stalled = v1::Inference::NewStub(
+      grpc::CreateCustomChannel(server.target(), grpc::InsecureChannelCredentials(), args));
+  v1::GenerateRequest r = Greedy("Once upon a time", 200);
+  r.set_ignore_eos(true);
+  r.set_logprobs(true);
+  r.set_top_logprobs(5);  // about 100 bytes a token
+  grpc::ClientContext ctx;
+  auto reader = stalled->Generate(&ctx, r);
+  auto watcher = Connect(server.target());
+  ASSERT_TRUE(Eventually([&] {
+    const v1::Stats s = GetStats(*watcher);
+    return s.requests_finished() == 1 && s.running() == 0 && s.kv_tokens_used() == 0;
+  })) << "the stalled request was not ended";
+  // What the window let through, then the reason.
+  int tokens = 0;
+  v1::GenerateResponse m;
+  while (reader->Read(&m)) tokens += m.token_ids_size();
+  const grpc::Status st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::CANCELLED) << st.error_message();
+  EXPECT_LT(tokens, 200);
+  EXPECT_LT(GetStats(*watcher).generated_tokens(), 200u);
+  // The server goes on serving.
+  EXPECT_TRUE(Generate(*watcher, Greedy("The cat", 3)).status.ok());
+}
+
 TEST_F(ServerTest, LoadgenReportsLatencyPercentilesAndErrorsByCode) {
   const std::string cmd = std::string(FERRY_BINARY) + " loadgen --target " + fast_->target() +
                           " --concurrency 4 --requests 8 -n 16 2>&1";
