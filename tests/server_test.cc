@@ -599,6 +599,42 @@ TEST_F(SlowServerTest, CancelMidStreamFreesTheSlot) {
   EXPECT_TRUE(Generate(*stub, Greedy("The cat", 3)).status.ok());
 }
 
+// Keepalive enforcement (--min_ping_interval_ms): a client that pings as
+// often as gRPC lets it (asked for 100 ms; gRPC's client sends about one a
+// second) while its call waits in the queue (no data flows to it) is
+// disconnected by a server that allows one ping per 5 s (the third early
+// ping ends the connection); the same client against a server that allows
+// one per 10 ms gets its answer after the ~5 s wait.
+TEST_F(SlowServerTest, KeepaliveEnforcementDisconnectsAFastPinger) {
+  for (const bool strict : {true, false}) {
+    SCOPED_TRACE(strict ? "--min_ping_interval_ms 5000" : "--min_ping_interval_ms 10");
+    auto server = Start(std::string("--slots 1 --min_ping_interval_ms ") + (strict ? "5000" : "10"));
+    ASSERT_NE(server, nullptr);
+    auto watcher = Connect(server->target());
+    v1::GenerateRequest long_req = Greedy("Once upon a time", 120);
+    long_req.set_ignore_eos(true);
+    std::thread occupant([&] { Generate(*Connect(server->target()), long_req); });  // holds the only slot
+    ASSERT_TRUE(Eventually([&] { return GetStats(*watcher).running() == 1; }));
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 100);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    auto pinger =
+        v1::Inference::NewStub(grpc::CreateCustomChannel(server->target(), grpc::InsecureChannelCredentials(), args));
+    const auto start = std::chrono::steady_clock::now();
+    const Generated g = Generate(*pinger, Greedy("The cat", 3));
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    occupant.join();
+    if (strict) {
+      EXPECT_EQ(g.status.error_code(), grpc::StatusCode::UNAVAILABLE) << g.status.error_message();
+    } else {
+      EXPECT_TRUE(g.status.ok()) << g.status.error_message();
+      EXPECT_GT(waited, 3.5) << "the call did not wait long enough for pings to matter";
+    }
+  }
+}
+
 TEST_F(SlowServerTest, DeadlineEndsTheRequestAndFreesTheSlot) {
   auto server = Start("--slots 2");
   ASSERT_NE(server, nullptr);
