@@ -22,13 +22,20 @@ const char* FinishReasonName(FinishReason r) {
   return "?";
 }
 
+namespace {
+text::SamplingParams WithLogprobs(text::SamplingParams p, bool logprobs) {
+  p.logprobs = logprobs;
+  return p;
+}
+}  // namespace
+
 struct Runtime::Sequence {
   Sequence(Request r, Sink s, const text::Tokenizer& tok, int n_vocab)
       : req(std::move(r)),
         sink(std::move(s)),
         handle(std::make_shared<Handle>()),
         tokens(req.prompt),
-        sampler(req.sampling, n_vocab),
+        sampler(WithLogprobs(req.sampling, req.logprobs), n_vocab),
         detok(tok, req.text_at_start),
         stops(req.stops) {}
 

@@ -65,12 +65,15 @@ Sampled Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
   }
   for (const auto& [t, bias] : p_.logit_bias) logits[t] += bias;
 
-  // Log-probabilities of the (penalized) model distribution.
-  float max = -INFINITY;
-  for (float l : logits) max = std::max(max, l);
-  double sum = 0;
-  for (float l : logits) sum += std::exp(static_cast<double>(l - max));
-  const float log_z = max + static_cast<float>(std::log(sum));
+  // Log-probabilities of the (penalized) model distribution, when asked for.
+  float log_z = 0.0f;
+  if (p_.logprobs || p_.top_logprobs > 0) {
+    float max = -INFINITY;
+    for (float l : logits) max = std::max(max, l);
+    double sum = 0;
+    for (float l : logits) sum += std::exp(static_cast<double>(l - max));
+    log_z = max + static_cast<float>(std::log(sum));
+  }
   Sampled out;
   if (p_.top_logprobs > 0) {
     cand_.clear();

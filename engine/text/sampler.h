@@ -29,6 +29,10 @@ struct SamplingParams {
   std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
   int top_logprobs = 0;           // alternatives reported per token, 0..20
+  // Compute Sampled::logprob. The log-normalizer costs an exp per
+  // vocabulary entry per token, so it is computed only when asked for (or
+  // when top_logprobs > 0).
+  bool logprobs = false;
 };
 
 // Checks every field; the error names the field and its allowed range.
@@ -41,7 +45,7 @@ struct TokenLogprob {
 
 struct Sampled {
   int32_t token = -1;
-  float logprob = 0.0f;
+  float logprob = 0.0f;  // computed with SamplingParams::logprobs or top_logprobs > 0
   std::vector<TokenLogprob> top;  // the top_logprobs most likely, best first
 };
 

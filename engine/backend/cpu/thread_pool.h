@@ -46,7 +46,7 @@ class ThreadPool {
   void Chunk(int index, int64_t n, Fn fn, void* ctx) const;
 
   // How long an idle worker polls before it sleeps.
-  static constexpr std::chrono::microseconds kSpin{300};
+  static constexpr std::chrono::microseconds kSpin{100};
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
