@@ -67,7 +67,8 @@ TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, QDot,
-                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ6_K),
+                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K,
+                                           TensorType::kQ6_K),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
 TEST(QuantizeActivations, SimdGivesTheScalarBytes) {
@@ -123,7 +124,7 @@ std::vector<uint8_t> RandomRows(quant::TensorType type, int rows, int64_t n, std
   const quant::TypeInfo info = quant::Info(type);
   std::uniform_real_distribution<float> scale(0.5f, 2.0f);
   for (uint64_t at = 0; at < data.size(); at += info.block_bytes) {
-    for (int k = 0; k < (type == quant::TensorType::kQ4_K ? 2 : 1); ++k) {
+    for (int k = 0; k < (type == quant::TensorType::kQ4_K || type == quant::TensorType::kQ5_K ? 2 : 1); ++k) {
       const uint16_t h = quant::FloatToHalf(scale(rng) * (rng() % 2 ? 1.0f : -1.0f));
       std::memcpy(&data[at + 2 * k], &h, 2);
     }
@@ -199,7 +200,8 @@ TEST_P(Grouped, EveryKernelGivesTheScalarRowResultBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, Grouped,
-                         ::testing::Values(quant::TensorType::kQ8_0, quant::TensorType::kQ4_0, quant::TensorType::kQ4_K),
+                         ::testing::Values(quant::TensorType::kQ8_0, quant::TensorType::kQ4_0, quant::TensorType::kQ4_K,
+                                           quant::TensorType::kQ5_K),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
 TEST(Grouped, GroupBytes) {
@@ -207,6 +209,7 @@ TEST(Grouped, GroupBytes) {
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ4_0, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ4_0, 4096));
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ8_0, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ8_0, 4096));
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ4_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ4_K, 4096) + 16 * 32);
+  EXPECT_EQ(GroupBytes(quant::TensorType::kQ5_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ5_K, 4096) + 16 * 32);
   EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kQ6_K));
 }
 

@@ -71,6 +71,29 @@ float DotQ4_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
   return acc - mins;
 }
 
+// Q5_K: as Q4_K with a fifth bit, bit j of qh[l] for element l of sub-block j.
+float DotQ5_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
+  float acc = 0.0f, mins = 0.0f;
+  for (int64_t i = 0; i < n / kQK_K; ++i, x += 8) {
+    const BlockQ5_K w = Load<BlockQ5_K>(row + i * sizeof(BlockQ5_K));
+    const float d = HalfToFloat(w.d), dmin = HalfToFloat(w.dmin);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      ScaleMinK4(j, w.scales, &sc, &m);
+      const uint8_t* q = w.qs + 32 * (j / 2);
+      int32_t s = 0;
+      for (int l = 0; l < 32; ++l) {
+        const int nib = (j % 2 == 0) ? (q[l] & 0x0f) : (q[l] >> 4);
+        s += (nib + 16 * ((w.qh[l] >> j) & 1)) * x[j].qs[l];
+      }
+      const float p = (d * static_cast<float>(sc)) * x[j].d;
+      acc = std::fma(static_cast<float>(s), p, acc);
+      mins = std::fma(dmin * static_cast<float>(m), x[j].sum(), mins);
+    }
+  }
+  return acc - mins;
+}
+
 // Q6_K: chunk k (0..3) of half h holds elements 128h + 32k + l; its 6-bit
 // values come from ql (low nibbles of bytes l or l+32) and qh (bits 2k..2k+1).
 float DotQ6_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
@@ -112,8 +135,12 @@ void Tile(const uint8_t* row, const BlockQ8* const* xs, int nt, int64_t n, float
 // A q4_K group, per super-block of 256: d (8 x f16), dmin (8 x f16), the 8
 // sub-block scales for the 8 rows (sc[j][r], one byte each), the mins
 // (m[j][r]), then for each 32-byte run p of the rows' qs, 8 runs of 4 bytes
-// as above (low nibbles: sub-block 2p, high: 2p + 1).
+// as above (low nibbles: sub-block 2p, high: 2p + 1). A q5_K group has the
+// same head, then the rows' qh bytes in 8 runs of 4 (run k: bytes 4k..4k+3;
+// bit j of a byte is the fifth bit of the element at that position in
+// sub-block j), then the qs runs as q4_K.
 constexpr uint64_t kGroupHeadK = 16 + 16 + 64 + 64;
+constexpr uint64_t kGroupQhK = 8 * 32;
 
 void Interleave4(const uint8_t* const* rows, int bytes, uint8_t xor_mask, uint8_t* out) {
   for (int k = 0; k < bytes / 4; ++k) {
@@ -130,7 +157,8 @@ void GroupDotScalar(TensorType type, const uint8_t* g, const BlockQ8* const* xs,
     for (int t = 0; t < nt; ++t) {
       float acc = 0.0f, mins = 0.0f;
       const BlockQ8* x = xs[t];
-      if (type == TensorType::kQ4_K) {
+      if (type == TensorType::kQ4_K || type == TensorType::kQ5_K) {
+        const bool q5 = type == TensorType::kQ5_K;
         for (int64_t i = 0; i < n / kQK_K; ++i) {
           const uint8_t* b = g + i * GroupBytes(type, kQK_K);
           const float d = HalfToFloat(static_cast<uint16_t>(b[2 * r] | b[2 * r + 1] << 8));
@@ -138,11 +166,12 @@ void GroupDotScalar(TensorType type, const uint8_t* g, const BlockQ8* const* xs,
           for (int j = 0; j < 8; ++j) {
             const uint8_t sc = b[32 + 8 * j + r], m = b[96 + 8 * j + r];
             const BlockQ8& xb = x[8 * i + j];
-            const uint8_t* run = b + kGroupHeadK + 256 * (j / 2);
+            const uint8_t* run = b + kGroupHeadK + (q5 ? kGroupQhK : 0) + 256 * (j / 2);
             int32_t s = 0;
             for (int l = 0; l < 32; ++l) {
-              const uint8_t byte = run[32 * (l / 4) + 4 * r + l % 4];
-              s += (j % 2 == 0 ? (byte & 0x0f) : (byte >> 4)) * xb.qs[l];
+              const int at = 32 * (l / 4) + 4 * r + l % 4;
+              const int fifth = q5 ? 16 * ((b[kGroupHeadK + at] >> j) & 1) : 0;
+              s += ((j % 2 == 0 ? (run[at] & 0x0f) : (run[at] >> 4)) + fifth) * xb.qs[l];
             }
             const float p = (d * static_cast<float>(sc)) * xb.d;
             acc = std::fma(static_cast<float>(s), p, acc);
@@ -186,7 +215,8 @@ void GroupDotScalarOf(const uint8_t* g, const BlockQ8* const* xs, int nt, int64_
 }  // namespace
 
 bool HasGroupedLayout(TensorType type) {
-  return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 || type == TensorType::kQ4_K;
+  return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 || type == TensorType::kQ4_K ||
+         type == TensorType::kQ5_K;
 }
 
 uint64_t GroupBytes(TensorType type, int64_t n) {
@@ -194,23 +224,30 @@ uint64_t GroupBytes(TensorType type, int64_t n) {
     case TensorType::kQ4_0: return static_cast<uint64_t>(n / kQK) * kGroupRows * sizeof(BlockQ4_0);
     case TensorType::kQ8_0: return static_cast<uint64_t>(n / kQK) * kGroupRows * sizeof(BlockQ8_0);
     case TensorType::kQ4_K: return static_cast<uint64_t>(n / kQK_K) * (kGroupHeadK + kGroupRows * kQK_K / 2);
+    case TensorType::kQ5_K:
+      return static_cast<uint64_t>(n / kQK_K) * (kGroupHeadK + kGroupQhK + kGroupRows * kQK_K / 2);
     default: return 0;
   }
 }
 
 void GroupRows(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t n, uint8_t* group) {
   const uint8_t* row[kGroupRows];
-  if (type == TensorType::kQ4_K) {
+  if (type == TensorType::kQ4_K || type == TensorType::kQ5_K) {
+    const bool q5 = type == TensorType::kQ5_K;
+    const uint64_t block_bytes = q5 ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+    const uint8_t* qh[kGroupRows];
     for (int64_t i = 0; i < n / kQK_K; ++i) {
       uint8_t* out = group + i * GroupBytes(type, kQK_K);
       for (int r = 0; r < kGroupRows; ++r) {
-        const uint8_t* b = rows + r * row_bytes + i * sizeof(BlockQ4_K);
+        const uint8_t* b = rows + r * row_bytes + i * block_bytes;
         std::memcpy(out + 2 * r, b, 2);
         std::memcpy(out + 16 + 2 * r, b + 2, 2);
         for (int j = 0; j < 8; ++j) ScaleMinK4(j, b + 4, &out[32 + 8 * j + r], &out[96 + 8 * j + r]);
-        row[r] = b + 4 + kScaleBytesK;
+        qh[r] = b + 4 + kScaleBytesK;
+        row[r] = b + 4 + kScaleBytesK + (q5 ? kQK_K / 8 : 0);
       }
-      Interleave4(row, kQK_K / 2, 0, out + kGroupHeadK);
+      if (q5) Interleave4(qh, kQK_K / 8, 0, out + kGroupHeadK);
+      Interleave4(row, kQK_K / 2, 0, out + kGroupHeadK + (q5 ? kGroupQhK : 0));
     }
     return;
   }
@@ -321,6 +358,7 @@ QDotFn GetQDot(TensorType type, bool simd) {
     case TensorType::kQ8_0: return Tile<DotQ8_0Scalar>;
     case TensorType::kQ4_0: return Tile<DotQ4_0Scalar>;
     case TensorType::kQ4_K: return Tile<DotQ4_KScalar>;
+    case TensorType::kQ5_K: return Tile<DotQ5_KScalar>;
     case TensorType::kQ6_K: return Tile<DotQ6_KScalar>;
     default: return nullptr;
   }
@@ -335,6 +373,7 @@ GroupDotFn GetGroupDot(TensorType type, bool simd) {
     case TensorType::kQ8_0: return GroupDotScalarOf<TensorType::kQ8_0>;
     case TensorType::kQ4_0: return GroupDotScalarOf<TensorType::kQ4_0>;
     case TensorType::kQ4_K: return GroupDotScalarOf<TensorType::kQ4_K>;
+    case TensorType::kQ5_K: return GroupDotScalarOf<TensorType::kQ5_K>;
     default: return nullptr;
   }
 }

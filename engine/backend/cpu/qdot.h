@@ -5,7 +5,7 @@
 //
 // Two layouts of a weight matrix:
 // - the file's: row after row (what the sim and CUDA devices upload);
-// - grouped (q4_0, q8_0, q4_K; made by GroupRows for the cpu device, which
+// - grouped (q4_0, q8_0, q4_K, q5_K; made by GroupRows for the cpu device, which
 //   reads its weights in place): 8 rows interleaved in 4-byte runs, so one
 //   256-bit register holds 4 consecutive weights of each of 8 rows and one
 //   multiply-add against 4 broadcast activations advances 8 rows at once,
@@ -18,7 +18,7 @@
 //
 // Per row and token, with dot_b the exact integer product of block b:
 //   q8_0, q4_0: acc = fma(float(dot_b), dw_b * dx_b, acc) over blocks b
-//   q4_K:       acc = fma(float(dot_j), (d * sc_j) * dx_j, acc) and
+//   q4_K, q5_K: acc = fma(float(dot_j), (d * sc_j) * dx_j, acc) and
 //               mins = fma(dmin * m_j, dx_j * isum_j, mins) over sub-blocks
 //               j of 32; result acc - mins
 // (q4_0 dots use the unsigned nibbles and subtract 8 * isum.)
@@ -59,11 +59,11 @@ QDotFn GetQDot(quant::TensorType type, bool simd);
 
 // Grouped layout.
 inline constexpr int kGroupRows = 8;
-// True for the types that have it (q4_0, q8_0, q4_K).
+// True for the types that have it (q4_0, q8_0, q4_K, q5_K).
 bool HasGroupedLayout(quant::TensorType type);
 // Bytes of one group of 8 rows of n elements (n a multiple of the type's
-// block); q4_0 and q8_0 groups are exactly 8 rows, q4_K ones 32 bytes more
-// per super-block (scales and mins unpacked to one byte each).
+// block); q4_0 and q8_0 groups are exactly 8 rows, q4_K and q5_K ones 32
+// bytes more per super-block (scales and mins unpacked to one byte each).
 uint64_t GroupBytes(quant::TensorType type, int64_t n);
 // Interleaves 8 rows of n elements (file layout, row_bytes apart) into one
 // group of GroupBytes(type, n) bytes.
