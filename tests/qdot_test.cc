@@ -86,7 +86,8 @@ TEST(QuantizeActivations, SimdGivesTheScalarBytes) {
   QuantizeActivationsScalar(x.data(), x.size(), scalar.data());
   for (int b = 0; b < 64; ++b) {
     EXPECT_EQ(std::memcmp(simd[b].qs, scalar[b].qs, 32), 0) << "block " << b;
-    EXPECT_EQ(simd[b].isum, scalar[b].isum) << "block " << b;
+    EXPECT_EQ(simd[b].hsum[0], scalar[b].hsum[0]) << "block " << b;
+    EXPECT_EQ(simd[b].hsum[1], scalar[b].hsum[1]) << "block " << b;
     EXPECT_EQ(std::bit_cast<uint32_t>(simd[b].d), std::bit_cast<uint32_t>(scalar[b].d)) << "block " << b;
   }
   EXPECT_TRUE(std::isnan(simd[5].d));
@@ -100,12 +101,14 @@ TEST(QuantizeActivations, WithinHalfAStepAndSumsMatch) {
   std::vector<BlockQ8> q(16);
   QuantizeActivations(x.data(), x.size(), q.data());
   for (int b = 0; b < 16; ++b) {
-    int s = 0;
+    int s[2] = {0, 0};
     for (int i = 0; i < 32; ++i) {
       EXPECT_LE(std::fabs(q[b].d * q[b].qs[i] - x[b * 32 + i]), q[b].d * 0.5f + 1e-6f);
-      s += q[b].qs[i];
+      s[i / 16] += q[b].qs[i];
     }
-    EXPECT_EQ(q[b].isum, s);
+    EXPECT_EQ(q[b].hsum[0], s[0]);
+    EXPECT_EQ(q[b].hsum[1], s[1]);
+    EXPECT_EQ(q[b].isum(), s[0] + s[1]);
   }
 }
 
@@ -124,9 +127,12 @@ std::vector<uint8_t> RandomRows(quant::TensorType type, int rows, int64_t n, std
   const quant::TypeInfo info = quant::Info(type);
   std::uniform_real_distribution<float> scale(0.5f, 2.0f);
   for (uint64_t at = 0; at < data.size(); at += info.block_bytes) {
-    for (int k = 0; k < (type == quant::TensorType::kQ4_K || type == quant::TensorType::kQ5_K ? 2 : 1); ++k) {
+    // Where the f16 scales are: d (and dmin) first, q6_K's d last.
+    const bool two = type == quant::TensorType::kQ4_K || type == quant::TensorType::kQ5_K;
+    const uint64_t first = type == quant::TensorType::kQ6_K ? info.block_bytes - 2 : 0;
+    for (int k = 0; k < (two ? 2 : 1); ++k) {
       const uint16_t h = quant::FloatToHalf(scale(rng) * (rng() % 2 ? 1.0f : -1.0f));
-      std::memcpy(&data[at + 2 * k], &h, 2);
+      std::memcpy(&data[at + first + 2 * k], &h, 2);
     }
   }
   return data;
@@ -201,7 +207,7 @@ TEST_P(Grouped, EveryKernelGivesTheScalarRowResultBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Types, Grouped,
                          ::testing::Values(quant::TensorType::kQ8_0, quant::TensorType::kQ4_0, quant::TensorType::kQ4_K,
-                                           quant::TensorType::kQ5_K),
+                                           quant::TensorType::kQ5_K, quant::TensorType::kQ6_K),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
 TEST(Grouped, GroupBytes) {
@@ -210,7 +216,8 @@ TEST(Grouped, GroupBytes) {
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ8_0, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ8_0, 4096));
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ4_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ4_K, 4096) + 16 * 32);
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ5_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ5_K, 4096) + 16 * 32);
-  EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kQ6_K));
+  EXPECT_EQ(GroupBytes(quant::TensorType::kQ6_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ6_K, 4096));
+  EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kQ4_1));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 
@@ -43,7 +44,7 @@ float DotQ4_0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
     const BlockQ4_0 w = Load<BlockQ4_0>(row + i * sizeof(BlockQ4_0));
     int32_t s = 0;
     for (int j = 0; j < kQK / 2; ++j) s += (w.qs[j] & 0x0f) * x[i].qs[j] + (w.qs[j] >> 4) * x[i].qs[j + 16];
-    s -= 8 * x[i].isum;
+    s -= 8 * x[i].isum();
     const float p = HalfToFloat(w.d) * x[i].d;
     acc = std::fma(static_cast<float>(s), p, acc);
   }
@@ -113,7 +114,9 @@ float DotQ6_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
           s[l / 16] += q * xb.qs[l];
         }
         const int sub = 8 * h + 2 * k;
-        acc += d * xb.d * static_cast<float>(w.scales[sub] * s[0] + w.scales[sub + 1] * s[1]);
+        const int32_t si = w.scales[sub] * s[0] + w.scales[sub + 1] * s[1];
+        const float p = d * xb.d;
+        acc = std::fma(static_cast<float>(si), p, acc);
       }
     }
   }
@@ -139,8 +142,12 @@ void Tile(const uint8_t* row, const BlockQ8* const* xs, int nt, int64_t n, float
 // same head, then the rows' qh bytes in 8 runs of 4 (run k: bytes 4k..4k+3;
 // bit j of a byte is the fifth bit of the element at that position in
 // sub-block j), then the qs runs as q4_K.
+// A q6_K group, per super-block: d (8 x f16), the 16 scales for the 8 rows
+// (sc[sub][r], int8), the rows' ql in 32 runs of 4, their qh in 16 runs of
+// 4: exactly the 8 rows' bytes.
 constexpr uint64_t kGroupHeadK = 16 + 16 + 64 + 64;
 constexpr uint64_t kGroupQhK = 8 * 32;
+constexpr uint64_t kGroupQlAt6 = 16 + 128, kGroupQhAt6 = kGroupQlAt6 + 1024;
 
 void Interleave4(const uint8_t* const* rows, int bytes, uint8_t xor_mask, uint8_t* out) {
   for (int k = 0; k < bytes / 4; ++k) {
@@ -157,6 +164,32 @@ void GroupDotScalar(TensorType type, const uint8_t* g, const BlockQ8* const* xs,
     for (int t = 0; t < nt; ++t) {
       float acc = 0.0f, mins = 0.0f;
       const BlockQ8* x = xs[t];
+      if (type == TensorType::kQ6_K) {
+        for (int64_t i = 0; i < n / kQK_K; ++i) {
+          const uint8_t* b = g + i * GroupBytes(type, kQK_K);
+          const float d = HalfToFloat(static_cast<uint16_t>(b[2 * r] | b[2 * r + 1] << 8));
+          for (int h = 0; h < 2; ++h) {
+            for (int k = 0; k < 4; ++k) {
+              const BlockQ8& xb = x[8 * i + 4 * h + k];
+              int32_t s[2] = {0, 0};
+              for (int l = 0; l < 32; ++l) {
+                const int ql_byte = 64 * h + 32 * (k % 2) + l, qh_byte = 32 * h + l;
+                const uint8_t lo = b[kGroupQlAt6 + 32 * (ql_byte / 4) + 4 * r + ql_byte % 4];
+                const uint8_t hi = b[kGroupQhAt6 + 32 * (qh_byte / 4) + 4 * r + qh_byte % 4];
+                const int q = ((k < 2 ? (lo & 0x0f) : (lo >> 4)) | (((hi >> (2 * k)) & 3) << 4)) - 32;
+                s[l / 16] += q * xb.qs[l];
+              }
+              const int sub = 8 * h + 2 * k;
+              const int32_t si = static_cast<int8_t>(b[16 + 8 * sub + r]) * s[0] +
+                                 static_cast<int8_t>(b[16 + 8 * (sub + 1) + r]) * s[1];
+              const float p = d * xb.d;
+              acc = std::fma(static_cast<float>(si), p, acc);
+            }
+          }
+        }
+        out[t * kGroupRows + r] = acc;
+        continue;
+      }
       if (type == TensorType::kQ4_K || type == TensorType::kQ5_K) {
         const bool q5 = type == TensorType::kQ5_K;
         for (int64_t i = 0; i < n / kQK_K; ++i) {
@@ -197,7 +230,7 @@ void GroupDotScalar(TensorType type, const uint8_t* g, const BlockQ8* const* xs,
             const uint8_t byte = qs[32 * (l / 4) + 4 * r + l % 4];
             s += (byte & 0x0f) * x[i].qs[l] + (byte >> 4) * x[i].qs[l + 16];
           }
-          s -= 8 * x[i].isum;
+          s -= 8 * x[i].isum();
         }
         const float p = dw * x[i].d;
         acc = std::fma(static_cast<float>(s), p, acc);
@@ -216,7 +249,7 @@ void GroupDotScalarOf(const uint8_t* g, const BlockQ8* const* xs, int nt, int64_
 
 bool HasGroupedLayout(TensorType type) {
   return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 || type == TensorType::kQ4_K ||
-         type == TensorType::kQ5_K;
+         type == TensorType::kQ5_K || type == TensorType::kQ6_K;
 }
 
 uint64_t GroupBytes(TensorType type, int64_t n) {
@@ -226,12 +259,29 @@ uint64_t GroupBytes(TensorType type, int64_t n) {
     case TensorType::kQ4_K: return static_cast<uint64_t>(n / kQK_K) * (kGroupHeadK + kGroupRows * kQK_K / 2);
     case TensorType::kQ5_K:
       return static_cast<uint64_t>(n / kQK_K) * (kGroupHeadK + kGroupQhK + kGroupRows * kQK_K / 2);
+    case TensorType::kQ6_K: return static_cast<uint64_t>(n / kQK_K) * kGroupRows * sizeof(BlockQ6_K);
     default: return 0;
   }
 }
 
 void GroupRows(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t n, uint8_t* group) {
   const uint8_t* row[kGroupRows];
+  if (type == TensorType::kQ6_K) {
+    const uint8_t* qh[kGroupRows];
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      uint8_t* out = group + i * GroupBytes(type, kQK_K);
+      for (int r = 0; r < kGroupRows; ++r) {
+        const uint8_t* b = rows + r * row_bytes + i * sizeof(BlockQ6_K);
+        std::memcpy(out + 2 * r, b + offsetof(BlockQ6_K, d), 2);
+        for (int sub = 0; sub < 16; ++sub) out[16 + 8 * sub + r] = b[offsetof(BlockQ6_K, scales) + sub];
+        row[r] = b + offsetof(BlockQ6_K, ql);
+        qh[r] = b + offsetof(BlockQ6_K, qh);
+      }
+      Interleave4(row, kQK_K / 2, 0, out + kGroupQlAt6);
+      Interleave4(qh, kQK_K / 4, 0, out + kGroupQhAt6);
+    }
+    return;
+  }
   if (type == TensorType::kQ4_K || type == TensorType::kQ5_K) {
     const bool q5 = type == TensorType::kQ5_K;
     const uint64_t block_bytes = q5 ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
@@ -276,20 +326,28 @@ void QuantizeBlockScalar(const float* x, BlockQ8* out) {
   // reach the output as NaN, not as undefined float-to-int conversions.
   const float d = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
   const float id = finite && d != 0.0f ? 1.0f / d : 0.0f;
-  int32_t sum = 0;
+  int32_t sum[2] = {0, 0};
   for (int i = 0; i < 32; ++i) {
     const int q = finite ? static_cast<int>(std::nearbyint(x[i] * id)) : 0;
     out->qs[i] = static_cast<int8_t>(q);
-    sum += q;
+    sum[i / 16] += q;
   }
   out->d = d;
-  out->isum = sum;
+  out->hsum[0] = static_cast<int16_t>(sum[0]);
+  out->hsum[1] = static_cast<int16_t>(sum[1]);
 }
 
 // The same numbers as QuantizeBlockScalar (max is exact, the products are
 // the same float multiplications, cvtps rounds half to even like nearbyint
 // in the default rounding mode); blocks with a NaN or infinity go to the
 // scalar code.
+__attribute__((target("avx2"))) inline int32_t SumLanes(__m256i v) {
+  __m128i r = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0x4e));
+  r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xb1));
+  return _mm_cvtsi128_si32(r);
+}
+
 __attribute__((target("avx2,fma"))) void QuantizeActivationsAvx2(const float* x, int64_t n, BlockQ8* out) {
   const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
   for (int64_t b = 0; b < n / 32; ++b, x += 32) {
@@ -313,17 +371,16 @@ __attribute__((target("avx2,fma"))) void QuantizeActivationsAvx2(const float* x,
     const __m256 idv = _mm256_set1_ps(id);
     __m256i q[4];
     for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv));
-    __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    // The two halves' sums: elements 0..15 are q[0], q[1], 16..31 q[2], q[3].
+    const int32_t lo = SumLanes(_mm256_add_epi32(q[0], q[1])), hi = SumLanes(_mm256_add_epi32(q[2], q[3]));
     // int32 -> int8 (no saturation: |q| <= 127); packs interleave 128-bit
     // lanes, the permutation puts the elements back in order.
     const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].qs), ordered);
     out[b].d = d;
-    out[b].isum = _mm_cvtsi128_si32(s4);
+    out[b].hsum[0] = static_cast<int16_t>(lo);
+    out[b].hsum[1] = static_cast<int16_t>(hi);
   }
 }
 
@@ -374,6 +431,7 @@ GroupDotFn GetGroupDot(TensorType type, bool simd) {
     case TensorType::kQ4_0: return GroupDotScalarOf<TensorType::kQ4_0>;
     case TensorType::kQ4_K: return GroupDotScalarOf<TensorType::kQ4_K>;
     case TensorType::kQ5_K: return GroupDotScalarOf<TensorType::kQ5_K>;
+    case TensorType::kQ6_K: return GroupDotScalarOf<TensorType::kQ6_K>;
     default: return nullptr;
   }
 }

@@ -5,7 +5,7 @@
 //
 // Two layouts of a weight matrix:
 // - the file's: row after row (what the sim and CUDA devices upload);
-// - grouped (q4_0, q8_0, q4_K, q5_K; made by GroupRows for the cpu device, which
+// - grouped (q4_0, q8_0, q4_K, q5_K, q6_K; made by GroupRows for the cpu device, which
 //   reads its weights in place): 8 rows interleaved in 4-byte runs, so one
 //   256-bit register holds 4 consecutive weights of each of 8 rows and one
 //   multiply-add against 4 broadcast activations advances 8 rows at once,
@@ -21,7 +21,10 @@
 //   q4_K, q5_K: acc = fma(float(dot_j), (d * sc_j) * dx_j, acc) and
 //               mins = fma(dmin * m_j, dx_j * isum_j, mins) over sub-blocks
 //               j of 32; result acc - mins
-// (q4_0 dots use the unsigned nibbles and subtract 8 * isum.)
+//   q6_K:       acc = fma(float(sc_a * dot_a + sc_b * dot_b), d * dx_c, acc)
+//               over chunks c of 32 (halves a, b of 16 with their scales)
+// (q4_0 dots use the unsigned nibbles and subtract 8 * isum, q6_K ones the
+// unsigned 6-bit values and 32 * the half's sum.)
 #pragma once
 
 #include <cstdint>
@@ -30,13 +33,15 @@
 
 namespace ferry::cpu {
 
-// 32 activations: x_i ~= d * qs[i]; isum = sum(qs), for formats with a
-// per-block offset (their dot products need sum(x) = d * isum).
+// 32 activations: x_i ~= d * qs[i]; hsum = the sums of qs[0..15] and
+// qs[16..31], for formats with a per-block or per-16 offset (their dot
+// products need sum(x) = d * isum()).
 struct BlockQ8 {
   float d;
-  int32_t isum;
+  int16_t hsum[2];
   int8_t qs[32];
-  float sum() const { return d * static_cast<float>(isum); }
+  int32_t isum() const { return hsum[0] + hsum[1]; }
+  float sum() const { return d * static_cast<float>(isum()); }
 };
 static_assert(sizeof(BlockQ8) == 40);
 
@@ -59,10 +64,10 @@ QDotFn GetQDot(quant::TensorType type, bool simd);
 
 // Grouped layout.
 inline constexpr int kGroupRows = 8;
-// True for the types that have it (q4_0, q8_0, q4_K, q5_K).
+// True for the types that have it (q4_0, q8_0, q4_K, q5_K, q6_K).
 bool HasGroupedLayout(quant::TensorType type);
 // Bytes of one group of 8 rows of n elements (n a multiple of the type's
-// block); q4_0 and q8_0 groups are exactly 8 rows, q4_K and q5_K ones 32
+// block); q4_0, q8_0 and q6_K groups are exactly 8 rows, q4_K and q5_K ones 32
 // bytes more per super-block (scales and mins unpacked to one byte each).
 uint64_t GroupBytes(quant::TensorType type, int64_t n);
 // Interleaves 8 rows of n elements (file layout, row_bytes apart) into one
