@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "engine/quant/blocks.h"
 
@@ -51,32 +52,15 @@ float DotQ4_0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
   return acc;
 }
 
-// Q4_K: sub-block j of 32 has w = d*sc_j*q - dmin*m_j, so
-// dot = d*sc_j*dx*sum(q*qx) - dmin*m_j*sum(x).
-float DotQ4_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
+// Q4_K (kQ5 false): sub-block j of 32 has w = d*sc_j*q - dmin*m_j, so
+// dot = d*sc_j*dx*sum(q*qx) - dmin*m_j*sum(x). Q5_K (true): the same with a
+// fifth bit, bit j of qh[l] for element l of sub-block j.
+template <bool kQ5>
+float DotK45Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
+  using Block = std::conditional_t<kQ5, BlockQ5_K, BlockQ4_K>;
   float acc = 0.0f, mins = 0.0f;
   for (int64_t i = 0; i < n / kQK_K; ++i, x += 8) {
-    const BlockQ4_K w = Load<BlockQ4_K>(row + i * sizeof(BlockQ4_K));
-    const float d = HalfToFloat(w.d), dmin = HalfToFloat(w.dmin);
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      ScaleMinK4(j, w.scales, &sc, &m);
-      const uint8_t* q = w.qs + 32 * (j / 2);
-      int32_t s = 0;
-      for (int l = 0; l < 32; ++l) s += ((j % 2 == 0) ? (q[l] & 0x0f) : (q[l] >> 4)) * x[j].qs[l];
-      const float p = (d * static_cast<float>(sc)) * x[j].d;
-      acc = std::fma(static_cast<float>(s), p, acc);
-      mins = std::fma(dmin * static_cast<float>(m), x[j].sum(), mins);
-    }
-  }
-  return acc - mins;
-}
-
-// Q5_K: as Q4_K with a fifth bit, bit j of qh[l] for element l of sub-block j.
-float DotQ5_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
-  float acc = 0.0f, mins = 0.0f;
-  for (int64_t i = 0; i < n / kQK_K; ++i, x += 8) {
-    const BlockQ5_K w = Load<BlockQ5_K>(row + i * sizeof(BlockQ5_K));
+    const Block w = Load<Block>(row + i * sizeof(Block));
     const float d = HalfToFloat(w.d), dmin = HalfToFloat(w.dmin);
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, m;
@@ -84,8 +68,9 @@ float DotQ5_KScalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
       const uint8_t* q = w.qs + 32 * (j / 2);
       int32_t s = 0;
       for (int l = 0; l < 32; ++l) {
-        const int nib = (j % 2 == 0) ? (q[l] & 0x0f) : (q[l] >> 4);
-        s += (nib + 16 * ((w.qh[l] >> j) & 1)) * x[j].qs[l];
+        int v = (j % 2 == 0) ? (q[l] & 0x0f) : (q[l] >> 4);
+        if constexpr (kQ5) v += 16 * ((w.qh[l] >> j) & 1);
+        s += v * x[j].qs[l];
       }
       const float p = (d * static_cast<float>(sc)) * x[j].d;
       acc = std::fma(static_cast<float>(s), p, acc);
@@ -414,8 +399,8 @@ QDotFn GetQDot(TensorType type, bool simd) {
   switch (type) {
     case TensorType::kQ8_0: return Tile<DotQ8_0Scalar>;
     case TensorType::kQ4_0: return Tile<DotQ4_0Scalar>;
-    case TensorType::kQ4_K: return Tile<DotQ4_KScalar>;
-    case TensorType::kQ5_K: return Tile<DotQ5_KScalar>;
+    case TensorType::kQ4_K: return Tile<DotK45Scalar<false>>;
+    case TensorType::kQ5_K: return Tile<DotK45Scalar<true>>;
     case TensorType::kQ6_K: return Tile<DotQ6_KScalar>;
     default: return nullptr;
   }
