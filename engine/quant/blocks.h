@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "engine/quant/half.h"
 
@@ -184,19 +185,10 @@ FERRY_HD inline void DecodeSub(const BlockQ5_0& b, int, float* y) { DecodeBlock(
 FERRY_HD inline void DecodeSub(const BlockQ5_1& b, int, float* y) { DecodeBlock(b, y); }
 FERRY_HD inline void DecodeSub(const BlockQ8_0& b, int, float* y) { DecodeBlock(b, y); }
 
-// Sub-block s of Q4_K: byte run s/2 of qs, low nibbles when s is even.
-FERRY_HD inline void DecodeSub(const BlockQ4_K& b, int s, float* y) {
-  const float d = HalfToFloat(b.d), dmin = HalfToFloat(b.dmin);
-  uint8_t sc, m;
-  ScaleMinK4(s, b.scales, &sc, &m);
-  const float d1 = d * sc, m1 = dmin * m;
-  const uint8_t* q = b.qs + 32 * (s / 2);
-  const int shift = (s & 1) * 4;
-  for (int l = 0; l < 32; ++l) y[l] = d1 * static_cast<float>((q[l] >> shift) & 0x0f) - m1;
-}
-
-// Sub-block s of Q5_K: as Q4_K, the fifth bit is bit s of qh[l].
-FERRY_HD inline void DecodeSub(const BlockQ5_K& b, int s, float* y) {
+// Sub-block s of Q4_K and Q5_K: byte run s/2 of qs, low nibbles when s is
+// even; Q5_K's fifth bit is bit s of qh[l].
+template <typename Block>
+FERRY_HD inline void DecodeSubK45(const Block& b, int s, float* y) {
   const float d = HalfToFloat(b.d), dmin = HalfToFloat(b.dmin);
   uint8_t sc, m;
   ScaleMinK4(s, b.scales, &sc, &m);
@@ -204,9 +196,13 @@ FERRY_HD inline void DecodeSub(const BlockQ5_K& b, int s, float* y) {
   const uint8_t* q = b.qs + 32 * (s / 2);
   const int shift = (s & 1) * 4;
   for (int l = 0; l < 32; ++l) {
-    y[l] = d1 * static_cast<float>(((q[l] >> shift) & 0x0f) + ((b.qh[l] >> s) & 1 ? 16 : 0)) - m1;
+    int v = (q[l] >> shift) & 0x0f;
+    if constexpr (std::is_same_v<Block, BlockQ5_K>) v += (b.qh[l] >> s) & 1 ? 16 : 0;
+    y[l] = d1 * static_cast<float>(v) - m1;
   }
 }
+FERRY_HD inline void DecodeSub(const BlockQ4_K& b, int s, float* y) { DecodeSubK45(b, s, y); }
+FERRY_HD inline void DecodeSub(const BlockQ5_K& b, int s, float* y) { DecodeSubK45(b, s, y); }
 
 // Sub-block s of Q6_K: half s/4, group k = s%4 of that half (see DecodeBlock).
 FERRY_HD inline void DecodeSub(const BlockQ6_K& b, int s, float* y) {

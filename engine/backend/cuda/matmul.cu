@@ -56,6 +56,17 @@ __device__ inline float WarpSum(float v) {
   return v;
 }
 
+// The end of a warp-per-row kernel: each token's partial sums over the
+// warp, written by lane 0 to y[t * ys] (y points at the row's output).
+template <int NT>
+__device__ inline void StoreWarpSums(const float (&acc)[NT], int n, int lane, float* y, int64_t ys) {
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const float sum = WarpSum(acc[t]);
+    if (lane == 0 && t < n) y[t * ys] = sum;
+  }
+}
+
 // One warp per row: lane l takes sub-blocks l, l+32, ... of the row, so the
 // warp reads the row's bytes once, front to back; each sub-block is dotted
 // with the same 32 activations of every token (NT >= n tokens).
@@ -84,11 +95,7 @@ __global__ void MatVecBlocks(const uint8_t* __restrict__ w, int64_t rows, int64_
       }
     }
   }
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    const float sum = WarpSum(acc[t]);
-    if (lane == 0 && t < n) y[t * ys + row] = sum;
-  }
+  StoreWarpSums<NT>(acc, n, lane, y + row, ys);
 }
 
 template <class F, int NT>
@@ -108,11 +115,7 @@ __global__ void MatVecFloats(const uint8_t* __restrict__ w, int64_t rows, int64_
       if (t < n) acc[t] = fmaf(v, __ldg(x + t * xs + i), acc[t]);
     }
   }
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    const float sum = WarpSum(acc[t]);
-    if (lane == 0 && t < n) y[t * ys + row] = sum;
-  }
+  StoreWarpSums<NT>(acc, n, lane, y + row, ys);
 }
 
 // Rows [0, rows) of w decoded to f32, packed (rows, cols): the GEMM tile.
