@@ -1,8 +1,13 @@
 #include "engine/gguf/writer.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
+#include <future>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -187,27 +192,52 @@ std::string Writer::EncodeHeader() const {
 absl::Status Writer::Emit(const std::function<absl::Status(absl::string_view)>& sink, const Progress& progress) const {
   if (absl::Status s = sink(EncodeHeader()); !s.ok()) return s;
   const uint64_t total = tensor_data_bytes();
+  // Fills (random weights quantized row by row: CPU-bound) run on up to one
+  // thread per core, ahead of the writer, which still writes the tensors in
+  // order: the same bytes as filling them one after the other, in a fraction
+  // of the time (an 8B-shaped model is 8.5 GB of q8_0). At most `ahead`
+  // filled tensors wait in memory.
+  using Filled = absl::StatusOr<std::vector<uint8_t>>;
+  const size_t ahead = std::max(1u, std::thread::hardware_concurrency());
+  std::deque<std::future<Filled>> pending;
+  size_t next_fill = 0;
+  auto launch_fills = [&] {
+    while (next_fill < tensors_.size() && pending.size() < ahead) {
+      const Tensor& t = tensors_[next_fill++];
+      if (!t.fill) continue;
+      pending.push_back(std::async(std::launch::async, [&t]() -> Filled {
+        std::vector<uint8_t> buffer(t.bytes, 0);
+        if (absl::Status s = t.fill(std::span(buffer)); !s.ok()) {
+          return absl::Status(s.code(), absl::StrCat("tensor '", t.name, "': ", s.message()));
+        }
+        return buffer;
+      }));
+    }
+  };
   uint64_t pos = 0;
-  std::vector<uint8_t> buffer;
   const std::string zeros(alignment_, '\0');
-  for (size_t i = 0; i < tensors_.size(); ++i) {
+  absl::Status status;
+  for (size_t i = 0; i < tensors_.size() && status.ok(); ++i) {
     const Tensor& t = tensors_[i];
-    if (absl::Status s = sink(absl::string_view(zeros.data(), t.offset - pos)); !s.ok()) return s;
+    launch_fills();
+    if (status = sink(absl::string_view(zeros.data(), t.offset - pos)); !status.ok()) break;
     std::span<const uint8_t> bytes = t.data;
+    Filled filled;
     if (t.fill) {
-      buffer.assign(t.bytes, 0);
-      if (absl::Status s = t.fill(std::span(buffer)); !s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("tensor '", t.name, "': ", s.message()));
+      filled = pending.front().get();
+      pending.pop_front();
+      if (!filled.ok()) {
+        status = filled.status();
+        break;
       }
-      bytes = buffer;
+      bytes = *filled;
     }
-    if (absl::Status s = sink(absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())); !s.ok()) {
-      return s;
-    }
+    status = sink(absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
     pos = t.offset + t.bytes;
-    if (progress) progress(i + 1, tensors_.size(), pos, total);
+    if (status.ok() && progress) progress(i + 1, tensors_.size(), pos, total);
   }
-  return absl::OkStatus();
+  for (auto& f : pending) f.wait();  // no fill outlives the writer's tensors
+  return status;
 }
 
 absl::Status Writer::WriteFile(const std::string& path, const Progress& progress) const {
