@@ -200,10 +200,20 @@ void ExpectSubBlocksMatchTheBlock(int elems, std::mt19937& rng) {
     DecodeBlock(b, whole.data());
     for (int s = 0; s < elems / 32; ++s) DecodeSub(b, s, subs.data() + 32 * s);
     for (int i = 0; i < elems; ++i) ASSERT_EQ(FloatBits(whole[i]), FloatBits(subs[i])) << "element " << i;
+    // The 8-value ranges a GPU lane decodes, and ranges of other lengths.
+    for (int len : {8, 1, 5, 32}) {
+      std::vector<float> parts(elems, -1.0f);
+      for (int s = 0; s < elems / 32; ++s) {
+        for (int l0 = 0; l0 < 32; l0 += len) DecodeRange(b, s, l0, std::min(len, 32 - l0), parts.data() + 32 * s + l0);
+      }
+      for (int i = 0; i < elems; ++i) {
+        ASSERT_EQ(FloatBits(whole[i]), FloatBits(parts[i])) << "element " << i << ", ranges of " << len;
+      }
+    }
   }
 }
 
-TEST(Blocks, SubBlockDecodingEqualsBlockDecodingBitForBit) {
+TEST(Blocks, SubBlockAndRangeDecodingEqualBlockDecodingBitForBit) {
   std::mt19937 rng(7);
   ExpectSubBlocksMatchTheBlock<BlockQ4_0>(32, rng);
   ExpectSubBlocksMatchTheBlock<BlockQ4_1>(32, rng);

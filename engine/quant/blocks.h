@@ -175,47 +175,94 @@ FERRY_HD inline void DecodeBlock(const BlockQ6_K& b, float* y) {
   }
 }
 
-// One 32-element sub-block of a block: what a GPU thread decodes at a time
-// (a whole k-quant super-block is 256 values, too many for registers). For
-// the 32-element formats `sub` is 0 and this is DecodeBlock. Same arithmetic,
-// in the same order, as DecodeBlock: tests check them equal bit for bit.
-FERRY_HD inline void DecodeSub(const BlockQ4_0& b, int, float* y) { DecodeBlock(b, y); }
-FERRY_HD inline void DecodeSub(const BlockQ4_1& b, int, float* y) { DecodeBlock(b, y); }
-FERRY_HD inline void DecodeSub(const BlockQ5_0& b, int, float* y) { DecodeBlock(b, y); }
-FERRY_HD inline void DecodeSub(const BlockQ5_1& b, int, float* y) { DecodeBlock(b, y); }
-FERRY_HD inline void DecodeSub(const BlockQ8_0& b, int, float* y) { DecodeBlock(b, y); }
+// Elements [l0, l0 + n) of 32-element sub-block `s` of a block: what a GPU
+// thread decodes at a time (the matvec kernels take 8 consecutive values a
+// lane, so a warp's activation loads are contiguous; a whole k-quant
+// super-block is 256 values, too many for registers). For the 32-element
+// formats `s` is 0. Same arithmetic, in the same order, as DecodeBlock:
+// tests check every range equal to it bit for bit.
+FERRY_HD inline void DecodeRange(const BlockQ4_0& b, int, int l0, int n, float* y) {
+  const float d = HalfToFloat(b.d);
+  for (int i = 0; i < n; ++i) {
+    const int l = l0 + i;
+    const int q = l < kQK / 2 ? (b.qs[l] & 0x0f) : (b.qs[l - kQK / 2] >> 4);
+    y[i] = d * static_cast<float>(q - 8);
+  }
+}
+
+FERRY_HD inline void DecodeRange(const BlockQ4_1& b, int, int l0, int n, float* y) {
+  const float d = HalfToFloat(b.d), m = HalfToFloat(b.m);
+  for (int i = 0; i < n; ++i) {
+    const int l = l0 + i;
+    const int q = l < kQK / 2 ? (b.qs[l] & 0x0f) : (b.qs[l - kQK / 2] >> 4);
+    y[i] = d * static_cast<float>(q) + m;
+  }
+}
+
+FERRY_HD inline void DecodeRange(const BlockQ5_0& b, int, int l0, int n, float* y) {
+  const float d = HalfToFloat(b.d);
+  const uint32_t qh = LoadQh(b.qh);
+  for (int i = 0; i < n; ++i) {
+    const int l = l0 + i;
+    const int q = (l < kQK / 2 ? (b.qs[l] & 0x0f) : (b.qs[l - kQK / 2] >> 4)) | (((qh >> l) & 1) << 4);
+    y[i] = d * static_cast<float>(q - 16);
+  }
+}
+
+FERRY_HD inline void DecodeRange(const BlockQ5_1& b, int, int l0, int n, float* y) {
+  const float d = HalfToFloat(b.d), m = HalfToFloat(b.m);
+  const uint32_t qh = LoadQh(b.qh);
+  for (int i = 0; i < n; ++i) {
+    const int l = l0 + i;
+    const int q = (l < kQK / 2 ? (b.qs[l] & 0x0f) : (b.qs[l - kQK / 2] >> 4)) | (((qh >> l) & 1) << 4);
+    y[i] = d * static_cast<float>(q) + m;
+  }
+}
+
+FERRY_HD inline void DecodeRange(const BlockQ8_0& b, int, int l0, int n, float* y) {
+  const float d = HalfToFloat(b.d);
+  for (int i = 0; i < n; ++i) y[i] = d * static_cast<float>(b.qs[l0 + i]);
+}
 
 // Sub-block s of Q4_K and Q5_K: byte run s/2 of qs, low nibbles when s is
 // even; Q5_K's fifth bit is bit s of qh[l].
 template <typename Block>
-FERRY_HD inline void DecodeSubK45(const Block& b, int s, float* y) {
+FERRY_HD inline void DecodeRangeK45(const Block& b, int s, int l0, int n, float* y) {
   const float d = HalfToFloat(b.d), dmin = HalfToFloat(b.dmin);
   uint8_t sc, m;
   ScaleMinK4(s, b.scales, &sc, &m);
   const float d1 = d * sc, m1 = dmin * m;
   const uint8_t* q = b.qs + 32 * (s / 2);
   const int shift = (s & 1) * 4;
-  for (int l = 0; l < 32; ++l) {
+  for (int i = 0; i < n; ++i) {
+    const int l = l0 + i;
     int v = (q[l] >> shift) & 0x0f;
     if constexpr (std::is_same_v<Block, BlockQ5_K>) v += (b.qh[l] >> s) & 1 ? 16 : 0;
-    y[l] = d1 * static_cast<float>(v) - m1;
+    y[i] = d1 * static_cast<float>(v) - m1;
   }
 }
-FERRY_HD inline void DecodeSub(const BlockQ4_K& b, int s, float* y) { DecodeSubK45(b, s, y); }
-FERRY_HD inline void DecodeSub(const BlockQ5_K& b, int s, float* y) { DecodeSubK45(b, s, y); }
+FERRY_HD inline void DecodeRange(const BlockQ4_K& b, int s, int l0, int n, float* y) { DecodeRangeK45(b, s, l0, n, y); }
+FERRY_HD inline void DecodeRange(const BlockQ5_K& b, int s, int l0, int n, float* y) { DecodeRangeK45(b, s, l0, n, y); }
 
 // Sub-block s of Q6_K: half s/4, group k = s%4 of that half (see DecodeBlock).
-FERRY_HD inline void DecodeSub(const BlockQ6_K& b, int s, float* y) {
+FERRY_HD inline void DecodeRange(const BlockQ6_K& b, int s, int l0, int n, float* y) {
   const float d = HalfToFloat(b.d);
   const int half = s / 4, k = s % 4;
   const uint8_t* ql = b.ql + 64 * half + 32 * (k % 2);
   const uint8_t* qh = b.qh + 32 * half;
   const int8_t* sc = b.scales + 8 * half + 2 * k;
   const int shift = 4 * (k / 2);
-  for (int l = 0; l < 32; ++l) {
+  for (int i = 0; i < n; ++i) {
+    const int l = l0 + i;
     const int q = (((ql[l] >> shift) & 0x0f) | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
-    y[l] = d * sc[l / 16] * static_cast<float>(q);
+    y[i] = d * sc[l / 16] * static_cast<float>(q);
   }
+}
+
+// A whole 32-element sub-block.
+template <typename Block>
+FERRY_HD inline void DecodeSub(const Block& b, int s, float* y) {
+  DecodeRange(b, s, 0, 32, y);
 }
 
 }  // namespace ferry::quant

@@ -16,6 +16,8 @@ using quant::TensorType;
 
 constexpr int kWarpsPerBlock = 4;  // rows per thread block in the matvec kernel
 
+constexpr int kChunk = 8;  // consecutive values a lane decodes at a time
+
 // A block format: its struct, 32-value sub-blocks per block, and the decoder
 // both the CPU tests and these kernels use. Blocks are 2-byte aligned
 // structs at even offsets of 256-byte aligned buffers, so they are read in place.
@@ -23,8 +25,11 @@ template <typename B, int kSubsPerBlock>
 struct Blocks {
   static constexpr int kSubs = kSubsPerBlock;
   static constexpr int kBytes = sizeof(B);
-  __device__ static void Decode(const uint8_t* block, int sub, float* y) {
-    quant::DecodeSub(*reinterpret_cast<const B*>(block), sub, y);
+  // Values [8c, 8c + 8) of a row.
+  __device__ static void DecodeChunk(const uint8_t* row, int64_t c, float* y) {
+    const int64_t sub = c / (32 / kChunk);
+    quant::DecodeRange(*reinterpret_cast<const B*>(row + (sub / kSubs) * kBytes), static_cast<int>(sub % kSubs),
+                       static_cast<int>(c % (32 / kChunk)) * kChunk, kChunk, y);
   }
 };
 using Q4_0 = Blocks<quant::BlockQ4_0, 1>;
@@ -67,12 +72,14 @@ __device__ inline void StoreWarpSums(const float (&acc)[NT], int n, int lane, fl
   }
 }
 
-// One warp per row: lane l takes sub-blocks l, l+32, ... of the row, so the
-// warp reads the row's bytes once, front to back; each sub-block is dotted
-// with the same 32 activations of every token (NT >= n tokens).
+// One warp per row: lane l takes the 8-value chunks l, l+32, ... of the row,
+// so at each step the warp reads a contiguous run of the row's blocks and a
+// contiguous 1 KiB of each token's activations (two float4 loads a lane when
+// they are 16-byte aligned: `x_vec`); NT >= n tokens.
 template <class F, int NT>
 __global__ void MatVecBlocks(const uint8_t* __restrict__ w, int64_t rows, int64_t cols, int64_t row_bytes,
-                             const float* __restrict__ x, int64_t xs, int n, float* __restrict__ y, int64_t ys) {
+                             const float* __restrict__ x, int64_t xs, int n, float* __restrict__ y, int64_t ys,
+                             bool x_vec) {
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (row >= rows) return;
@@ -80,18 +87,26 @@ __global__ void MatVecBlocks(const uint8_t* __restrict__ w, int64_t rows, int64_
   float acc[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-  const int64_t n_sub = cols / 32;
-  for (int64_t s = lane; s < n_sub; s += 32) {
-    float v[32];
-    F::Decode(wr + (s / F::kSubs) * F::kBytes, static_cast<int>(s % F::kSubs), v);
+  const int64_t n_chunks = cols / kChunk;
+#pragma unroll 2
+  for (int64_t c = lane; c < n_chunks; c += 32) {
+    float v[kChunk];
+    F::DecodeChunk(wr, c, v);
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
       if (t < n) {
-        const float* xt = x + t * xs + s * 32;
-        float a = 0.0f;
+        const float* xt = x + t * xs + c * kChunk;
+        float xv[kChunk];
+        if (x_vec) {
+          const float4 a = __ldg(reinterpret_cast<const float4*>(xt));
+          const float4 b = __ldg(reinterpret_cast<const float4*>(xt) + 1);
+          xv[0] = a.x, xv[1] = a.y, xv[2] = a.z, xv[3] = a.w, xv[4] = b.x, xv[5] = b.y, xv[6] = b.z, xv[7] = b.w;
+        } else {
 #pragma unroll
-        for (int j = 0; j < 32; ++j) a = fmaf(v[j], __ldg(xt + j), a);
-        acc[t] += a;
+          for (int j = 0; j < kChunk; ++j) xv[j] = __ldg(xt + j);
+        }
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) acc[t] = fmaf(v[j], xv[j], acc[t]);
       }
     }
   }
@@ -119,18 +134,19 @@ __global__ void MatVecFloats(const uint8_t* __restrict__ w, int64_t rows, int64_
 }
 
 // Rows [0, rows) of w decoded to f32, packed (rows, cols): the GEMM tile.
+// A thread per 8-value chunk, so a warp's stores are one contiguous 1 KiB.
 template <class F>
 __global__ void DecodeBlocksToFloat(const uint8_t* __restrict__ w, int64_t rows, int64_t cols, int64_t row_bytes,
                                     float* __restrict__ out) {
-  const int64_t n_sub = cols / 32;
+  const int64_t n_chunks = cols / kChunk;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= rows * n_sub) return;
-  const int64_t r = i / n_sub, s = i % n_sub;
-  float v[32];
-  F::Decode(w + r * row_bytes + (s / F::kSubs) * F::kBytes, static_cast<int>(s % F::kSubs), v);
-  float* o = out + r * cols + s * 32;
-#pragma unroll
-  for (int j = 0; j < 32; ++j) o[j] = v[j];
+  if (i >= rows * n_chunks) return;
+  const int64_t r = i / n_chunks, c = i % n_chunks;
+  float v[kChunk];
+  F::DecodeChunk(w + r * row_bytes, c, v);
+  float4* o = reinterpret_cast<float4*>(out + r * cols + c * kChunk);
+  o[0] = make_float4(v[0], v[1], v[2], v[3]);
+  o[1] = make_float4(v[4], v[5], v[6], v[7]);
 }
 
 template <class F>
@@ -145,15 +161,20 @@ __global__ void DecodeFloatsToFloat(const uint8_t* __restrict__ w, int64_t rows,
 template <class F, bool kBlocks>
 void LaunchMatVec(const MatMulArgs& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((a.rows + kWarpsPerBlock - 1) / kWarpsPerBlock)), block(32 * kWarpsPerBlock);
-  auto launch = [&](auto kernel) {
-    kernel<<<grid, block, 0, stream>>>(a.w, a.rows, a.cols, a.row_bytes, a.x, a.x_stride, a.n_tokens, a.y, a.y_stride);
-  };
   if constexpr (kBlocks) {
+    const bool x_vec = reinterpret_cast<uintptr_t>(a.x) % 16 == 0 && a.x_stride % 4 == 0;
+    auto launch = [&](auto kernel) {
+      kernel<<<grid, block, 0, stream>>>(a.w, a.rows, a.cols, a.row_bytes, a.x, a.x_stride, a.n_tokens, a.y, a.y_stride,
+                                         x_vec);
+    };
     if (a.n_tokens <= 1) launch(MatVecBlocks<F, 1>);
     else if (a.n_tokens <= 2) launch(MatVecBlocks<F, 2>);
     else if (a.n_tokens <= 4) launch(MatVecBlocks<F, 4>);
     else launch(MatVecBlocks<F, 8>);
   } else {
+    auto launch = [&](auto kernel) {
+      kernel<<<grid, block, 0, stream>>>(a.w, a.rows, a.cols, a.row_bytes, a.x, a.x_stride, a.n_tokens, a.y, a.y_stride);
+    };
     if (a.n_tokens <= 1) launch(MatVecFloats<F, 1>);
     else if (a.n_tokens <= 2) launch(MatVecFloats<F, 2>);
     else if (a.n_tokens <= 4) launch(MatVecFloats<F, 4>);
@@ -163,7 +184,7 @@ void LaunchMatVec(const MatMulArgs& a, cudaStream_t stream) {
 
 template <class F, bool kBlocks>
 void LaunchDecode(const uint8_t* w, int64_t rows, int64_t cols, int64_t row_bytes, float* out, cudaStream_t stream) {
-  const int64_t items = kBlocks ? rows * (cols / 32) : rows * cols;
+  const int64_t items = kBlocks ? rows * (cols / kChunk) : rows * cols;
   const int threads = 256;
   const unsigned blocks = static_cast<unsigned>((items + threads - 1) / threads);
   if constexpr (kBlocks) {
