@@ -30,24 +30,40 @@ inline model::SynthOptions Tiny(const std::string& arch, quant::TensorType type,
   return o;
 }
 
-// Two sequences: a prefill of `first` and 3 tokens in one step, then 3
-// decode steps of both; the logits of every step, concatenated.
+// The tokens of RunSteps: two sequences, a prefill of `first` tokens of
+// sequence 0 and 3 of sequence 1 in one step, then 3 decode steps of both.
+struct StepTokens {
+  std::vector<int32_t> seq[2];
+};
+inline StepTokens MakeStepTokens(int n_vocab, int first) {
+  std::mt19937 rng(3);
+  StepTokens t;
+  for (int p = 0; p < first; ++p) t.seq[0].push_back(static_cast<int32_t>(rng() % n_vocab));
+  for (int p = 0; p < 3; ++p) t.seq[1].push_back(static_cast<int32_t>(rng() % n_vocab));
+  for (int step = 0; step < 3; ++step) {
+    t.seq[0].push_back(static_cast<int32_t>(rng() % n_vocab));
+    t.seq[1].push_back(static_cast<int32_t>(rng() % n_vocab));
+  }
+  return t;
+}
+
+// Runs those steps; the logits of every step (sequence 0's row, then
+// sequence 1's), concatenated.
 inline std::vector<float> RunSteps(const model::Model& m, backend::Device* device, const exec::ForwardOptions& options,
                                    int first = 5) {
   auto fwd = exec::Executor::Create(m, device, options);
   EXPECT_TRUE(fwd.ok()) << fwd.status();
   if (!fwd.ok()) return {};
   const int V = m.config.n_vocab;
-  std::mt19937 rng(3);
+  const StepTokens t = MakeStepTokens(V, first);
   std::vector<float> all, logits(2 * V);
   std::vector<exec::BatchToken> batch;
-  for (int p = 0; p < first; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 0, p, p == first - 1});
-  for (int p = 0; p < 3; ++p) batch.push_back({static_cast<int32_t>(rng() % V), 1, p, p == 2});
+  for (int p = 0; p < first; ++p) batch.push_back({t.seq[0][p], 0, p, p == first - 1});
+  for (int p = 0; p < 3; ++p) batch.push_back({t.seq[1][p], 1, p, p == 2});
   EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
   all.insert(all.end(), logits.begin(), logits.end());
   for (int step = 0; step < 3; ++step) {
-    batch = {{static_cast<int32_t>(rng() % V), 0, first + step, true},
-             {static_cast<int32_t>(rng() % V), 1, 3 + step, true}};
+    batch = {{t.seq[0][first + step], 0, first + step, true}, {t.seq[1][3 + step], 1, 3 + step, true}};
     EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
     all.insert(all.end(), logits.begin(), logits.end());
   }
