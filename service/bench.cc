@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -37,7 +38,12 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
     return row;
   }
   std::unique_ptr<exec::Executor> fwd;
+  const absl::Time load_start = absl::Now();
   FERRY_ASSIGN_OR_RETURN(fwd, exec::Executor::Create(model, &device, fo));
+  // Progress on stderr (the table comes at the end): the placement, and
+  // each repetition as it ends.
+  std::fprintf(stderr, "bench: batch %d: %s (ready in %.1f s)\n", batch, fwd->PlacementSummary().c_str(),
+               absl::ToDoubleSeconds(absl::Now() - load_start));
   row.resident_layers = fwd->resident_layers();
   row.head_resident = fwd->head_resident();
   row.gpu_fraction = p->has_value() ? (*p)->gpu_fraction() : 1.0;
@@ -72,6 +78,8 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
     const exec::StreamStats& after = fwd->stats();
     row.prefill_tokens_per_s = std::max(row.prefill_tokens_per_s, batch * o.prompt_tokens / prefill);
     const double rate = batch * o.gen_tokens / decode;
+    std::fprintf(stderr, "bench: batch %d, run %d: prefill %.1f tok/s (%.2f s), decode %.2f tok/s (%.2f s)\n", batch,
+                 rep + 1, batch * o.prompt_tokens / prefill, prefill, rate, decode);
     if (rate > row.decode_tokens_per_s) {
       row.decode_tokens_per_s = rate;
       const double step = after.step_s - before.step_s;

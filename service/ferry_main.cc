@@ -293,6 +293,9 @@ absl::StatusOr<service::DeviceFlags> DeviceFlagsFromCommandLine() {
   return f;
 }
 
+// Loading steps that take a while (uploads to a GPU), on stderr.
+void PrintProgress(const std::string& what) { std::fprintf(stderr, "ferry: %s\n", what.c_str()); }
+
 absl::Status RunGenerate() {
   service::GenerateOptions o;
   absl::StatusOr<std::string> path = ModelPath();
@@ -320,6 +323,7 @@ absl::Status RunGenerate() {
   const int64_t seed = absl::GetFlag(FLAGS_seed);
   p.seed = seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}();
   o.forward.threads = absl::GetFlag(FLAGS_threads);
+  o.forward.progress = PrintProgress;
   o.forward.n_ctx = absl::GetFlag(FLAGS_ctx);
   o.forward.max_batch = absl::GetFlag(FLAGS_batch);
   const std::string kv = absl::GetFlag(FLAGS_kv_type);
@@ -361,6 +365,7 @@ absl::Status RunBench() {
     return absl::InvalidArgumentError("--prompt_tokens, --gen_tokens and --repetitions must be positive");
   }
   o.forward.threads = absl::GetFlag(FLAGS_threads);
+  o.forward.progress = PrintProgress;
   o.forward.max_batch = absl::GetFlag(FLAGS_batch);
   absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
   if (!device.ok()) return device.status();
@@ -410,6 +415,7 @@ absl::Status RunPlan() {
 // slots, the per-step token budget and the KV type from the flags.
 absl::StatusOr<exec::ForwardOptions> ServingForward() {
   exec::ForwardOptions f;
+  f.progress = PrintProgress;
   f.threads = absl::GetFlag(FLAGS_threads);
   f.n_ctx = absl::GetFlag(FLAGS_ctx);
   f.max_batch = absl::GetFlag(FLAGS_batch);

@@ -107,6 +107,12 @@ class Device {
   // free, exactly where a GPU would run out of memory. 256-byte aligned.
   virtual absl::StatusOr<void*> Allocate(uint64_t bytes, absl::string_view what) = 0;
   virtual void Free(void* p) = 0;
+  // Page-aligned host memory that copies read at full speed: allocated
+  // page-locked by the driver on a GPU (cudaHostAlloc), plain anonymous
+  // pages elsewhere. RESOURCE_EXHAUSTED, naming `what`, when the system will
+  // not give it. Freed with FreeHost(p, bytes).
+  virtual absl::StatusOr<void*> AllocateHost(uint64_t bytes, absl::string_view what) = 0;
+  virtual void FreeHost(void* p, uint64_t bytes) = 0;
   // Makes host memory a source for asynchronous copies (page-locks it on a
   // GPU). The range stays registered until UnregisterHost.
   virtual absl::Status RegisterHost(const void* p, uint64_t bytes) = 0;
@@ -199,6 +205,38 @@ using PageVector = std::vector<T, PageAllocator<T>>;
 // Opens "cpu", "sim[:key=value,...]" or "cuda[:N]". `threads` sizes the CPU
 // kernels' pool (0: one per hardware thread).
 absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec, int threads);
+
+// Host memory from Device::AllocateHost, freed when the owner goes.
+class HostBuffer {
+ public:
+  HostBuffer() = default;
+  HostBuffer(HostBuffer&& o) noexcept { *this = std::move(o); }
+  HostBuffer& operator=(HostBuffer&& o) noexcept {
+    Reset();
+    device_ = o.device_, p_ = o.p_, bytes_ = o.bytes_;
+    o.device_ = nullptr, o.p_ = nullptr, o.bytes_ = 0;
+    return *this;
+  }
+  ~HostBuffer() { Reset(); }
+  static absl::StatusOr<HostBuffer> Make(Device& device, uint64_t bytes, absl::string_view what) {
+    absl::StatusOr<void*> p = device.AllocateHost(bytes, what);
+    if (!p.ok()) return p.status();
+    HostBuffer b;
+    b.device_ = &device, b.p_ = *p, b.bytes_ = bytes;
+    return b;
+  }
+  uint8_t* bytes() const { return static_cast<uint8_t*>(p_); }
+  uint64_t size() const { return bytes_; }
+  void Reset() {
+    if (device_ != nullptr && p_ != nullptr) device_->FreeHost(p_, bytes_);
+    device_ = nullptr, p_ = nullptr, bytes_ = 0;
+  }
+
+ private:
+  Device* device_ = nullptr;
+  void* p_ = nullptr;
+  uint64_t bytes_ = 0;
+};
 
 // Memory from a Device, freed when the owner goes.
 class DeviceBuffer {

@@ -13,6 +13,9 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+#include <string>
+
 #include "absl/status/statusor.h"
 #include "engine/backend/device.h"
 #include "engine/model/weights.h"
@@ -40,6 +43,9 @@ struct ForwardOptions {
   // the layer that reads it has run.
   bool testing_skip_ready_wait = false;
   bool testing_release_slot_early = false;
+  // Told what a long step of loading is about to do ("uploading 6.8 GiB of
+  // resident weights"); the CLI prints it.
+  std::function<void(const std::string&)> progress = nullptr;
 };
 
 struct BatchToken {
@@ -94,6 +100,15 @@ class Executor {
   uint64_t slot_bytes() const { return slot_bytes_; }
   // "offloaded 30/46 layers + head, 7.4 GiB resident, ring 4 x 212 MiB"
   std::string PlacementSummary() const;
+  // What loading the weights onto the device took.
+  struct LoadTimes {
+    uint64_t uploaded_bytes = 0;  // resident weights copied to the device
+    double upload_s = 0;
+    uint64_t packed_bytes = 0;    // streamed weights copied to page-locked host memory
+    double pack_s = 0;
+  };
+  const LoadTimes& load_times() const { return load_; }
+  std::string LoadSummary() const;  // "; loaded 6.8 GiB in 1.2 s, 5.9 GB/s, ..."
 
  private:
   struct Piece {
@@ -126,6 +141,9 @@ class Executor {
   void Release(int slot);
   void Layer(int l, const DeviceLayer& L, int n);
   void Head(const DeviceLayer& H, int m);
+  void Progress(const std::string& what) const {
+    if (options_.progress) options_.progress(what);
+  }
 
   const model::Model& model_;
   const model::ModelConfig& config_;
@@ -150,8 +168,8 @@ class Executor {
   int ring_depth_ = 0;
   uint64_t slot_bytes_ = 0;
   uint64_t cursor_ = 0;  // streamed units computed so far, over all steps
-  backend::PageVector<float> host_vectors_;  // streamed units' norms and biases, one registered range
-  bool file_registered_ = false;
+  backend::HostBuffer host_streamed_;  // every streamed unit as it sits in a slot, page-locked
+  LoadTimes load_;
   // KV cache per layer and activations, in device memory.
   std::vector<backend::DeviceBuffer> k_cache_, v_cache_;
   std::vector<backend::KvLayer> kv_;

@@ -107,6 +107,10 @@ class File {
   uint64_t file_size() const { return bytes_.size(); }
   const std::string& path() const { return path_; }
   std::span<const uint8_t> bytes() const { return bytes_; }
+  // Lets the kernel drop the mapped pages wholly inside [p, p + n) from this
+  // process (they are read from the file again if touched): for data that
+  // was copied elsewhere. Nothing for a caller's buffer (FromBuffer).
+  void DropPages(const void* p, uint64_t n) const;
 
   // Metadata in file order.
   const std::vector<std::pair<absl::string_view, Value>>& metadata() const { return metadata_; }

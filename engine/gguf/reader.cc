@@ -337,6 +337,16 @@ absl::StatusOr<std::unique_ptr<File>> File::FromBuffer(std::span<const uint8_t> 
   return file;
 }
 
+void File::DropPages(const void* p, uint64_t n) const {
+  if (map_ == nullptr || n == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  const auto base = reinterpret_cast<uintptr_t>(map_);
+  if (hi <= lo || lo < base || hi > base + map_size_) return;
+  ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 File::~File() {
   if (map_ != nullptr) ::munmap(map_, map_size_);
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -45,6 +46,19 @@ absl::StatusOr<void*> CpuDevice::Allocate(uint64_t bytes, absl::string_view what
   used_ += size;
   peak_ = std::max(peak_, used_);
   return p;
+}
+
+absl::StatusOr<void*> CpuDevice::AllocateHost(uint64_t bytes, absl::string_view what) {
+  void* p = mmap(nullptr, std::max<uint64_t>(bytes, 1), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of host memory allocating ", bytes, " bytes for ", what, ": ", std::strerror(errno)));
+  }
+  return p;
+}
+
+void CpuDevice::FreeHost(void* p, uint64_t bytes) {
+  if (p != nullptr) munmap(p, std::max<uint64_t>(bytes, 1));
 }
 
 void CpuDevice::Free(void* p) {

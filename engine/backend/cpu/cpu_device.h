@@ -36,6 +36,8 @@ class CpuDevice : public Device {
   uint64_t peak() const override { return peak_; }
   absl::StatusOr<void*> Allocate(uint64_t bytes, absl::string_view what) override;
   void Free(void* p) override;
+  absl::StatusOr<void*> AllocateHost(uint64_t bytes, absl::string_view what) override;
+  void FreeHost(void* p, uint64_t bytes) override;
   absl::Status RegisterHost(const void*, uint64_t) override { return absl::OkStatus(); }
   void UnregisterHost(const void*) override {}
 

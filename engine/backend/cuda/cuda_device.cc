@@ -207,6 +207,20 @@ void CudaDevice::Free(void* p) {
   arena_.Free(static_cast<uint8_t*>(p) - base_);
 }
 
+absl::StatusOr<void*> CudaDevice::AllocateHost(uint64_t bytes, absl::string_view what) {
+  void* p = nullptr;
+  if (cudaError_t e = cudaHostAlloc(&p, std::max<uint64_t>(bytes, 1), cudaHostAllocPortable); e != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it
+    return absl::ResourceExhaustedError(absl::StrCat("cudaHostAlloc of ", HumanBytes(bytes), " of page-locked host memory for ",
+                                                     what, " failed: ", cuda::DescribeCudaError(e)));
+  }
+  return p;
+}
+
+void CudaDevice::FreeHost(void* p, uint64_t) {
+  if (p != nullptr) FERRY_CUDA_CHECK(cudaFreeHost(p));
+}
+
 absl::Status CudaDevice::RegisterHost(const void* p, uint64_t bytes) {
   if (p == nullptr || bytes == 0) return absl::OkStatus();
   int read_only = 0;

@@ -56,6 +56,8 @@ class CudaDevice : public Device {
   uint64_t peak() const override;
   absl::StatusOr<void*> Allocate(uint64_t bytes, absl::string_view what) override;
   void Free(void* p) override;
+  absl::StatusOr<void*> AllocateHost(uint64_t bytes, absl::string_view what) override;
+  void FreeHost(void* p, uint64_t bytes) override;
   absl::Status RegisterHost(const void* p, uint64_t bytes) override;
   void UnregisterHost(const void* p) override;
 
