@@ -2,9 +2,16 @@
 // a 16384 x 8192 matrix (the shape of a 13B model's FFN), timed over 50
 // launches after 5 warm-ups, reported in GB/s of weight bytes read against
 // the device-to-device copy bandwidth the device measured at start-up.
-// Exits 2 with "no CUDA device" where there is none.
+// With --host-memory instead: what each way of getting host memory to the
+// GPU costs (HostMemoryCosts). Exits 2 with "no CUDA device" where there is none.
+#include <cuda_runtime.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -12,8 +19,77 @@
 #include "engine/quant/quantize.h"
 #include "engine/quant/types.h"
 
-int main() {
+namespace {
+
+double Since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// What the ways of getting weights from host memory to the GPU cost on this
+// machine, 1 GiB each: page-locking (driver allocation, registering heap
+// memory, registering a read-only file mapping) and copying from pageable
+// memory (heap, file mapping). The executor's loading choices rest on these.
+void HostMemoryCosts(void* dst) {
+  constexpr size_t kBytes = size_t{1} << 30;
+  auto line = [](const char* what, double s, bool ok) {
+    if (ok) std::printf("host memory: %-52s %7.3f s  %6.1f GB/s\n", what, s, kBytes / s / 1e9);
+    else std::printf("host memory: %-52s failed\n", what);
+  };
+  auto t = std::chrono::steady_clock::now();
+  void* pinned = nullptr;
+  bool ok = cudaHostAlloc(&pinned, kBytes, cudaHostAllocPortable) == cudaSuccess;
+  line("cudaHostAlloc", Since(t), ok);
+  if (ok) {
+    std::memset(pinned, 1, kBytes);
+    t = std::chrono::steady_clock::now();
+    ok = cudaMemcpy(dst, pinned, kBytes, cudaMemcpyHostToDevice) == cudaSuccess;
+    line("copy from it (cudaMemcpy)", Since(t), ok);
+    cudaFreeHost(pinned);
+  }
+  void* heap = std::aligned_alloc(4096, kBytes);
+  std::memset(heap, 2, kBytes);
+  t = std::chrono::steady_clock::now();
+  ok = cudaMemcpy(dst, heap, kBytes, cudaMemcpyHostToDevice) == cudaSuccess;
+  line("copy from pageable heap memory", Since(t), ok);
+  t = std::chrono::steady_clock::now();
+  ok = cudaHostRegister(heap, kBytes, cudaHostRegisterPortable) == cudaSuccess;
+  line("cudaHostRegister of heap memory", Since(t), ok);
+  if (ok) cudaHostUnregister(heap);
+  cudaGetLastError();
+  // A file written here, mapped read-only as the loader maps models.
+  char path[] = "/tmp/ferry-probe-XXXXXX";
+  const int fd = mkstemp(path);
+  bool written = fd >= 0;
+  for (size_t off = 0; written && off < kBytes; off += size_t{64} << 20) {
+    written = write(fd, static_cast<uint8_t*>(heap) + off, size_t{64} << 20) == (ssize_t{64} << 20);
+  }
+  std::free(heap);
+  void* map = written ? mmap(nullptr, kBytes, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+  if (map != MAP_FAILED) {
+    volatile uint8_t sink = 0;
+    for (size_t off = 0; off < kBytes; off += 4096) sink = sink + static_cast<const uint8_t*>(map)[off];
+    t = std::chrono::steady_clock::now();
+    ok = cudaMemcpy(dst, map, kBytes, cudaMemcpyHostToDevice) == cudaSuccess;
+    line("copy from a read-only file mapping (page cache)", Since(t), ok);
+    t = std::chrono::steady_clock::now();
+    ok = cudaHostRegister(map, kBytes, cudaHostRegisterPortable | cudaHostRegisterReadOnly) == cudaSuccess;
+    line("cudaHostRegister(ReadOnly) of that mapping", Since(t), ok);
+    if (ok) cudaHostUnregister(map);
+    cudaGetLastError();
+    munmap(map, kBytes);
+  } else {
+    std::printf("host memory: could not write and map a 1 GiB file in /tmp\n");
+  }
+  if (fd >= 0) close(fd), unlink(path);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
   using namespace ferry;
+  // Line by line even into a pipe: a run stopped by a time limit keeps what it printed.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  const bool host_memory = argc > 1 && std::strcmp(argv[1], "--host-memory") == 0;
   auto opened = backend::CudaDevice::Create({});
   if (!opened.ok()) {
     std::printf("%s\n", std::string(opened.status().message()).c_str());
@@ -21,6 +97,12 @@ int main() {
   }
   backend::CudaDevice& d = **opened;
   std::printf("%s\n", d.Describe().c_str());
+  if (host_memory) {
+    auto dst = backend::DeviceBuffer::Make(d, size_t{1} << 30, "host memory probe");
+    if (!dst.ok()) return 1;
+    HostMemoryCosts(dst->bytes());
+    return 0;
+  }
   const int64_t rows = 16384, cols = 8192;
   if (!d.ReserveKernelScratch(rows, cols, 1).ok()) return 1;
   std::mt19937 rng(1);

@@ -7,12 +7,17 @@
 #                                 with the shared libraries ldd names that a
 #                                 bare machine lacks, in DIR (default
 #                                 build/gpu-carry, well under 64 MiB)
-#   tests/gpu/run.sh [DIR]        on the GPU machine: the CUDA test suite,
-#                                 the decode-kernel bandwidth per quant type,
-#                                 and the streaming benchmark of an 8B-shaped
-#                                 model under an 8 GiB budget at batch 1, 8,
-#                                 32; the table last. Exits 2 with "no CUDA
-#                                 device" where there is none, 1 on a failure.
+#   tests/gpu/run.sh [DIR]        on the GPU machine: the decode-kernel
+#                                 bandwidth per quant type, the CUDA test
+#                                 suite, the streaming benchmark of an
+#                                 8B-shaped model under an 8 GiB budget at
+#                                 batch 1, 8, 32, the offloading sweep of the
+#                                 same model (0..100 % resident) and a probe
+#                                 of the host-memory paths; the tables last.
+#                                 Every stage has a time limit. Exits 2 with
+#                                 "no CUDA device" where there is none, 1 on
+#                                 a failure. FERRY_GPU_KEEP=DIR keeps the
+#                                 stages' full output there.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 
@@ -31,6 +36,11 @@ if [[ "${1:-}" == pack ]]; then
   done | sort -u | grep -vE '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*|libcuda)\.so' |
     while read -r lib; do cp -L "$lib" "$out/lib/"; done
   strip --strip-unneeded "$out/ferry" "$out/cuda_test" "$out/cuda_kernel_bench" 2>/dev/null || true
+  # The real models the golden tests read (../shared is not carried along).
+  if compgen -G "$root/../shared/models/*.gguf" >/dev/null; then
+    mkdir -p "$out/models"
+    cp "$root"/../shared/models/*.gguf "$out/models/"
+  fi
   du -sh "$out"
   exit 0
 fi
@@ -38,6 +48,7 @@ fi
 bin="${1:-$root/build/gpu-carry}"
 export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export FERRY_BINARY="$bin/ferry"
+[[ -d "$bin/models" ]] && export FERRY_SHARED_MODELS="$bin/models"
 for f in ferry cuda_test cuda_kernel_bench; do
   if [[ ! -x "$bin/$f" ]]; then
     echo "run.sh: $bin/$f is missing: run 'tests/gpu/run.sh pack' on the build machine and bring $bin along" >&2
@@ -48,8 +59,10 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 start=$SECONDS
 
-echo "== 1/3 kernel bandwidth per quant type (decode: 1 token x 16384 x 8192)"
-"$bin/cuda_kernel_bench" | tee "$work/kernels.txt"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader
+# Every stage has a time limit, so a hung kernel cannot eat the machine's time.
+echo "== 1/5 kernel bandwidth per quant type (decode: 1 token x 16384 x 8192)"
+timeout 45 "$bin/cuda_kernel_bench" | tee "$work/kernels.txt"
 rc=${PIPESTATUS[0]}
 if [[ $rc == 2 ]]; then
   echo "run.sh: no CUDA device; nothing to validate here"
@@ -58,24 +71,33 @@ fi
 failed=0
 [[ $rc == 0 ]] || failed=1
 
-echo "== 2/3 the CUDA test suite"
-if ! "$bin/cuda_test" 2>&1 | tee "$work/tests.txt" | grep -E '^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]'; then
+echo "== 2/5 the CUDA test suite"
+if ! timeout 60 "$bin/cuda_test" 2>&1 | tee "$work/tests.txt" | grep -E '^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]'; then
   failed=1
 fi
 grep -q '^\[  FAILED  \]' "$work/tests.txt" && failed=1
 grep -q 'stories260K' "$work/tests.txt" && grep -q 'SKIPPED.*Stories' "$work/tests.txt" &&
   echo "note: the stories260K golden skipped: put ../shared/models beside the checkout to run it"
 
-echo "== 3/3 streaming: an 8B-shaped llama (32 layers, 4096 wide, ff 14336, vocab 128256) in q8_0 under 8 GiB"
-"$FERRY_BINARY" make-model --layers 32 --embd 4096 --heads 32 --kv_heads 8 --ff 14336 --vocab 128256 \
+echo "== 3/5 streaming: an 8B-shaped llama (32 layers, 4096 wide, ff 14336, vocab 128256) in q8_0 under 8 GiB"
+timeout 40 "$FERRY_BINARY" make-model --layers 32 --embd 4096 --heads 32 --kv_heads 8 --ff 14336 --vocab 128256 \
   --type q8_0 --out "$work/llama8b-q8_0.gguf" >/dev/null || failed=1
-"$FERRY_BINARY" bench --model "$work/llama8b-q8_0.gguf" --device cuda:mem=8GiB --batches 1,8,32 \
-  --prompt_tokens 64 --gen_tokens 16 | tee "$work/bench.txt" || failed=1
+timeout 60 "$FERRY_BINARY" bench --model "$work/llama8b-q8_0.gguf" --device cuda:mem=8GiB --batches 1,8,32 \
+  --prompt_tokens 32 --gen_tokens 16 --repetitions 1 | tee "$work/bench.txt" || failed=1
+
+echo "== 4/5 offloading sweep of the same model (no memory cap: 100% is all resident) at batch 1"
+timeout 50 "$FERRY_BINARY" bench --model "$work/llama8b-q8_0.gguf" --device cuda --sweep --batches 1 \
+  --prompt_tokens 16 --gen_tokens 16 --repetitions 1 | tee "$work/sweep.txt" || failed=1
+echo "== 5/5 host memory paths (diagnostic: page-locking and pageable copies, 1 GiB each)"
+timeout 60 "$bin/cuda_kernel_bench" --host-memory | tee "$work/host.txt"
+[[ -n "${FERRY_GPU_KEEP:-}" ]] && mkdir -p "$FERRY_GPU_KEEP" && cp "$work"/*.txt "$FERRY_GPU_KEEP/"
 
 echo
 echo "== summary ($((SECONDS - start)) s)"
 grep -E '^cuda:' "$work/kernels.txt" | head -1
 sed -n '/^type /,/^device-to-device/p' "$work/kernels.txt"
+grep '^host memory' "$work/host.txt"
 grep -E 'tests? (ran|passed)|PASSED|FAILED' "$work/tests.txt" | tail -3
 sed -n '/ batch /,$p' "$work/bench.txt"
+sed -n '/ batch /,$p' "$work/sweep.txt"
 exit $failed
