@@ -4,7 +4,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/model/config.h"
@@ -104,6 +106,34 @@ INSTANTIATE_TEST_SUITE_P(
       }
       return name;
     });
+
+// Exactly `resident` layers stay, and the streamed ones are spread evenly:
+// the gaps between consecutive streamed layers differ by at most one.
+TEST(Planner, StreamedLayersAreSpreadEvenly) {
+  for (int n = 1; n <= 80; ++n) {
+    for (int resident = 0; resident <= n; ++resident) {
+      std::vector<int> streamed;
+      for (int l = 0; l < n; ++l) {
+        if (!LayerResident(l, n, resident)) streamed.push_back(l);
+      }
+      ASSERT_EQ(static_cast<int>(streamed.size()), n - resident) << n << " layers, " << resident << " resident";
+      int lo = n, hi = 0;
+      for (size_t i = 1; i < streamed.size(); ++i) {
+        lo = std::min(lo, streamed[i] - streamed[i - 1]);
+        hi = std::max(hi, streamed[i] - streamed[i - 1]);
+      }
+      if (streamed.size() > 1) {
+        EXPECT_LE(hi - lo, 1) << n << " layers, " << resident << " resident";
+      }
+    }
+  }
+  // 4 of 32 streamed: one every 8 layers, the last one last.
+  std::vector<int> streamed;
+  for (int l = 0; l < 32; ++l) {
+    if (!LayerResident(l, 32, 28)) streamed.push_back(l);
+  }
+  EXPECT_EQ(streamed, (std::vector<int>{7, 15, 23, 31}));
+}
 
 TEST(Planner, KvCacheOfLlama31_8B) {
   // Llama 3.1 8B keeps 32 layers x 8 KV heads x 128 x (k and v) x 2 bytes =

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/backend/arena.h"
 #include "engine/backend/cpu/cpu_device.h"
 #include "engine/plan/planner.h"
@@ -270,7 +271,9 @@ absl::Status Executor::Init() {
     const auto upload_start = std::chrono::steady_clock::now();
     uint64_t resident_bytes = 0;
     if (head_resident_) resident_bytes += LayOut(kHead, 0, nullptr, nullptr);
-    for (int l = 0; l < resident_layers_; ++l) resident_bytes += LayOut(l, 0, nullptr, nullptr);
+    for (int l = 0; l < c.n_layer; ++l) {
+      if (LayerIsResident(l)) resident_bytes += LayOut(l, 0, nullptr, nullptr);
+    }
     Progress(absl::StrCat("uploading ", HumanBytes(resident_bytes), " of resident weights"));
     StagedUpload staged;
     FERRY_RETURN_IF_ERROR(staged.Init(d, resident_bytes));
@@ -287,13 +290,17 @@ absl::Status Executor::Init() {
       return absl::OkStatus();
     };
     if (head_resident_) FERRY_RETURN_IF_ERROR(upload(kHead, "the output head"));
-    for (int l = 0; l < resident_layers_; ++l) FERRY_RETURN_IF_ERROR(upload(l, absl::StrCat("layer ", l, " weights")));
+    for (int l = 0; l < c.n_layer; ++l) {
+      if (LayerIsResident(l)) FERRY_RETURN_IF_ERROR(upload(l, absl::StrCat("layer ", l, " weights")));
+    }
     staged.Finish();
     load_.uploaded_bytes = resident_bytes;
     load_.upload_s = Seconds(upload_start);
 
     // Streamed units, in the order a step computes them.
-    for (int l = resident_layers_; l < c.n_layer; ++l) streamed_.push_back(l);
+    for (int l = 0; l < c.n_layer; ++l) {
+      if (!LayerIsResident(l)) streamed_.push_back(l);
+    }
     if (!head_resident_) streamed_.push_back(kHead);
     const int S = static_cast<int>(streamed_.size());
     ring_depth_ = std::min(p.ring_depth, S);
@@ -411,7 +418,7 @@ void Executor::EnqueueUpload(uint64_t u) {
 const Executor::DeviceLayer& Executor::Acquire(int unit, int* slot) {
   *slot = -1;
   const int index = unit == kHead ? config_.n_layer : unit;
-  if (unit == kHead ? head_resident_ : unit < resident_layers_) return resident_[index];
+  if (unit == kHead ? head_resident_ : LayerIsResident(unit)) return resident_[index];
   *slot = static_cast<int>(cursor_ % ring_depth_);
   const DeviceLayer& view = streamed_views_[cursor_ % streamed_.size()][*slot];
   if (!options_.testing_skip_ready_wait) device_->Wait(Queue::kCompute, ready_[*slot]);
@@ -557,11 +564,20 @@ std::string Executor::PlacementSummary() const {
     return absl::StrCat(device_->Describe(), ": all ", config_.n_layer, " layers computed in place from host memory",
                         layout);
   }
+  std::string which;
+  if (!streamed_.empty() && resident_layers_ > 0) {
+    std::vector<std::string> names;
+    for (int unit : streamed_) {
+      if (unit != kHead) names.push_back(absl::StrCat(unit));
+    }
+    if (names.size() > 12) names.resize(12), names.push_back("...");
+    which = absl::StrCat(" (layers ", absl::StrJoin(names, ", "), " streamed)");
+  }
   return absl::StrFormat(
-      "%s: offloaded %d/%d layers%s, %s resident, %d streamed unit(s) through a ring of %d x %s; device holds %s "
+      "%s: offloaded %d/%d layers%s%s, %s resident, %d streamed unit(s) through a ring of %d x %s; device holds %s "
       "(KV cache %s, workspace %s) of %s",
       device_->Describe(), resident_layers_, config_.n_layer, head_resident_ ? " + output head" : " (head streamed)",
-      HumanBytes(usage_.weights_resident), streamed_.size(), ring_depth_, HumanBytes(slot_bytes_),
+      which, HumanBytes(usage_.weights_resident), streamed_.size(), ring_depth_, HumanBytes(slot_bytes_),
       HumanBytes(device_->used()), HumanBytes(usage_.kv_cache), HumanBytes(usage_.workspace),
       HumanBytes(device_->capacity())) + LoadSummary();
 }

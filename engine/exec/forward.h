@@ -8,17 +8,16 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
-#include <functional>
-#include <string>
-
 #include "absl/status/statusor.h"
 #include "engine/backend/device.h"
 #include "engine/model/weights.h"
+#include "engine/plan/planner.h"
 
 namespace ferry::exec {
 
@@ -141,6 +140,7 @@ class Executor {
   void Release(int slot);
   void Layer(int l, const DeviceLayer& L, int n);
   void Head(const DeviceLayer& H, int m);
+  bool LayerIsResident(int l) const { return plan::LayerResident(l, config_.n_layer, resident_layers_); }
   void Progress(const std::string& what) const {
     if (options_.progress) options_.progress(what);
   }

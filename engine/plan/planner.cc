@@ -93,6 +93,13 @@ Workspace WorkspaceFor(const model::ModelConfig& c, int max_batch, int n_ctx) {
   return w;
 }
 
+bool LayerResident(int layer, int n_layer, int resident_layers) {
+  if (resident_layers >= n_layer) return true;
+  if (resident_layers <= 0) return false;
+  const int64_t streamed = n_layer - resident_layers;
+  return (static_cast<int64_t>(layer) + 1) * streamed / n_layer == static_cast<int64_t>(layer) * streamed / n_layer;
+}
+
 uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem) {
   return AlignDevice(static_cast<uint64_t>(n_ctx) * n_slots * width * bytes_per_elem);
 }
@@ -159,7 +166,7 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   p.budget = r.policy == Policy::kBudget ? std::min(r.gpu_memory, device.memory_bytes) : device.memory_bytes;
 
   // The device bytes with `units` resident: 0 = nothing, 1 = the head,
-  // 1 + n = the head and the first n layers.
+  // 1 + n = the head and n layers (LayerResident).
   auto fill = [&](int units) {
     uint64_t resident = 0, slot = 0, pinned = 0;
     int streamed = 0;
@@ -173,7 +180,7 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
       ++streamed;
     }
     for (int l = 0; l < c.n_layer; ++l) {
-      if (l < p.resident_layers) {
+      if (LayerResident(l, c.n_layer, p.resident_layers)) {
         resident += p.layer_device_bytes[l];
       } else {
         slot = std::max(slot, p.layer_device_bytes[l]);
@@ -280,7 +287,7 @@ Prediction Predict(const Plan& p, const DeviceSpec& d, const HostSpec& host, int
   };
   unit(p.head_device_bytes, p.head_bytes, p.head_params, p.head_resident);
   for (int l = 0; l < p.n_layers; ++l) {
-    unit(p.layer_device_bytes[l], p.layer_bytes[l], p.layer_params[l], l < p.resident_layers);
+    unit(p.layer_device_bytes[l], p.layer_bytes[l], p.layer_params[l], LayerResident(l, p.n_layers, p.resident_layers));
   }
   out.compute_s = compute;
   out.copy_s = copy;
