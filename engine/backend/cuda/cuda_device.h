@@ -6,14 +6,17 @@
 // events (timing disabled), so the executor's ring schedule maps one to one.
 // Kernels: matmul.cuh, attention.cuh, elementwise.cuh.
 //
-// Host memory for streamed weights: the mapped GGUF file is registered with
-// cudaHostRegister (read-only), not copied into cudaHostAlloc buffers: the
-// weights stay in host memory once (the page cache), copies DMA straight
-// from the mapping, and host memory for streaming stays ~1.0x the streamed
-// bytes. The executor's own host buffers (embedding rows, streamed norms)
-// sit on pages of their own (PageVector) and are registered the same way:
-// a copy from pageable memory would make the host wait for the copy
-// stream, and the host must run ahead of both streams.
+// Host memory for streamed weights: the executor packs them into one
+// buffer from AllocateHost (cudaHostAlloc), each unit as it sits in a slot,
+// and drops the mapping's pages of what it copied, so host memory for
+// streaming is ~1.0x the streamed bytes and each unit crosses in one DMA.
+// Resident weights go up through two 64 MiB cudaHostAlloc staging buffers.
+// The first GPU runs (H200, 2026-11-26) registered the mapped file with
+// cudaHostRegister and uploaded resident weights from pageable memory: an
+// 8B model's bench did not get past loading within its 60 s limit; with the
+// driver's allocations it is ready in 1.5 s. The executor's small buffers
+// (embedding rows) sit on pages of their own (PageVector) and are
+// registered: a copy from pageable memory makes the host wait.
 //
 // Any CUDA error latches a fault (health()): after an illegal address the
 // context is unusable, so the executor fails every later step and the
