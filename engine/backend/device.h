@@ -206,55 +206,26 @@ using PageVector = std::vector<T, PageAllocator<T>>;
 // kernels' pool (0: one per hardware thread).
 absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec, int threads);
 
-// Host memory from Device::AllocateHost, freed when the owner goes.
-class HostBuffer {
+// Memory from a Device, given back when the owner goes: device memory
+// (Allocate/Free) or, with kHost, host memory (AllocateHost/FreeHost).
+template <bool kHost>
+class OwnedBuffer {
  public:
-  HostBuffer() = default;
-  HostBuffer(HostBuffer&& o) noexcept { *this = std::move(o); }
-  HostBuffer& operator=(HostBuffer&& o) noexcept {
+  OwnedBuffer() = default;
+  OwnedBuffer(OwnedBuffer&& o) noexcept { *this = std::move(o); }
+  OwnedBuffer& operator=(OwnedBuffer&& o) noexcept {
     Reset();
     device_ = o.device_, p_ = o.p_, bytes_ = o.bytes_;
     o.device_ = nullptr, o.p_ = nullptr, o.bytes_ = 0;
     return *this;
   }
-  ~HostBuffer() { Reset(); }
-  static absl::StatusOr<HostBuffer> Make(Device& device, uint64_t bytes, absl::string_view what) {
-    absl::StatusOr<void*> p = device.AllocateHost(bytes, what);
+  ~OwnedBuffer() { Reset(); }
+  static absl::StatusOr<OwnedBuffer> Make(Device& device, uint64_t bytes, absl::string_view what) {
+    absl::StatusOr<void*> p = kHost ? device.AllocateHost(bytes, what) : device.Allocate(bytes, what);
     if (!p.ok()) return p.status();
-    HostBuffer b;
+    OwnedBuffer b;
     b.device_ = &device, b.p_ = *p, b.bytes_ = bytes;
     return b;
-  }
-  uint8_t* bytes() const { return static_cast<uint8_t*>(p_); }
-  uint64_t size() const { return bytes_; }
-  void Reset() {
-    if (device_ != nullptr && p_ != nullptr) device_->FreeHost(p_, bytes_);
-    device_ = nullptr, p_ = nullptr, bytes_ = 0;
-  }
-
- private:
-  Device* device_ = nullptr;
-  void* p_ = nullptr;
-  uint64_t bytes_ = 0;
-};
-
-// Memory from a Device, freed when the owner goes.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(Device* device, void* p, uint64_t bytes) : device_(device), p_(p), bytes_(bytes) {}
-  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    Reset();
-    device_ = o.device_, p_ = o.p_, bytes_ = o.bytes_;
-    o.device_ = nullptr, o.p_ = nullptr, o.bytes_ = 0;
-    return *this;
-  }
-  ~DeviceBuffer() { Reset(); }
-  static absl::StatusOr<DeviceBuffer> Make(Device& device, uint64_t bytes, absl::string_view what) {
-    absl::StatusOr<void*> p = device.Allocate(bytes, what);
-    if (!p.ok()) return p.status();
-    return DeviceBuffer(&device, *p, bytes);
   }
   uint8_t* bytes() const { return static_cast<uint8_t*>(p_); }
   float* floats() const { return static_cast<float*>(p_); }
@@ -262,12 +233,20 @@ class DeviceBuffer {
 
  private:
   void Reset() {
-    if (device_ && p_) device_->Free(p_);
+    if (device_ != nullptr && p_ != nullptr) {
+      if constexpr (kHost) {
+        device_->FreeHost(p_, bytes_);
+      } else {
+        device_->Free(p_);
+      }
+    }
     device_ = nullptr, p_ = nullptr, bytes_ = 0;
   }
   Device* device_ = nullptr;
   void* p_ = nullptr;
   uint64_t bytes_ = 0;
 };
+using DeviceBuffer = OwnedBuffer<false>;
+using HostBuffer = OwnedBuffer<true>;
 
 }  // namespace ferry::backend

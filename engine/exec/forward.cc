@@ -90,19 +90,26 @@ class StagedUpload {
       if (fill_ == size_) Flush();
     }
   }
-  // Returns when every copy has landed (the buffers can go).
+  // Returns when every copy has landed.
   void Finish() {
     if (fill_ > 0) Flush();
-    for (int b = 0; b < 2; ++b) {
-      if (pending_[b]) d_->Synchronize(done_[b]);
-    }
+    WaitPending();
   }
+  // Also on an early return (a failed allocation): no copy may still read
+  // the buffers when they go.
+  ~StagedUpload() { WaitPending(); }
 
  private:
   struct Copy {
     uint8_t* dst;
     uint64_t offset, bytes;
   };
+  void WaitPending() {
+    for (int b = 0; b < 2; ++b) {
+      if (pending_[b]) d_->Synchronize(done_[b]);
+      pending_[b] = false;
+    }
+  }
   void Flush() {
     for (const Copy& c : copies_) d_->CopyToDevice(backend::Queue::kCompute, c.dst, buffer_[cur_].bytes() + c.offset, c.bytes);
     d_->Record(done_[cur_], backend::Queue::kCompute);
