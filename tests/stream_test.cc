@@ -77,6 +77,7 @@ TEST(SimDevice, EventsOrderTheCopyQueueLikeCudaStreams) {
   ASSERT_TRUE(d.ok());
   backend::SimDevice& dev = **d;
   std::vector<uint8_t> src(1 << 20, 7);
+  ASSERT_TRUE(dev.RegisterHost(src.data(), src.size()).ok());
   void* dst = *dev.Allocate(src.size(), "slot");
   const backend::Event never = *dev.CreateEvent(), ready = *dev.CreateEvent();
   dev.Wait(backend::Queue::kCopy, never);  // never recorded: a no-op, as in CUDA
@@ -91,6 +92,33 @@ TEST(SimDevice, EventsOrderTheCopyQueueLikeCudaStreams) {
   EXPECT_EQ(s.copies, 1u);
   EXPECT_GT(s.copy_busy_s, 0.0);
   EXPECT_GT(s.compute_wait_s, 0.0);
+}
+
+// The copy queue reads page-locked host memory only, as a GPU needs for an
+// asynchronous copy: from AllocateHost or registered; anything else latches
+// a fault that names the cause.
+TEST(SimDevice, CopyQueueReadsOnlyPageLockedHostMemory) {
+  auto d = backend::SimDevice::Create({.memory_bytes = 8 << 20, .h2d_gbps = 100}, 1);
+  ASSERT_TRUE(d.ok());
+  backend::SimDevice& dev = **d;
+  void* dst = *dev.Allocate(4096, "slot");
+  auto pinned = backend::HostBuffer::Make(dev, 4096, "test");
+  ASSERT_TRUE(pinned.ok());
+  dev.CopyToDevice(backend::Queue::kCopy, dst, pinned->bytes() + 100, 1000);  // inside the range
+  dev.SynchronizeAll();
+  EXPECT_TRUE(dev.health().ok()) << dev.health();
+  std::vector<uint8_t> pageable(4096, 1);
+  dev.CopyToDevice(backend::Queue::kCompute, dst, pageable.data(), 4096);  // the compute queue may
+  EXPECT_TRUE(dev.health().ok()) << dev.health();
+  dev.CopyToDevice(backend::Queue::kCopy, dst, pinned->bytes() + 100, 4096);  // runs past the range's end
+  dev.SynchronizeAll();
+  EXPECT_THAT(std::string(dev.health().message()), HasSubstr("reads pageable host memory"));
+  auto fresh = backend::SimDevice::Create({.memory_bytes = 8 << 20, .h2d_gbps = 100}, 1);
+  ASSERT_TRUE(fresh.ok());
+  void* dst2 = *(*fresh)->Allocate(4096, "slot");
+  (*fresh)->CopyToDevice(backend::Queue::kCopy, dst2, pageable.data(), 4096);
+  (*fresh)->SynchronizeAll();
+  EXPECT_FALSE((*fresh)->health().ok());
 }
 
 using Built = testing::InMemoryModel;

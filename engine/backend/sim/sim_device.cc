@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -261,6 +262,35 @@ void SimDevice::SynchronizeAll() {
   cv_.wait(lock, [&] { return ops_.empty() && !engine_busy_; });
 }
 
+absl::StatusOr<void*> SimDevice::AllocateHost(uint64_t bytes, absl::string_view what) {
+  absl::StatusOr<void*> p = CpuDevice::AllocateHost(bytes, what);
+  if (p.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    page_locked_[reinterpret_cast<uintptr_t>(*p)] = bytes;
+  }
+  return p;
+}
+
+void SimDevice::FreeHost(void* p, uint64_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    page_locked_.erase(reinterpret_cast<uintptr_t>(p));
+  }
+  CpuDevice::FreeHost(p, bytes);
+}
+
+absl::Status SimDevice::RegisterHost(const void* p, uint64_t bytes) {
+  if (p == nullptr || bytes == 0) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(mu_);
+  page_locked_[reinterpret_cast<uintptr_t>(p)] = bytes;
+  return absl::OkStatus();
+}
+
+void SimDevice::UnregisterHost(const void* p) {
+  std::lock_guard<std::mutex> lock(mu_);
+  page_locked_.erase(reinterpret_cast<uintptr_t>(p));
+}
+
 void SimDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
   if (bytes == 0) return;
   if (q == Queue::kCompute) {
@@ -268,6 +298,14 @@ void SimDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);
+  const auto from = reinterpret_cast<uintptr_t>(src);
+  auto range = page_locked_.upper_bound(from);
+  const bool locked = range != page_locked_.begin() && from + bytes <= std::prev(range)->first + std::prev(range)->second;
+  if (!locked && fault_.ok()) {
+    fault_ = absl::InternalError(absl::StrCat("sim: a copy-queue copy of ", bytes,
+                                              " bytes reads pageable host memory (neither from AllocateHost nor "
+                                              "registered): a GPU would copy it synchronously"));
+  }
   if (options_.fault_after_copies >= 0 && ++copies_enqueued_ > options_.fault_after_copies && fault_.ok()) {
     fault_ = absl::InternalError(absl::StrCat("sim: injected device fault after ", options_.fault_after_copies,
                                               " copies on the copy queue (fault=", options_.fault_after_copies, ")"));

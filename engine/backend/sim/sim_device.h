@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,6 +51,13 @@ class SimDevice : public CpuDevice {
   uint64_t peak() const override;
   absl::StatusOr<void*> Allocate(uint64_t bytes, absl::string_view what) override;
   void Free(void* p) override;
+  // Host memory the copy queue may read, as on a GPU: from AllocateHost or
+  // registered. A copy-queue copy from anything else latches a fault (a GPU
+  // would make the host wait for such a copy, breaking the overlap).
+  absl::StatusOr<void*> AllocateHost(uint64_t bytes, absl::string_view what) override;
+  void FreeHost(void* p, uint64_t bytes) override;
+  absl::Status RegisterHost(const void* p, uint64_t bytes) override;
+  void UnregisterHost(const void* p) override;
 
   absl::StatusOr<Event> CreateEvent() override;
   void Record(Event e, Queue q) override;
@@ -105,6 +113,7 @@ class SimDevice : public CpuDevice {
   double wait_s_ = 0;
   int64_t copies_enqueued_ = 0;
   absl::Status fault_;  // latched
+  std::map<uintptr_t, uint64_t> page_locked_;  // host ranges copies may read: start -> bytes
   void* gpu_scratch_ = nullptr;
   uint64_t gpu_scratch_bytes_ = 0;
   std::thread engine_;
