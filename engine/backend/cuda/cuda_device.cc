@@ -135,7 +135,7 @@ void CudaDevice::MeasureBandwidths() {
 CudaDevice::~CudaDevice() {
   if (compute_) cudaStreamSynchronize(compute_);
   if (copy_) cudaStreamSynchronize(copy_);
-  for (const void* p : registered_) cudaHostUnregister(const_cast<void*>(p));
+  for (const auto& [p, mapped] : registered_) cudaHostUnregister(const_cast<void*>(p));
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
   for (cudaEvent_t e : timing_pool_) cudaEventDestroy(e);
   for (const Timed& t : pending_) cudaEventDestroy(t.begin), cudaEventDestroy(t.end);
@@ -225,9 +225,11 @@ absl::Status CudaDevice::RegisterHost(const void* p, uint64_t bytes) {
   if (p == nullptr || bytes == 0) return absl::OkStatus();
   int read_only = 0;
   cudaDeviceGetAttribute(&read_only, cudaDevAttrHostRegisterReadOnlySupported, options_.index);
-  // The device only reads these ranges; a read-only registration is what a
-  // PROT_READ file mapping needs.
-  const unsigned flags = cudaHostRegisterPortable | (read_only ? cudaHostRegisterReadOnly : 0u);
+  // The device only reads these ranges (read-only registration, which a
+  // PROT_READ mapping needs); mapped, so small copies can be read by the
+  // SMs without the copy engine (CopyToDevice).
+  const unsigned flags =
+      cudaHostRegisterPortable | cudaHostRegisterMapped | (read_only ? cudaHostRegisterReadOnly : 0u);
   if (cudaError_t e = cudaHostRegister(const_cast<void*>(p), bytes, flags); e != cudaSuccess) {
     cudaGetLastError();  // not sticky: clear it
     return absl::FailedPreconditionError(absl::StrCat(
@@ -235,8 +237,23 @@ absl::Status CudaDevice::RegisterHost(const void* p, uint64_t bytes) {
         read_only ? "" : " (this GPU cannot register read-only memory, which a read-only file mapping needs)",
         "; check the locked-memory limit (ulimit -l)"));
   }
-  registered_.insert(p);
+  void* device = nullptr;
+  if (cudaHostGetDevicePointer(&device, const_cast<void*>(p), 0) != cudaSuccess) {
+    cudaGetLastError();
+    device = nullptr;  // copies from it take the copy engine
+  }
+  registered_[p] = {bytes, device};
   return absl::OkStatus();
+}
+
+const void* CudaDevice::MappedSource(const void* src, uint64_t bytes) const {
+  auto it = registered_.upper_bound(src);
+  if (it == registered_.begin()) return nullptr;
+  --it;
+  const auto* start = static_cast<const uint8_t*>(it->first);
+  const auto* p = static_cast<const uint8_t*>(src);
+  if (it->second.device == nullptr || p + bytes > start + it->second.bytes) return nullptr;
+  return static_cast<const uint8_t*>(it->second.device) + (p - start);
 }
 
 void CudaDevice::UnregisterHost(const void* p) {
@@ -290,6 +307,14 @@ void CudaDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t byte
   if (bytes == 0) return;
   if (q == Queue::kCompute) {
     BeginCompute();
+    // A small copy from registered memory (the step's embedding rows) is
+    // read by the SMs: a DMA would queue behind a slot's upload on the
+    // host-to-device engine and hold up the whole compute stream.
+    constexpr uint64_t kMappedCopyMax = uint64_t{1} << 20;
+    if (const void* mapped = bytes <= kMappedCopyMax ? MappedSource(src, bytes) : nullptr) {
+      Launched(cuda::LaunchCopyFromMappedHost(mapped, bytes, dst, compute_), "copy from mapped host memory");
+      return;
+    }
     FERRY_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, compute_));
     return;
   }
@@ -443,8 +468,9 @@ uint64_t CudaDevice::AttentionScratchFloats(int tokens, int n_head, int n_ctx) c
   return static_cast<uint64_t>(tokens) * n_head * n_ctx;  // a row per query: flash-decoding partials
 }
 
-// Uploads from pageable host vectors: cudaMemcpyAsync returns once it has
-// staged pageable source bytes, so the vectors may change right after.
+// The step's tables (tokens, logit rows, rope frequencies) go up in kernel
+// parameters (LaunchWriteWords), copied at launch: the host vectors may
+// change right after, and no DMA queues behind a slot's upload.
 const void* CudaDevice::UploadTokens(std::span<const TokenPos> tokens) {
   if (tokens.size() > static_cast<size_t>(max_tokens_)) {
     Fail(absl::StrCat("a step of ", tokens.size(), " tokens exceeds the ", max_tokens_, " the kernel scratch holds"));
@@ -455,8 +481,9 @@ const void* CudaDevice::UploadTokens(std::span<const TokenPos> tokens) {
       !std::equal(tokens.begin(), tokens.end(), tokens_host_.begin(),
                   [](const TokenPos& a, const TokenPos& b) { return a.seq == b.seq && a.pos == b.pos; })) {
     tokens_host_.assign(tokens.begin(), tokens.end());
-    FERRY_CUDA_CHECK(cudaMemcpyAsync(tokens_dev_, tokens_host_.data(), tokens.size() * sizeof(TokenPos),
-                                     cudaMemcpyHostToDevice, compute_));
+    Launched(cuda::LaunchWriteWords(reinterpret_cast<const uint32_t*>(tokens_host_.data()), 2 * tokens_host_.size(),
+                                    reinterpret_cast<uint32_t*>(tokens_dev_), compute_),
+             "token table");
   }
   return tokens_dev_;
 }
@@ -468,8 +495,9 @@ const int32_t* CudaDevice::UploadRows(std::span<const int32_t> rows) {
   }
   if (rows.size() != rows_host_.size() || !std::equal(rows.begin(), rows.end(), rows_host_.begin())) {
     rows_host_.assign(rows.begin(), rows.end());
-    FERRY_CUDA_CHECK(
-        cudaMemcpyAsync(rows_dev_, rows_host_.data(), rows.size() * sizeof(int32_t), cudaMemcpyHostToDevice, compute_));
+    Launched(cuda::LaunchWriteWords(reinterpret_cast<const uint32_t*>(rows_host_.data()), rows_host_.size(),
+                                    reinterpret_cast<uint32_t*>(rows_dev_), compute_),
+             "row table");
   }
   return rows_dev_;
 }
@@ -482,8 +510,10 @@ const float* CudaDevice::UploadRope(const RopeParams& rope) {
   }
   if (pairs != rope_host_.size() || !std::equal(rope_host_.begin(), rope_host_.end(), rope.inv_freq)) {
     rope_host_.assign(rope.inv_freq, rope.inv_freq + pairs);
-    FERRY_CUDA_CHECK(
-        cudaMemcpyAsync(rope_dev_, rope_host_.data(), pairs * sizeof(float), cudaMemcpyHostToDevice, compute_));
+    static_assert(sizeof(float) == sizeof(uint32_t));
+    Launched(cuda::LaunchWriteWords(reinterpret_cast<const uint32_t*>(rope_host_.data()), rope_host_.size(),
+                                    reinterpret_cast<uint32_t*>(rope_dev_), compute_),
+             "rope frequencies");
   }
   return rope_dev_;
 }

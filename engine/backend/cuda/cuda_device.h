@@ -30,7 +30,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <set>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -110,6 +110,9 @@ class CudaDevice : public Device {
   const void* UploadTokens(std::span<const TokenPos> tokens);
   const int32_t* UploadRows(std::span<const int32_t> rows);
   const float* UploadRope(const RopeParams& rope);
+  // The device's pointer to [src, src + bytes) if that lies in one mapped
+  // registered range, else null.
+  const void* MappedSource(const void* src, uint64_t bytes) const;
   // Timing events from a pool; pairs are harvested once they complete.
   cudaEvent_t TimingEvent();
   void Harvest(bool compute_idle);
@@ -128,7 +131,13 @@ class CudaDevice : public Device {
   std::string blas_missing_;
   cublasHandle_t blas_ = nullptr;
   std::vector<cudaEvent_t> events_;
-  std::set<const void*> registered_;
+  // Registered host ranges (mapped): start -> bytes and the device's
+  // pointer to them, for small compute-stream copies the SMs read directly.
+  struct Mapped {
+    uint64_t bytes;
+    const void* device;
+  };
+  std::map<const void*, Mapped> registered_;
   // Kernel scratch (backend/scratch.h) inside the arena.
   void* scratch_ = nullptr;
   uint64_t scratch_bytes_ = 0;

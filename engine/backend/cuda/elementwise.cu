@@ -80,7 +80,50 @@ __global__ void RopeKernel(float* x, int n_heads, int head_dim, const int2* toke
   }
 }
 
+constexpr int kParamWords = 960;  // 3840 bytes: under the 4 KiB kernel-parameter limit of every CUDA version
+struct ParamWords {
+  uint32_t v[kParamWords];
+};
+
+__global__ void WriteWordsKernel(ParamWords words, int n, uint32_t* dst) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = words.v[i];
+}
+
+__global__ void CopyVec16Kernel(const uint4* __restrict__ src, int64_t n, uint4* __restrict__ dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = src[i];
+}
+
+__global__ void CopyBytesKernel(const uint8_t* __restrict__ src, int64_t n, uint8_t* __restrict__ dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = src[i];
+}
+
 }  // namespace
+
+cudaError_t LaunchWriteWords(const uint32_t* words, int64_t n, uint32_t* dst, cudaStream_t stream) {
+  for (int64_t at = 0; at < n; at += kParamWords) {
+    const int k = static_cast<int>(n - at < kParamWords ? n - at : kParamWords);
+    ParamWords p;
+    for (int i = 0; i < k; ++i) p.v[i] = words[at + i];
+    WriteWordsKernel<<<(k + 255) / 256, 256, 0, stream>>>(p, k, dst + at);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchCopyFromMappedHost(const void* src, uint64_t bytes, void* dst, cudaStream_t stream) {
+  if (bytes == 0) return cudaSuccess;
+  const bool vec = (reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) | bytes) % 16 == 0;
+  const int64_t n = static_cast<int64_t>(vec ? bytes / 16 : bytes);
+  const unsigned blocks = static_cast<unsigned>((n + 255) / 256);
+  if (vec) {
+    CopyVec16Kernel<<<blocks, 256, 0, stream>>>(static_cast<const uint4*>(src), n, static_cast<uint4*>(dst));
+  } else {
+    CopyBytesKernel<<<blocks, 256, 0, stream>>>(static_cast<const uint8_t*>(src), n, static_cast<uint8_t*>(dst));
+  }
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchAdd(float* x, const float* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;

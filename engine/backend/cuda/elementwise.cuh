@@ -23,5 +23,13 @@ cudaError_t LaunchRmsNorm(const float* x, int n_rows, int64_t width, const float
 // position (tokens: (seq, pos) pairs); pairs (2i, 2i+1) or, neox, (i, i + dims/2).
 cudaError_t LaunchRope(float* x, int n_rows, int n_heads, int head_dim, const int2* tokens, const float* inv_freq,
                        int dims, bool neox, cudaStream_t stream);
+// dst[0..n) = words[0..n), the values carried in kernel parameters (up to
+// 960 a launch): small per-step tables reach the device without a DMA, so
+// they never queue behind a slot's upload on the host-to-device copy engine.
+cudaError_t LaunchWriteWords(const uint32_t* words, int64_t n, uint32_t* dst, cudaStream_t stream);
+// dst[0..bytes) = src[0..bytes) read by the SMs straight from mapped
+// page-locked host memory (no copy engine), for small copies on the
+// compute stream.
+cudaError_t LaunchCopyFromMappedHost(const void* src, uint64_t bytes, void* dst, cudaStream_t stream);
 
 }  // namespace ferry::backend::cuda
