@@ -665,7 +665,7 @@ absl::Status Server::Load() {
   m->set_kv_cache_bytes(u.kv_cache);
   m->set_workspace_bytes(u.workspace);
   m->set_overhead_bytes(e->spec.overhead_bytes);
-  m->set_pinned_host_bytes(e->plan ? e->plan->host_pinned : 0);
+  m->set_pinned_host_bytes(e->executor->load_times().packed_bytes);
 
   if (metrics_) {
     LoadedInfo li;
@@ -682,7 +682,7 @@ absl::Status Server::Load() {
     li.gpu_memory_total = e->spec.memory_bytes;
     li.planned = e->executor->usage();
     li.overhead = e->spec.overhead_bytes;
-    li.pinned_host = e->plan ? e->plan->host_pinned : 0;
+    li.pinned_host = e->executor->load_times().packed_bytes;
     if (e->device->computes_on_host_memory()) {
       li.layers_cpu = c.n_layer;
     } else {

@@ -176,7 +176,7 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
       resident += p.head_device_bytes;
     } else {
       slot = p.head_device_bytes;
-      pinned += p.head_bytes - (c.tied_output ? p.embedding_bytes : 0);
+      pinned += AlignDevice(p.head_device_bytes);  // packed as it sits in a slot, as the executor does
       ++streamed;
     }
     for (int l = 0; l < c.n_layer; ++l) {
@@ -184,7 +184,7 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
         resident += p.layer_device_bytes[l];
       } else {
         slot = std::max(slot, p.layer_device_bytes[l]);
-        pinned += p.layer_bytes[l];
+        pinned += AlignDevice(p.layer_device_bytes[l]);
         ++streamed;
       }
     }

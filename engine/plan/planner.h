@@ -111,7 +111,7 @@ struct Plan {
   uint64_t margin = 0;
   uint64_t total = 0;
   uint64_t budget = 0;           // what the plan had to fit in
-  uint64_t host_pinned = 0;      // streamed units' bytes, held page-locked on the host
+  uint64_t host_pinned = 0;      // streamed units packed as they sit in a slot, held page-locked on the host
   // Model bytes, as in the file.
   uint64_t model_bytes = 0;      // every tensor in the file
   uint64_t layer_bytes_total = 0;
