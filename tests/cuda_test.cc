@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/cpu_device.h"
+#include "engine/backend/cpu/qdot.h"
 #include "engine/backend/cuda/options.h"
 #include "engine/backend/device.h"
 #include "engine/backend/scratch.h"
@@ -41,19 +42,22 @@ using quant::TensorType;
   }
 
 TEST(CudaOptions, ParsesIndexMemoryAndPoison) {
-  auto o = backend::ParseCudaOptions("1,mem=8GiB,poison=1");
+  auto o = backend::ParseCudaOptions("1,mem=8GiB,poison=1,int8=1");
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->index, 1);
   EXPECT_EQ(o->memory_bytes, 8ull << 30);
   EXPECT_TRUE(o->poison);
+  EXPECT_TRUE(o->int8);
   o = backend::ParseCudaOptions("");
   ASSERT_TRUE(o.ok());
   EXPECT_EQ(o->index, 0);
   EXPECT_EQ(o->memory_bytes, 0u);
+  EXPECT_FALSE(o->int8);
   EXPECT_THAT(std::string(backend::ParseCudaOptions("x").status().message()), HasSubstr("device index"));
   EXPECT_THAT(std::string(backend::ParseCudaOptions("0,speed=9").status().message()), HasSubstr("unknown key 'speed'"));
   EXPECT_FALSE(backend::ParseCudaOptions("mem=0").ok());
   EXPECT_FALSE(backend::ParseCudaOptions("poison=2").ok());
+  EXPECT_FALSE(backend::ParseCudaOptions("int8=yes").ok());
 }
 
 // Without a GPU (or without CUDA in the build) opening one is a clear
@@ -108,6 +112,47 @@ double NormalizedError(const std::vector<float>& a, const std::vector<float>& b)
   return scale > 0 ? diff / scale : diff;
 }
 
+// A random matrix quantized to `type`, and its exact decoding.
+struct QuantMatrix {
+  std::vector<uint8_t> packed;
+  std::vector<float> decoded;
+};
+QuantMatrix MakeMatrix(TensorType type, int64_t rows, int64_t cols) {
+  const std::vector<float> w = Random(rows * cols, 1, 0.5f);
+  const uint64_t row_bytes = *quant::RowBytes(type, cols);
+  QuantMatrix m{std::vector<uint8_t>(rows * row_bytes), std::vector<float>(rows * cols)};
+  for (int64_t r = 0; r < rows; ++r) {
+    EXPECT_TRUE(quant::QuantizeRow(type, {w.data() + r * cols, static_cast<size_t>(cols)},
+                                   {m.packed.data() + r * row_bytes, row_bytes}).ok());
+    EXPECT_TRUE(quant::DequantizeRow(type, {m.packed.data() + r * row_bytes, row_bytes},
+                                     {m.decoded.data() + r * cols, static_cast<size_t>(cols)}).ok());
+  }
+  return m;
+}
+
+// y (n x rows) = decoded x in double precision.
+std::vector<float> Product(const QuantMatrix& m, int64_t rows, int64_t cols, const std::vector<double>& x, int n) {
+  std::vector<float> y(n * rows);
+  for (int t = 0; t < n; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(m.decoded[r * cols + c]) * x[t * cols + c];
+      y[t * rows + r] = static_cast<float>(s);
+    }
+  }
+  return y;
+}
+
+// The device's product of `m` with n rows of x.
+std::vector<float> DeviceProduct(backend::Device& dev, const QuantMatrix& m, TensorType type, int64_t rows,
+                                 int64_t cols, const std::vector<float>& x, int n) {
+  OnDevice on{dev, {}};
+  const model::Matrix w{on.Put(m.packed), type, cols, rows, m.packed.size(), "w"};
+  float* y = on.Put(std::vector<float>(n * rows, NAN));
+  dev.MatMul(w, on.Put(x), cols, n, y, rows);
+  return on.Get(y, n * rows);
+}
+
 class CudaMatMul : public ::testing::TestWithParam<TensorType> {};
 
 // Against a double-precision product with the dequantized weights (the
@@ -117,36 +162,15 @@ TEST_P(CudaMatMul, MatchesADoubleReferenceOnTheDecodedWeights) {
   FERRY_REQUIRE_CUDA(dev);
   const TensorType type = GetParam();
   const int64_t rows = 96, cols = 512;
-  const std::vector<float> w = Random(rows * cols, 1, 0.5f);
-  const uint64_t row_bytes = *quant::RowBytes(type, cols);
-  std::vector<uint8_t> packed(rows * row_bytes);
-  std::vector<float> decoded(rows * cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    ASSERT_TRUE(quant::QuantizeRow(type, {w.data() + r * cols, static_cast<size_t>(cols)},
-                                   {packed.data() + r * row_bytes, row_bytes}).ok());
-    ASSERT_TRUE(quant::DequantizeRow(type, {packed.data() + r * row_bytes, row_bytes},
-                                     {decoded.data() + r * cols, static_cast<size_t>(cols)}).ok());
-  }
+  const QuantMatrix m = MakeMatrix(type, rows, cols);
   ASSERT_TRUE(dev->ReserveKernelScratch(rows, cols, 32).ok());
   for (int n : {1, 3, 8, 17, 32}) {
     SCOPED_TRACE(absl::StrCat(n, " tokens"));
     const std::vector<float> x = Random(n * cols, 2 + n);
-    std::vector<double> want(n * rows);
-    for (int t = 0; t < n; ++t) {
-      for (int64_t r = 0; r < rows; ++r) {
-        double s = 0;
-        for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(decoded[r * cols + c]) * x[t * cols + c];
-        want[t * rows + r] = s;
-      }
-    }
-    OnDevice on{*dev, {}};
-    model::Matrix m{on.Put(packed), type, cols, rows, packed.size(), "w"};
-    float* y = on.Put(std::vector<float>(n * rows, NAN));
-    dev->MatMul(m, on.Put(x), cols, n, y, rows);
-    const std::vector<float> got = on.Get(y, n * rows);
+    const std::vector<float> got = DeviceProduct(*dev, m, type, rows, cols, x, n);
     ASSERT_TRUE(dev->health().ok()) << dev->health();
     const double tolerance = n <= backend::kMatVecMaxTokens ? 1e-5 : 2e-3;
-    EXPECT_LE(NormalizedError(got, std::vector<float>(want.begin(), want.end())), tolerance);
+    EXPECT_LE(NormalizedError(got, Product(m, rows, cols, std::vector<double>(x.begin(), x.end()), n)), tolerance);
   }
 }
 
@@ -154,6 +178,39 @@ INSTANTIATE_TEST_SUITE_P(EveryType, CudaMatMul,
                          ::testing::Values(TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
                                            TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
                                            TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K),
+                         [](const auto& info) { return std::string(quant::Info(info.param).name); });
+
+class CudaMatVecInt8 : public ::testing::TestWithParam<TensorType> {};
+
+// The int8 matvec (cuda:...,int8=1) computes the weights times the
+// activations as cpu::QuantizeActivations rounds them (the same bytes):
+// against that product in double precision, only f32 accumulation differs
+// (1e-5). A wrong nibble, bit or scale is off by order 1.
+TEST_P(CudaMatVecInt8, IsTheExactProductWithTheInt8Activations) {
+  auto opened = backend::OpenDevice("cuda:0,int8=1", 0);
+  if (!opened.ok()) GTEST_SKIP() << "no GPU to run on: " << opened.status().message();
+  backend::Device& dev = **opened;
+  EXPECT_THAT(dev.Describe(), HasSubstr("int8 matvec"));
+  const TensorType type = GetParam();
+  const int64_t rows = 96, cols = 512;
+  const QuantMatrix m = MakeMatrix(type, rows, cols);
+  ASSERT_TRUE(dev.ReserveKernelScratch(rows, cols, 32).ok());
+  for (int n : {1, 3, 8}) {
+    SCOPED_TRACE(absl::StrCat(n, " tokens"));
+    const std::vector<float> x = Random(n * cols, 2 + n);
+    std::vector<cpu::BlockQ8> blocks(n * cols / 32);
+    cpu::QuantizeActivationsScalar(x.data(), n * cols, blocks.data());
+    std::vector<double> xq(n * cols);
+    for (int64_t i = 0; i < n * cols; ++i) xq[i] = static_cast<double>(blocks[i / 32].d) * blocks[i / 32].qs[i % 32];
+    const std::vector<float> got = DeviceProduct(dev, m, type, rows, cols, x, n);
+    ASSERT_TRUE(dev.health().ok()) << dev.health();
+    EXPECT_LE(NormalizedError(got, Product(m, rows, cols, xq, n)), 1e-5);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Int8Types, CudaMatVecInt8,
+                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K,
+                                           TensorType::kQ6_K),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
 // Every other kernel against the cpu backend's (f32 arithmetic on both;
@@ -334,6 +391,34 @@ INSTANTIATE_TEST_SUITE_P(Archs, CudaPlacement,
                          [](const auto& info) {
                            return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
                          });
+
+// The whole forward pass on the int8 matvec (cuda:...,int8=1): against
+// the double reference within the cpu backend's bounds for 8-bit
+// activations (forward_reference_test: 0.15 max, 1e-3 NMSE), and a
+// streamed placement bit-identical to all-resident.
+TEST_P(CudaPlacement, Int8MatvecWithinTheInt8BoundsAndPlacementFree) {
+  FERRY_REQUIRE_CUDA(probe);
+  probe.reset();
+  const Built b = testing::BuildInMemory(testing::Tiny(GetParam().arch, GetParam().type));
+  const int L = b.model->config.n_layer;
+  exec::ForwardOptions o{.max_batch = 16, .n_seq = 2, .n_ctx = 32, .threads = 2};
+  std::vector<std::vector<float>> runs;
+  for (int resident : {L, 1}) {
+    auto dev = backend::OpenDevice("cuda:0,mem=1GiB,poison=1,int8=1", 0);
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    o.placement = {true, resident, 2};
+    runs.push_back(testing::RunSteps(*b.model, dev->get(), o, kLongPrompt));
+    ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
+  }
+  const std::vector<float> ref = ReferenceSteps(b, kLongPrompt);
+  ASSERT_EQ(runs[0].size(), ref.size());
+  const double max_err = NormalizedError(runs[0], ref), nmse = Nmse(runs[0], ref);
+  std::printf("%s %s on cuda int8 vs double reference: max normalized error %.2e, NMSE %.1e\n", GetParam().arch,
+              std::string(quant::Info(GetParam().type).name).c_str(), max_err, nmse);
+  EXPECT_LE(max_err, 0.15);
+  EXPECT_LE(nmse, 1e-3);
+  EXPECT_EQ(NormalizedError(runs[1], runs[0]), 0.0) << "1 layer resident vs all";
+}
 
 // The golden text end to end through the CLI on the GPU.
 TEST(CudaGolden, Stories260KGreedyFromBos) {

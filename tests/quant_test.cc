@@ -5,9 +5,11 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "engine/quant/blocks.h"
+#include "engine/quant/int8_blocks.h"
 #include "engine/quant/half.h"
 #include "engine/quant/quantize.h"
 #include "engine/quant/types.h"
@@ -178,24 +180,30 @@ INSTANTIATE_TEST_SUITE_P(
 
 // The GPU kernels decode 32 values at a time (DecodeSub); the CPU decodes
 // whole blocks. Random bytes (finite scales) must decode to the same bits.
+// Random bytes with finite scales (a NaN would compare unequal however decoded).
+template <typename Block>
+Block RandomBlock(std::mt19937& rng) {
+  Block b;
+  auto* bytes = reinterpret_cast<uint8_t*>(&b);
+  for (size_t i = 0; i < sizeof(b); ++i) bytes[i] = static_cast<uint8_t>(rng());
+  std::uniform_real_distribution<float> scale(-2.0f, 2.0f);
+  uint16_t* first = reinterpret_cast<uint16_t*>(&b);
+  if constexpr (std::is_same_v<Block, BlockQ6_K>) {
+    b.d = FloatToHalf(scale(rng));
+  } else {
+    first[0] = FloatToHalf(scale(rng));
+    if constexpr (sizeof(Block) != sizeof(BlockQ4_0) && sizeof(Block) != sizeof(BlockQ5_0) &&
+                  sizeof(Block) != sizeof(BlockQ8_0)) {
+      first[1] = FloatToHalf(scale(rng));
+    }
+  }
+  return b;
+}
+
 template <typename Block>
 void ExpectSubBlocksMatchTheBlock(int elems, std::mt19937& rng) {
   for (int trial = 0; trial < 200; ++trial) {
-    Block b;
-    auto* bytes = reinterpret_cast<uint8_t*>(&b);
-    for (size_t i = 0; i < sizeof(b); ++i) bytes[i] = static_cast<uint8_t>(rng());
-    // Scales: finite halves (a NaN would compare unequal however decoded).
-    std::uniform_real_distribution<float> scale(-2.0f, 2.0f);
-    uint16_t* first = reinterpret_cast<uint16_t*>(&b);
-    if constexpr (std::is_same_v<Block, BlockQ6_K>) {
-      b.d = FloatToHalf(scale(rng));
-    } else {
-      first[0] = FloatToHalf(scale(rng));
-      if constexpr (sizeof(Block) != sizeof(BlockQ4_0) && sizeof(Block) != sizeof(BlockQ5_0) &&
-                    sizeof(Block) != sizeof(BlockQ8_0)) {
-        first[1] = FloatToHalf(scale(rng));
-      }
-    }
+    const Block b = RandomBlock<Block>(rng);
     std::vector<float> whole(elems), subs(elems);
     DecodeBlock(b, whole.data());
     for (int s = 0; s < elems / 32; ++s) DecodeSub(b, s, subs.data() + 32 * s);
@@ -223,6 +231,61 @@ TEST(Blocks, SubBlockAndRangeDecodingEqualBlockDecodingBitForBit) {
   ExpectSubBlocksMatchTheBlock<BlockQ4_K>(256, rng);
   ExpectSubBlocksMatchTheBlock<BlockQ5_K>(256, rng);
   ExpectSubBlocksMatchTheBlock<BlockQ6_K>(256, rng);
+}
+
+// The int8 matvec's view of each format (int8_blocks.h, the code the GPU
+// runs): a row of random blocks dotted with random int8 activations, sub-
+// block by sub-block through Load() and Dot(), equals the decoded weights
+// times the activations in double precision (to float rounding).
+template <typename Block, typename Int8>
+void ExpectInt8DotMatchesTheDecodedRow(int block_elems, std::mt19937& rng) {
+  constexpr int kValues = 512;
+  const int n_blocks = kValues / block_elems;
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<Block> row(n_blocks);
+    std::vector<float> w(kValues);
+    for (int b = 0; b < n_blocks; ++b) {
+      row[b] = RandomBlock<Block>(rng);
+      DecodeBlock(row[b], w.data() + b * block_elems);
+    }
+    std::vector<int8_t> q(kValues);
+    for (int8_t& v : q) v = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+    std::uniform_real_distribution<float> scale(0.001f, 0.1f);
+    double want = 0, magnitude = 0;
+    float got = 0;
+    for (int s = 0; s < kValues / 32; ++s) {
+      const float dx = scale(rng);
+      int32_t x[8], isum = 0;
+      std::memcpy(x, q.data() + 32 * s, 32);
+      for (int i = 0; i < 32; ++i) {
+        isum += q[32 * s + i];
+        const double term = static_cast<double>(w[32 * s + i]) * dx * q[32 * s + i];
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      typename Int8::W loaded;
+      Int8::Load(reinterpret_cast<const uint8_t*>(row.data()), s, loaded);
+      got += Int8::Dot(loaded, x, dx, isum);
+    }
+    ASSERT_NEAR(got, want, 1e-5 * magnitude) << "trial " << trial;
+  }
+}
+
+TEST(Int8Blocks, DotEqualsTheDecodedRowTimesTheActivations) {
+  std::mt19937 rng(11);
+  ExpectInt8DotMatchesTheDecodedRow<BlockQ8_0, Int8Q8_0>(32, rng);
+  ExpectInt8DotMatchesTheDecodedRow<BlockQ4_0, Int8Q4_0>(32, rng);
+  ExpectInt8DotMatchesTheDecodedRow<BlockQ4_K, Int8K45<false>>(256, rng);
+  ExpectInt8DotMatchesTheDecodedRow<BlockQ5_K, Int8K45<true>>(256, rng);
+  ExpectInt8DotMatchesTheDecodedRow<BlockQ6_K, Int8Q6_K>(256, rng);
+}
+
+TEST(Int8Blocks, ByteHelpersMatchTheDeviceIntrinsics) {
+  // __vsubss4 saturates per byte; __dp4a multiplies signed bytes.
+  EXPECT_EQ(Vsubss4(0x7F80050Fu, 0x01010A08u), 0x7E80FB07u);
+  EXPECT_EQ(Vsubss4(0x00000080u, 0x00000001u), 0x00000080u);  // -128 - 1 saturates
+  EXPECT_EQ(Dp4a(static_cast<int32_t>(0x02FF7F80u), static_cast<int32_t>(0x03020180u), 5),
+            5 + (-128) * (-128) + 127 * 1 + (-1) * 2 + 2 * 3);
 }
 
 TEST(Types, TableIsConsistent) {

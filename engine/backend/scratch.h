@@ -24,9 +24,13 @@ struct KernelScratch {
   uint64_t rope = 0;       // f32, kMaxRopePairs
   uint64_t tile = 0;       // f32 GEMM tile, values
   uint64_t workspace = 0;  // cuBLAS
+  uint64_t int8 = 0;       // int8 matvec: activations of up to kMatVecMaxTokens tokens, values
   static constexpr uint64_t Align(uint64_t b) { return (b + 255) / 256 * 256; }
+  // int8 activations: the quants, then a float scale and an int32 sum per 32.
+  static constexpr uint64_t Int8Bytes(uint64_t values) { return Align(values) + 2 * Align(values / 32 * 4); }
   uint64_t bytes() const {
-    return Align(tokens * 8) + Align(rows * 4) + Align(rope * 4) + (tile ? Align(tile * 4) : 0) + Align(workspace);
+    return Align(tokens * 8) + Align(rows * 4) + Align(rope * 4) + (tile ? Align(tile * 4) : 0) + Align(workspace) +
+           Int8Bytes(int8);
   }
 };
 
@@ -37,6 +41,7 @@ inline KernelScratch KernelScratchFor(int64_t max_rows, int64_t max_width, int m
   s.tokens = static_cast<uint64_t>(max_tokens);
   s.rows = static_cast<uint64_t>(max_tokens);
   s.rope = kMaxRopePairs;
+  s.int8 = static_cast<uint64_t>(std::min(max_tokens, kMatVecMaxTokens)) * static_cast<uint64_t>(max_width);
   if (max_tokens > kMatVecMaxTokens) {
     s.tile = std::min<uint64_t>(static_cast<uint64_t>(max_rows) * static_cast<uint64_t>(max_width), kGemmTileValues);
     s.workspace = kCublasWorkspaceBytes;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <initializer_list>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -83,10 +84,55 @@ void HostMemoryCosts(void* dst) {
   if (fd >= 0) close(fd), unlink(path);
 }
 
+// One row per type: a 1 x rows x cols matvec timed over 50 calls after 5
+// warm-ups. False when a step fails (printed).
+bool Table(ferry::backend::CudaDevice& d, std::initializer_list<ferry::quant::TensorType> types, const char* label) {
+  using namespace ferry;
+  const int64_t rows = 16384, cols = 8192;
+  if (!d.ReserveKernelScratch(rows, cols, 1).ok()) return false;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 0.5f);
+  std::vector<float> row(cols), x(cols);
+  for (float& v : x) v = dist(rng);
+  std::printf("%-6s %12s %10s %12s %8s  (%s)\n", "type", "weight MiB", "us/call", "kernel GB/s", "% of d2d", label);
+  for (quant::TensorType type : types) {
+    const uint64_t row_bytes = *quant::RowBytes(type, cols);
+    // One quantized row repeated: the kernel's speed does not depend on the values.
+    for (float& v : row) v = dist(rng);
+    std::vector<uint8_t> one(row_bytes), all(rows * row_bytes);
+    if (!quant::QuantizeRow(type, row, one).ok()) return false;
+    for (int64_t r = 0; r < rows; ++r) std::copy(one.begin(), one.end(), all.begin() + r * row_bytes);
+    auto w = backend::DeviceBuffer::Make(d, all.size(), "bench matrix");
+    auto xb = backend::DeviceBuffer::Make(d, cols * sizeof(float), "bench x");
+    auto yb = backend::DeviceBuffer::Make(d, rows * sizeof(float), "bench y");
+    if (!w.ok() || !xb.ok() || !yb.ok()) return false;
+    d.CopyToDevice(backend::Queue::kCompute, w->bytes(), all.data(), all.size());
+    d.CopyToDevice(backend::Queue::kCompute, xb->bytes(), x.data(), cols * sizeof(float));
+    const model::Matrix m{w->bytes(), type, cols, rows, all.size(), "bench"};
+    for (int i = 0; i < 5; ++i) d.MatMul(m, xb->floats(), cols, 1, yb->floats(), rows);
+    d.SynchronizeAll();
+    const int iters = 50;
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) d.MatMul(m, xb->floats(), cols, 1, yb->floats(), rows);
+    d.SynchronizeAll();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
+    if (!d.health().ok()) {
+      std::printf("%s\n", std::string(d.health().message()).c_str());
+      return false;
+    }
+    const double gbps = all.size() / s / 1e9;
+    std::printf("%-6s %12.1f %10.1f %12.1f %7.0f%%\n", std::string(quant::Info(type).name).c_str(),
+                all.size() / 1048576.0, s * 1e6, gbps, 100.0 * gbps / d.measured_d2d_gbps());
+  }
+  d.ReleaseKernelScratch();
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace ferry;
+  using quant::TensorType;
   // Line by line even into a pipe: a run stopped by a time limit keeps what it printed.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const bool host_memory = argc > 1 && std::strcmp(argv[1], "--host-memory") == 0;
@@ -103,46 +149,23 @@ int main(int argc, char** argv) {
     HostMemoryCosts(dst->bytes());
     return 0;
   }
-  const int64_t rows = 16384, cols = 8192;
-  if (!d.ReserveKernelScratch(rows, cols, 1).ok()) return 1;
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 0.5f);
-  std::vector<float> row(cols), x(cols);
-  for (float& v : x) v = dist(rng);
-  std::printf("%-6s %12s %10s %12s %8s\n", "type", "weight MiB", "us/call", "kernel GB/s", "% of d2d");
-  for (quant::TensorType type :
-       {quant::TensorType::kF16, quant::TensorType::kBF16, quant::TensorType::kQ8_0, quant::TensorType::kQ4_0,
-        quant::TensorType::kQ4_1, quant::TensorType::kQ5_0, quant::TensorType::kQ5_1, quant::TensorType::kQ4_K,
-        quant::TensorType::kQ5_K, quant::TensorType::kQ6_K, quant::TensorType::kF32}) {
-    const uint64_t row_bytes = *quant::RowBytes(type, cols);
-    // One quantized row repeated: the kernel's speed does not depend on the values.
-    for (float& v : row) v = dist(rng);
-    std::vector<uint8_t> one(row_bytes), all(rows * row_bytes);
-    if (!quant::QuantizeRow(type, row, one).ok()) return 1;
-    for (int64_t r = 0; r < rows; ++r) std::copy(one.begin(), one.end(), all.begin() + r * row_bytes);
-    auto w = backend::DeviceBuffer::Make(d, all.size(), "bench matrix");
-    auto xb = backend::DeviceBuffer::Make(d, cols * sizeof(float), "bench x");
-    auto yb = backend::DeviceBuffer::Make(d, rows * sizeof(float), "bench y");
-    if (!w.ok() || !xb.ok() || !yb.ok()) return 1;
-    d.CopyToDevice(backend::Queue::kCompute, w->bytes(), all.data(), all.size());
-    d.CopyToDevice(backend::Queue::kCompute, xb->bytes(), x.data(), cols * sizeof(float));
-    const model::Matrix m{w->bytes(), type, cols, rows, all.size(), "bench"};
-    for (int i = 0; i < 5; ++i) d.MatMul(m, xb->floats(), cols, 1, yb->floats(), rows);
-    d.SynchronizeAll();
-    const int iters = 50;
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < iters; ++i) d.MatMul(m, xb->floats(), cols, 1, yb->floats(), rows);
-    d.SynchronizeAll();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
-    if (!d.health().ok()) {
-      std::printf("%s\n", std::string(d.health().message()).c_str());
-      return 1;
-    }
-    const double gbps = all.size() / s / 1e9;
-    std::printf("%-6s %12.1f %10.1f %12.1f %7.0f%%\n", std::string(quant::Info(type).name).c_str(),
-                all.size() / 1048576.0, s * 1e6, gbps, 100.0 * gbps / d.measured_d2d_gbps());
+  if (!Table(d, {TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1,
+                 TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K,
+                 TensorType::kF32},
+             "float matvec")) {
+    return 1;
   }
   std::printf("device-to-device copy %.0f GB/s; pinned host-to-device (64 MiB copies) %.1f GB/s\n",
               d.measured_d2d_gbps(), d.measured_h2d_gbps());
+  // The same types on the int8 path (cuda:...,int8=1), side by side.
+  opened->reset();
+  backend::CudaOptions int8;
+  int8.int8 = true;
+  auto second = backend::CudaDevice::Create(int8);
+  if (!second.ok()) return 1;
+  if (!Table(**second, {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K},
+             "int8 matvec, int8=1")) {
+    return 1;
+  }
   return 0;
 }

@@ -10,6 +10,7 @@
 #include "engine/backend/cuda/check.h"
 #include "engine/backend/cuda/elementwise.cuh"
 #include "engine/backend/cuda/matmul.cuh"
+#include "engine/backend/cuda/matvec_int8.cuh"
 #include "engine/backend/scratch.h"
 #include "engine/units.h"
 
@@ -149,9 +150,9 @@ CudaDevice::~CudaDevice() {
 
 std::string CudaDevice::Describe() const {
   return absl::StrFormat(
-      "cuda:%d %s (sm_%d%d, %s; %s for ferry, context %s; %.1f GB/s host-to-device, %.0f GB/s on the device%s)",
+      "cuda:%d %s (sm_%d%d, %s; %s for ferry, context %s; %.1f GB/s host-to-device, %.0f GB/s on the device%s%s)",
       options_.index, prop_.name, prop_.major, prop_.minor, HumanBytes(total_), HumanBytes(arena_.capacity()),
-      HumanBytes(overhead_), h2d_gbps_, d2d_gbps_,
+      HumanBytes(overhead_), h2d_gbps_, d2d_gbps_, options_.int8 ? "; int8 matvec" : "",
       lib_ ? "" : absl::StrCat("; no cuBLAS, prefill runs the matvec kernel: ", blas_missing_));
 }
 
@@ -447,6 +448,16 @@ absl::Status CudaDevice::ReserveKernelScratch(int64_t max_rows, int64_t max_widt
       return absl::InternalError(absl::StrCat("cublasSetWorkspace: ", BlasStatusName(b)));
     }
   }
+  at += KernelScratch::Align(layout.workspace);
+  int8_ = {};
+  if (layout.int8 > 0) {
+    int8_.q = reinterpret_cast<int8_t*>(at);
+    at += KernelScratch::Align(layout.int8);
+    int8_.d = reinterpret_cast<float*>(at);
+    at += KernelScratch::Align(layout.int8 / 32 * 4);
+    int8_.isum = reinterpret_cast<int32_t*>(at);
+    int8_values_ = static_cast<int64_t>(layout.int8);
+  }
   max_tokens_ = max_tokens;
   tokens_host_.clear();
   rows_host_.clear();
@@ -462,6 +473,8 @@ void CudaDevice::ReleaseKernelScratch() {
   scratch_ = nullptr;
   scratch_bytes_ = 0;
   tokens_dev_ = nullptr, rows_dev_ = nullptr, rope_dev_ = nullptr, tile_ = nullptr;
+  int8_ = {};
+  int8_values_ = 0;
 }
 
 uint64_t CudaDevice::AttentionScratchFloats(int tokens, int n_head, int n_ctx) const {
@@ -526,6 +539,11 @@ void CudaDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride
                            n_tokens, y, y_stride};
   if (!cuda::MatMulSupports(w.type)) {
     Fail(absl::StrCat("matmul: no CUDA kernel for the type of ", w.name));
+    return;
+  }
+  if (options_.int8 && n_tokens <= kMatVecMaxTokens && cuda::MatVecInt8Supports(w.type) && int8_.q != nullptr &&
+      static_cast<int64_t>(n_tokens) * w.cols <= int8_values_ && w.cols % 32 == 0) {
+    Launched(cuda::LaunchMatVecInt8(a, int8_, compute_), "int8 matvec");
     return;
   }
   cublasStatus_t blas = CUBLAS_STATUS_SUCCESS;

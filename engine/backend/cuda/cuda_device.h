@@ -28,14 +28,15 @@
 #include <cuda_runtime_api.h>
 
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <map>
 #include <string>
 #include <vector>
 
 #include "engine/backend/arena.h"
 #include "engine/backend/cuda/blas.h"
+#include "engine/backend/cuda/matvec_int8.cuh"
 #include "engine/backend/cuda/options.h"
 #include "engine/backend/device.h"
 
@@ -146,6 +147,8 @@ class CudaDevice : public Device {
   float* rope_dev_ = nullptr;
   float* tile_ = nullptr;
   int64_t tile_values_ = 0;
+  cuda::Int8Activations int8_;  // quantized activations for the int8 matvec
+  int64_t int8_values_ = 0;
   int max_tokens_ = 0;
   std::vector<TokenPos> tokens_host_;
   std::vector<int32_t> rows_host_;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "engine/backend/cuda/warp.cuh"
 #include "engine/quant/blocks.h"
 
 namespace ferry::backend::cuda {
@@ -14,7 +15,6 @@ using backend::kMatVecMaxTokens;
 
 using quant::TensorType;
 
-constexpr int kWarpsPerBlock = 4;  // rows per thread block in the matvec kernel
 
 constexpr int kChunk = 8;  // consecutive values a lane decodes at a time
 
@@ -56,22 +56,6 @@ struct BF16 {
   }
 };
 
-__device__ inline float WarpSum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// The end of a warp-per-row kernel: each token's partial sums over the
-// warp, written by lane 0 to y[t * ys] (y points at the row's output).
-template <int NT>
-__device__ inline void StoreWarpSums(const float (&acc)[NT], int n, int lane, float* y, int64_t ys) {
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    const float sum = WarpSum(acc[t]);
-    if (lane == 0 && t < n) y[t * ys] = sum;
-  }
-}
-
 // One warp per row: lane l takes the 8-value chunks l, l+32, ... of the row,
 // so at each step the warp reads a contiguous run of the row's blocks and a
 // contiguous 1 KiB of each token's activations (two float4 loads a lane when
@@ -81,12 +65,11 @@ __global__ void MatVecBlocks(const uint8_t* __restrict__ w, int64_t rows, int64_
                              const float* __restrict__ x, int64_t xs, int n, float* __restrict__ y, int64_t ys,
                              bool x_vec) {
   const int lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int64_t row = WarpRow();
   if (row >= rows) return;
   const uint8_t* wr = w + row * row_bytes;
   float acc[NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+  Zero(acc);
   const int64_t n_chunks = cols / kChunk;
 #pragma unroll 2
   for (int64_t c = lane; c < n_chunks; c += 32) {
@@ -117,12 +100,11 @@ template <class F, int NT>
 __global__ void MatVecFloats(const uint8_t* __restrict__ w, int64_t rows, int64_t cols, int64_t row_bytes,
                              const float* __restrict__ x, int64_t xs, int n, float* __restrict__ y, int64_t ys) {
   const int lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int64_t row = WarpRow();
   if (row >= rows) return;
   const uint8_t* wr = w + row * row_bytes;
   float acc[NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+  Zero(acc);
   for (int64_t i = lane; i < cols; i += 32) {
     const float v = F::Load(wr, i);
 #pragma unroll
@@ -160,7 +142,7 @@ __global__ void DecodeFloatsToFloat(const uint8_t* __restrict__ w, int64_t rows,
 
 template <class F, bool kBlocks>
 void LaunchMatVec(const MatMulArgs& a, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((a.rows + kWarpsPerBlock - 1) / kWarpsPerBlock)), block(32 * kWarpsPerBlock);
+  const dim3 grid = WarpRowGrid(a.rows), block(32 * kWarpsPerBlock);
   if constexpr (kBlocks) {
     const bool x_vec = reinterpret_cast<uintptr_t>(a.x) % 16 == 0 && a.x_stride % 4 == 0;
     auto launch = [&](auto kernel) {

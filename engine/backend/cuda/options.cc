@@ -30,9 +30,12 @@ absl::StatusOr<CudaOptions> ParseCudaOptions(absl::string_view spec) {
     } else if (kv.first == "poison") {
       if (kv.second != "0" && kv.second != "1") return absl::InvalidArgumentError("cuda: poison=0 or poison=1");
       o.poison = kv.second == "1";
+    } else if (kv.first == "int8") {
+      if (kv.second != "0" && kv.second != "1") return absl::InvalidArgumentError("cuda: int8=0 or int8=1");
+      o.int8 = kv.second == "1";
     } else {
       return absl::InvalidArgumentError(
-          absl::StrCat("cuda: unknown key '", kv.first, "' (want cuda[:N][,mem=SIZE][,poison=1])"));
+          absl::StrCat("cuda: unknown key '", kv.first, "' (want cuda[:N][,mem=SIZE][,poison=1][,int8=1])"));
     }
   }
   return o;
