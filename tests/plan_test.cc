@@ -135,6 +135,29 @@ TEST(Planner, StreamedLayersAreSpreadEvenly) {
   EXPECT_EQ(streamed, (std::vector<int>{7, 15, 23, 31}));
 }
 
+// Resident decode is predicted at the measured kernel efficiency of each
+// weight type, not at the copy bandwidth: the same model in q8_0 and f16,
+// all resident, memory-bound at batch 1, differ by the ratio of their
+// bytes over KernelEfficiency (norms, in f32 either way, move it < 1 %).
+TEST(Planner, ResidentDecodeAtTheKernelsMeasuredEfficiency) {
+  const Header q8 = Make("llama3.1-8b", model::Mix::kUniform, quant::TensorType::kQ8_0);
+  const Header f16 = Make("llama3.1-8b", model::Mix::kUniform, quant::TensorType::kF16);
+  const DeviceSpec card{"big card", 80 * kGiB, 0, 50.0, 10.0, 1000.0, 1e6};
+  PlanRequest r;
+  r.n_ctx = 256;
+  absl::StatusOr<Plan> a = MakePlan(*q8.file, q8.config, r, card), b = MakePlan(*f16.file, f16.config, r, card);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->resident_layers, 32);
+  ASSERT_EQ(b->resident_layers, 32);
+  const Prediction pa = Predict(*a, card, {}, 1), pb = Predict(*b, card, {}, 1);
+  EXPECT_EQ(pa.copy_s, 0.0);
+  const double bytes_a = a->weights_resident, bytes_b = b->weights_resident;
+  const double want = (bytes_a / KernelEfficiency(quant::TensorType::kQ8_0)) /
+                      (bytes_b / KernelEfficiency(quant::TensorType::kF16));
+  EXPECT_NEAR(pa.compute_s / pb.compute_s, want, 0.01 * want);
+  EXPECT_NEAR(pa.compute_s, bytes_a / 0.36 / 1000e9, 0.01 * pa.compute_s);
+}
+
 TEST(Planner, KvCacheOfLlama31_8B) {
   // Llama 3.1 8B keeps 32 layers x 8 KV heads x 128 x (k and v) x 2 bytes =
   // 128 KiB per token in an f16 cache.

@@ -93,6 +93,22 @@ Workspace WorkspaceFor(const model::ModelConfig& c, int max_batch, int n_ctx) {
   return w;
 }
 
+double KernelEfficiency(quant::TensorType type) {
+  using quant::TensorType;
+  switch (type) {
+    case TensorType::kF32: return 1.0;
+    case TensorType::kF16: case TensorType::kBF16: return 0.90;
+    case TensorType::kQ8_0: return 0.36;
+    case TensorType::kQ6_K: return 0.25;
+    case TensorType::kQ4_K: case TensorType::kQ5_K: return 0.21;
+    case TensorType::kQ5_1: return 0.20;
+    case TensorType::kQ5_0: return 0.19;
+    case TensorType::kQ4_1: return 0.18;
+    case TensorType::kQ4_0: return 0.17;
+    default: return 1.0;  // no kernel measured: the bandwidth bound
+  }
+}
+
 bool LayerResident(int layer, int n_layer, int resident_layers) {
   if (resident_layers >= n_layer) return true;
   if (resident_layers <= 0) return false;
@@ -114,6 +130,7 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   p.layer_bytes.assign(c.n_layer, 0);
   p.layer_device_bytes.assign(c.n_layer, 0);
   p.layer_params.assign(c.n_layer, 0);
+  p.layer_kernel_bytes.assign(c.n_layer, 0.0);
   // Every tensor's bytes, by where it belongs; device bytes per unit by
   // the layout rule the executor uses (UnitDeviceBytes).
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> matrices(c.n_layer + 1);  // [n_layer]: the head
@@ -125,6 +142,9 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
     } else {
       matrices[unit].push_back({t.offset, t.bytes});
     }
+    const double kernel = (vector ? t.elements * sizeof(float) : static_cast<double>(t.bytes)) /
+                          (vector ? 1.0 : KernelEfficiency(t.type));
+    (unit == c.n_layer ? p.head_kernel_bytes : p.layer_kernel_bytes[unit]) += kernel;
   };
   for (const gguf::TensorInfo& t : file.tensors()) {
     p.model_bytes += t.bytes;
@@ -279,15 +299,16 @@ Prediction Predict(const Plan& p, const DeviceSpec& d, const HostSpec& host, int
   const double flops = d.tflops * 1e12, hbm = d.memory_gbps * 1e9, h2d = d.h2d_gbps * 1e9;
   const double cpu_bw = host.memory_gbps * 1e9, cpu_flops = host.gflops * 1e9;
   double compute = 0, copy = 0, cpu = 0;
-  auto unit = [&](uint64_t device_bytes, uint64_t file_bytes, uint64_t params, bool resident) {
+  auto unit = [&](uint64_t device_bytes, double kernel_bytes, uint64_t file_bytes, uint64_t params, bool resident) {
     const double work = 2.0 * static_cast<double>(params) * batch;
-    compute += std::max(device_bytes / hbm, work / flops);
+    compute += std::max(kernel_bytes / hbm, work / flops);
     if (!resident) copy += d.latency_us * 1e-6 + device_bytes / h2d;
     cpu += std::max(file_bytes / cpu_bw, work / cpu_flops);
   };
-  unit(p.head_device_bytes, p.head_bytes, p.head_params, p.head_resident);
+  unit(p.head_device_bytes, p.head_kernel_bytes, p.head_bytes, p.head_params, p.head_resident);
   for (int l = 0; l < p.n_layers; ++l) {
-    unit(p.layer_device_bytes[l], p.layer_bytes[l], p.layer_params[l], LayerResident(l, p.n_layers, p.resident_layers));
+    unit(p.layer_device_bytes[l], p.layer_kernel_bytes[l], p.layer_bytes[l], p.layer_params[l],
+         LayerResident(l, p.n_layers, p.resident_layers));
   }
   out.compute_s = compute;
   out.copy_s = copy;

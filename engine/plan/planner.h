@@ -123,6 +123,11 @@ struct Plan {
   uint64_t head_device_bytes = 0;
   std::vector<uint64_t> layer_params;
   uint64_t head_params = 0;
+  // Device bytes over the GPU decode kernel's efficiency for each tensor's
+  // type (KernelEfficiency): what the speed model divides by the device's
+  // memory bandwidth.
+  std::vector<double> layer_kernel_bytes;
+  double head_kernel_bytes = 0;
 
   double gpu_fraction() const;   // share of the layers' and head's device bytes resident
 };
@@ -156,8 +161,17 @@ struct Prediction {
   int stream_beats_cpu_from_batch = 0;
 };
 
-// Roofline per unit (layer or head): time = max(bytes / bandwidth, 2 x
-// params x batch / flops); streamed units also need bytes / h2d + latency
+// The share of the device's copy bandwidth (read + write) that ferry's CUDA
+// decode matvec reaches on weights of `type`: measured by tests/gpu/run.sh
+// (cuda_kernel_bench, 1 x 16384 x 8192) on an H200 on 2026-11-26 with the
+// float matvec: f16/bf16 0.90, f32 1.0 (it read 1.22), q8_0 0.36, q6_K 0.25,
+// q4_K and q5_K 0.21, q5_1 0.20, q5_0 0.19, q4_1 0.18, q4_0 0.17. Update it
+// when the kernels change (the script prints the new figures).
+double KernelEfficiency(quant::TensorType type);
+
+// Roofline per unit (layer or head): time = max(kernel bytes / bandwidth,
+// 2 x params x batch / flops), kernel bytes being the device bytes over
+// KernelEfficiency; streamed units also need bytes / h2d + latency
 // on the copy engine, which overlaps all compute (the ring runs ahead and
 // wraps into the next step): step = max(sum of compute, sum of copies).
 // Attention over the cache is not modelled (small at short contexts).
