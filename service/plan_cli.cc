@@ -103,7 +103,8 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   if (!plans.empty()) {
     absl::StrAppend(&out, absl::StrFormat(
         "predicted decode tokens/s (tok/s columns): %s profile (%.0f GB/s memory, %.0f GB/s host-to-device, %.0f "
-        "TFLOPS), streamed layers overlapped with compute; CPU only on this host: %.1f tok/s at batch 1, %.1f at "
+        "TFLOPS; resident weights read at the share of it ferry's CUDA kernels reach per type), streamed layers "
+        "overlapped with compute; CPU only on this host: %.1f tok/s at batch 1, %.1f at "
         "batch 8 (measured here: %.1f GB/s of weights, %.0f GFLOP/s). Streaming a layer beats computing it on this "
         "CPU from batch %d on.\n",
         device.name, device.memory_gbps, device.h2d_gbps, device.tflops, b1[0].cpu_tokens_per_s, b8[0].cpu_tokens_per_s,
