@@ -7,8 +7,6 @@
 #include <cstring>
 #include <fstream>
 
-#include <unistd.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -330,13 +328,11 @@ absl::Status Executor::Init() {
     // registering a file mapping needs read-only registration support and
     // its cost depends on the system, while the driver's own allocation is
     // the documented fast path; the copy costs one pass over the streamed
-    // bytes at load. The mapping's
-    // pages of the copied matrices are then dropped (File::DropPages), so
-    // host memory for streaming is the packed copy (1.0x the streamed bytes,
-    // plus 256-byte alignment gaps) and the staging ring is on the device.
+    // bytes at load. The mapping's pages of the copied matrices are then
+    // dropped (File::DropPages), so host memory for streaming is the packed
+    // copy (1.0x the streamed bytes, plus 256-byte alignment gaps) and the
+    // staging ring is on the device.
     const auto pack_start = std::chrono::steady_clock::now();
-    if (S > 0) {
-    streamed_pieces_.resize(S);
     streamed_views_.assign(S, std::vector<DeviceLayer>(ring_depth_));
     std::vector<uint64_t> unit_offset(S), unit_bytes(S);
     uint64_t packed = 0;
@@ -345,25 +341,26 @@ absl::Status Executor::Init() {
       unit_offset[i] = packed;
       packed += AlignDevice(unit_bytes[i]);
     }
-    Progress(absl::StrCat("copying ", HumanBytes(packed), " of streamed weights to page-locked host memory"));
-    FERRY_ASSIGN_OR_RETURN(host_streamed_, backend::HostBuffer::Make(d, packed, "the streamed layers' weights"));
+    if (packed > 0) {
+      Progress(absl::StrCat("copying ", HumanBytes(packed), " of streamed weights to page-locked host memory"));
+      FERRY_ASSIGN_OR_RETURN(host_streamed_, backend::HostBuffer::Make(d, packed, "the streamed layers' weights"));
+    }
     const std::span<const uint8_t> file = model_.file->bytes();
     for (int i = 0; i < S; ++i) {
-      std::vector<Piece> unit_pieces;
+      pieces.clear();
       for (int s = 0; s < ring_depth_; ++s) {
         LayOut(streamed_[i], reinterpret_cast<uintptr_t>(slots_[s].bytes()), &streamed_views_[i][s],
-               s == 0 ? &unit_pieces : nullptr);
+               s == 0 ? &pieces : nullptr);
       }
       uint8_t* image = host_streamed_.bytes() + unit_offset[i];
-      for (const Piece& piece : unit_pieces) {
+      for (const Piece& piece : pieces) {
         std::memcpy(image + piece.offset, piece.src, piece.bytes);
         const auto* src = static_cast<const uint8_t*>(piece.src);
         if (src >= file.data() && src < file.data() + file.size()) model_.file->DropPages(src, piece.bytes);
       }
-      streamed_pieces_[i] = {Piece{image, unit_bytes[i], 0}};
+      streamed_images_.emplace_back(image, unit_bytes[i]);
     }
     load_.packed_bytes = packed;
-    }
     load_.pack_s = Seconds(pack_start);
   }
 
@@ -413,12 +410,12 @@ absl::Status Executor::Init() {
 void Executor::EnqueueUpload(uint64_t u) {
   backend::Device& d = *device_;
   const int slot = static_cast<int>(u % ring_depth_);
-  const std::vector<Piece>& pieces = streamed_pieces_[u % streamed_.size()];
+  const std::span<const uint8_t> image = streamed_images_[u % streamed_.size()];
   uint8_t* base = slots_[slot].bytes();
   // The slot is reused only after the layer that read it has run.
   d.Wait(Queue::kCopy, free_[slot]);
   d.PoisonOnReuse(base, slot_bytes_);
-  for (const Piece& piece : pieces) d.CopyToDevice(Queue::kCopy, base + piece.offset, piece.src, piece.bytes);
+  d.CopyToDevice(Queue::kCopy, base, image.data(), image.size());
   d.Record(ready_[slot], Queue::kCopy);
 }
 

@@ -159,9 +159,10 @@ class Executor {
   // Resident units' views (index l, or n_layer for the head).
   std::vector<DeviceLayer> resident_;
   std::vector<backend::DeviceBuffer> resident_buffers_;
-  // Streamed units in step order, their copies, and a view per ring slot.
+  // Streamed units in step order, each one's packed image in host_streamed_
+  // (one copy fills a slot), and a view per ring slot.
   std::vector<int> streamed_;
-  std::vector<std::vector<Piece>> streamed_pieces_;
+  std::vector<std::span<const uint8_t>> streamed_images_;
   std::vector<std::vector<DeviceLayer>> streamed_views_;  // [unit][slot]
   std::vector<backend::DeviceBuffer> slots_;
   std::vector<backend::Event> ready_, free_;
