@@ -136,7 +136,7 @@ void CudaDevice::MeasureBandwidths() {
 CudaDevice::~CudaDevice() {
   if (compute_) cudaStreamSynchronize(compute_);
   if (copy_) cudaStreamSynchronize(copy_);
-  for (const auto& [p, mapped] : registered_) cudaHostUnregister(const_cast<void*>(p));
+  registered_.ForEachStart([](void* p) { cudaHostUnregister(p); });
   for (cudaEvent_t e : events_) cudaEventDestroy(e);
   for (cudaEvent_t e : timing_pool_) cudaEventDestroy(e);
   for (const Timed& t : pending_) cudaEventDestroy(t.begin), cudaEventDestroy(t.end);
@@ -243,22 +243,18 @@ absl::Status CudaDevice::RegisterHost(const void* p, uint64_t bytes) {
     cudaGetLastError();
     device = nullptr;  // copies from it take the copy engine
   }
-  registered_[p] = {bytes, device};
+  registered_.Add(p, bytes, device);
   return absl::OkStatus();
 }
 
 const void* CudaDevice::MappedSource(const void* src, uint64_t bytes) const {
-  auto it = registered_.upper_bound(src);
-  if (it == registered_.begin()) return nullptr;
-  --it;
-  const auto* start = static_cast<const uint8_t*>(it->first);
-  const auto* p = static_cast<const uint8_t*>(src);
-  if (it->second.device == nullptr || p + bytes > start + it->second.bytes) return nullptr;
-  return static_cast<const uint8_t*>(it->second.device) + (p - start);
+  const auto hit = registered_.Find(src, bytes);
+  if (!hit || hit->value == nullptr) return nullptr;
+  return static_cast<const uint8_t*>(hit->value) + (static_cast<const uint8_t*>(src) - hit->start);
 }
 
 void CudaDevice::UnregisterHost(const void* p) {
-  if (registered_.erase(p) == 0) return;  // never registered (Init failed first)
+  if (!registered_.Remove(p)) return;  // never registered (Init failed first)
   FERRY_CUDA_CHECK(cudaHostUnregister(const_cast<void*>(p)));
 }
 

@@ -28,7 +28,6 @@
 #include <cuda_runtime_api.h>
 
 #include <deque>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -39,6 +38,7 @@
 #include "engine/backend/cuda/matvec_int8.cuh"
 #include "engine/backend/cuda/options.h"
 #include "engine/backend/device.h"
+#include "engine/backend/host_ranges.h"
 
 namespace ferry::backend {
 
@@ -132,13 +132,9 @@ class CudaDevice : public Device {
   std::string blas_missing_;
   cublasHandle_t blas_ = nullptr;
   std::vector<cudaEvent_t> events_;
-  // Registered host ranges (mapped): start -> bytes and the device's
-  // pointer to them, for small compute-stream copies the SMs read directly.
-  struct Mapped {
-    uint64_t bytes;
-    const void* device;
-  };
-  std::map<const void*, Mapped> registered_;
+  // Registered host ranges (mapped), each with the device's pointer to it
+  // (null if it has none), for small compute-stream copies the SMs read.
+  HostRanges<const void*> registered_;
   // Kernel scratch (backend/scratch.h) inside the arena.
   void* scratch_ = nullptr;
   uint64_t scratch_bytes_ = 0;

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <iterator>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -266,7 +265,7 @@ absl::StatusOr<void*> SimDevice::AllocateHost(uint64_t bytes, absl::string_view 
   absl::StatusOr<void*> p = CpuDevice::AllocateHost(bytes, what);
   if (p.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
-    page_locked_[reinterpret_cast<uintptr_t>(*p)] = bytes;
+    page_locked_.Add(*p, bytes);
   }
   return p;
 }
@@ -274,7 +273,7 @@ absl::StatusOr<void*> SimDevice::AllocateHost(uint64_t bytes, absl::string_view 
 void SimDevice::FreeHost(void* p, uint64_t bytes) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    page_locked_.erase(reinterpret_cast<uintptr_t>(p));
+    page_locked_.Remove(p);
   }
   CpuDevice::FreeHost(p, bytes);
 }
@@ -282,13 +281,13 @@ void SimDevice::FreeHost(void* p, uint64_t bytes) {
 absl::Status SimDevice::RegisterHost(const void* p, uint64_t bytes) {
   if (p == nullptr || bytes == 0) return absl::OkStatus();
   std::lock_guard<std::mutex> lock(mu_);
-  page_locked_[reinterpret_cast<uintptr_t>(p)] = bytes;
+  page_locked_.Add(p, bytes);
   return absl::OkStatus();
 }
 
 void SimDevice::UnregisterHost(const void* p) {
   std::lock_guard<std::mutex> lock(mu_);
-  page_locked_.erase(reinterpret_cast<uintptr_t>(p));
+  page_locked_.Remove(p);
 }
 
 void SimDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
@@ -298,10 +297,7 @@ void SimDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  const auto from = reinterpret_cast<uintptr_t>(src);
-  auto range = page_locked_.upper_bound(from);
-  const bool locked = range != page_locked_.begin() && from + bytes <= std::prev(range)->first + std::prev(range)->second;
-  if (!locked && fault_.ok()) {
+  if (!page_locked_.Find(src, bytes) && fault_.ok()) {
     fault_ = absl::InternalError(absl::StrCat("sim: a copy-queue copy of ", bytes,
                                               " bytes reads pageable host memory (neither from AllocateHost nor "
                                               "registered): a GPU would copy it synchronously"));

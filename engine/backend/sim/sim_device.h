@@ -11,7 +11,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -19,6 +18,7 @@
 #include <vector>
 
 #include "engine/backend/arena.h"
+#include "engine/backend/host_ranges.h"
 #include "engine/backend/cpu/cpu_device.h"
 
 namespace ferry::backend {
@@ -113,7 +113,7 @@ class SimDevice : public CpuDevice {
   double wait_s_ = 0;
   int64_t copies_enqueued_ = 0;
   absl::Status fault_;  // latched
-  std::map<uintptr_t, uint64_t> page_locked_;  // host ranges copies may read: start -> bytes
+  HostRanges<> page_locked_;  // host ranges copy-queue copies may read
   void* gpu_scratch_ = nullptr;
   uint64_t gpu_scratch_bytes_ = 0;
   std::thread engine_;
