@@ -135,16 +135,17 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   // the layout rule the executor uses (UnitDeviceBytes).
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> matrices(c.n_layer + 1);  // [n_layer]: the head
   std::vector<std::vector<uint64_t>> vectors(c.n_layer + 1);
+  // Vectors are f32 on the device and read at the full bandwidth; matrices
+  // at their kernel's efficiency.
   auto device_part = [&](const gguf::TensorInfo& t, int unit) {
-    const bool vector = t.n_dims <= 1 || t.elements == t.dims[0];
-    if (vector) {
+    double& kernel = unit == c.n_layer ? p.head_kernel_bytes : p.layer_kernel_bytes[unit];
+    if (t.n_dims <= 1 || t.elements == t.dims[0]) {
       vectors[unit].push_back(t.elements * sizeof(float));
+      kernel += static_cast<double>(vectors[unit].back());
     } else {
       matrices[unit].push_back({t.offset, t.bytes});
+      kernel += static_cast<double>(t.bytes) / KernelEfficiency(t.type);
     }
-    const double kernel = (vector ? t.elements * sizeof(float) : static_cast<double>(t.bytes)) /
-                          (vector ? 1.0 : KernelEfficiency(t.type));
-    (unit == c.n_layer ? p.head_kernel_bytes : p.layer_kernel_bytes[unit]) += kernel;
   };
   for (const gguf::TensorInfo& t : file.tensors()) {
     p.model_bytes += t.bytes;

@@ -480,6 +480,12 @@ uint64_t CudaDevice::AttentionScratchFloats(int tokens, int n_head, int n_ctx) c
 // The step's tables (tokens, logit rows, rope frequencies) go up in kernel
 // parameters (LaunchWriteWords), copied at launch: the host vectors may
 // change right after, and no DMA queues behind a slot's upload.
+void CudaDevice::WriteTable(const void* host, uint64_t bytes, void* dev, const char* what) {
+  Launched(cuda::LaunchWriteWords(static_cast<const uint32_t*>(host), static_cast<int64_t>(bytes / sizeof(uint32_t)),
+                                  static_cast<uint32_t*>(dev), compute_),
+           what);
+}
+
 const void* CudaDevice::UploadTokens(std::span<const TokenPos> tokens) {
   if (tokens.size() > static_cast<size_t>(max_tokens_)) {
     Fail(absl::StrCat("a step of ", tokens.size(), " tokens exceeds the ", max_tokens_, " the kernel scratch holds"));
@@ -490,9 +496,7 @@ const void* CudaDevice::UploadTokens(std::span<const TokenPos> tokens) {
       !std::equal(tokens.begin(), tokens.end(), tokens_host_.begin(),
                   [](const TokenPos& a, const TokenPos& b) { return a.seq == b.seq && a.pos == b.pos; })) {
     tokens_host_.assign(tokens.begin(), tokens.end());
-    Launched(cuda::LaunchWriteWords(reinterpret_cast<const uint32_t*>(tokens_host_.data()), 2 * tokens_host_.size(),
-                                    reinterpret_cast<uint32_t*>(tokens_dev_), compute_),
-             "token table");
+    WriteTable(tokens_host_.data(), tokens_host_.size() * sizeof(TokenPos), tokens_dev_, "token table");
   }
   return tokens_dev_;
 }
@@ -504,9 +508,7 @@ const int32_t* CudaDevice::UploadRows(std::span<const int32_t> rows) {
   }
   if (rows.size() != rows_host_.size() || !std::equal(rows.begin(), rows.end(), rows_host_.begin())) {
     rows_host_.assign(rows.begin(), rows.end());
-    Launched(cuda::LaunchWriteWords(reinterpret_cast<const uint32_t*>(rows_host_.data()), rows_host_.size(),
-                                    reinterpret_cast<uint32_t*>(rows_dev_), compute_),
-             "row table");
+    WriteTable(rows_host_.data(), rows_host_.size() * sizeof(int32_t), rows_dev_, "row table");
   }
   return rows_dev_;
 }
@@ -519,10 +521,7 @@ const float* CudaDevice::UploadRope(const RopeParams& rope) {
   }
   if (pairs != rope_host_.size() || !std::equal(rope_host_.begin(), rope_host_.end(), rope.inv_freq)) {
     rope_host_.assign(rope.inv_freq, rope.inv_freq + pairs);
-    static_assert(sizeof(float) == sizeof(uint32_t));
-    Launched(cuda::LaunchWriteWords(reinterpret_cast<const uint32_t*>(rope_host_.data()), rope_host_.size(),
-                                    reinterpret_cast<uint32_t*>(rope_dev_), compute_),
-             "rope frequencies");
+    WriteTable(rope_host_.data(), rope_host_.size() * sizeof(float), rope_dev_, "rope frequencies");
   }
   return rope_dev_;
 }

@@ -108,6 +108,9 @@ class CudaDevice : public Device {
   void BeginCompute();
   // The step's positions / logit rows / rope table in device memory,
   // uploaded only when they differ from what is there.
+  // A table of 4-byte values into device memory on the compute stream, in
+  // kernel parameters (cuda::LaunchWriteWords).
+  void WriteTable(const void* host, uint64_t bytes, void* dev, const char* what);
   const void* UploadTokens(std::span<const TokenPos> tokens);
   const int32_t* UploadRows(std::span<const int32_t> rows);
   const float* UploadRope(const RopeParams& rope);
