@@ -36,7 +36,7 @@ using quant::TensorType;
 #define FERRY_REQUIRE_CUDA(device)                                                         \
   std::unique_ptr<backend::Device> device;                                                 \
   {                                                                                        \
-    auto opened = backend::OpenDevice("cuda", 0);                                          \
+    auto opened = backend::OpenDevice("cuda:0,int8=0", 0);                                 \
     if (!opened.ok()) GTEST_SKIP() << "no GPU to run on: " << opened.status().message();   \
     device = std::move(*opened);                                                           \
   }
@@ -52,6 +52,9 @@ TEST(CudaOptions, ParsesIndexMemoryAndPoison) {
   ASSERT_TRUE(o.ok());
   EXPECT_EQ(o->index, 0);
   EXPECT_EQ(o->memory_bytes, 0u);
+  EXPECT_TRUE(o->int8) << "the int8 matvec is the default";
+  o = backend::ParseCudaOptions("int8=0");
+  ASSERT_TRUE(o.ok());
   EXPECT_FALSE(o->int8);
   EXPECT_THAT(std::string(backend::ParseCudaOptions("x").status().message()), HasSubstr("device index"));
   EXPECT_THAT(std::string(backend::ParseCudaOptions("0,speed=9").status().message()), HasSubstr("unknown key 'speed'"));
@@ -352,7 +355,7 @@ TEST_P(CudaPlacement, EveryPlacementAndRingDepthGivesTheResidentLogits) {
   const int L = b.model->config.n_layer;
   exec::ForwardOptions o{.max_batch = 16, .n_seq = 2, .n_ctx = 32, .threads = 2};
   // 1 GiB of the card is plenty and keeps each device's start quick.
-  const char* kDevice = "cuda:0,mem=1GiB,poison=1";
+  const char* kDevice = "cuda:0,mem=1GiB,poison=1,int8=0";  // the float matvec
   std::vector<float> resident;
   {
     auto dev = backend::OpenDevice(kDevice, 0);
@@ -392,7 +395,7 @@ INSTANTIATE_TEST_SUITE_P(Archs, CudaPlacement,
                            return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
                          });
 
-// The whole forward pass on the int8 matvec (cuda:...,int8=1): against
+// The whole forward pass on the int8 matvec (the default): against
 // the double reference within the cpu backend's bounds for 8-bit
 // activations (forward_reference_test: 0.15 max, 1e-3 NMSE), and a
 // streamed placement bit-identical to all-resident.
@@ -404,8 +407,9 @@ TEST_P(CudaPlacement, Int8MatvecWithinTheInt8BoundsAndPlacementFree) {
   exec::ForwardOptions o{.max_batch = 16, .n_seq = 2, .n_ctx = 32, .threads = 2};
   std::vector<std::vector<float>> runs;
   for (int resident : {L, 1}) {
-    auto dev = backend::OpenDevice("cuda:0,mem=1GiB,poison=1,int8=1", 0);
+    auto dev = backend::OpenDevice("cuda:0,mem=1GiB,poison=1", 0);  // int8 is the default
     ASSERT_TRUE(dev.ok()) << dev.status();
+    EXPECT_THAT((*dev)->Describe(), HasSubstr("int8 matvec"));
     o.placement = {true, resident, 2};
     runs.push_back(testing::RunSteps(*b.model, dev->get(), o, kLongPrompt));
     ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();

@@ -164,9 +164,10 @@ struct Prediction {
 // The share of the device's copy bandwidth (read + write) that ferry's CUDA
 // decode matvec reaches on weights of `type`: measured by tests/gpu/run.sh
 // (cuda_kernel_bench, 1 x 16384 x 8192) on an H200 on 2026-11-26 with the
-// float matvec: f16/bf16 0.90, f32 1.0 (it read 1.22), q8_0 0.36, q6_K 0.25,
-// q4_K and q5_K 0.21, q5_1 0.20, q5_0 0.19, q4_1 0.18, q4_0 0.17. Update it
-// when the kernels change (the script prints the new figures).
+// matvec each type takes by default: the int8 one for q8_0 0.69, q5_K 0.57,
+// q4_K 0.56, q4_0 0.54, q6_K 0.44; the float one for f16/bf16 0.90, f32 1.0
+// (it read 1.21), q5_1 0.20, q5_0 0.19, q4_1 0.18. Update it when the
+// kernels change (the script prints the new figures).
 double KernelEfficiency(quant::TensorType type);
 
 // Roofline per unit (layer or head): time = max(kernel bytes / bandwidth,

@@ -90,8 +90,8 @@ timeout 60 "$FERRY_BINARY" bench --model "$work/llama8b-q8_0.gguf" --device cuda
 echo "== 4/6 offloading sweep of the same model (no memory cap: 100% is all resident) at batch 1"
 timeout 50 "$FERRY_BINARY" bench --model "$work/llama8b-q8_0.gguf" --device cuda --sweep --batches 1 \
   --prompt_tokens 16 --gen_tokens 16 --repetitions 1 | tee "$work/sweep.txt" || failed=1
-echo "== 5/6 all-resident decode of the same model: float matvec, then int8 matvec (int8=1)"
-for spec in cuda cuda:int8=1; do
+echo "== 5/6 all-resident decode of the same model: float matvec (int8=0), then int8 matvec (the default)"
+for spec in cuda:int8=0 cuda; do
   timeout 40 "$FERRY_BINARY" bench --model "$work/llama8b-q8_0.gguf" --device "$spec" --batches 1,8 \
     --prompt_tokens 16 --gen_tokens 32 --repetitions 2 | tee -a "$work/resident.txt" || failed=1
 done

@@ -152,7 +152,7 @@ std::string CudaDevice::Describe() const {
   return absl::StrFormat(
       "cuda:%d %s (sm_%d%d, %s; %s for ferry, context %s; %.1f GB/s host-to-device, %.0f GB/s on the device%s%s)",
       options_.index, prop_.name, prop_.major, prop_.minor, HumanBytes(total_), HumanBytes(arena_.capacity()),
-      HumanBytes(overhead_), h2d_gbps_, d2d_gbps_, options_.int8 ? "; int8 matvec" : "",
+      HumanBytes(overhead_), h2d_gbps_, d2d_gbps_, options_.int8 ? "; int8 matvec" : "; float matvec",
       lib_ ? "" : absl::StrCat("; no cuBLAS, prefill runs the matvec kernel: ", blas_missing_));
 }
 

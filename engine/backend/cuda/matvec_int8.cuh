@@ -1,4 +1,4 @@
-// Integer matvec (opt-in: --device cuda:...,int8=1): activations quantized
+// Integer matvec (the default; --device cuda:...,int8=0 turns it off): activations quantized
 // to int8 per 32 values (d = max|x| / 127, q = x / d rounded half to even:
 // the cpu backend's cpu::QuantizeActivations, byte for byte), weights taken
 // as their integer quants, four products per __dp4a, one float multiply per

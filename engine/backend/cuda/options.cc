@@ -35,7 +35,7 @@ absl::StatusOr<CudaOptions> ParseCudaOptions(absl::string_view spec) {
       o.int8 = kv.second == "1";
     } else {
       return absl::InvalidArgumentError(
-          absl::StrCat("cuda: unknown key '", kv.first, "' (want cuda[:N][,mem=SIZE][,poison=1][,int8=1])"));
+          absl::StrCat("cuda: unknown key '", kv.first, "' (want cuda[:N][,mem=SIZE][,poison=1][,int8=0])"));
     }
   }
   return o;
