@@ -121,6 +121,37 @@ TEST(SimDevice, CopyQueueReadsOnlyPageLockedHostMemory) {
   EXPECT_FALSE((*fresh)->health().ok());
 }
 
+// What a CUDA graph replay assumes, checked on the sim: work recorded
+// under a key is the same kernels on the same buffers the next time (a
+// fault names the first kernel that differs), the step's shape is part of
+// the key, and recorded work holds kernels only.
+TEST(SimDevice, RecordedWorkMustRepeatUnderItsKey) {
+  auto make = [] {
+    auto d = backend::SimDevice::Create({.memory_bytes = 8 << 20, .h2d_gbps = 100}, 1);
+    EXPECT_TRUE(d.ok());
+    return std::move(*d);
+  };
+  const std::vector<backend::TokenPos> one = {{0, 0}}, two = {{0, 0}, {0, 1}};
+  const backend::RopeParams rope;
+  std::unique_ptr<backend::SimDevice> dev = make();
+  float* a = static_cast<float*>(*dev->Allocate(4096, "a"));
+  float* b = static_cast<float*>(*dev->Allocate(4096, "b"));
+  dev->BeginStep(one, {}, rope);
+  dev->RunRecorded(7, [&] { dev->Add(a, b, 16); });
+  dev->RunRecorded(7, [&] { dev->Add(a, b, 16); });
+  dev->BeginStep(two, {}, rope);  // another shape: another recording
+  dev->RunRecorded(7, [&] { dev->Add(a, b, 32); });
+  EXPECT_TRUE(dev->health().ok()) << dev->health();
+  dev->BeginStep(one, {}, rope);
+  dev->RunRecorded(7, [&] { dev->Add(b, a, 16); });  // other buffers under the same key and shape
+  EXPECT_THAT(std::string(dev->health().message()), HasSubstr("differs from its first run at kernel 0"));
+
+  dev = make();
+  backend::Event e = *dev->CreateEvent();
+  dev->RunRecorded(1, [&] { dev->Wait(backend::Queue::kCompute, e); });
+  EXPECT_THAT(std::string(dev->health().message()), HasSubstr("an event wait inside recorded work"));
+}
+
 using Built = testing::InMemoryModel;
 Built Build(const model::SynthOptions& o) { return testing::BuildInMemory(o); }
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <new>
 #include <vector>
@@ -146,6 +147,22 @@ class Device {
   // set it stays (a CUDA context after an illegal address), and the
   // executor fails every step from then on. The cpu device never faults.
   virtual absl::Status health() const { return absl::OkStatus(); }
+
+  // --- recorded work (CUDA graphs) ---
+  // The step's per-token tables, set before its first kernel: positions,
+  // the rows whose logits are wanted, the rope frequencies. Kernels given
+  // the same spans later in the step read the device's copy, so work
+  // recorded on one step replays on the next with the new values.
+  virtual void BeginStep(std::span<const TokenPos> /*tokens*/, std::span<const int32_t> /*logit_rows*/,
+                         const RopeParams& /*rope*/) {}
+  // Runs `enqueue`, which puts kernels and nothing else (no copy, event or
+  // wait) on the compute queue. The work under one `key` must be the same
+  // kernels on the same buffers whenever the step has the same shape (its
+  // token and logit-row counts): the cuda device records it into a CUDA
+  // graph the first time and then replays the graph, one launch for many
+  // kernels; the sim device checks that it is (a fault names the first
+  // kernel that differs from the first run); the cpu device just runs it.
+  virtual void RunRecorded(uint64_t /*key*/, const std::function<void()>& enqueue) { enqueue(); }
 
   // --- kernels: on the compute queue, all pointers in device memory ---
   // Sizes the kernels' own scratch once, for matrices of up to `max_rows`

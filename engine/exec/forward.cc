@@ -235,6 +235,7 @@ absl::Status Executor::Init() {
     if (!model_.weights.rope_freq_factors.empty()) f /= model_.weights.rope_freq_factors[i];
     inv_freq_.push_back(static_cast<float>(f));
   }
+  rope_ = {inv_freq_.data(), c.rope_dims, c.rope_layout == model::RopeLayout::kNeox, c.head_dim};
 
   in_place_ = d.computes_on_host_memory();
   resident_.resize(c.n_layer + 1);  // [n_layer] is the head
@@ -458,9 +459,8 @@ void Executor::Layer(int l, const DeviceLayer& L, int n) {
     d.AddRowBias(k, n, c.kv_dim(), L.bk);
     d.AddRowBias(v, n, c.v_dim(), L.bv);
   }
-  const backend::RopeParams rope{inv_freq_.data(), c.rope_dims, c.rope_layout == model::RopeLayout::kNeox, c.head_dim};
-  d.Rope(q, n, c.n_head, tokens, rope);
-  d.Rope(k, n, c.n_head_kv, tokens, rope);
+  d.Rope(q, n, c.n_head, tokens, rope_);
+  d.Rope(k, n, c.n_head_kv, tokens, rope_);
   d.StoreKv(kv_[l], k, v, tokens);
   const backend::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim, c.query_scale, c.attn_softcap,
                                       c.LayerIsSliding(l) ? c.sliding_window : 0};
@@ -475,6 +475,14 @@ void Executor::Layer(int l, const DeviceLayer& L, int n) {
   d.MatMul(L.w_down, gate, c.n_ff, n, out, E);
   if (c.post_norms) d.RmsNorm(out, n, E, L.post_ffn_norm, c.norm_eps, out);
   d.Add(x, out, static_cast<int64_t>(n) * E);
+}
+
+void Executor::Unit(int u, const DeviceLayer& view, int n, int m) {
+  if (u == config_.n_layer) {
+    Head(view, m);
+  } else {
+    Layer(u, view, n);
+  }
 }
 
 void Executor::Head(const DeviceLayer& H, int m) {
@@ -532,17 +540,35 @@ absl::Status Executor::Forward(std::span<const BatchToken> batch, std::span<floa
       for (int i = 0; i < E; ++i) x[i] *= c.embed_scale;
     }
   }
+  d.BeginStep(tokens_, logit_rows_, rope_);
   d.CopyToDevice(Queue::kCompute, x_.floats(), embd_host_.data(), static_cast<uint64_t>(n) * E * sizeof(float));
 
-  int slot = -1;
-  for (int l = 0; l < c.n_layer; ++l) {
-    const DeviceLayer& L = Acquire(l, &slot);
-    Layer(l, L, n);
+  // Units 0..n_layer (the last is the head) in runs the device may record
+  // once and replay (a CUDA graph): each run of resident units is one, and
+  // each streamed unit one per staging slot (its weights' address), between
+  // the waits and records that order it with the copy queue. The key names
+  // the run and the slot; the device adds the step's shape.
+  const int units = c.n_layer + 1, m = static_cast<int>(n_logits);
+  auto key = [&](int first, int end, int slot) {
+    return (static_cast<uint64_t>(first) * (units + 1) + end) * (ring_depth_ + 1) + (slot + 1);
+  };
+  for (int u = 0; u < units;) {
+    if (UnitIsResident(u)) {
+      int end = u + 1;
+      while (end < units && UnitIsResident(end)) ++end;
+      d.RunRecorded(key(u, end, -1), [&, u, end] {
+        for (int i = u; i < end; ++i) Unit(i, resident_[i], n, m);
+      });
+      u = end;
+      continue;
+    }
+    const int ring_slot = static_cast<int>(cursor_ % ring_depth_);
+    int slot = -1;
+    const DeviceLayer& view = Acquire(u == c.n_layer ? kHead : u, &slot);
+    d.RunRecorded(key(u, u + 1, ring_slot), [&, u] { Unit(u, view, n, m); });
     Release(slot);
+    ++u;
   }
-  const DeviceLayer& H = Acquire(kHead, &slot);
-  Head(H, static_cast<int>(n_logits));
-  Release(slot);
   d.CopyToHost(logits.data(), logits_.floats(), n_logits * c.n_vocab * sizeof(float));
   // A faulted device's results are garbage: the step fails, and so will every later one.
   if (absl::Status h = d.health(); !h.ok()) return absl::InternalError(absl::StrCat("device fault: ", h.message()));

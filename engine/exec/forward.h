@@ -140,6 +140,9 @@ class Executor {
   void Release(int slot);
   void Layer(int l, const DeviceLayer& L, int n);
   void Head(const DeviceLayer& H, int m);
+  // Unit u of a step (a layer, or u == n_layer: the head) for n tokens, m of them wanting logits.
+  void Unit(int u, const DeviceLayer& view, int n, int m);
+  bool UnitIsResident(int u) const { return u == config_.n_layer ? head_resident_ : LayerIsResident(u); }
   bool LayerIsResident(int l) const { return plan::LayerResident(l, config_.n_layer, resident_layers_); }
   void Progress(const std::string& what) const {
     if (options_.progress) options_.progress(what);
@@ -179,6 +182,7 @@ class Executor {
   std::vector<backend::TokenPos> tokens_;
   std::vector<int32_t> logit_rows_;
   std::vector<float> inv_freq_;      // rope: one frequency per rotated pair
+  backend::RopeParams rope_;
   DeviceUsage usage_;
   StreamStats stats_;
 };

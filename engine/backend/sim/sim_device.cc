@@ -157,6 +157,7 @@ absl::Status SimDevice::ReserveKernelScratch(int64_t max_rows, int64_t max_width
 }
 
 void SimDevice::ReleaseKernelScratch() {
+  recordings_.clear();  // the buffers they name go with the executor
   if (gpu_scratch_ != nullptr) Free(gpu_scratch_);
   gpu_scratch_ = nullptr;
   gpu_scratch_bytes_ = 0;
@@ -203,6 +204,7 @@ void SimDevice::Push(const Op& op) {
 }
 
 void SimDevice::Record(Event e, Queue q) {
+  NotInRecorded("an event record");
   std::lock_guard<std::mutex> lock(mu_);
   const uint64_t generation = ++recorded_[e];
   if (q == Queue::kCompute) {
@@ -226,6 +228,7 @@ void SimDevice::WaitFor(Event e, uint64_t generation) {
 }
 
 void SimDevice::Wait(Queue q, Event e) {
+  NotInRecorded("an event wait");
   if (q == Queue::kCopy) {
     std::lock_guard<std::mutex> lock(mu_);
     Push({.kind = Op::kWait, .event = e, .generation = recorded_[e]});
@@ -292,6 +295,7 @@ void SimDevice::UnregisterHost(const void* p) {
 
 void SimDevice::CopyToDevice(Queue q, void* dst, const void* src, uint64_t bytes) {
   if (bytes == 0) return;
+  NotInRecorded("a host-to-device copy");
   if (q == Queue::kCompute) {
     std::memcpy(dst, src, bytes);
     return;
@@ -313,6 +317,109 @@ void SimDevice::PoisonOnReuse(void* dst, uint64_t bytes) {
   if (!options_.poison) return;
   std::lock_guard<std::mutex> lock(mu_);
   Push({.kind = Op::kPoison, .dst = dst, .bytes = bytes});
+}
+
+void SimDevice::Latch(absl::Status fault) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fault_.ok()) fault_ = std::move(fault);
+}
+
+void SimDevice::NotInRecorded(const char* what) {
+  if (trace_ != nullptr) {
+    Latch(absl::InternalError(absl::StrCat("sim: ", what, " inside recorded work (RunRecorded takes kernels only)")));
+  }
+}
+
+void SimDevice::Trace(std::string kernel) {
+  if (trace_ != nullptr) trace_->push_back(std::move(kernel));
+}
+
+void SimDevice::BeginStep(std::span<const TokenPos> tokens, std::span<const int32_t> logit_rows, const RopeParams&) {
+  step_tokens_ = tokens.size();
+  step_rows_ = logit_rows.size();
+}
+
+void SimDevice::RunRecorded(uint64_t key, const std::function<void()>& enqueue) {
+  if (trace_ != nullptr) {
+    Latch(absl::InternalError("sim: recorded work inside recorded work"));
+    enqueue();
+    return;
+  }
+  std::vector<std::string> trace;
+  trace_ = &trace;
+  enqueue();
+  trace_ = nullptr;
+  const auto [it, first] = recordings_.try_emplace({key, step_tokens_, step_rows_}, trace);
+  if (first || it->second == trace) return;
+  size_t i = 0;
+  while (i < trace.size() && i < it->second.size() && trace[i] == it->second[i]) ++i;
+  auto at = [](const std::vector<std::string>& t, size_t i) { return i < t.size() ? t[i] : std::string("nothing"); };
+  Latch(absl::InternalError(absl::StrCat("sim: recorded work under key ", key, " (", step_tokens_, " tokens, ",
+                                         step_rows_, " logit rows) differs from its first run at kernel ", i, ": ",
+                                         at(trace, i), " where it recorded ", at(it->second, i),
+                                         "; a CUDA graph would replay the first")));
+}
+
+// The kernels: traced with what a graph freezes (buffers, sizes, scalars),
+// then the cpu kernels. Token and row spans only by size: their values
+// come from the step's tables.
+void SimDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
+                       int64_t y_stride) {
+  Trace(absl::StrCat("matmul ", w.name, " @", absl::Hex(w.data), " x@", absl::Hex(x), "/", x_stride, " n", n_tokens,
+                     " y@", absl::Hex(y), "/", y_stride));
+  CpuDevice::MatMul(w, x, x_stride, n_tokens, y, y_stride);
+}
+
+void SimDevice::RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) {
+  Trace(absl::StrCat("rmsnorm x@", absl::Hex(x), " ", n_rows, "x", width, " w@", absl::Hex(weight), " eps", eps,
+                     " out@", absl::Hex(out)));
+  CpuDevice::RmsNorm(x, n_rows, width, weight, eps, out);
+}
+
+void SimDevice::Add(float* x, const float* y, int64_t n) {
+  Trace(absl::StrCat("add x@", absl::Hex(x), " y@", absl::Hex(y), " n", n));
+  CpuDevice::Add(x, y, n);
+}
+
+void SimDevice::AddRowBias(float* x, int n_rows, int64_t width, const float* bias) {
+  Trace(absl::StrCat("row bias x@", absl::Hex(x), " ", n_rows, "x", width, " b@", absl::Hex(bias)));
+  CpuDevice::AddRowBias(x, n_rows, width, bias);
+}
+
+void SimDevice::Rope(float* x, int n_rows, int n_heads, std::span<const TokenPos> tokens, const RopeParams& rope) {
+  Trace(absl::StrCat("rope x@", absl::Hex(x), " ", n_rows, "x", n_heads, " tokens ", tokens.size(), " dims ",
+                     rope.dims, rope.neox ? " neox" : "", " head ", rope.head_dim));
+  CpuDevice::Rope(x, n_rows, n_heads, tokens, rope);
+}
+
+void SimDevice::StoreKv(const KvLayer& kv, const float* k, const float* v, std::span<const TokenPos> tokens) {
+  Trace(absl::StrCat("store kv @", absl::Hex(kv.k), "/", absl::Hex(kv.v), " k@", absl::Hex(k), " v@", absl::Hex(v),
+                     " tokens ", tokens.size()));
+  CpuDevice::StoreKv(kv, k, v, tokens);
+}
+
+void SimDevice::Attention(const float* q, const KvLayer& kv, std::span<const TokenPos> tokens,
+                          const AttentionShape& s, float* scratch, float* out) {
+  Trace(absl::StrCat("attention q@", absl::Hex(q), " kv@", absl::Hex(kv.k), "/", absl::Hex(kv.v), " tokens ",
+                     tokens.size(), " heads ", s.n_head, "/", s.n_head_kv, "x", s.head_dim, " scale ", s.query_scale,
+                     " cap ", s.softcap, " window ", s.window, " scratch@", absl::Hex(scratch), " out@",
+                     absl::Hex(out)));
+  CpuDevice::Attention(q, kv, tokens, s, scratch, out);
+}
+
+void SimDevice::GatedActivation(float* gate, const float* up, int64_t n, model::Activation act) {
+  Trace(absl::StrCat("gate @", absl::Hex(gate), " up@", absl::Hex(up), " n", n, " act ", static_cast<int>(act)));
+  CpuDevice::GatedActivation(gate, up, n, act);
+}
+
+void SimDevice::SoftCap(float* x, int64_t n, float cap) {
+  Trace(absl::StrCat("softcap x@", absl::Hex(x), " n", n, " cap ", cap));
+  CpuDevice::SoftCap(x, n, cap);
+}
+
+void SimDevice::GatherRows(const float* src, std::span<const int32_t> rows, int64_t width, float* dst) {
+  Trace(absl::StrCat("gather src@", absl::Hex(src), " rows ", rows.size(), "x", width, " dst@", absl::Hex(dst)));
+  CpuDevice::GatherRows(src, rows, width, dst);
 }
 
 absl::Status SimDevice::health() const {

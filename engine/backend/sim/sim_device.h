@@ -11,10 +11,12 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "engine/backend/arena.h"
@@ -77,6 +79,27 @@ class SimDevice : public CpuDevice {
   uint64_t kernel_scratch_bytes() const override { return gpu_scratch_bytes_; }
   void ReleaseKernelScratch() override;
 
+  // Recorded work, checked: the first run under a key (and step shape)
+  // leaves a trace of its kernels and their buffers and sizes; every later
+  // run must leave the same trace, else a fault names the first kernel
+  // that differs. So CI catches what would make a CUDA graph replay the
+  // wrong work. A copy, wait or record inside recorded work faults too.
+  void BeginStep(std::span<const TokenPos> tokens, std::span<const int32_t> logit_rows,
+                 const RopeParams& rope) override;
+  void RunRecorded(uint64_t key, const std::function<void()>& enqueue) override;
+  void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
+              int64_t y_stride) override;
+  void RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) override;
+  void Add(float* x, const float* y, int64_t n) override;
+  void AddRowBias(float* x, int n_rows, int64_t width, const float* bias) override;
+  void Rope(float* x, int n_rows, int n_heads, std::span<const TokenPos> tokens, const RopeParams& rope) override;
+  void StoreKv(const KvLayer& kv, const float* k, const float* v, std::span<const TokenPos> tokens) override;
+  void Attention(const float* q, const KvLayer& kv, std::span<const TokenPos> tokens, const AttentionShape& shape,
+                 float* scratch, float* out) override;
+  void GatedActivation(float* gate, const float* up, int64_t n, model::Activation act) override;
+  void SoftCap(float* x, int64_t n, float cap) override;
+  void GatherRows(const float* src, std::span<const int32_t> rows, int64_t width, float* dst) override;
+
  protected:
   bool scratch_per_query() const override { return true; }
 
@@ -93,6 +116,9 @@ class SimDevice : public CpuDevice {
   void Push(const Op& op);
   void CopyEngine();
   void WaitFor(Event e, uint64_t generation);  // blocks until the event reaches it
+  void Trace(std::string kernel);              // inside recorded work: one kernel, as a replay would see it
+  void NotInRecorded(const char* what);        // a copy, wait or record: faults inside recorded work
+  void Latch(absl::Status fault);
 
   const SimOptions options_;
   uint8_t* const base_;
@@ -114,6 +140,11 @@ class SimDevice : public CpuDevice {
   int64_t copies_enqueued_ = 0;
   absl::Status fault_;  // latched
   HostRanges<> page_locked_;  // host ranges copy-queue copies may read
+  // Recorded work (the compute queue's thread only): the trace being
+  // written, the first trace under each (key, tokens, logit rows).
+  std::vector<std::string>* trace_ = nullptr;
+  std::map<std::tuple<uint64_t, size_t, size_t>, std::vector<std::string>> recordings_;
+  size_t step_tokens_ = 0, step_rows_ = 0;
   void* gpu_scratch_ = nullptr;
   uint64_t gpu_scratch_bytes_ = 0;
   std::thread engine_;
