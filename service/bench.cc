@@ -68,6 +68,7 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
     const double prefill = absl::ToDoubleSeconds(absl::Now() - t0);
     // Decode: one token per sequence per step.
     const exec::StreamStats before = fwd->stats();
+    const uint64_t replays_before = device.stats().replays;
     const absl::Time t1 = absl::Now();
     for (int g = 0; g < o.gen_tokens; ++g) {
       tokens.clear();
@@ -78,8 +79,18 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
     const exec::StreamStats& after = fwd->stats();
     row.prefill_tokens_per_s = std::max(row.prefill_tokens_per_s, batch * o.prompt_tokens / prefill);
     const double rate = batch * o.gen_tokens / decode;
-    std::fprintf(stderr, "bench: batch %d, run %d: prefill %.1f tok/s (%.2f s), decode %.2f tok/s (%.2f s)\n", batch,
-                 rep + 1, batch * o.prompt_tokens / prefill, prefill, rate, decode);
+    // Per decode step: wall time, copy engine busy, kernels, compute
+    // waiting on copies, and CUDA graph launches where the device has them.
+    const double per = 1e3 / o.gen_tokens;
+    const uint64_t replays = device.stats().replays - replays_before;
+    std::fprintf(stderr,
+                 "bench: batch %d, run %d: prefill %.1f tok/s (%.2f s), decode %.2f tok/s (%.2f s; a step %.2f ms, "
+                 "copy %.2f ms, compute %.2f ms, waiting %.2f ms%s)\n",
+                 batch, rep + 1, batch * o.prompt_tokens / prefill, prefill, rate, decode,
+                 (after.step_s - before.step_s) * per, (after.copy_busy_s - before.copy_busy_s) * per,
+                 (after.compute_s - before.compute_s) * per, (after.compute_wait_s - before.compute_wait_s) * per,
+                 replays > 0 ? absl::StrFormat(", %.1f graph launches", static_cast<double>(replays) / o.gen_tokens).c_str()
+                             : "");
     if (rate > row.decode_tokens_per_s) {
       row.decode_tokens_per_s = rate;
       const double step = after.step_s - before.step_s;

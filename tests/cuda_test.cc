@@ -61,6 +61,9 @@ TEST(CudaOptions, ParsesIndexMemoryAndPoison) {
   EXPECT_FALSE(backend::ParseCudaOptions("mem=0").ok());
   EXPECT_FALSE(backend::ParseCudaOptions("poison=2").ok());
   EXPECT_FALSE(backend::ParseCudaOptions("int8=yes").ok());
+  EXPECT_TRUE(backend::ParseCudaOptions("").value().graphs);
+  EXPECT_FALSE(backend::ParseCudaOptions("graphs=0").value().graphs);
+  EXPECT_FALSE(backend::ParseCudaOptions("graphs=no").ok());
 }
 
 // Without a GPU (or without CUDA in the build) opening one is a clear
@@ -422,6 +425,40 @@ TEST_P(CudaPlacement, Int8MatvecWithinTheInt8BoundsAndPlacementFree) {
   EXPECT_LE(max_err, 0.15);
   EXPECT_LE(nmse, 1e-3);
   EXPECT_EQ(NormalizedError(runs[1], runs[0]), 0.0) << "1 layer resident vs all";
+}
+
+// Decode steps replayed from CUDA graphs (the default) give the logits of
+// the same kernels launched one by one (graphs=0) bit for bit, all
+// resident and with streamed units in a 2-slot ring (a graph per slot),
+// and the graphs are really launched: the first decode step captures, the
+// next two replay with new positions in the step's tables.
+TEST_P(CudaPlacement, GraphReplaysGiveTheKernelByKernelLogits) {
+  FERRY_REQUIRE_CUDA(probe);
+  probe.reset();
+  const Built b = testing::BuildInMemory(testing::Tiny(GetParam().arch, GetParam().type));
+  const int L = b.model->config.n_layer;
+  exec::ForwardOptions o{.max_batch = 16, .n_seq = 2, .n_ctx = 32, .threads = 2};
+  for (int resident : {L, 1}) {
+    SCOPED_TRACE(absl::StrCat(resident, "/", L, " layers resident"));
+    o.placement = {true, resident, 2};
+    std::vector<float> runs[2];
+    uint64_t replays[2] = {0, 0};
+    for (int graphs = 0; graphs < 2; ++graphs) {
+      auto dev = backend::OpenDevice(absl::StrCat("cuda:0,mem=1GiB,poison=1,graphs=", graphs), 0);
+      ASSERT_TRUE(dev.ok()) << dev.status();
+      runs[graphs] = testing::RunSteps(*b.model, dev->get(), o, kLongPrompt);
+      ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
+      replays[graphs] = (*dev)->stats().replays;
+    }
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    EXPECT_EQ(NormalizedError(runs[1], runs[0]), 0.0);
+    EXPECT_EQ(replays[0], 0u);
+    // 3 decode steps, each one launch per recorded piece: at least 1 piece a step.
+    EXPECT_GE(replays[1], 3u);
+    std::printf("%s %s, %d/%d resident: %llu graph launches over 3 decode steps\n", GetParam().arch,
+                std::string(quant::Info(GetParam().type).name).c_str(), resident, L,
+                static_cast<unsigned long long>(replays[1]));
+  }
 }
 
 // The golden text end to end through the CLI on the GPU.

@@ -69,6 +69,7 @@ struct DeviceStats {
   double copy_busy_s = 0;
   double compute_s = 0;
   double compute_wait_s = 0;
+  uint64_t replays = 0;            // recorded work replayed (CUDA graph launches)
 };
 
 // What the planner's speed and memory model should assume about a device:

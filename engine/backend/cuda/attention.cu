@@ -40,7 +40,7 @@ __global__ void StoreKvKernel(KvArgs kv, const float* k, const float* v, const i
 
 // grid (n_tokens * n_head, splits); one block per (query head, range).
 template <bool kF16>
-__global__ void AttentionKernel(AttentionArgs a, int split_len) {
+__global__ void AttentionKernel(AttentionArgs a) {
   __shared__ float q_sh[kMaxHeadDim];
   __shared__ float s_sh[kTile];
   const int item = blockIdx.x, split = blockIdx.y;
@@ -48,6 +48,7 @@ __global__ void AttentionKernel(AttentionArgs a, int split_len) {
   const int seq = a.tokens[t].x, pos = a.tokens[t].y;
   const int hd = a.head_dim, kv_dim = a.kv.kv_dim;
   const int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;  // the query's own position included
+  const int split_len = (pos + 1 - lo + gridDim.y - 1) / gridDim.y;  // this token's span, evenly
   const int begin = lo + split * split_len;
   const int end = min(pos + 1, begin + split_len);
   const float* q = a.q + static_cast<int64_t>(t) * a.n_head * hd + h * hd;
@@ -162,12 +163,11 @@ cudaError_t LaunchAttention(const AttentionArgs& a, cudaStream_t stream) {
   if (a.n_tokens == 0) return cudaSuccess;
   if (a.head_dim > kMaxHeadDim || a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0) return cudaErrorInvalidValue;
   const int splits = AttentionSplits(a.max_span, a.head_dim, a.kv.n_ctx);
-  const int split_len = (a.max_span + splits - 1) / splits;
   const dim3 grid(static_cast<unsigned>(a.n_tokens * a.n_head), static_cast<unsigned>(splits));
   if (a.kv.f16) {
-    AttentionKernel<true><<<grid, kThreads, 0, stream>>>(a, split_len);
+    AttentionKernel<true><<<grid, kThreads, 0, stream>>>(a);
   } else {
-    AttentionKernel<false><<<grid, kThreads, 0, stream>>>(a, split_len);
+    AttentionKernel<false><<<grid, kThreads, 0, stream>>>(a);
   }
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess || splits == 1) return e;
   CombineKernel<<<a.n_tokens * a.n_head, kThreads, 0, stream>>>(a, splits);

@@ -34,7 +34,8 @@ struct AttentionArgs {
   KvArgs kv;
   const int2* tokens;     // (seq, pos) per token, device memory
   int n_tokens;
-  int max_span;           // the most positions any token attends to (host-computed)
+  int max_span;           // the most positions any token of the step could attend to: its largest position + 1,
+                          // the window aside (so a step's recorded graph holds for every layer)
   int n_head, n_head_kv, head_dim;
   float query_scale, softcap;
   int window;
@@ -42,8 +43,9 @@ struct AttentionArgs {
   float* out;             // (n_tokens, n_head * head_dim)
 };
 
-// Number of position ranges `max_span` is split into (partials must fit the
-// scratch row of n_ctx floats: splits * (head_dim + 2) <= n_ctx).
+// Number of position ranges each token's span is split into, from the
+// step's `max_span` (partials must fit the scratch row of n_ctx floats:
+// splits * (head_dim + 2) <= n_ctx). A token splits its own span evenly.
 int AttentionSplits(int max_span, int head_dim, int n_ctx);
 
 cudaError_t LaunchAttention(const AttentionArgs& a, cudaStream_t stream);

@@ -141,6 +141,7 @@ CudaDevice::~CudaDevice() {
   for (cudaEvent_t e : timing_pool_) cudaEventDestroy(e);
   for (const Timed& t : pending_) cudaEventDestroy(t.begin), cudaEventDestroy(t.end);
   if (step_begin_) cudaEventDestroy(step_begin_);
+  ClearGraphs();
   if (bounce_) cudaFreeHost(bounce_);
   if (blas_) lib_->destroy(blas_);
   if (base_) cudaFree(base_);
@@ -152,7 +153,7 @@ std::string CudaDevice::Describe() const {
   return absl::StrFormat(
       "cuda:%d %s (sm_%d%d, %s; %s for ferry, context %s; %.1f GB/s host-to-device, %.0f GB/s on the device%s%s)",
       options_.index, prop_.name, prop_.major, prop_.minor, HumanBytes(total_), HumanBytes(arena_.capacity()),
-      HumanBytes(overhead_), h2d_gbps_, d2d_gbps_, options_.int8 ? "; int8 matvec" : "; float matvec",
+      HumanBytes(overhead_), h2d_gbps_, d2d_gbps_, absl::StrCat(options_.int8 ? "; int8 matvec" : "; float matvec", options_.graphs ? "" : "; no CUDA graphs"),
       lib_ ? "" : absl::StrCat("; no cuBLAS, prefill runs the matvec kernel: ", blas_missing_));
 }
 
@@ -409,7 +410,94 @@ void CudaDevice::Harvest(bool compute_idle) {
 }
 
 void CudaDevice::Launched(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) Fail(absl::StrCat(what, ": ", cuda::DescribeCudaError(e)));
+  if (e == cudaSuccess) return;
+  if (capturing_) {  // nothing ran: the capture fails and the work runs uncaptured (RunRecorded)
+    capture_broken_ = true;
+    return;
+  }
+  Fail(absl::StrCat(what, ": ", cuda::DescribeCudaError(e)));
+}
+
+void CudaDevice::BeginStep(std::span<const TokenPos> tokens, std::span<const int32_t> logit_rows,
+                           const RopeParams& rope) {
+  if (Faulted()) return;
+  BeginCompute();
+  UploadTokens(tokens);
+  UploadRows(logit_rows);
+  if (rope.dims > 0) UploadRope(rope);
+  step_tokens_ = tokens.size();
+  step_rows_ = logit_rows.size();
+  int max_span = 1;
+  for (const TokenPos& t : tokens) max_span = std::max(max_span, t.pos + 1);
+  // The attention's split count follows the span in steps of
+  // kAttentionSplitPositions (AttentionSplits): a graph per step of it.
+  step_span_bucket_ =
+      std::min(cuda::kMaxAttentionSplits, (max_span + cuda::kAttentionSplitPositions - 1) / cuda::kAttentionSplitPositions);
+}
+
+void CudaDevice::RunRecorded(uint64_t key, const std::function<void()>& enqueue) {
+  if (!options_.graphs || capturing_ || Faulted() || step_tokens_ == 0 ||
+      step_tokens_ > static_cast<size_t>(kMatVecMaxTokens)) {
+    enqueue();  // prefill (cuBLAS, few steps) and the rest: kernel by kernel
+    return;
+  }
+  BeginCompute();
+  const auto k = std::make_tuple(key, step_tokens_, step_rows_, step_span_bucket_);
+  auto it = graphs_.find(k);
+  if (it == graphs_.end()) {
+    // A long-running server meets many shapes (batch sizes, spans): keep a bounded set.
+    constexpr size_t kMaxGraphs = 1024;
+    if (graphs_.size() >= kMaxGraphs) ClearGraphs();
+    it = graphs_.emplace(k, Capture(enqueue)).first;
+  }
+  if (it->second == nullptr) {
+    enqueue();
+    return;
+  }
+  ++stats_.replays;
+  Launched(cudaGraphLaunch(it->second, compute_), "cudaGraphLaunch");
+}
+
+cudaGraphExec_t CudaDevice::Capture(const std::function<void()>& enqueue) {
+  // Thread-local mode: only this thread's calls are checked for what a
+  // capture forbids (a synchronization, say); the host does none here.
+  cudaError_t e = cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal);
+  const char* step = "cudaStreamBeginCapture";
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  if (e == cudaSuccess) {
+    capturing_ = true;
+    capture_broken_ = false;
+    enqueue();
+    capturing_ = false;
+    step = "cudaStreamEndCapture";
+    e = cudaStreamEndCapture(compute_, &graph);
+    if (e == cudaSuccess && capture_broken_) e = cudaErrorStreamCaptureInvalidated;
+    if (e == cudaSuccess) {
+      step = "cudaGraphInstantiate";
+      e = cudaGraphInstantiate(&exec, graph, 0);
+    }
+    if (graph != nullptr) cudaGraphDestroy(graph);
+  }
+  if (e == cudaSuccess) {
+    ++graphs_captured_;
+    return exec;
+  }
+  cudaGetLastError();  // capture errors are not sticky: the work runs kernel by kernel
+  if (exec != nullptr) cudaGraphExecDestroy(exec);
+  if (!capture_failure_told_) {
+    capture_failure_told_ = true;
+    std::fprintf(stderr, "ferry: CUDA graph capture failed (%s: %s); those kernels are launched one by one\n", step,
+                 cuda::DescribeCudaError(e).c_str());
+  }
+  return nullptr;
+}
+
+void CudaDevice::ClearGraphs() {
+  for (auto& [key, exec] : graphs_) {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+  }
+  graphs_.clear();
 }
 
 absl::Status CudaDevice::ReserveKernelScratch(int64_t max_rows, int64_t max_width, int max_tokens) {
@@ -464,6 +552,8 @@ absl::Status CudaDevice::ReserveKernelScratch(int64_t max_rows, int64_t max_widt
 void CudaDevice::ReleaseKernelScratch() {
   if (scratch_ == nullptr) return;
   FERRY_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  ClearGraphs();  // they name the executor's buffers, which go with it
+  step_tokens_ = step_rows_ = 0;
   if (tile_ != nullptr && lib_) lib_->set_workspace(blas_, nullptr, 0);
   Free(scratch_);
   scratch_ = nullptr;
@@ -495,6 +585,7 @@ const void* CudaDevice::UploadTokens(std::span<const TokenPos> tokens) {
   if (tokens.size() != tokens_host_.size() ||
       !std::equal(tokens.begin(), tokens.end(), tokens_host_.begin(),
                   [](const TokenPos& a, const TokenPos& b) { return a.seq == b.seq && a.pos == b.pos; })) {
+    if (capturing_) return BreakCapture(tokens_dev_);
     tokens_host_.assign(tokens.begin(), tokens.end());
     WriteTable(tokens_host_.data(), tokens_host_.size() * sizeof(TokenPos), tokens_dev_, "token table");
   }
@@ -507,6 +598,7 @@ const int32_t* CudaDevice::UploadRows(std::span<const int32_t> rows) {
     return nullptr;
   }
   if (rows.size() != rows_host_.size() || !std::equal(rows.begin(), rows.end(), rows_host_.begin())) {
+    if (capturing_) return BreakCapture(rows_dev_);
     rows_host_.assign(rows.begin(), rows.end());
     WriteTable(rows_host_.data(), rows_host_.size() * sizeof(int32_t), rows_dev_, "row table");
   }
@@ -520,6 +612,7 @@ const float* CudaDevice::UploadRope(const RopeParams& rope) {
     return nullptr;
   }
   if (pairs != rope_host_.size() || !std::equal(rope_host_.begin(), rope_host_.end(), rope.inv_freq)) {
+    if (capturing_) return BreakCapture(rope_dev_);
     rope_host_.assign(rope.inv_freq, rope.inv_freq + pairs);
     WriteTable(rope_host_.data(), rope_host_.size() * sizeof(float), rope_dev_, "rope frequencies");
   }
@@ -591,11 +684,10 @@ void CudaDevice::Attention(const float* q, const KvLayer& kv, std::span<const To
   BeginCompute();
   const void* t = UploadTokens(tokens);
   if (t == nullptr) return;
+  // The window aside: the split count (frozen into a graph) is then the
+  // same in every layer, a function of BeginStep's span bucket.
   int max_span = 1;
-  for (const TokenPos& tok : tokens) {
-    const int lo = s.window > 0 ? std::max(0, tok.pos - s.window + 1) : 0;
-    max_span = std::max(max_span, tok.pos - lo + 1);
-  }
+  for (const TokenPos& tok : tokens) max_span = std::max(max_span, tok.pos + 1);
   cuda::AttentionArgs a{q, {kv.k, kv.v, kv.f16, kv.n_ctx, kv.kv_dim}, static_cast<const int2*>(t),
                         static_cast<int>(tokens.size()), max_span, s.n_head, s.n_head_kv, s.head_dim, s.query_scale,
                         s.softcap, s.window, scratch, out};

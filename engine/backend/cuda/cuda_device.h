@@ -18,6 +18,15 @@
 // (embedding rows) sit on pages of their own (PageVector) and are
 // registered: a copy from pageable memory makes the host wait.
 //
+// Decode steps (up to kMatVecMaxTokens tokens) run as CUDA graphs: each
+// piece of work the executor hands to RunRecorded is captured from the
+// compute stream the first time its key and the step's shape (tokens,
+// logit rows, attention splits) come up, and replayed from then on, one
+// launch for its kernels. Every kernel reads the step's positions and rows
+// from device tables that BeginStep rewrites before the step, so a replay
+// computes the new step ("parameters updated in place"). Work that cannot
+// be captured runs kernel by kernel, with one line on stderr.
+//
 // Any CUDA error latches a fault (health()): after an illegal address the
 // context is unusable, so the executor fails every later step and the
 // service reports itself unhealthy. Out-of-memory cannot happen during a
@@ -28,9 +37,11 @@
 #include <cuda_runtime_api.h>
 
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/backend/arena.h"
@@ -78,6 +89,10 @@ class CudaDevice : public Device {
   DeviceStats stats() const override;
   absl::Status health() const override;
 
+  void BeginStep(std::span<const TokenPos> tokens, std::span<const int32_t> logit_rows,
+                 const RopeParams& rope) override;
+  void RunRecorded(uint64_t key, const std::function<void()>& enqueue) override;
+
   absl::Status ReserveKernelScratch(int64_t max_rows, int64_t max_width, int max_tokens) override;
   uint64_t kernel_scratch_bytes() const override { return scratch_bytes_; }
   void ReleaseKernelScratch() override;
@@ -112,11 +127,22 @@ class CudaDevice : public Device {
   // kernel parameters (cuda::LaunchWriteWords).
   void WriteTable(const void* host, uint64_t bytes, void* dev, const char* what);
   const void* UploadTokens(std::span<const TokenPos> tokens);
+  // A table that differs from the step's, met while capturing: the write
+  // cannot be frozen into a graph, so the capture fails.
+  template <typename T>
+  T* BreakCapture(T* table) {
+    capture_broken_ = true;
+    return table;
+  }
   const int32_t* UploadRows(std::span<const int32_t> rows);
   const float* UploadRope(const RopeParams& rope);
   // The device's pointer to [src, src + bytes) if that lies in one mapped
   // registered range, else null.
   const void* MappedSource(const void* src, uint64_t bytes) const;
+  // Records `enqueue` into an executable graph; null (and a line on
+  // stderr, once) when it cannot be captured.
+  cudaGraphExec_t Capture(const std::function<void()>& enqueue);
+  void ClearGraphs();
   // Timing events from a pool; pairs are harvested once they complete.
   cudaEvent_t TimingEvent();
   void Harvest(bool compute_idle);
@@ -152,6 +178,15 @@ class CudaDevice : public Device {
   std::vector<TokenPos> tokens_host_;
   std::vector<int32_t> rows_host_;
   std::vector<float> rope_host_;
+  // Recorded work: graphs by (key, tokens, logit rows, attention span
+  // bucket); null where capture failed. Capturing: the compute stream is
+  // being recorded, so a table write would be frozen into the graph: it
+  // breaks the capture instead.
+  std::map<std::tuple<uint64_t, size_t, size_t, int>, cudaGraphExec_t> graphs_;
+  size_t step_tokens_ = 0, step_rows_ = 0;
+  int step_span_bucket_ = 0;
+  bool capturing_ = false, capture_broken_ = false, capture_failure_told_ = false;
+  uint64_t graphs_captured_ = 0;
   // Logits come back through a pinned buffer (grown on demand).
   void* bounce_ = nullptr;
   uint64_t bounce_bytes_ = 0;
