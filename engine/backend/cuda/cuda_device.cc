@@ -373,6 +373,7 @@ cudaEvent_t CudaDevice::TimingEvent() {
 }
 
 void CudaDevice::BeginCompute() {
+  int8_input_ = {};  // whatever comes next may write the activations
   if (compute_running_) return;
   compute_running_ = true;
   if (step_begin_ == nullptr) FERRY_CUDA_CHECK(cudaEventCreate(&step_begin_));
@@ -435,7 +436,14 @@ void CudaDevice::BeginStep(std::span<const TokenPos> tokens, std::span<const int
       std::min(cuda::kMaxAttentionSplits, (max_span + cuda::kAttentionSplitPositions - 1) / cuda::kAttentionSplitPositions);
 }
 
-void CudaDevice::RunRecorded(uint64_t key, const std::function<void()>& enqueue) {
+void CudaDevice::RunRecorded(uint64_t key, const std::function<void()>& enqueue_kernels) {
+  // A recorded piece must not lean on what came before it (a replay's
+  // predecessor may differ) nor leave anything to what follows.
+  auto enqueue = [&] {
+    int8_input_ = {};
+    enqueue_kernels();
+    int8_input_ = {};
+  };
   if (!options_.graphs || capturing_ || Faulted() || step_tokens_ == 0 ||
       step_tokens_ > static_cast<size_t>(kMatVecMaxTokens)) {
     enqueue();  // prefill (cuBLAS, few steps) and the rest: kernel by kernel
@@ -458,7 +466,8 @@ void CudaDevice::RunRecorded(uint64_t key, const std::function<void()>& enqueue)
   Launched(cudaGraphLaunch(it->second, compute_), "cudaGraphLaunch");
 }
 
-cudaGraphExec_t CudaDevice::Capture(const std::function<void()>& enqueue) {
+template <typename F>
+cudaGraphExec_t CudaDevice::Capture(const F& enqueue) {
   // Thread-local mode: only this thread's calls are checked for what a
   // capture forbids (a synchronization, say); the host does none here.
   cudaError_t e = cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal);
@@ -622,6 +631,7 @@ const float* CudaDevice::UploadRope(const RopeParams& rope) {
 void CudaDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
                         int64_t y_stride) {
   if (Faulted()) return;
+  const Int8Input held = int8_input_;
   BeginCompute();
   const cuda::MatMulArgs a{w.data, w.type, w.rows, w.cols, static_cast<int64_t>(w.row_bytes()), x, x_stride,
                            n_tokens, y, y_stride};
@@ -631,7 +641,11 @@ void CudaDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride
   }
   if (options_.int8 && n_tokens <= kMatVecMaxTokens && cuda::MatVecInt8Supports(w.type) && int8_.q != nullptr &&
       static_cast<int64_t>(n_tokens) * w.cols <= int8_values_ && w.cols % 32 == 0) {
-    Launched(cuda::LaunchMatVecInt8(a, int8_, compute_), "int8 matvec");
+    const Int8Input input{x, x_stride, w.cols, n_tokens};
+    const int64_t x_end = (n_tokens - 1) * x_stride + w.cols, y_end = (n_tokens - 1) * y_stride + w.rows;
+    Launched(cuda::LaunchMatVecInt8(a, int8_, held == input, compute_), "int8 matvec");
+    // Kept for the next product unless this one wrote over its input.
+    if (y + y_end <= x || x + x_end <= y) int8_input_ = input;
     return;
   }
   cublasStatus_t blas = CUBLAS_STATUS_SUCCESS;

@@ -141,7 +141,8 @@ class CudaDevice : public Device {
   const void* MappedSource(const void* src, uint64_t bytes) const;
   // Records `enqueue` into an executable graph; null (and a line on
   // stderr, once) when it cannot be captured.
-  cudaGraphExec_t Capture(const std::function<void()>& enqueue);
+  template <typename F>
+  cudaGraphExec_t Capture(const F& enqueue);
   void ClearGraphs();
   // Timing events from a pool; pairs are harvested once they complete.
   cudaEvent_t TimingEvent();
@@ -173,6 +174,15 @@ class CudaDevice : public Device {
   float* tile_ = nullptr;
   int64_t tile_values_ = 0;
   cuda::Int8Activations int8_;  // quantized activations for the int8 matvec
+  // What int8_ holds: the activations the last int8 product quantized.
+  // Products of one input (q/k/v, gate/up) quantize it once; any other
+  // kernel, copy or recorded piece between them forgets it (BeginCompute).
+  struct Int8Input {
+    const float* x = nullptr;
+    int64_t stride = 0, cols = 0;
+    int n = 0;
+    bool operator==(const Int8Input&) const = default;
+  } int8_input_;
   int64_t int8_values_ = 0;
   int max_tokens_ = 0;
   std::vector<TokenPos> tokens_host_;

@@ -91,13 +91,15 @@ bool MatVecInt8Supports(TensorType type) {
          type == TensorType::kQ5_K || type == TensorType::kQ6_K;
 }
 
-cudaError_t LaunchMatVecInt8(const MatMulArgs& a, const Int8Activations& act, cudaStream_t stream) {
+cudaError_t LaunchMatVecInt8(const MatMulArgs& a, const Int8Activations& act, bool quantized, cudaStream_t stream) {
   if (a.rows == 0 || a.n_tokens == 0) return cudaSuccess;
   if (!MatVecInt8Supports(a.type) || a.n_tokens > kMatVecMaxTokens || a.cols % 32 != 0) return cudaErrorInvalidValue;
   const int64_t n_blocks = static_cast<int64_t>(a.n_tokens) * (a.cols / 32);
   const int warps = 8;
-  QuantizeKernel<<<static_cast<unsigned>((n_blocks + warps - 1) / warps), 32 * warps, 0, stream>>>(
-      a.x, a.x_stride, a.cols, n_blocks, act.q, act.d, act.isum);
+  if (!quantized) {
+    QuantizeKernel<<<static_cast<unsigned>((n_blocks + warps - 1) / warps), 32 * warps, 0, stream>>>(
+        a.x, a.x_stride, a.cols, n_blocks, act.q, act.d, act.isum);
+  }
   switch (a.type) {
     case TensorType::kQ8_0: Launch<Q8_0>(a, act, stream); break;
     case TensorType::kQ4_0: Launch<Q4_0>(a, act, stream); break;

@@ -28,7 +28,9 @@ struct Int8Activations {
 };
 
 // Quantizes a.x (a.n_tokens rows, a.cols values, a.x_stride apart) into
-// `act`, then y = w x on the integers. a.n_tokens <= kMatVecMaxTokens.
-cudaError_t LaunchMatVecInt8(const MatMulArgs& a, const Int8Activations& act, cudaStream_t stream);
+// `act`, unless `quantized` says `act` holds exactly that already (the
+// last product read the same activations), then y = w x on the integers.
+// a.n_tokens <= kMatVecMaxTokens.
+cudaError_t LaunchMatVecInt8(const MatMulArgs& a, const Int8Activations& act, bool quantized, cudaStream_t stream);
 
 }  // namespace ferry::backend::cuda
