@@ -20,6 +20,17 @@ DeviceFacts Device::facts() const {
   return f;
 }
 
+void Device::MatMulShared(std::span<const MatMulOut> outs, const float* x, int64_t x_stride, int n_tokens) {
+  for (const MatMulOut& o : outs) MatMul(*o.w, x, x_stride, n_tokens, o.y, o.y_stride);
+}
+
+void Device::GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w_up, const float* x, int64_t x_stride,
+                         int n_tokens, float* gate, float* up, int64_t stride, model::Activation act) {
+  MatMul(w_gate, x, x_stride, n_tokens, gate, stride);
+  MatMul(w_up, x, x_stride, n_tokens, up, stride);
+  GatedActivation(gate, up, static_cast<int64_t>(n_tokens) * stride, act);
+}
+
 absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec, int threads) {
   if (spec == "cpu") return std::unique_ptr<Device>(new CpuDevice(threads));
   absl::string_view rest = spec;

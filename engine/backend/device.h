@@ -42,6 +42,13 @@ struct KvLayer {
   int kv_dim = 0;
 };
 
+// One product of MatMulShared: y[t * y_stride + r] = dot(row r of *w, x_t).
+struct MatMulOut {
+  const model::Matrix* w = nullptr;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+};
+
 struct AttentionShape {
   int n_head = 0;
   int n_head_kv = 0;
@@ -179,6 +186,15 @@ class Device {
   // y[t * y_stride + r] = dot(row r of w, x + t * x_stride), t < n_tokens.
   virtual void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
                       int64_t y_stride) = 0;
+  // Products of matrices that read the same activations (q, k and v): one
+  // pass over x where a device can (the cuda int8 matvec: one launch).
+  // Default: a MatMul each.
+  virtual void MatMulShared(std::span<const MatMulOut> outs, const float* x, int64_t x_stride, int n_tokens);
+  // gate = act(w_gate x) * (w_up x), `stride` floats a token, where a device
+  // may compute both products and the gating in one pass (then `up` is not
+  // written). Default: two MatMuls into gate and up, then GatedActivation.
+  virtual void GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w_up, const float* x, int64_t x_stride,
+                           int n_tokens, float* gate, float* up, int64_t stride, model::Activation act);
   // out[r] = x[r] / rms(x[r]) * weight for n_rows rows of `width` (in place allowed).
   virtual void RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) = 0;
   virtual void Add(float* x, const float* y, int64_t n) = 0;  // x += y

@@ -451,9 +451,8 @@ void Executor::Layer(int l, const DeviceLayer& L, int n) {
   float *attn = attn_.floats(), *out = out_.floats(), *gate = gate_.floats(), *up = up_.floats();
   const std::span<const backend::TokenPos> tokens(tokens_);
   d.RmsNorm(x, n, E, L.attn_norm, c.norm_eps, xn);
-  d.MatMul(L.wq, xn, E, n, q, c.q_dim());
-  d.MatMul(L.wk, xn, E, n, k, c.kv_dim());
-  d.MatMul(L.wv, xn, E, n, v, c.v_dim());
+  const backend::MatMulOut qkv[] = {{&L.wq, q, c.q_dim()}, {&L.wk, k, c.kv_dim()}, {&L.wv, v, c.v_dim()}};
+  d.MatMulShared(qkv, xn, E, n);
   if (c.qkv_bias) {
     d.AddRowBias(q, n, c.q_dim(), L.bq);
     d.AddRowBias(k, n, c.kv_dim(), L.bk);
@@ -469,9 +468,7 @@ void Executor::Layer(int l, const DeviceLayer& L, int n) {
   if (c.post_norms) d.RmsNorm(out, n, E, L.post_attn_norm, c.norm_eps, out);
   d.Add(x, out, static_cast<int64_t>(n) * E);
   d.RmsNorm(x, n, E, L.ffn_norm, c.norm_eps, xn);
-  d.MatMul(L.w_gate, xn, E, n, gate, c.n_ff);
-  d.MatMul(L.w_up, xn, E, n, up, c.n_ff);
-  d.GatedActivation(gate, up, static_cast<int64_t>(n) * c.n_ff, c.activation);
+  d.GatedMatMul(L.w_gate, L.w_up, xn, E, n, gate, up, c.n_ff, c.activation);
   d.MatMul(L.w_down, gate, c.n_ff, n, out, E);
   if (c.post_norms) d.RmsNorm(out, n, E, L.post_ffn_norm, c.norm_eps, out);
   d.Add(x, out, static_cast<int64_t>(n) * E);

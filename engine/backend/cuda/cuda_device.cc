@@ -22,6 +22,9 @@ std::string DescribeCudaError(cudaError_t e) { return absl::StrCat(cudaGetErrorN
 
 namespace {
 
+// Whether [a, a + a_len) and [b, b + b_len) share a float.
+bool Overlap(const float* a, int64_t a_len, const float* b, int64_t b_len) { return a < b + b_len && b < a + a_len; }
+
 // Left free for what the driver allocates after start-up: lazily loaded
 // kernel modules, launch resources.
 constexpr uint64_t kDriverReserve = uint64_t{256} << 20;
@@ -444,26 +447,30 @@ void CudaDevice::RunRecorded(uint64_t key, const std::function<void()>& enqueue_
     enqueue_kernels();
     int8_input_ = {};
   };
-  if (!options_.graphs || capturing_ || Faulted() || step_tokens_ == 0 ||
-      step_tokens_ > static_cast<size_t>(kMatVecMaxTokens)) {
-    enqueue();  // prefill (cuBLAS, few steps) and the rest: kernel by kernel
+  if (!options_.graphs || capturing_ || Faulted() || step_tokens_ == 0) {
+    enqueue();
     return;
   }
   BeginCompute();
   const auto k = std::make_tuple(key, step_tokens_, step_rows_, step_span_bucket_);
-  auto it = graphs_.find(k);
-  if (it == graphs_.end()) {
-    // A long-running server meets many shapes (batch sizes, spans): keep a bounded set.
-    constexpr size_t kMaxGraphs = 1024;
-    if (graphs_.size() >= kMaxGraphs) ClearGraphs();
-    it = graphs_.emplace(k, Capture(enqueue)).first;
-  }
-  if (it->second == nullptr) {
+  if (graphs_.size() >= kMaxGraphs && !graphs_.contains(k)) ClearGraphs();
+  Recorded& r = graphs_[k];
+  // Captured the second time a shape comes: a one-off step (a prompt of
+  // its own length) is not worth a capture.
+  if (r.failed || (r.exec == nullptr && ++r.seen < 2)) {
     enqueue();
     return;
   }
+  if (r.exec == nullptr) {
+    r.exec = Capture(enqueue);
+    if (r.exec == nullptr) {
+      r.failed = true;
+      enqueue();
+      return;
+    }
+  }
   ++stats_.replays;
-  Launched(cudaGraphLaunch(it->second, compute_), "cudaGraphLaunch");
+  Launched(cudaGraphLaunch(r.exec, compute_), "cudaGraphLaunch");
 }
 
 template <typename F>
@@ -503,8 +510,8 @@ cudaGraphExec_t CudaDevice::Capture(const F& enqueue) {
 }
 
 void CudaDevice::ClearGraphs() {
-  for (auto& [key, exec] : graphs_) {
-    if (exec != nullptr) cudaGraphExecDestroy(exec);
+  for (auto& [key, r] : graphs_) {
+    if (r.exec != nullptr) cudaGraphExecDestroy(r.exec);
   }
   graphs_.clear();
 }
@@ -642,15 +649,75 @@ void CudaDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride
   if (options_.int8 && n_tokens <= kMatVecMaxTokens && cuda::MatVecInt8Supports(w.type) && int8_.q != nullptr &&
       static_cast<int64_t>(n_tokens) * w.cols <= int8_values_ && w.cols % 32 == 0) {
     const Int8Input input{x, x_stride, w.cols, n_tokens};
-    const int64_t x_end = (n_tokens - 1) * x_stride + w.cols, y_end = (n_tokens - 1) * y_stride + w.rows;
     Launched(cuda::LaunchMatVecInt8(a, int8_, held == input, compute_), "int8 matvec");
     // Kept for the next product unless this one wrote over its input.
-    if (y + y_end <= x || x + x_end <= y) int8_input_ = input;
+    if (!Overlap(x, (n_tokens - 1) * x_stride + w.cols, y, (n_tokens - 1) * y_stride + w.rows)) int8_input_ = input;
     return;
   }
   cublasStatus_t blas = CUBLAS_STATUS_SUCCESS;
   Launched(cuda::LaunchMatMul(a, {tile_, tile_values_, lib_, blas_}, compute_, &blas), "matmul");
-  if (blas != CUBLAS_STATUS_SUCCESS) Fail(absl::StrCat("cublasGemmEx for ", w.name, ": ", BlasStatusName(blas)));
+  if (blas != CUBLAS_STATUS_SUCCESS && capturing_) {
+    capture_broken_ = true;  // nothing ran; the piece runs uncaptured
+  } else if (blas != CUBLAS_STATUS_SUCCESS) {
+    Fail(absl::StrCat("cublasGemmEx for ", w.name, ": ", BlasStatusName(blas)));
+  }
+}
+
+bool CudaDevice::Int8Takes(std::span<const model::Matrix* const> ws, int n_tokens) const {
+  if (!options_.int8 || int8_.q == nullptr || ws.empty() || n_tokens <= 0 || n_tokens > kMatVecMaxTokens) return false;
+  const model::Matrix& a = *ws[0];
+  if (!cuda::MatVecInt8Supports(a.type) || a.cols % 32 != 0 || static_cast<int64_t>(n_tokens) * a.cols > int8_values_) {
+    return false;
+  }
+  for (const model::Matrix* w : ws) {
+    if (w->type != a.type || w->cols != a.cols || w->data == nullptr) return false;
+  }
+  return true;
+}
+
+void CudaDevice::LaunchInt8Rows(const cuda::Int8Rows& rows, quant::TensorType type, const float* x, int64_t x_stride,
+                                int64_t cols, int n_tokens, int gated, const char* what) {
+  const Int8Input held = int8_input_;
+  BeginCompute();
+  const Int8Input input{x, x_stride, cols, n_tokens};
+  Launched(cuda::LaunchMatVecInt8Rows(type, rows, x, x_stride, cols, n_tokens, int8_, held == input, gated, compute_),
+           what);
+  const int64_t x_len = (n_tokens - 1) * x_stride + cols;
+  for (int p = 0; p < (gated >= 0 ? 1 : rows.count); ++p) {
+    if (Overlap(x, x_len, rows.part[p].y, (n_tokens - 1) * rows.part[p].ys + rows.part[p].rows)) return;
+  }
+  int8_input_ = input;
+}
+
+void CudaDevice::MatMulShared(std::span<const MatMulOut> outs, const float* x, int64_t x_stride, int n_tokens) {
+  if (Faulted()) return;
+  const model::Matrix* ws[3] = {};
+  for (size_t i = 0; i < outs.size() && i < 3; ++i) ws[i] = outs[i].w;
+  if (outs.size() < 2 || outs.size() > 3 || !Int8Takes({ws, outs.size()}, n_tokens)) {
+    Device::MatMulShared(outs, x, x_stride, n_tokens);
+    return;
+  }
+  cuda::Int8Rows rows;
+  for (const MatMulOut& o : outs) {
+    rows.part[rows.count++] = {o.w->data, o.w->rows, static_cast<int64_t>(o.w->row_bytes()), o.y, o.y_stride};
+  }
+  LaunchInt8Rows(rows, ws[0]->type, x, x_stride, ws[0]->cols, n_tokens, -1, "int8 matvec (shared activations)");
+}
+
+void CudaDevice::GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w_up, const float* x, int64_t x_stride,
+                             int n_tokens, float* gate, float* up, int64_t stride, model::Activation act) {
+  if (Faulted()) return;
+  const model::Matrix* ws[2] = {&w_gate, &w_up};
+  if (w_gate.rows != w_up.rows || !Int8Takes(ws, n_tokens)) {
+    Device::GatedMatMul(w_gate, w_up, x, x_stride, n_tokens, gate, up, stride, act);
+    return;
+  }
+  cuda::Int8Rows rows;
+  rows.part[0] = {w_gate.data, w_gate.rows, static_cast<int64_t>(w_gate.row_bytes()), gate, stride};
+  rows.part[1] = {w_up.data, w_up.rows, static_cast<int64_t>(w_up.row_bytes()), up, stride};
+  rows.count = 2;
+  LaunchInt8Rows(rows, w_gate.type, x, x_stride, w_gate.cols, n_tokens, act == model::Activation::kGeluTanh ? 1 : 0,
+                 "int8 gated matvec");
 }
 
 void CudaDevice::RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) {

@@ -18,11 +18,11 @@
 // (embedding rows) sit on pages of their own (PageVector) and are
 // registered: a copy from pageable memory makes the host wait.
 //
-// Decode steps (up to kMatVecMaxTokens tokens) run as CUDA graphs: each
-// piece of work the executor hands to RunRecorded is captured from the
-// compute stream the first time its key and the step's shape (tokens,
-// logit rows, attention splits) come up, and replayed from then on, one
-// launch for its kernels. Every kernel reads the step's positions and rows
+// Steps run as CUDA graphs: each piece of work the executor hands to
+// RunRecorded is captured from the compute stream the second time its key
+// and the step's shape (tokens, logit rows, attention splits) come up, and
+// replayed from then on, one launch for its kernels (cuBLAS's GEMMs for
+// larger batches included: its workspace is set, so it allocates nothing). Every kernel reads the step's positions and rows
 // from device tables that BeginStep rewrites before the step, so a replay
 // computes the new step ("parameters updated in place"). Work that cannot
 // be captured runs kernel by kernel, with one line on stderr.
@@ -99,6 +99,9 @@ class CudaDevice : public Device {
   uint64_t AttentionScratchFloats(int tokens, int n_head, int n_ctx) const override;
   void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
               int64_t y_stride) override;
+  void MatMulShared(std::span<const MatMulOut> outs, const float* x, int64_t x_stride, int n_tokens) override;
+  void GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w_up, const float* x, int64_t x_stride,
+                   int n_tokens, float* gate, float* up, int64_t stride, model::Activation act) override;
   void RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) override;
   void Add(float* x, const float* y, int64_t n) override;
   void AddRowBias(float* x, int n_rows, int64_t width, const float* bias) override;
@@ -126,6 +129,17 @@ class CudaDevice : public Device {
   // A table of 4-byte values into device memory on the compute stream, in
   // kernel parameters (cuda::LaunchWriteWords).
   void WriteTable(const void* host, uint64_t bytes, void* dev, const char* what);
+  // Whether the int8 matvec takes these products (n tokens, activations
+  // `cols` wide) in one launch: one supported type and width, room in the
+  // int8 buffer.
+  bool Int8Takes(std::span<const model::Matrix* const> ws, int n_tokens) const;
+  // Launches them (cuda::LaunchMatVecInt8Rows), quantizing x unless the
+  // int8 buffer holds it already.
+  // Launches them (cuda::LaunchMatVecInt8Rows) after BeginCompute,
+  // quantizing x unless the int8 buffer holds it already; `outs` is each
+  // output's extent, for the next product's reuse of the quantized x.
+  void LaunchInt8Rows(const cuda::Int8Rows& rows, quant::TensorType type, const float* x, int64_t x_stride,
+                      int64_t cols, int n_tokens, int gated, const char* what);
   const void* UploadTokens(std::span<const TokenPos> tokens);
   // A table that differs from the step's, met while capturing: the write
   // cannot be frozen into a graph, so the capture fails.
@@ -188,11 +202,17 @@ class CudaDevice : public Device {
   std::vector<TokenPos> tokens_host_;
   std::vector<int32_t> rows_host_;
   std::vector<float> rope_host_;
-  // Recorded work: graphs by (key, tokens, logit rows, attention span
-  // bucket); null where capture failed. Capturing: the compute stream is
-  // being recorded, so a table write would be frozen into the graph: it
-  // breaks the capture instead.
-  std::map<std::tuple<uint64_t, size_t, size_t, int>, cudaGraphExec_t> graphs_;
+  // Recorded work by (key, tokens, logit rows, attention span bucket): how
+  // often it ran, its graph once captured, or that capture failed.
+  // Capturing: the compute stream is being recorded, so a table write
+  // would be frozen into the graph: it breaks the capture instead.
+  struct Recorded {
+    int seen = 0;
+    cudaGraphExec_t exec = nullptr;
+    bool failed = false;
+  };
+  static constexpr size_t kMaxGraphs = 1024;  // a long-running server meets many shapes
+  std::map<std::tuple<uint64_t, size_t, size_t, int>, Recorded> graphs_;
   size_t step_tokens_ = 0, step_rows_ = 0;
   int step_span_bucket_ = 0;
   bool capturing_ = false, capture_broken_ = false, capture_failure_told_ = false;

@@ -1,4 +1,5 @@
 #include "engine/backend/cuda/elementwise.cuh"
+#include "engine/backend/cuda/warp.cuh"
 
 #include <algorithm>
 
@@ -22,15 +23,7 @@ __global__ void AddRowBiasKernel(float* x, int64_t n, int64_t width, const float
 __global__ void GatedKernel(float* gate, const float* up, int64_t n, bool gelu) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const float g = gate[i];
-  float a;
-  if (gelu) {
-    constexpr float kSqrt2OverPi = 0.7978845608028654f;
-    a = 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
-  } else {
-    a = g / (1.0f + expf(-g));
-  }
-  gate[i] = a * up[i];
+  gate[i] = Gate(gate[i], up[i], gelu);
 }
 
 __global__ void SoftCapKernel(float* x, int64_t n, float cap) {

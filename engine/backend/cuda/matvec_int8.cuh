@@ -33,4 +33,23 @@ struct Int8Activations {
 // a.n_tokens <= kMatVecMaxTokens.
 cudaError_t LaunchMatVecInt8(const MatMulArgs& a, const Int8Activations& act, bool quantized, cudaStream_t stream);
 
+// Up to three matrices of one type and width over the same activations, in
+// one launch: y_p[t * ys_p + r] = dot(row r of w_p, x_t). With gated >= 0
+// (two parts of equal rows: gate, up), part 0's output gets
+// Gate(gate row, up row) instead (gated 1: GELU-tanh, 0: SiLU), and part 1's
+// output is not written.
+struct Int8Part {
+  const uint8_t* w;
+  int64_t rows, row_bytes;
+  float* y;
+  int64_t ys;
+};
+struct Int8Rows {
+  Int8Part part[3];
+  int count = 0;
+};
+cudaError_t LaunchMatVecInt8Rows(quant::TensorType type, const Int8Rows& m, const float* x, int64_t x_stride,
+                                 int64_t cols, int n, const Int8Activations& act, bool quantized, int gated,
+                                 cudaStream_t stream);
+
 }  // namespace ferry::backend::cuda

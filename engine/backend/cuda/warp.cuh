@@ -1,4 +1,4 @@
-// Warp-level helpers shared by the matvec kernels.
+// Warp-level helpers shared by the matvec kernels, and the gated activation.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,6 +32,19 @@ __device__ inline void StoreWarpSums(const float (&acc)[NT], int n, int lane, fl
     const float sum = WarpSum(acc[t]);
     if (lane == 0 && t < n) y[t * ys] = sum;
   }
+}
+
+// The gated activations: act(g) * u, SiLU or (gelu) GELU with the tanh
+// approximation. The elementwise kernel and the gated int8 matvec share it.
+__device__ inline float Gate(float g, float u, bool gelu) {
+  float a;
+  if (gelu) {
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    a = 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+  } else {
+    a = g / (1.0f + expf(-g));
+  }
+  return a * u;
 }
 
 }  // namespace ferry::backend::cuda
