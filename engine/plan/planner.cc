@@ -99,10 +99,10 @@ double KernelEfficiency(quant::TensorType type) {
     case TensorType::kF32: return 1.0;
     case TensorType::kF16: case TensorType::kBF16: return 0.90;
     // The next five on the int8 matvec (the default), the rest on the float one.
-    case TensorType::kQ8_0: return 0.69;
-    case TensorType::kQ5_K: return 0.57;
-    case TensorType::kQ4_K: return 0.56;
-    case TensorType::kQ4_0: return 0.54;
+    case TensorType::kQ8_0: return 0.79;
+    case TensorType::kQ4_K: return 0.62;
+    case TensorType::kQ5_K: return 0.59;
+    case TensorType::kQ4_0: return 0.57;
     case TensorType::kQ6_K: return 0.44;
     case TensorType::kQ5_1: return 0.20;
     case TensorType::kQ5_0: return 0.19;
@@ -304,7 +304,7 @@ Prediction Predict(const Plan& p, const DeviceSpec& d, const HostSpec& host, int
   double compute = 0, copy = 0, cpu = 0;
   auto unit = [&](uint64_t device_bytes, double kernel_bytes, uint64_t file_bytes, uint64_t params, bool resident) {
     const double work = 2.0 * static_cast<double>(params) * batch;
-    compute += std::max(kernel_bytes / hbm, work / flops);
+    compute += std::max(kernel_bytes / hbm, work / flops) + kUnitOverheadS;
     if (!resident) copy += d.latency_us * 1e-6 + device_bytes / h2d;
     cpu += std::max(file_bytes / cpu_bw, work / cpu_flops);
   };

@@ -164,11 +164,20 @@ struct Prediction {
 // The share of the device's copy bandwidth (read + write) that ferry's CUDA
 // decode matvec reaches on weights of `type`: measured by tests/gpu/run.sh
 // (cuda_kernel_bench, 1 x 16384 x 8192) on an H200 on 2026-11-26 with the
-// matvec each type takes by default: the int8 one for q8_0 0.69, q5_K 0.57,
-// q4_K 0.56, q4_0 0.54, q6_K 0.44; the float one for f16/bf16 0.90, f32 1.0
-// (it read 1.21), q5_1 0.20, q5_0 0.19, q4_1 0.18. Update it when the
-// kernels change (the script prints the new figures).
+// matvec each type takes by default: the int8 one for q8_0 0.79, q4_K 0.62,
+// q5_K 0.59, q4_0 0.57, q6_K 0.44 (the run of 03:05 UTC, after the fused
+// launches); the float one for f16/bf16 0.90, f32 1.0 (it read 1.2), q5_1
+// 0.20, q5_0 0.19, q4_1 0.18. Update it when the kernels change (the script
+// prints the new figures).
 double KernelEfficiency(quant::TensorType type);
+
+// What a unit (layer or head) computed on the device costs beyond its
+// weights' bytes: its ~14 small kernels (norms, rope, attention, adds,
+// quantizing) and the gaps between launches, 45 us. Measured on the H200
+// (2026-11-26): the 8B-shaped q8_0 model all resident took 4.60 ms of
+// kernels a decode step at batch 1, its weights at the efficiency above
+// 3.12 ms; 1.48 ms over 33 units.
+inline constexpr double kUnitOverheadS = 45e-6;
 
 // Roofline per unit (layer or head): time = max(kernel bytes / bandwidth,
 // 2 x params x batch / flops), kernel bytes being the device bytes over
