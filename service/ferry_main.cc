@@ -94,7 +94,8 @@ ABSL_FLAG(std::string, device, "cpu",
           "profile, gives the defaults), mem (8GiB), overhead, h2d (25GB/s), lat (10us), poison (1: NaN-fill staging "
           "slots on reuse), fault (N: latch a device fault after N copies on the copy queue, to test fault handling). "
           "cuda keys: mem (at most this much of the GPU), poison, int8 (default 1: decode matvec on int8 activations "
-          "for q8_0/q4_0/q4_K/q5_K/q6_K; 0: float activations, ~10x smaller error, 1.5-3x slower decode)");
+          "for q8_0/q4_0/q4_K/q5_K/q6_K; 0: float activations, ~10x smaller error, 1.5-3x slower decode), graphs "
+          "(default 1: steps replayed as CUDA graphs; 0: every kernel launched on its own)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on (0.0.0.0 or :: for every interface)");
 ABSL_FLAG(int, port, 50051, "serve: gRPC port; 0 = any free port (printed)");
 ABSL_FLAG(int, metrics_port, 9400,
