@@ -2,6 +2,7 @@
 // (Abseil flags); each flag's help says which subcommands read it.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -554,7 +555,21 @@ absl::Status RunInspect() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(ferry::kUsage);
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  // Flags may be spelled with dashes as well as underscores
+  // (--gpu-memory=8GiB is --gpu_memory=8GiB): the name part only, never
+  // the value, and nothing after a bare "--".
+  std::vector<std::string> spelled(argv, argv + argc);
+  std::vector<char*> argv_underscored;
+  bool flags_done = false;
+  for (std::string& a : spelled) {
+    if (a == "--") flags_done = true;
+    if (!flags_done && a.size() > 2 && a.compare(0, 2, "--") == 0) {
+      const size_t end = std::min(a.find('='), a.size());
+      std::replace(a.begin() + 2, a.begin() + static_cast<std::ptrdiff_t>(end), '-', '_');
+    }
+    argv_underscored.push_back(a.data());
+  }
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv_underscored.data());
   if (args.size() < 2) {
     std::fprintf(stderr, "%s\n\nrun `ferry --help` for the flags.\n", ferry::kUsage);
     return 2;

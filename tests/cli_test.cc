@@ -90,7 +90,11 @@ TEST(Cli, PlanFromAHeaderOnlyFile) {
   r = RunFerry("plan --json --gpu_memory=8GiB --model " + path);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("\"budget_bytes\":8589934592"));
-  r = RunFerry("plan --gpu_layers 32 --gpu rtx4060-8g --ctx 131072 --model " + path);
+  // The spelling, dashes, is the same flag.
+  r = RunFerry("plan --json --gpu-memory=8GiB --model " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("\"budget_bytes\":8589934592"));
+  r = RunFerry("plan --gpu-layers 32 --gpu rtx4060-8g --ctx 131072 --model " + path);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("missing"));
   r = RunFerry("plan --gpu_memory=lots --model " + path);
