@@ -14,16 +14,19 @@ namespace ferry::service {
 
 namespace {
 
-std::string Row(const plan::Plan& p, const plan::Prediction& b1, const plan::Prediction& b8) {
-  return absl::StrFormat("%9s %7s %6.1f%% %11s %10s %10s %10s %10s %9s %10s %12s %9.1f %9.1f\n", HumanBytes(p.budget),
+std::string Row(const plan::Plan& p, const plan::Prediction& b1, const plan::Prediction& b8,
+                const plan::Prediction& prefill) {
+  return absl::StrFormat("%9s %7s %6.1f%% %11s %10s %10s %10s %10s %9s %10s %12s %9.1f %9.1f %9.0f\n",
+                         HumanBytes(p.budget),
                          absl::StrCat(p.resident_layers, "/", p.n_layers), 100.0 * p.gpu_fraction(),
                          HumanBytes(p.weights_resident), HumanBytes(p.staging),
                          HumanBytes(p.kv_cache), HumanBytes(p.workspace), HumanBytes(p.overhead),
                          HumanBytes(p.margin), HumanBytes(p.total), HumanBytes(p.host_pinned), b1.tokens_per_s,
-                         b8.tokens_per_s);
+                         b8.tokens_per_s, prefill.tokens_per_s);
 }
 
-std::string Json(const plan::Plan& p, const plan::Prediction& b1, const plan::Prediction& b8) {
+std::string Json(const plan::Plan& p, const plan::Prediction& b1, const plan::Prediction& b8,
+                 const plan::Prediction& prefill) {
   return absl::StrCat("{\"budget_bytes\":", p.budget, ",\"layers\":", p.n_layers, ",\"resident_layers\":",
                       p.resident_layers, ",\"head_resident\":", p.head_resident ? "true" : "false",
                       ",\"gpu_fraction\":", p.gpu_fraction(), ",\"device_bytes\":{\"weights_resident\":",
@@ -33,6 +36,8 @@ std::string Json(const plan::Plan& p, const plan::Prediction& b1, const plan::Pr
                       p.model_bytes, ",\"predicted\":{\"decode_tokens_per_s_batch1\":", b1.tokens_per_s,
                       ",\"decode_tokens_per_s_batch8\":", b8.tokens_per_s, ",\"cpu_only_tokens_per_s_batch1\":",
                       b1.cpu_tokens_per_s, ",\"cpu_only_tokens_per_s_batch8\":", b8.cpu_tokens_per_s,
+                      ",\"prefill_tokens_per_step\":", prefill.batch, ",\"prefill_tokens_per_s\":",
+                      prefill.tokens_per_s, ",\"cpu_only_prefill_tokens_per_s\":", prefill.cpu_tokens_per_s,
                       ",\"stream_beats_cpu_from_batch\":", b1.stream_beats_cpu_from_batch, "}}");
 }
 
@@ -76,15 +81,16 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   }
   // The speed model: the profile's bandwidths, this host's measured CPU kernels.
   const plan::HostSpec host = plan::MeasureHost(o.threads);
-  std::vector<plan::Prediction> b1, b8;
+  std::vector<plan::Prediction> b1, b8, prefill;
   for (const plan::Plan& p : plans) {
     b1.push_back(plan::Predict(p, device, host, 1));
     b8.push_back(plan::Predict(p, device, host, 8));
+    prefill.push_back(plan::PredictPrefill(p, device, host, r.max_batch));
   }
   if (o.json) {
     std::string out = absl::StrCat("{\"host\":{\"cpu_weight_gbps\":", host.memory_gbps, ",\"cpu_gflops\":", host.gflops,
                                    "},\"plans\":[");
-    for (size_t i = 0; i < plans.size(); ++i) absl::StrAppend(&out, i ? "," : "", Json(plans[i], b1[i], b8[i]));
+    for (size_t i = 0; i < plans.size(); ++i) absl::StrAppend(&out, i ? "," : "", Json(plans[i], b1[i], b8[i], prefill[i]));
     return out + "]}\n";
   }
   const plan::Plan& any = plans.empty() ? plan::Plan{} : plans.front();
@@ -96,19 +102,20 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
                   " KV cache; batch up to ", r.max_batch, " tokens; staging ring depth ", r.ring_depth,
                   "; CUDA context overhead ", HumanBytes(device.overhead_bytes), " (", device.name,
                   " profile, not measured)\n");
-  absl::StrAppend(&out, absl::StrFormat("%9s %7s %7s %11s %10s %10s %10s %10s %9s %10s %12s %9s %9s\n", "budget",
-                                        "layers", "on GPU", "weights", "staging", "KV cache", "workspace", "overhead",
-                                        "margin", "total", "host pinned", "tok/s b1", "tok/s b8"));
-  for (size_t i = 0; i < plans.size(); ++i) absl::StrAppend(&out, Row(plans[i], b1[i], b8[i]));
+  absl::StrAppend(&out, absl::StrFormat("%9s %7s %7s %11s %10s %10s %10s %10s %9s %10s %12s %9s %9s %9s\n",
+                                        "budget", "layers", "on GPU", "weights", "staging", "KV cache", "workspace",
+                                        "overhead", "margin", "total", "host pinned", "tok/s b1", "tok/s b8", "prefill"));
+  for (size_t i = 0; i < plans.size(); ++i) absl::StrAppend(&out, Row(plans[i], b1[i], b8[i], prefill[i]));
   if (!plans.empty()) {
     absl::StrAppend(&out, absl::StrFormat(
-        "predicted decode tokens/s (tok/s columns): %s profile (%.0f GB/s memory, %.0f GB/s host-to-device, %.0f "
-        "TFLOPS; resident weights read at the share of it ferry's CUDA kernels reach per type), streamed layers "
-        "overlapped with compute; CPU only on this host: %.1f tok/s at batch 1, %.1f at "
-        "batch 8 (measured here: %.1f GB/s of weights, %.0f GFLOP/s). Streaming a layer beats computing it on this "
-        "CPU from batch %d on.\n",
-        device.name, device.memory_gbps, device.h2d_gbps, device.tflops, b1[0].cpu_tokens_per_s, b8[0].cpu_tokens_per_s,
-        host.memory_gbps, host.gflops, b1[0].stream_beats_cpu_from_batch));
+        "predicted decode tokens/s (tok/s columns) and prefill tokens/s in steps of %d prompt tokens: %s profile "
+        "(%.0f GB/s memory, %.0f GB/s host-to-device, %.0f TFLOPS; resident weights read at the share of it ferry's "
+        "CUDA kernels reach per type), streamed layers overlapped with compute; CPU only on this host: %.1f tok/s at "
+        "batch 1, %.1f at batch 8, prefill %.0f (measured here: %.1f GB/s of weights, %.0f GFLOP/s). Streaming a "
+        "layer beats computing it on this CPU from batch %d on.\n",
+        r.max_batch, device.name, device.memory_gbps, device.h2d_gbps, device.tflops, b1[0].cpu_tokens_per_s,
+        b8[0].cpu_tokens_per_s, prefill[0].cpu_tokens_per_s, host.memory_gbps, host.gflops,
+        b1[0].stream_beats_cpu_from_batch));
   }
   if (o.gpu_layers < 0 && plans.size() < o.budgets.size()) {
     absl::StrAppend(&out, "(budgets too small for the head, KV cache and workspace are left out)\n");

@@ -160,6 +160,31 @@ TEST(Planner, ResidentDecodeAtTheKernelsMeasuredEfficiency) {
   EXPECT_NEAR(pa.compute_s, bytes_a / 0.79 / 1000e9 + 33 * kUnitOverheadS, 0.01 * pa.compute_s);
 }
 
+// Prefill in steps of 64 tokens takes the GEMM path: every parameter costs
+// its stored bytes plus the f32 tile's traffic at the full bandwidth (not
+// the decode kernels' share), against the TF32 rate (half the profile's);
+// steps of up to kMatVecMaxTokens are decode products. The CPU side is the
+// same roofline at 64 tokens a step.
+TEST(Planner, PrefillRooflineThroughTheTile) {
+  const Header q8 = Make("llama3.1-8b", model::Mix::kUniform, quant::TensorType::kQ8_0);
+  const DeviceSpec card{"big card", 80 * kGiB, 0, 50.0, 10.0, 1000.0, 100.0};
+  PlanRequest r;
+  r.n_ctx = 256;
+  absl::StatusOr<Plan> a = MakePlan(*q8.file, q8.config, r, card);
+  ASSERT_TRUE(a.ok());
+  uint64_t params = a->head_params;
+  for (uint64_t n : a->layer_params) params += n;
+  const Prediction pf = PredictPrefill(*a, card, {}, 64);
+  const double overhead = 33 * kUnitOverheadS;
+  const double bytes = (a->weights_resident + kTileBytesPerParam * params) / 1000e9;
+  const double flops = 2.0 * params * 64 / 50e12;  // 100 TFLOPS bf16, TF32 at half
+  EXPECT_NEAR(pf.compute_s, std::max(bytes, flops) + overhead, 0.02 * pf.compute_s);
+  EXPECT_NEAR(pf.tokens_per_s, 64 / pf.step_s, 1e-6 * pf.tokens_per_s);
+  EXPECT_GT(pf.tokens_per_s, Predict(*a, card, {}, 1).tokens_per_s);
+  // At most kMatVecMaxTokens tokens a step: the decode products.
+  EXPECT_DOUBLE_EQ(PredictPrefill(*a, card, {}, 8).compute_s, Predict(*a, card, {}, 8).compute_s);
+}
+
 TEST(Planner, KvCacheOfLlama31_8B) {
   // Llama 3.1 8B keeps 32 layers x 8 KV heads x 128 x (k and v) x 2 bytes =
   // 128 KiB per token in an f16 cache.

@@ -296,15 +296,21 @@ HostSpec MeasureHost(int threads) {
   return h;
 }
 
-Prediction Predict(const Plan& p, const DeviceSpec& d, const HostSpec& host, int batch) {
+namespace {
+
+// Predict and PredictPrefill: decode products read the weights in place at
+// the kernels' efficiency; a GEMM step (prefill) adds the f32 tile's
+// traffic and runs at the TF32 rate.
+Prediction Roofline(const Plan& p, const DeviceSpec& d, const HostSpec& host, int batch, bool gemm) {
   Prediction out;
   out.batch = batch;
-  const double flops = d.tflops * 1e12, hbm = d.memory_gbps * 1e9, h2d = d.h2d_gbps * 1e9;
+  const double flops = d.tflops * 1e12 * (gemm ? 0.5 : 1.0), hbm = d.memory_gbps * 1e9, h2d = d.h2d_gbps * 1e9;
   const double cpu_bw = host.memory_gbps * 1e9, cpu_flops = host.gflops * 1e9;
   double compute = 0, copy = 0, cpu = 0;
   auto unit = [&](uint64_t device_bytes, double kernel_bytes, uint64_t file_bytes, uint64_t params, bool resident) {
     const double work = 2.0 * static_cast<double>(params) * batch;
-    compute += std::max(kernel_bytes / hbm, work / flops) + kUnitOverheadS;
+    const double read = gemm ? device_bytes + kTileBytesPerParam * static_cast<double>(params) : kernel_bytes;
+    compute += std::max(read / hbm, work / flops) + kUnitOverheadS;
     if (!resident) copy += d.latency_us * 1e-6 + device_bytes / h2d;
     cpu += std::max(file_bytes / cpu_bw, work / cpu_flops);
   };
@@ -331,6 +337,16 @@ Prediction Predict(const Plan& p, const DeviceSpec& d, const HostSpec& host, int
     }
   }
   return out;
+}
+
+}  // namespace
+
+Prediction Predict(const Plan& p, const DeviceSpec& d, const HostSpec& host, int batch) {
+  return Roofline(p, d, host, batch, false);
+}
+
+Prediction PredictPrefill(const Plan& p, const DeviceSpec& d, const HostSpec& host, int tokens_per_step) {
+  return Roofline(p, d, host, tokens_per_step, tokens_per_step > backend::kMatVecMaxTokens);
 }
 
 }  // namespace ferry::plan

@@ -187,4 +187,14 @@ inline constexpr double kUnitOverheadS = 45e-6;
 // Attention over the cache is not modelled (small at short contexts).
 Prediction Predict(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int batch);
 
+// The same for prefill: steps of `tokens_per_step` prompt tokens. Above
+// kMatVecMaxTokens the device decodes each weight chunk to an f32 tile that
+// cuBLAS multiplies in TF32: each parameter costs its stored bytes plus
+// kTileBytesPerParam of tile traffic (written, then read), at the full
+// device bandwidth, against half the profile's (bf16) matrix rate. The
+// H200 run of 2026-11-26: 8B q8_0 all resident, 128 prompt tokens in steps
+// of 64, 2172 tok/s; this model says 3030 at its 3466 GB/s (0.72x).
+inline constexpr double kTileBytesPerParam = 8.0;
+Prediction PredictPrefill(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int tokens_per_step);
+
 }  // namespace ferry::plan
