@@ -8,7 +8,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <random>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/arena.h"
@@ -289,6 +291,63 @@ TEST(Executor, HoldsExactlyWhatThePlannerNamed) {
 // A popular model's plan for a 5 or 8 GiB card, and the same placement of
 // a tiny model with the same architecture, layer count and type mix on a
 // sim device capped at that tiny plan's total: it loads and runs.
+// Resident set size of the process's mapping that holds `bytes` (from
+// /proc/self/smaps), 0 if it cannot be read.
+uint64_t MappedRss(std::span<const uint8_t> bytes) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  const auto at = reinterpret_cast<uintptr_t>(bytes.data());
+  while (std::getline(smaps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+      inside = lo <= at && at < hi;
+      continue;
+    }
+    if (inside && line.rfind("Rss:", 0) == 0) return std::stoull(line.substr(4)) * 1024;
+  }
+  return 0;
+}
+
+// Streamed weights are held once in host memory: packed as they sit in a
+// slot into memory from AllocateHost (page-locked on a GPU), at most 1.1x
+// the streamed units' bytes, and the file mapping's pages of what was
+// packed are dropped.
+TEST(Executor, HoldsStreamedWeightsOnceInHostMemory) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0, 6));
+  const std::string path = ::testing::TempDir() + "/streamed_once.gguf";
+  std::ofstream(path, std::ios::binary) << b.bytes;
+  auto m = model::LoadModel(path);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const std::span<const uint8_t> file = (*m)->file->bytes();
+  volatile uint8_t sink = 0;  // read every page, so the mapping is resident
+  for (size_t i = 0; i < file.size(); i += 4096) sink = sink + file[i];
+  const uint64_t before = MappedRss(file);
+  ASSERT_GT(before, file.size() / 2) << "the mapping should be resident after reading it";
+
+  std::unique_ptr<backend::SimDevice> sim = Sim();
+  auto e = exec::Executor::Create(**m, sim.get(), Options(true, 1, 2));
+  ASSERT_TRUE(e.ok()) << e.status();
+  const int L = (*m)->config.n_layer;
+  uint64_t streamed = 0, streamed_matrices = 0;
+  for (int l = 0; l < L; ++l) {
+    if (plan::LayerResident(l, L, 1)) continue;
+    const model::LayerWeights& w = (*m)->weights.layers[l];
+    for (const model::Matrix* x : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down}) {
+      streamed_matrices += x->bytes;
+    }
+    for (const std::vector<float>* v : {&w.attn_norm, &w.ffn_norm}) streamed += v->size() * sizeof(float);
+  }
+  streamed += streamed_matrices;
+  const uint64_t packed = (*e)->load_times().packed_bytes;
+  EXPECT_GE(packed, streamed);
+  EXPECT_LE(packed, streamed + streamed / 10);
+  const uint64_t after = MappedRss(file);
+  EXPECT_LE(after + streamed_matrices * 9 / 10, before) << "before " << before << ", after " << after;
+}
+
 TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
   int streamed_plans = 0;
   for (const char* preset : {"llama3.1-8b", "qwen2.5-7b", "gemma2-27b"}) {
