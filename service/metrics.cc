@@ -83,6 +83,9 @@ class Metrics::Impl : public prometheus::Collectable {
     stream_copy_ = &counter("ferry_stream_copy_seconds_total", "Time the copy engine spent moving streamed layers").Add({});
     stream_wait_ =
         &counter("ferry_stream_wait_seconds_total", "Time compute stood waiting for a streamed layer's copy").Add({});
+    compute_ = &counter("ferry_compute_seconds_total",
+                        "Time the device spent computing steps (kernels; on the cpu device, the step's wall time)")
+                    .Add({});
     stream_bw_ = &gauge("ferry_stream_bandwidth_bytes_per_second",
                         "Host-to-device bandwidth achieved while copying, over the last 32 steps")
                       .Add({});
@@ -167,7 +170,9 @@ class Metrics::Impl : public prometheus::Collectable {
     const double bytes = static_cast<double>(c.bytes_streamed - last_.bytes_streamed);
     const double copy = c.copy_busy_s - last_.copy_busy_s;
     const double wait = c.compute_wait_s - last_.compute_wait_s;
+    const double compute = c.compute_s - last_.compute_s;
     last_ = c;
+    if (compute > 0) compute_->Increment(compute);
     if (bytes <= 0) return;
     stream_bytes_->Increment(bytes);
     if (copy > 0) stream_copy_->Increment(copy);
@@ -216,7 +221,7 @@ class Metrics::Impl : public prometheus::Collectable {
   std::function<runtime::RuntimeStats()> stats_;
   Gauge *gpu_total_, *gpu_used_, *pinned_, *kv_usage_, *stream_bw_, *overlap_, *running_, *waiting_;
   std::map<std::string, Gauge*> planned_, layers_;
-  Counter *stream_bytes_, *stream_copy_, *stream_wait_, *prompt_tokens_, *gen_tokens_;
+  Counter *stream_bytes_, *stream_copy_, *stream_wait_, *compute_, *prompt_tokens_, *gen_tokens_;
   std::map<std::string, Counter*> requests_;
   std::array<Counter*, 8> finish_{};
   Histogram *transfer_, *batch_, *ttft_, *tpot_, *duration_, *queue_;

@@ -218,6 +218,8 @@ def main():
                 failures.append(f"the placement is not the one asked for: {info}")
             if not (prom.value("ferry_stream_bytes_total") or 0) > 0:
                 failures.append("no streamed bytes counted")
+            if not (prom.value("ferry_compute_seconds_total") or 0) > 0:
+                failures.append("no compute time counted")
 
             # promtool on a scrape after real traffic.
             final = http_get(metrics_url + "/metrics")[1]
