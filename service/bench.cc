@@ -47,11 +47,12 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
   row.resident_layers = fwd->resident_layers();
   row.head_resident = fwd->head_resident();
   row.gpu_fraction = p->has_value() ? (*p)->gpu_fraction() : 1.0;
-  std::vector<float> logits(static_cast<size_t>(batch) * vocab);
   std::vector<exec::BatchToken> tokens;
   // Touch every weight once before timing (the file is mapped lazily).
+  // Logits land in the executor's buffer (page-locked on a GPU), as the
+  // server's runtime takes them.
   const exec::BatchToken warm{1, 0, 0, true};
-  FERRY_RETURN_IF_ERROR(fwd->Forward({&warm, 1}, logits));
+  FERRY_RETURN_IF_ERROR(fwd->Forward({&warm, 1}).status());
   for (int rep = 0; rep < o.repetitions; ++rep) {
     // Prefill: every sequence's prompt, in steps of at most max_batch tokens.
     tokens.clear();
@@ -63,7 +64,7 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
     const absl::Time t0 = absl::Now();
     for (size_t begin = 0; begin < tokens.size(); begin += fwd->max_batch()) {
       const size_t n = std::min<size_t>(fwd->max_batch(), tokens.size() - begin);
-      FERRY_RETURN_IF_ERROR(fwd->Forward(std::span(tokens).subspan(begin, n), logits));
+      FERRY_RETURN_IF_ERROR(fwd->Forward(std::span(tokens).subspan(begin, n)).status());
     }
     const double prefill = absl::ToDoubleSeconds(absl::Now() - t0);
     // Decode: one token per sequence per step.
@@ -73,7 +74,7 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
     for (int g = 0; g < o.gen_tokens; ++g) {
       tokens.clear();
       for (int s = 0; s < batch; ++s) tokens.push_back({static_cast<int32_t>(rng() % vocab), s, o.prompt_tokens + g, true});
-      FERRY_RETURN_IF_ERROR(fwd->Forward(tokens, logits));
+      FERRY_RETURN_IF_ERROR(fwd->Forward(tokens).status());
     }
     const double decode = absl::ToDoubleSeconds(absl::Now() - t1);
     const exec::StreamStats& after = fwd->stats();

@@ -521,6 +521,47 @@ TEST_P(CudaPlacement, GraphReplaysGiveTheKernelByKernelLogits) {
   }
 }
 
+// Logits copied straight into the executor's page-locked buffer
+// (Forward(batch), as the server takes them) equal those that go through
+// the bounce buffer into pageable memory, also past its n_seq rows.
+TEST(CudaExecutor, LogitsInItsPageLockedBufferAreTheSame) {
+  FERRY_REQUIRE_CUDA(probe);
+  probe.reset();
+  const Built b = testing::BuildInMemory(testing::Tiny("llama", TensorType::kQ8_0));
+  const int V = b.model->config.n_vocab;
+  exec::ForwardOptions o{.max_batch = 16, .n_seq = 2, .n_ctx = 32, .threads = 2};
+  o.placement = {true, 1, 2};
+  auto dev = backend::OpenDevice("cuda:0,mem=1GiB", 0);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  auto into = exec::Executor::Create(*b.model, dev->get(), o);
+  ASSERT_TRUE(into.ok()) << into.status();
+  std::vector<std::vector<float>> want;
+  auto steps = [&](auto&& run) {
+    std::vector<exec::BatchToken> batch;
+    for (int p = 0; p < 5; ++p) batch.push_back({(p * 37) % V, 0, p, true});
+    for (int step = 0; step < 3; ++step) {
+      run(batch);
+      batch = {{(step * 11) % V, 0, 5 + step, true}, {(step * 13) % V, 1, step, true}};
+    }
+  };
+  steps([&](const std::vector<exec::BatchToken>& batch) {
+    want.emplace_back(batch.size() * V);
+    ASSERT_TRUE((*into)->Forward(batch, want.back()).ok());
+  });
+  into->reset();
+  auto own = exec::Executor::Create(*b.model, dev->get(), o);
+  ASSERT_TRUE(own.ok()) << own.status();
+  size_t i = 0;
+  steps([&](const std::vector<exec::BatchToken>& batch) {
+    absl::StatusOr<std::span<float>> got = (*own)->Forward(batch);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), want[i].size());
+    EXPECT_EQ(std::memcmp(got->data(), want[i].data(), want[i].size() * sizeof(float)), 0) << "step " << i;
+    ++i;
+  });
+  ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
+}
+
 // The golden text end to end through the CLI on the GPU.
 TEST(CudaGolden, Stories260KGreedyFromBos) {
   FERRY_REQUIRE_CUDA(probe);

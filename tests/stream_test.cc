@@ -348,6 +348,31 @@ TEST(Executor, HoldsStreamedWeightsOnceInHostMemory) {
   EXPECT_LE(after + streamed_matrices * 9 / 10, before) << "before " << before << ", after " << after;
 }
 
+// Forward(batch) gives the logits Forward(batch, logits) writes, in the
+// executor's own buffer (from AllocateHost), also for a step that wants
+// more rows than it holds (n_seq).
+TEST(Executor, LogitsInItsOwnBufferAreTheSame) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0));
+  const int V = b.model->config.n_vocab;
+  std::unique_ptr<backend::SimDevice> sim[2] = {Sim(), Sim()};
+  auto into = exec::Executor::Create(*b.model, sim[0].get(), Options(true, 1, 2));
+  auto own = exec::Executor::Create(*b.model, sim[1].get(), Options(true, 1, 2));
+  ASSERT_TRUE(into.ok() && own.ok());
+  // A prompt step with a logits row for each of 5 tokens (n_seq is 2), then decode steps.
+  std::vector<exec::BatchToken> batch;
+  for (int p = 0; p < 5; ++p) batch.push_back({(p * 37) % V, 0, p, true});
+  for (int step = 0; step < 3; ++step) {
+    SCOPED_TRACE(absl::StrCat("step ", step));
+    std::vector<float> want(batch.size() * V);
+    ASSERT_TRUE((*into)->Forward(batch, want).ok());
+    absl::StatusOr<std::span<float>> got = (*own)->Forward(batch);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), want.size());
+    EXPECT_EQ(std::memcmp(got->data(), want.data(), want.size() * sizeof(float)), 0);
+    batch = {{(step * 11) % V, 0, 5 + step, true}, {(step * 13) % V, 1, step, true}};
+  }
+}
+
 TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
   int streamed_plans = 0;
   for (const char* preset : {"llama3.1-8b", "qwen2.5-7b", "gemma2-27b"}) {

@@ -402,6 +402,9 @@ absl::Status Executor::Init() {
   FERRY_RETURN_IF_ERROR(d.RegisterHost(embd_host_.data(), embd_host_.size() * sizeof(float)));
   tokens_.reserve(options_.max_batch);
   logit_rows_.reserve(options_.max_batch);
+  FERRY_ASSIGN_OR_RETURN(logits_out_, backend::HostBuffer::Make(d, static_cast<uint64_t>(options_.n_seq) * c.n_vocab *
+                                                                        sizeof(float),
+                                                                "the logits"));
 
   // The copy queue starts ring_depth units ahead of the first step.
   for (int u = 0; u < ring_depth_; ++u) EnqueueUpload(u);
@@ -578,6 +581,19 @@ absl::Status Executor::Forward(std::span<const BatchToken> batch, std::span<floa
   stats_.compute_s += after.compute_s - before.compute_s;
   stats_.compute_wait_s += after.compute_wait_s - before.compute_wait_s;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::span<float>> Executor::Forward(std::span<const BatchToken> batch) {
+  size_t rows = 0;
+  for (const BatchToken& t : batch) rows += t.logits;
+  const size_t floats = rows * static_cast<size_t>(config_.n_vocab);
+  std::span<float> out(logits_out_.floats(), floats);
+  if (floats * sizeof(float) > logits_out_.size()) {
+    logits_overflow_.resize(floats);
+    out = std::span<float>(logits_overflow_);
+  }
+  FERRY_RETURN_IF_ERROR(Forward(batch, out));
+  return out;
 }
 
 std::string Executor::PlacementSummary() const {

@@ -84,6 +84,10 @@ class Executor {
   // logits = true, in batch order. Tokens of one sequence must come in
   // position order, and a token's earlier positions must already be cached.
   absl::Status Forward(std::span<const BatchToken> batch, std::span<float> logits);
+  // The same, with the logits in a buffer of the executor's, valid until
+  // the next step: memory from the device's AllocateHost (page-locked on a
+  // GPU, where they then land without a host copy) for up to n_seq rows.
+  absl::StatusOr<std::span<float>> Forward(std::span<const BatchToken> batch);
 
   const model::ModelConfig& config() const { return config_; }
   int n_ctx() const { return n_ctx_; }
@@ -181,6 +185,8 @@ class Executor {
   backend::PageVector<float> embd_host_;     // (max_batch, n_embd): rows gathered on the host
   std::vector<backend::TokenPos> tokens_;
   std::vector<int32_t> logit_rows_;
+  backend::HostBuffer logits_out_;      // n_seq rows of logits (Forward(batch))
+  std::vector<float> logits_overflow_;  // a step that wants more rows
   std::vector<float> inv_freq_;      // rope: one frequency per rotated pair
   backend::RopeParams rope_;
   DeviceUsage usage_;

@@ -76,7 +76,6 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(exec::Executor* executo
   r->slot_session_.resize(slots);
   r->batch_.reserve(executor->max_batch());
   r->batch_seq_.reserve(executor->max_batch());
-  r->logits_.resize(static_cast<size_t>(executor->max_batch()) * executor->config().n_vocab);
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
   return r;
 }
@@ -311,8 +310,9 @@ bool Runtime::Step() {
 
   const int n_vocab = executor_->config().n_vocab;
   const absl::Time t0 = absl::Now();
-  const absl::Status status =
-      executor_->Forward(batch_, std::span<float>(logits_.data(), batch_seq_.size() * static_cast<size_t>(n_vocab)));
+  // The logits land in the executor's page-locked buffer (no host copy).
+  const absl::StatusOr<std::span<float>> out = executor_->Forward(batch_);
+  const absl::Status status = out.status();
   info.seconds = absl::ToDoubleSeconds(absl::Now() - t0);
   steps_.fetch_add(1, std::memory_order_relaxed);
   prompt_tokens_.fetch_add(info.prefill_tokens, std::memory_order_relaxed);
@@ -334,7 +334,7 @@ bool Runtime::Step() {
   const uint64_t generated_before = generated_tokens_.load(std::memory_order_relaxed);
   for (size_t row = 0; row < batch_seq_.size(); ++row) {
     Sequence& s = *batch_seq_[row];
-    const std::span<float> logits(logits_.data() + row * static_cast<size_t>(n_vocab), n_vocab);
+    const std::span<float> logits = out->subspan(row * static_cast<size_t>(n_vocab), n_vocab);
     const text::Sampled t = s.sampler.Sample(logits, s.tokens);
     Emit(s, t);
   }

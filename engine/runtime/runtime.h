@@ -178,7 +178,6 @@ class Runtime {
   std::vector<std::string> slot_session_;
   std::vector<exec::BatchToken> batch_;
   std::vector<Sequence*> batch_seq_;                // the sequence of each logits row
-  std::vector<float> logits_;
 
   std::atomic<int> n_running_{0}, n_waiting_{0}, kv_used_{0};
   std::atomic<uint64_t> steps_{0}, prompt_tokens_{0}, generated_tokens_{0}, finished_{0};

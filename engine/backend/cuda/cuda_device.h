@@ -169,7 +169,8 @@ class CudaDevice : public Device {
   double h2d_gbps_ = 0, d2d_gbps_ = 0;
   uint8_t* base_ = nullptr;
   Arena arena_{0};
-  mutable std::mutex mu_;  // arena_, fault_
+  mutable std::mutex mu_;  // arena_, fault_, allocated_host_
+  HostRanges<> allocated_host_;  // from AllocateHost: device-to-host copies land there directly
   mutable std::string fault_;
   cudaStream_t compute_ = nullptr, copy_ = nullptr;
   const cuda::Blas* lib_ = nullptr;  // cuBLAS when found (blas.h)
