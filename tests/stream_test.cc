@@ -112,9 +112,13 @@ TEST(SimDevice, CopyQueueReadsOnlyPageLockedHostMemory) {
   std::vector<uint8_t> pageable(4096, 1);
   dev.CopyToDevice(backend::Queue::kCompute, dst, pageable.data(), 4096);  // the compute queue may
   EXPECT_TRUE(dev.health().ok()) << dev.health();
-  dev.CopyToDevice(backend::Queue::kCopy, dst, pinned->bytes() + 100, 4096);  // runs past the range's end
+  // Runs past a registered range's end (into valid, unregistered memory).
+  backend::PageVector<uint8_t> pages(3 * 4096, 2);
+  ASSERT_TRUE(dev.RegisterHost(pages.data(), 4096).ok());
+  dev.CopyToDevice(backend::Queue::kCopy, dst, pages.data() + 100, 4096);
   dev.SynchronizeAll();
   EXPECT_THAT(std::string(dev.health().message()), HasSubstr("reads pageable host memory"));
+  dev.UnregisterHost(pages.data());
   auto fresh = backend::SimDevice::Create({.memory_bytes = 8 << 20, .h2d_gbps = 100}, 1);
   ASSERT_TRUE(fresh.ok());
   void* dst2 = *(*fresh)->Allocate(4096, "slot");
