@@ -6,8 +6,11 @@
 #                                 runtime linked statically) and put them,
 #                                 with the shared libraries ldd names that a
 #                                 bare machine lacks, in DIR (default
-#                                 build/gpu-carry, well under 64 MiB)
-#   tests/gpu/run.sh [DIR]        on the GPU machine: the decode-kernel
+#                                 build/gpu-carry, ~58 MB) and DIR.tgz
+#                                 (~19 MB: carry this one, the device
+#                                 tool's limit is 64 MiB)
+#   tests/gpu/run.sh [DIR|DIR.tgz] on the GPU machine (a .tgz is unpacked
+#                                 into a temporary folder first): the decode-kernel
 #                                 bandwidth per quant type, the CUDA test
 #                                 suite, the streaming benchmark of an
 #                                 8B-shaped model under an 8 GiB budget at
@@ -44,11 +47,19 @@ if [[ "${1:-}" == pack ]]; then
     mkdir -p "$out/models"
     cp "$root"/../shared/models/*.gguf "$out/models/"
   fi
-  du -sh "$out"
+  tar -czf "$out.tgz" -C "$out" .
+  du -sh "$out" "$out.tgz"
   exit 0
 fi
 
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 bin="${1:-$root/build/gpu-carry}"
+if [[ -f "$bin" && "$bin" == *.tgz ]]; then
+  mkdir -p "$work/carry"
+  tar -xzf "$bin" -C "$work/carry" || { echo "run.sh: cannot unpack $bin" >&2; exit 1; }
+  bin="$work/carry"
+fi
 export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export FERRY_BINARY="$bin/ferry"
 [[ -d "$bin/models" ]] && export FERRY_SHARED_MODELS="$bin/models"
@@ -58,8 +69,6 @@ for f in ferry cuda_test cuda_kernel_bench; do
     exit 1
   fi
 done
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
 start=$SECONDS
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader
