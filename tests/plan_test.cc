@@ -164,7 +164,8 @@ TEST(Planner, ResidentDecodeAtTheKernelsMeasuredEfficiency) {
 // its stored bytes plus the f32 tile's traffic at the full bandwidth (not
 // the decode kernels' share), against the TF32 rate (half the profile's);
 // steps of up to kMatVecMaxTokens are decode products. The CPU side is the
-// same roofline at 64 tokens a step.
+// same roofline at 64 tokens a step. Decode steps of many tokens meet the
+// decode kernels' operation rate instead.
 TEST(Planner, PrefillRooflineThroughTheTile) {
   const Header q8 = Make("llama3.1-8b", model::Mix::kUniform, quant::TensorType::kQ8_0);
   const DeviceSpec card{"big card", 80 * kGiB, 0, 50.0, 10.0, 1000.0, 100.0};
@@ -183,6 +184,10 @@ TEST(Planner, PrefillRooflineThroughTheTile) {
   EXPECT_GT(pf.tokens_per_s, Predict(*a, card, {}, 1).tokens_per_s);
   // At most kMatVecMaxTokens tokens a step: the decode products.
   EXPECT_DOUBLE_EQ(PredictPrefill(*a, card, {}, 8).compute_s, Predict(*a, card, {}, 8).compute_s);
+  // Decode products of many tokens are bound by the kernels' integer
+  // rate, not the bytes (32 tokens: 2 x params x 32 / kDecodeOpsPerS).
+  const Prediction d32 = Predict(*a, card, {}, 32);
+  EXPECT_NEAR(d32.compute_s, 2.0 * params * 32 / kDecodeOpsPerS + overhead, 0.02 * d32.compute_s);
 }
 
 TEST(Planner, KvCacheOfLlama31_8B) {

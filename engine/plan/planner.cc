@@ -304,7 +304,8 @@ namespace {
 Prediction Roofline(const Plan& p, const DeviceSpec& d, const HostSpec& host, int batch, bool gemm) {
   Prediction out;
   out.batch = batch;
-  const double flops = d.tflops * 1e12 * (gemm ? 0.5 : 1.0), hbm = d.memory_gbps * 1e9, h2d = d.h2d_gbps * 1e9;
+  const double flops = gemm ? d.tflops * 1e12 * 0.5 : std::min(d.tflops * 1e12, kDecodeOpsPerS);
+  const double hbm = d.memory_gbps * 1e9, h2d = d.h2d_gbps * 1e9;
   const double cpu_bw = host.memory_gbps * 1e9, cpu_flops = host.gflops * 1e9;
   double compute = 0, copy = 0, cpu = 0;
   auto unit = [&](uint64_t device_bytes, double kernel_bytes, uint64_t file_bytes, uint64_t params, bool resident) {

@@ -179,6 +179,15 @@ double KernelEfficiency(quant::TensorType type);
 // 3.12 ms; 1.48 ms over 33 units.
 inline constexpr double kUnitOverheadS = 45e-6;
 
+// What the decode products compute per second at most (2 operations a
+// parameter and token): each weight is dotted with every token's int8
+// activations, so at a few tokens a step the kernels stop being bound by
+// memory. Measured on the H200 (2026-11-26): the same model all resident at
+// batch 8 took 8.43 ms of kernels a step, 6.94 ms beyond the per-unit
+// overhead, for 8 x 2 x 8.0e9 operations: 18.5e12 a second. Capped by the
+// profile's own matrix rate.
+inline constexpr double kDecodeOpsPerS = 18.5e12;
+
 // Roofline per unit (layer or head): time = max(kernel bytes / bandwidth,
 // 2 x params x batch / flops), kernel bytes being the device bytes over
 // KernelEfficiency; streamed units also need bytes / h2d + latency
