@@ -64,6 +64,8 @@ TEST(CudaOptions, ParsesIndexMemoryAndPoison) {
   EXPECT_TRUE(backend::ParseCudaOptions("").value().graphs);
   EXPECT_FALSE(backend::ParseCudaOptions("graphs=0").value().graphs);
   EXPECT_FALSE(backend::ParseCudaOptions("graphs=no").ok());
+  EXPECT_TRUE(backend::ParseCudaOptions("").value().fuse);
+  EXPECT_FALSE(backend::ParseCudaOptions("fuse=0").value().fuse);
 }
 
 // Without a GPU (or without CUDA in the build) opening one is a clear
@@ -269,6 +271,61 @@ TEST_P(CudaMatVecInt8, SharedAndGatedLaunchesEqualSeparateProducts) {
       dev.MatMul(w[0], on.Put(x2), cols, n, fresh, rows[0]);
       EXPECT_EQ(NormalizedError(on.Get(again, n * rows[0]), on.Get(fresh, n * rows[0])), 0.0);
     }
+  }
+}
+
+// The other fused launches (the default; fuse=0 turns them off) give the
+// separate ops' results bit for bit: RMSNorm that also quantizes for the
+// next int8 product (the product that then skips its quantize kernel
+// equals one that quantizes), the residual add inside the product
+// (MatMulAdd), rope of q and k in one launch (RopeQK).
+TEST_P(CudaMatVecInt8, FusedNormRopeAndResidualAddEqualSeparateOps) {
+  // Two devices at once: each takes 1 GiB, not all that is free.
+  auto fused_dev = backend::OpenDevice("cuda:0,mem=1GiB", 0);
+  if (!fused_dev.ok()) GTEST_SKIP() << "no GPU to run on: " << fused_dev.status().message();
+  auto plain_dev = backend::OpenDevice("cuda:0,mem=1GiB,fuse=0", 0);
+  ASSERT_TRUE(plain_dev.ok()) << plain_dev.status();
+  const TensorType type = GetParam();
+  const int64_t rows = 512, cols = 512;  // square: the residual stream is as wide as the product
+  const QuantMatrix m = MakeMatrix(type, rows, cols);
+  const std::vector<float> norm_w = Random(cols, 3);
+  std::vector<float> inv_freq(32);
+  for (int i = 0; i < 32; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / 64);
+  const backend::RopeParams rope{inv_freq.data(), 64, false, 64};
+  for (int n : {1, 3, 8}) {
+    SCOPED_TRACE(absl::StrCat(n, " tokens"));
+    std::vector<backend::TokenPos> tokens;
+    for (int t = 0; t < n; ++t) tokens.push_back({0, 5 + 7 * t});
+    const std::vector<float> x = Random(n * cols, 11 + n), acc = Random(n * rows, 21 + n);
+    const std::vector<float> q = Random(n * 4 * 64, 31 + n), k = Random(n * 2 * 64, 41 + n);
+    std::vector<float> got[2][4];
+    backend::Device* devs[2] = {fused_dev->get(), plain_dev->get()};
+    for (int i = 0; i < 2; ++i) {
+      backend::Device& dev = *devs[i];
+      ASSERT_TRUE(dev.ReserveKernelScratch(rows, cols, 32).ok());
+      OnDevice on{dev, {}};
+      const model::Matrix w{on.Put(m.packed), type, cols, rows, m.packed.size(), "w"};
+      float* xd = on.Put(x);
+      float* xn = on.Put(std::vector<float>(n * cols, NAN));
+      float* y = on.Put(std::vector<float>(n * rows, NAN));
+      dev.RmsNorm(xd, n, cols, on.Put(norm_w), 1e-5f, xn);
+      dev.MatMul(w, xn, cols, n, y, rows);  // fused: reads the int8 blocks the norm wrote
+      float* accd = on.Put(acc);
+      dev.MatMulAdd(w, xd, cols, n, on.Put(std::vector<float>(n * rows, NAN)), accd, rows);
+      float* qd = on.Put(q);
+      float* kd = on.Put(k);
+      dev.RopeQK(qd, 4, kd, 2, n, tokens, rope);
+      ASSERT_TRUE(dev.health().ok()) << dev.health();
+      got[i][0] = on.Get(xn, n * cols);
+      got[i][1] = on.Get(y, n * rows);
+      got[i][2] = on.Get(accd, n * rows);
+      got[i][3] = on.Get(qd, q.size());
+      std::vector<float> kk = on.Get(kd, k.size());
+      got[i][3].insert(got[i][3].end(), kk.begin(), kk.end());
+      dev.ReleaseKernelScratch();
+    }
+    const char* what[4] = {"rmsnorm", "product of the normed x", "residual add", "rope q and k"};
+    for (int j = 0; j < 4; ++j) EXPECT_EQ(NormalizedError(got[0][j], got[1][j]), 0.0) << what[j];
   }
 }
 
@@ -483,6 +540,14 @@ TEST_P(CudaPlacement, Int8MatvecWithinTheInt8BoundsAndPlacementFree) {
   EXPECT_LE(max_err, 0.15);
   EXPECT_LE(nmse, 1e-3);
   EXPECT_EQ(NormalizedError(runs[1], runs[0]), 0.0) << "1 layer resident vs all";
+  // One launch per op (fuse=0): the same sums; the gating computed in
+  // another kernel may round differently in the last bit.
+  auto dev = backend::OpenDevice("cuda:0,mem=1GiB,fuse=0", 0);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  o.placement = {true, L, 2};
+  const std::vector<float> unfused = testing::RunSteps(*b.model, dev->get(), o, kLongPrompt);
+  ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
+  EXPECT_LE(NormalizedError(unfused, runs[0]), 1e-5) << "fuse=0 vs the fused launches";
 }
 
 // Decode steps replayed from CUDA graphs (the default) give the logits of

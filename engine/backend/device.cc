@@ -31,6 +31,18 @@ void Device::GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w_up,
   GatedActivation(gate, up, static_cast<int64_t>(n_tokens) * stride, act);
 }
 
+void Device::MatMulAdd(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* scratch,
+                       float* acc, int64_t stride) {
+  MatMul(w, x, x_stride, n_tokens, scratch, stride);
+  Add(acc, scratch, static_cast<int64_t>(n_tokens) * stride);
+}
+
+void Device::RopeQK(float* q, int n_head, float* k, int n_head_kv, int n_rows, std::span<const TokenPos> tokens,
+                    const RopeParams& rope) {
+  Rope(q, n_rows, n_head, tokens, rope);
+  Rope(k, n_rows, n_head_kv, tokens, rope);
+}
+
 absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec, int threads) {
   if (spec == "cpu") return std::unique_ptr<Device>(new CpuDevice(threads));
   absl::string_view rest = spec;

@@ -195,6 +195,15 @@ class Device {
   // written). Default: two MatMuls into gate and up, then GatedActivation.
   virtual void GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w_up, const float* x, int64_t x_stride,
                            int n_tokens, float* gate, float* up, int64_t stride, model::Activation act);
+  // acc += w x for n_tokens rows of `stride` floats (the residual add),
+  // where a device may add in the product's own launch. Default: MatMul
+  // into `scratch` (same shape), then Add.
+  virtual void MatMulAdd(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* scratch,
+                         float* acc, int64_t stride);
+  // Rope of q (n_head heads a row) and k (n_head_kv) in one pass where a
+  // device can. Default: a Rope each.
+  virtual void RopeQK(float* q, int n_head, float* k, int n_head_kv, int n_rows, std::span<const TokenPos> tokens,
+                      const RopeParams& rope);
   // out[r] = x[r] / rms(x[r]) * weight for n_rows rows of `width` (in place allowed).
   virtual void RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) = 0;
   virtual void Add(float* x, const float* y, int64_t n) = 0;  // x += y

@@ -461,20 +461,27 @@ void Executor::Layer(int l, const DeviceLayer& L, int n) {
     d.AddRowBias(k, n, c.kv_dim(), L.bk);
     d.AddRowBias(v, n, c.v_dim(), L.bv);
   }
-  d.Rope(q, n, c.n_head, tokens, rope_);
-  d.Rope(k, n, c.n_head_kv, tokens, rope_);
+  d.RopeQK(q, c.n_head, k, c.n_head_kv, n, tokens, rope_);
   d.StoreKv(kv_[l], k, v, tokens);
   const backend::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim, c.query_scale, c.attn_softcap,
                                       c.LayerIsSliding(l) ? c.sliding_window : 0};
   d.Attention(q, kv_[l], tokens, shape, scores_.floats(), attn);
-  d.MatMul(L.wo, attn, c.q_dim(), n, out, E);
-  if (c.post_norms) d.RmsNorm(out, n, E, L.post_attn_norm, c.norm_eps, out);
-  d.Add(x, out, static_cast<int64_t>(n) * E);
+  if (c.post_norms) {
+    d.MatMul(L.wo, attn, c.q_dim(), n, out, E);
+    d.RmsNorm(out, n, E, L.post_attn_norm, c.norm_eps, out);
+    d.Add(x, out, static_cast<int64_t>(n) * E);
+  } else {
+    d.MatMulAdd(L.wo, attn, c.q_dim(), n, out, x, E);
+  }
   d.RmsNorm(x, n, E, L.ffn_norm, c.norm_eps, xn);
   d.GatedMatMul(L.w_gate, L.w_up, xn, E, n, gate, up, c.n_ff, c.activation);
-  d.MatMul(L.w_down, gate, c.n_ff, n, out, E);
-  if (c.post_norms) d.RmsNorm(out, n, E, L.post_ffn_norm, c.norm_eps, out);
-  d.Add(x, out, static_cast<int64_t>(n) * E);
+  if (c.post_norms) {
+    d.MatMul(L.w_down, gate, c.n_ff, n, out, E);
+    d.RmsNorm(out, n, E, L.post_ffn_norm, c.norm_eps, out);
+    d.Add(x, out, static_cast<int64_t>(n) * E);
+  } else {
+    d.MatMulAdd(L.w_down, gate, c.n_ff, n, out, x, E);
+  }
 }
 
 void Executor::Unit(int u, const DeviceLayer& view, int n, int m) {

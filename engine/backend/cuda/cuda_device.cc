@@ -678,12 +678,15 @@ void CudaDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride
   }
 }
 
+bool CudaDevice::Int8Fits(int n_rows, int64_t width) const {
+  return options_.int8 && int8_.q != nullptr && n_rows > 0 && n_rows <= kMatVecMaxTokens && width % 32 == 0 &&
+         static_cast<int64_t>(n_rows) * width <= int8_values_;
+}
+
 bool CudaDevice::Int8Takes(std::span<const model::Matrix* const> ws, int n_tokens) const {
-  if (!options_.int8 || int8_.q == nullptr || ws.empty() || n_tokens <= 0 || n_tokens > kMatVecMaxTokens) return false;
+  if (ws.empty() || !Int8Fits(n_tokens, ws[0]->cols)) return false;
   const model::Matrix& a = *ws[0];
-  if (!cuda::MatVecInt8Supports(a.type) || a.cols % 32 != 0 || static_cast<int64_t>(n_tokens) * a.cols > int8_values_) {
-    return false;
-  }
+  if (!cuda::MatVecInt8Supports(a.type)) return false;
   for (const model::Matrix* w : ws) {
     if (w->type != a.type || w->cols != a.cols || w->data == nullptr) return false;
   }
@@ -708,7 +711,7 @@ void CudaDevice::MatMulShared(std::span<const MatMulOut> outs, const float* x, i
   if (Faulted()) return;
   const model::Matrix* ws[3] = {};
   for (size_t i = 0; i < outs.size() && i < 3; ++i) ws[i] = outs[i].w;
-  if (outs.size() < 2 || outs.size() > 3 || !Int8Takes({ws, outs.size()}, n_tokens)) {
+  if (!options_.fuse || outs.size() < 2 || outs.size() > 3 || !Int8Takes({ws, outs.size()}, n_tokens)) {
     Device::MatMulShared(outs, x, x_stride, n_tokens);
     return;
   }
@@ -723,7 +726,7 @@ void CudaDevice::GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w
                              int n_tokens, float* gate, float* up, int64_t stride, model::Activation act) {
   if (Faulted()) return;
   const model::Matrix* ws[2] = {&w_gate, &w_up};
-  if (w_gate.rows != w_up.rows || !Int8Takes(ws, n_tokens)) {
+  if (!options_.fuse || w_gate.rows != w_up.rows || !Int8Takes(ws, n_tokens)) {
     Device::GatedMatMul(w_gate, w_up, x, x_stride, n_tokens, gate, up, stride, act);
     return;
   }
@@ -735,10 +738,48 @@ void CudaDevice::GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w
                  "int8 gated matvec");
 }
 
+void CudaDevice::MatMulAdd(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* scratch,
+                           float* acc, int64_t stride) {
+  if (Faulted()) return;
+  const model::Matrix* ws[1] = {&w};
+  if (!options_.fuse || w.rows > stride || !Int8Takes(ws, n_tokens) ||
+      Overlap(x, (n_tokens - 1) * x_stride + w.cols, acc, (n_tokens - 1) * stride + w.rows)) {
+    Device::MatMulAdd(w, x, x_stride, n_tokens, scratch, acc, stride);
+    return;
+  }
+  cuda::Int8Rows rows;
+  rows.part[0] = {w.data, w.rows, static_cast<int64_t>(w.row_bytes()), acc, stride};
+  rows.count = 1;
+  rows.accumulate = true;
+  LaunchInt8Rows(rows, w.type, x, x_stride, w.cols, n_tokens, -1, "int8 matvec (residual add)");
+}
+
+void CudaDevice::RopeQK(float* q, int n_head, float* k, int n_head_kv, int n_rows, std::span<const TokenPos> tokens,
+                        const RopeParams& rope) {
+  if (Faulted()) return;
+  if (!options_.fuse) {
+    Device::RopeQK(q, n_head, k, n_head_kv, n_rows, tokens, rope);
+    return;
+  }
+  BeginCompute();
+  const void* t = UploadTokens(tokens.first(n_rows));
+  const float* f = UploadRope(rope);
+  if (t == nullptr || f == nullptr) return;
+  Launched(cuda::LaunchRopePair(q, n_head, k, n_head_kv, n_rows, rope.head_dim, static_cast<const int2*>(t), f,
+                                rope.dims, rope.neox, compute_),
+           "rope (q and k)");
+}
+
 void CudaDevice::RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) {
   if (Faulted()) return;
   BeginCompute();
-  Launched(cuda::LaunchRmsNorm(x, n_rows, width, weight, eps, out, compute_), "rmsnorm");
+  // Decode: the output also goes to the int8 buffer, which the next int8
+  // product of `out` then reads as it is (int8_input_).
+  const bool quantize = options_.fuse && Int8Fits(n_rows, width);
+  Launched(cuda::LaunchRmsNorm(x, n_rows, width, weight, eps, out, compute_, quantize ? int8_.q : nullptr,
+                               quantize ? int8_.d : nullptr, quantize ? int8_.isum : nullptr),
+           "rmsnorm");
+  if (quantize) int8_input_ = {out, width, width, n_rows};
 }
 
 void CudaDevice::Add(float* x, const float* y, int64_t n) {

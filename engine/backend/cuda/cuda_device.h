@@ -102,6 +102,10 @@ class CudaDevice : public Device {
   void MatMulShared(std::span<const MatMulOut> outs, const float* x, int64_t x_stride, int n_tokens) override;
   void GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w_up, const float* x, int64_t x_stride,
                    int n_tokens, float* gate, float* up, int64_t stride, model::Activation act) override;
+  void MatMulAdd(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* scratch, float* acc,
+                 int64_t stride) override;
+  void RopeQK(float* q, int n_head, float* k, int n_head_kv, int n_rows, std::span<const TokenPos> tokens,
+              const RopeParams& rope) override;
   void RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) override;
   void Add(float* x, const float* y, int64_t n) override;
   void AddRowBias(float* x, int n_rows, int64_t width, const float* bias) override;
@@ -140,6 +144,8 @@ class CudaDevice : public Device {
   // output's extent, for the next product's reuse of the quantized x.
   void LaunchInt8Rows(const cuda::Int8Rows& rows, quant::TensorType type, const float* x, int64_t x_stride,
                       int64_t cols, int n_tokens, int gated, const char* what);
+  // Whether the int8 buffer can take a step's n_rows rows of `width`.
+  bool Int8Fits(int n_rows, int64_t width) const;
   const void* UploadTokens(std::span<const TokenPos> tokens);
   // A table that differs from the step's, met while capturing: the write
   // cannot be frozen into a graph, so the capture fails.

@@ -37,7 +37,10 @@ __global__ void GatherKernel(const float* src, const int32_t* rows, int64_t widt
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
 }
 
-__global__ void RmsNormKernel(const float* x, int64_t width, const float* weight, float eps, float* out) {
+// With q non-null the row's output is also quantized to int8 blocks of 32
+// (QuantizeBlock32), as the int8 matvec that reads it next would.
+__global__ void RmsNormKernel(const float* x, int64_t width, const float* weight, float eps, float* out, int8_t* q,
+                              float* d, int32_t* isum) {
   const float* xr = x + static_cast<int64_t>(blockIdx.x) * width;
   float* o = out + static_cast<int64_t>(blockIdx.x) * width;
   float ss = 0.0f;
@@ -51,11 +54,20 @@ __global__ void RmsNormKernel(const float* x, int64_t width, const float* weight
   const float scale = rsqrtf(total / static_cast<float>(width) + eps);
   // In place is allowed: each thread rewrites only the values it read itself.
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) o[i] = xr[i] * scale * weight[i];
+  if (q == nullptr) return;
+  __syncthreads();  // the row's outputs, written by every thread, are visible to the block
+  const int lane = threadIdx.x & 31;
+  const int64_t blocks = width / 32, first = static_cast<int64_t>(blockIdx.x) * blocks;
+  for (int64_t k = threadIdx.x / 32; k < blocks; k += kThreads / 32) {
+    QuantizeBlock32(o[k * 32 + lane], lane, q + (first + k) * 32, d + first + k, isum + first + k);
+  }
 }
 
 // One thread per (row, pair, head); theta in double as the CPU backend does.
-__global__ void RopeKernel(float* x, int n_heads, int head_dim, const int2* tokens, const float* inv_freq, int half,
-                           bool neox) {
+// blockIdx.y 1 rotates a second buffer (k beside q) in the same launch.
+__global__ void RopeKernel(float* x, int n_heads, float* x2, int n_heads2, int head_dim, const int2* tokens,
+                           const float* inv_freq, int half, bool neox) {
+  if (blockIdx.y == 1) x = x2, n_heads = n_heads2;
   const int row = blockIdx.x;
   const int pos = tokens[row].y;
   float* xr = x + static_cast<int64_t>(row) * n_heads * head_dim;
@@ -151,16 +163,25 @@ cudaError_t LaunchGatherRows(const float* src, const int32_t* rows, int n_rows, 
 }
 
 cudaError_t LaunchRmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out,
-                          cudaStream_t stream) {
+                          cudaStream_t stream, int8_t* q, float* d, int32_t* isum) {
   if (n_rows == 0) return cudaSuccess;
-  RmsNormKernel<<<n_rows, kThreads, 0, stream>>>(x, width, weight, eps, out);
+  if (q != nullptr && width % 32 != 0) return cudaErrorInvalidValue;
+  RmsNormKernel<<<n_rows, kThreads, 0, stream>>>(x, width, weight, eps, out, q, d, isum);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchRope(float* x, int n_rows, int n_heads, int head_dim, const int2* tokens, const float* inv_freq,
                        int dims, bool neox, cudaStream_t stream) {
   if (n_rows == 0 || dims < 2) return cudaSuccess;
-  RopeKernel<<<n_rows, kThreads, 0, stream>>>(x, n_heads, head_dim, tokens, inv_freq, dims / 2, neox);
+  RopeKernel<<<n_rows, kThreads, 0, stream>>>(x, n_heads, nullptr, 0, head_dim, tokens, inv_freq, dims / 2, neox);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRopePair(float* x, int n_heads, float* x2, int n_heads2, int n_rows, int head_dim,
+                           const int2* tokens, const float* inv_freq, int dims, bool neox, cudaStream_t stream) {
+  if (n_rows == 0 || dims < 2) return cudaSuccess;
+  RopeKernel<<<dim3(n_rows, 2), kThreads, 0, stream>>>(x, n_heads, x2, n_heads2, head_dim, tokens, inv_freq, dims / 2,
+                                                       neox);
   return cudaGetLastError();
 }
 

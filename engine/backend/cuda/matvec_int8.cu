@@ -14,10 +14,7 @@ using K45 = quant::Int8K45<kFive>;
 using Q6_K = quant::Int8Q6_K;
 
 
-// One warp per 32 activations: the block's max |x|, its scale, each lane's
-// quant and the block's sum of quants, exactly as cpu::QuantizeActivations
-// computes them (IEEE division, products rounded half to even); a block
-// with a NaN or infinity gets a NaN scale and zero quants.
+// One warp per 32 activations (QuantizeBlock32).
 __global__ void QuantizeKernel(const float* __restrict__ x, int64_t xs, int64_t cols, int64_t n_blocks,
                                int8_t* __restrict__ q, float* __restrict__ d, int32_t* __restrict__ isum) {
   const int lane = threadIdx.x & 31;
@@ -25,20 +22,7 @@ __global__ void QuantizeKernel(const float* __restrict__ x, int64_t xs, int64_t 
   const int64_t per_row = cols / 32;
   if (b >= n_blocks) return;  // whole warps
   const int64_t t = b / per_row, k = b % per_row;
-  const float v = x[t * xs + k * 32 + lane];
-  float amax = fabsf(v);
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  const bool finite = __all_sync(0xffffffffu, isfinite(v));
-  const float scale = finite ? amax / 127.0f : __int_as_float(0x7fc00000);
-  const float inv = finite && scale != 0.0f ? 1.0f / scale : 0.0f;
-  const int qi = finite ? __float2int_rn(v * inv) : 0;
-  q[t * cols + k * 32 + lane] = static_cast<int8_t>(qi);
-  int sum = qi;
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  if (lane == 0) {
-    d[b] = scale;
-    isum[b] = sum;
-  }
+  QuantizeBlock32(x[t * xs + k * 32 + lane], lane, q + t * cols + k * 32, d + b, isum + b);
 }
 
 // One warp per row: lane l takes sub-blocks l, l+32, ...; each token's 32
@@ -94,7 +78,7 @@ __global__ void MatVecInt8Kernel(Int8Rows m, int64_t cols, const int8_t* __restr
       if (lane == 0 && t < n) part.y[t * part.ys + row] = Gate(g, u, gelu);
     }
   } else {
-    StoreWarpSums<NT>(acc, n, lane, part.y + row, part.ys);
+    StoreWarpSums<NT>(acc, n, lane, part.y + row, part.ys, m.accumulate);
   }
 }
 

@@ -47,6 +47,7 @@ struct Int8Part {
 struct Int8Rows {
   Int8Part part[3];
   int count = 0;
+  bool accumulate = false;  // y += the product (not gated): the residual add in the same launch
 };
 cudaError_t LaunchMatVecInt8Rows(quant::TensorType type, const Int8Rows& m, const float* x, int64_t x_stride,
                                  int64_t cols, int n, const Int8Activations& act, bool quantized, int gated,

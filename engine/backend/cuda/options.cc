@@ -33,12 +33,15 @@ absl::StatusOr<CudaOptions> ParseCudaOptions(absl::string_view spec) {
     } else if (kv.first == "int8") {
       if (kv.second != "0" && kv.second != "1") return absl::InvalidArgumentError("cuda: int8=0 or int8=1");
       o.int8 = kv.second == "1";
+    } else if (kv.first == "fuse") {
+      if (kv.second != "0" && kv.second != "1") return absl::InvalidArgumentError("cuda: fuse=0 or fuse=1");
+      o.fuse = kv.second == "1";
     } else if (kv.first == "graphs") {
       if (kv.second != "0" && kv.second != "1") return absl::InvalidArgumentError("cuda: graphs=0 or graphs=1");
       o.graphs = kv.second == "1";
     } else {
       return absl::InvalidArgumentError(
-          absl::StrCat("cuda: unknown key '", kv.first, "' (want cuda[:N][,mem=SIZE][,poison=1][,int8=0][,graphs=0])"));
+          absl::StrCat("cuda: unknown key '", kv.first, "' (want cuda[:N][,mem=SIZE][,poison=1][,int8=0][,graphs=0][,fuse=0])"));
     }
   }
   return o;

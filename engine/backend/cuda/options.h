@@ -1,4 +1,4 @@
-// "--device cuda[:N][,mem=SIZE][,poison=1][,int8=0][,graphs=0]": which GPU and how much of its
+// "--device cuda[:N][,mem=SIZE][,poison=1][,int8=0][,graphs=0][,fuse=0]": which GPU and how much of its
 // memory ferry may take. Parsed without the CUDA runtime, so every build
 // (and CI without a GPU) checks the syntax.
 #pragma once
@@ -22,6 +22,10 @@ struct CudaOptions {
   // Decode steps' kernels recorded into CUDA graphs and replayed
   // (Device::RunRecorded); graphs=0: every kernel launched on its own.
   bool graphs = true;
+  // Fused launches: q/k/v in one, gate/up with the gating, the residual add
+  // in the wo and down products, rope of q and k together, RMSNorm that
+  // also quantizes for the next int8 product. fuse=0: one launch per op.
+  bool fuse = true;
 };
 
 // `spec` is what follows "cuda:" ("" for plain "cuda"): "1", "mem=8GiB",

@@ -24,13 +24,35 @@ __device__ inline float WarpSum(float v) {
 }
 
 // The end of a warp-per-row kernel: each token's partial sums over the
-// warp, written by lane 0 to y[t * ys] (y points at the row's output).
+// warp, written by lane 0 to y[t * ys] (y points at the row's output), or
+// added to what is there (add: y[t * ys] + sum, as the Add kernel rounds).
 template <int NT>
-__device__ inline void StoreWarpSums(const float (&acc)[NT], int n, int lane, float* y, int64_t ys) {
+__device__ inline void StoreWarpSums(const float (&acc)[NT], int n, int lane, float* y, int64_t ys, bool add = false) {
 #pragma unroll
   for (int t = 0; t < NT; ++t) {
     const float sum = WarpSum(acc[t]);
-    if (lane == 0 && t < n) y[t * ys] = sum;
+    if (lane == 0 && t < n) y[t * ys] = add ? y[t * ys] + sum : sum;
+  }
+}
+
+// One block of 32 activations to int8, a value a lane: the block's max |x|,
+// its scale d = max / 127, each lane's quant q = x / d rounded half to even
+// and the block's sum of quants, exactly as cpu::QuantizeActivations
+// computes them; a block with a NaN or infinity gets a NaN scale and zero
+// quants. The int8 matvec's quantize kernel and the fused RMSNorm share it.
+__device__ inline void QuantizeBlock32(float v, int lane, int8_t* q, float* d, int32_t* isum) {
+  float amax = fabsf(v);
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const bool finite = __all_sync(0xffffffffu, isfinite(v));
+  const float scale = finite ? amax / 127.0f : __int_as_float(0x7fc00000);
+  const float inv = finite && scale != 0.0f ? 1.0f / scale : 0.0f;
+  const int qi = finite ? __float2int_rn(v * inv) : 0;
+  q[lane] = static_cast<int8_t>(qi);
+  int sum = qi;
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) {
+    *d = scale;
+    *isum = sum;
   }
 }
 
