@@ -17,8 +17,8 @@
 #                                 batch 1, 8, 32, the offloading sweep of the
 #                                 same model (0..100 % resident), its
 #                                 all-resident decode on the float matvec,
-#                                 without CUDA graphs and with the defaults
-#                                 (int8 matvec, graphs), and a probe of the
+#                                 without CUDA graphs, without fused launches
+#                                 and with the defaults, and a probe of the
 #                                 host-memory paths; the tables last.
 #                                 Every stage has a time limit. Exits 2 with
 #                                 "no CUDA device" where there is none, 1 on
@@ -100,8 +100,8 @@ timeout 60 "$FERRY_BINARY" bench --model "$work/llama8b-q8_0.gguf" --device cuda
 echo "== 4/6 offloading sweep of the same model (no memory cap: 100% is all resident) at batch 1"
 timeout 50 "$FERRY_BINARY" bench --model "$work/llama8b-q8_0.gguf" --device cuda --sweep --batches 1 \
   --prompt_tokens 16 --gen_tokens 16 --repetitions 1 | tee "$work/sweep.txt" || failed=1
-echo "== 5/6 all-resident decode of the same model: float matvec (int8=0), no CUDA graphs (graphs=0), the defaults"
-for spec in cuda:int8=0 cuda:graphs=0 cuda; do
+echo "== 5/6 all-resident decode of the same model: float matvec (int8=0), no CUDA graphs (graphs=0), one launch per op (fuse=0), the defaults"
+for spec in cuda:int8=0 cuda:graphs=0 cuda:fuse=0 cuda; do
   timeout 40 "$FERRY_BINARY" bench --model "$work/llama8b-q8_0.gguf" --device "$spec" --batches 1,8 \
     --prompt_tokens 16 --gen_tokens 32 --repetitions 2 | tee -a "$work/resident.txt" || failed=1
 done
