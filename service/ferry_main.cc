@@ -96,7 +96,8 @@ ABSL_FLAG(std::string, device, "cpu",
           "slots on reuse), fault (N: latch a device fault after N copies on the copy queue, to test fault handling). "
           "cuda keys: mem (at most this much of the GPU), poison, int8 (default 1: decode matvec on int8 activations "
           "for q8_0/q4_0/q4_K/q5_K/q6_K; 0: float activations, ~10x smaller error, 1.5-3x slower decode), graphs "
-          "(default 1: steps replayed as CUDA graphs; 0: every kernel launched on its own)");
+          "(default 1: steps replayed as CUDA graphs; 0: every kernel launched on its own), fuse (default 1: fused "
+          "launches (q/k/v, gate/up with the gating, residual adds, rope q+k, norm+quantize); 0: one launch per op)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on (0.0.0.0 or :: for every interface)");
 ABSL_FLAG(int, port, 50051, "serve: gRPC port; 0 = any free port (printed)");
 ABSL_FLAG(int, metrics_port, 9400,
