@@ -24,21 +24,21 @@ absl::StatusOr<CudaOptions> ParseCudaOptions(absl::string_view spec) {
       }
       continue;
     }
-    if (kv.first == "mem") {
+    // The on/off keys.
+    const std::pair<const char*, bool*> switches[] = {
+        {"poison", &o.poison}, {"int8", &o.int8}, {"graphs", &o.graphs}, {"fuse", &o.fuse}};
+    bool* on = nullptr;
+    for (const auto& [name, field] : switches) {
+      if (kv.first == name) on = field;
+    }
+    if (on != nullptr) {
+      if (kv.second != "0" && kv.second != "1") {
+        return absl::InvalidArgumentError(absl::StrCat("cuda: ", kv.first, "=0 or ", kv.first, "=1"));
+      }
+      *on = kv.second == "1";
+    } else if (kv.first == "mem") {
       FERRY_ASSIGN_OR_RETURN(o.memory_bytes, ParseBytes(kv.second));
       if (o.memory_bytes == 0) return absl::InvalidArgumentError("cuda: mem must be more than 0 bytes");
-    } else if (kv.first == "poison") {
-      if (kv.second != "0" && kv.second != "1") return absl::InvalidArgumentError("cuda: poison=0 or poison=1");
-      o.poison = kv.second == "1";
-    } else if (kv.first == "int8") {
-      if (kv.second != "0" && kv.second != "1") return absl::InvalidArgumentError("cuda: int8=0 or int8=1");
-      o.int8 = kv.second == "1";
-    } else if (kv.first == "fuse") {
-      if (kv.second != "0" && kv.second != "1") return absl::InvalidArgumentError("cuda: fuse=0 or fuse=1");
-      o.fuse = kv.second == "1";
-    } else if (kv.first == "graphs") {
-      if (kv.second != "0" && kv.second != "1") return absl::InvalidArgumentError("cuda: graphs=0 or graphs=1");
-      o.graphs = kv.second == "1";
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("cuda: unknown key '", kv.first, "' (want cuda[:N][,mem=SIZE][,poison=1][,int8=0][,graphs=0][,fuse=0])"));
