@@ -426,7 +426,7 @@ void Executor::EnqueueUpload(uint64_t u) {
 const Executor::DeviceLayer& Executor::Acquire(int unit, int* slot) {
   *slot = -1;
   const int index = unit == kHead ? config_.n_layer : unit;
-  if (unit == kHead ? head_resident_ : LayerIsResident(unit)) return resident_[index];
+  if (UnitIsResident(index)) return resident_[index];
   *slot = static_cast<int>(cursor_ % ring_depth_);
   const DeviceLayer& view = streamed_views_[cursor_ % streamed_.size()][*slot];
   if (!options_.testing_skip_ready_wait) device_->Wait(Queue::kCompute, ready_[*slot]);

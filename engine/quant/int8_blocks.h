@@ -77,27 +77,28 @@ FERRY_UNROLL
 // words of 4 signed bytes (element 4i + j in byte j of q[i]) and the
 // scales; Dot() the sub-block's share of the row's dot product, given the
 // activations' 8 words, their scale dx and their sum of quants.
-struct Int8Q8_0 {
+// Formats with one scale a block of 32 (q8_0, q4_0): x = d * q, the dot
+// the integer dot of the quants times both scales.
+struct Int8OneScale {
   struct W {
     int32_t q[8];
     float d;
   };
+  FERRY_HD static float Dot(const W& w, const int32_t (&x)[8], float dx, int32_t) {
+    return static_cast<float>(Dp4a8(w.q, x, 0, 8)) * (w.d * dx);
+  }
+};
+
+struct Int8Q8_0 : Int8OneScale {
   FERRY_HD static void Load(const uint8_t* row, int64_t s, W& w) {
     const uint8_t* b = row + s * 34;
     w.d = HalfToFloat(Load16(b));
 FERRY_UNROLL
     for (int i = 0; i < 8; ++i) w.q[i] = static_cast<int32_t>(Load32(b + 2 + 4 * i));
   }
-  FERRY_HD static float Dot(const W& w, const int32_t (&x)[8], float dx, int32_t) {
-    return static_cast<float>(Dp4a8(w.q, x, 0, 8)) * (w.d * dx);
-  }
 };
 
-struct Int8Q4_0 {  // x = d * (q - 8); element j in the low nibble of qs[j], j + 16 in the high one
-  struct W {
-    int32_t q[8];
-    float d;
-  };
+struct Int8Q4_0 : Int8OneScale {  // x = d * (q - 8); element j in the low nibble of qs[j], j + 16 in the high one
   FERRY_HD static void Load(const uint8_t* row, int64_t s, W& w) {
     const uint8_t* b = row + s * 18;
     w.d = HalfToFloat(Load16(b));
@@ -107,9 +108,6 @@ FERRY_UNROLL
       w.q[i] = static_cast<int32_t>(Vsubss4(p & 0x0F0F0F0Fu, 0x08080808u));
       w.q[4 + i] = static_cast<int32_t>(Vsubss4((p >> 4) & 0x0F0F0F0Fu, 0x08080808u));
     }
-  }
-  FERRY_HD static float Dot(const W& w, const int32_t (&x)[8], float dx, int32_t) {
-    return static_cast<float>(Dp4a8(w.q, x, 0, 8)) * (w.d * dx);
   }
 };
 

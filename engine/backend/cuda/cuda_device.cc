@@ -25,6 +25,11 @@ namespace {
 // Whether [a, a + a_len) and [b, b + b_len) share a float.
 bool Overlap(const float* a, int64_t a_len, const float* b, int64_t b_len) { return a < b + b_len && b < a + a_len; }
 
+// One matrix of an int8 launch, writing y (rows ys apart).
+cuda::Int8Part PartOf(const model::Matrix& w, float* y, int64_t ys) {
+  return {w.data, w.rows, static_cast<int64_t>(w.row_bytes()), y, ys};
+}
+
 // Left free for what the driver allocates after start-up: lazily loaded
 // kernel modules, launch resources.
 constexpr uint64_t kDriverReserve = uint64_t{256} << 20;
@@ -156,7 +161,8 @@ std::string CudaDevice::Describe() const {
   return absl::StrFormat(
       "cuda:%d %s (sm_%d%d, %s; %s for ferry, context %s; %.1f GB/s host-to-device, %.0f GB/s on the device%s%s)",
       options_.index, prop_.name, prop_.major, prop_.minor, HumanBytes(total_), HumanBytes(arena_.capacity()),
-      HumanBytes(overhead_), h2d_gbps_, d2d_gbps_, absl::StrCat(options_.int8 ? "; int8 matvec" : "; float matvec", options_.graphs ? "" : "; no CUDA graphs"),
+      HumanBytes(overhead_), h2d_gbps_, d2d_gbps_,
+      absl::StrCat(options_.int8 ? "; int8 matvec" : "; float matvec", options_.graphs ? "" : "; no CUDA graphs"),
       lib_ ? "" : absl::StrCat("; no cuBLAS, prefill runs the matvec kernel: ", blas_missing_));
 }
 
@@ -429,12 +435,15 @@ void CudaDevice::Harvest(bool compute_idle) {
 }
 
 void CudaDevice::Launched(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return;
+  if (e != cudaSuccess) LaunchFailed(absl::StrCat(what, ": ", cuda::DescribeCudaError(e)));
+}
+
+void CudaDevice::LaunchFailed(const std::string& what) {
   if (capturing_) {  // nothing ran: the capture fails and the work runs uncaptured (RunRecorded)
     capture_broken_ = true;
     return;
   }
-  Fail(absl::StrCat(what, ": ", cuda::DescribeCudaError(e)));
+  Fail(what);
 }
 
 void CudaDevice::BeginStep(std::span<const TokenPos> tokens, std::span<const int32_t> logit_rows,
@@ -653,29 +662,23 @@ const float* CudaDevice::UploadRope(const RopeParams& rope) {
 void CudaDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,
                         int64_t y_stride) {
   if (Faulted()) return;
-  const Int8Input held = int8_input_;
+  const model::Matrix* ws[1] = {&w};
+  if (Int8Takes(ws, n_tokens)) {
+    cuda::Int8Rows rows;
+    rows.part[rows.count++] = PartOf(w, y, y_stride);
+    LaunchInt8Rows(rows, w.type, x, x_stride, w.cols, n_tokens, -1, "int8 matvec");
+    return;
+  }
   BeginCompute();
-  const cuda::MatMulArgs a{w.data, w.type, w.rows, w.cols, static_cast<int64_t>(w.row_bytes()), x, x_stride,
-                           n_tokens, y, y_stride};
   if (!cuda::MatMulSupports(w.type)) {
     Fail(absl::StrCat("matmul: no CUDA kernel for the type of ", w.name));
     return;
   }
-  if (options_.int8 && n_tokens <= kMatVecMaxTokens && cuda::MatVecInt8Supports(w.type) && int8_.q != nullptr &&
-      static_cast<int64_t>(n_tokens) * w.cols <= int8_values_ && w.cols % 32 == 0) {
-    const Int8Input input{x, x_stride, w.cols, n_tokens};
-    Launched(cuda::LaunchMatVecInt8(a, int8_, held == input, compute_), "int8 matvec");
-    // Kept for the next product unless this one wrote over its input.
-    if (!Overlap(x, (n_tokens - 1) * x_stride + w.cols, y, (n_tokens - 1) * y_stride + w.rows)) int8_input_ = input;
-    return;
-  }
+  const cuda::MatMulArgs a{w.data, w.type, w.rows, w.cols, static_cast<int64_t>(w.row_bytes()), x, x_stride,
+                           n_tokens, y, y_stride};
   cublasStatus_t blas = CUBLAS_STATUS_SUCCESS;
   Launched(cuda::LaunchMatMul(a, {tile_, tile_values_, lib_, blas_}, compute_, &blas), "matmul");
-  if (blas != CUBLAS_STATUS_SUCCESS && capturing_) {
-    capture_broken_ = true;  // nothing ran; the piece runs uncaptured
-  } else if (blas != CUBLAS_STATUS_SUCCESS) {
-    Fail(absl::StrCat("cublasGemmEx for ", w.name, ": ", BlasStatusName(blas)));
-  }
+  if (blas != CUBLAS_STATUS_SUCCESS) LaunchFailed(absl::StrCat("cublasGemmEx for ", w.name, ": ", BlasStatusName(blas)));
 }
 
 bool CudaDevice::Int8Fits(int n_rows, int64_t width) const {
@@ -716,9 +719,7 @@ void CudaDevice::MatMulShared(std::span<const MatMulOut> outs, const float* x, i
     return;
   }
   cuda::Int8Rows rows;
-  for (const MatMulOut& o : outs) {
-    rows.part[rows.count++] = {o.w->data, o.w->rows, static_cast<int64_t>(o.w->row_bytes()), o.y, o.y_stride};
-  }
+  for (const MatMulOut& o : outs) rows.part[rows.count++] = PartOf(*o.w, o.y, o.y_stride);
   LaunchInt8Rows(rows, ws[0]->type, x, x_stride, ws[0]->cols, n_tokens, -1, "int8 matvec (shared activations)");
 }
 
@@ -731,9 +732,8 @@ void CudaDevice::GatedMatMul(const model::Matrix& w_gate, const model::Matrix& w
     return;
   }
   cuda::Int8Rows rows;
-  rows.part[0] = {w_gate.data, w_gate.rows, static_cast<int64_t>(w_gate.row_bytes()), gate, stride};
-  rows.part[1] = {w_up.data, w_up.rows, static_cast<int64_t>(w_up.row_bytes()), up, stride};
-  rows.count = 2;
+  rows.part[rows.count++] = PartOf(w_gate, gate, stride);
+  rows.part[rows.count++] = PartOf(w_up, up, stride);
   LaunchInt8Rows(rows, w_gate.type, x, x_stride, w_gate.cols, n_tokens, act == model::Activation::kGeluTanh ? 1 : 0,
                  "int8 gated matvec");
 }
@@ -748,8 +748,7 @@ void CudaDevice::MatMulAdd(const model::Matrix& w, const float* x, int64_t x_str
     return;
   }
   cuda::Int8Rows rows;
-  rows.part[0] = {w.data, w.rows, static_cast<int64_t>(w.row_bytes()), acc, stride};
-  rows.count = 1;
+  rows.part[rows.count++] = PartOf(w, acc, stride);
   rows.accumulate = true;
   LaunchInt8Rows(rows, w.type, x, x_stride, w.cols, n_tokens, -1, "int8 matvec (residual add)");
 }

@@ -168,6 +168,9 @@ class CudaDevice : public Device {
   cudaEvent_t TimingEvent();
   void Harvest(bool compute_idle);
   void Launched(cudaError_t e, const char* what);
+  // A launch or cuBLAS call failed: a fault, or while capturing a broken
+  // capture (nothing ran; RunRecorded runs the work uncaptured).
+  void LaunchFailed(const std::string& what);
 
   const CudaOptions options_;
   cudaDeviceProp prop_{};

@@ -122,16 +122,6 @@ bool MatVecInt8Supports(TensorType type) {
          type == TensorType::kQ5_K || type == TensorType::kQ6_K;
 }
 
-cudaError_t LaunchMatVecInt8(const MatMulArgs& a, const Int8Activations& act, bool quantized, cudaStream_t stream) {
-  if (a.rows == 0 || a.n_tokens == 0) return cudaSuccess;
-  if (!MatVecInt8Supports(a.type) || a.n_tokens > kMatVecMaxTokens || a.cols % 32 != 0) return cudaErrorInvalidValue;
-  if (!quantized) Quantize(a.x, a.x_stride, a.cols, a.n_tokens, act, stream);
-  Int8Rows m;
-  m.part[0] = {a.w, a.rows, a.row_bytes, a.y, a.y_stride};
-  m.count = 1;
-  return LaunchFor<false>(a.type, m, a.cols, a.n_tokens, act, false, stream);
-}
-
 cudaError_t LaunchMatVecInt8Rows(quant::TensorType type, const Int8Rows& m, const float* x, int64_t x_stride,
                                  int64_t cols, int n, const Int8Activations& act, bool quantized, int gated,
                                  cudaStream_t stream) {

@@ -27,14 +27,11 @@ struct Int8Activations {
   int32_t* isum = nullptr;
 };
 
-// Quantizes a.x (a.n_tokens rows, a.cols values, a.x_stride apart) into
-// `act`, unless `quantized` says `act` holds exactly that already (the
-// last product read the same activations), then y = w x on the integers.
-// a.n_tokens <= kMatVecMaxTokens.
-cudaError_t LaunchMatVecInt8(const MatMulArgs& a, const Int8Activations& act, bool quantized, cudaStream_t stream);
-
-// Up to three matrices of one type and width over the same activations, in
-// one launch: y_p[t * ys_p + r] = dot(row r of w_p, x_t). With gated >= 0
+// Quantizes x (n rows of `cols` values, x_stride apart; n <= kMatVecMaxTokens)
+// into `act`, unless `quantized` says `act` holds exactly that already (the
+// last product read the same activations), then, on the integers, up to
+// three matrices of one type and width in one launch:
+// y_p[t * ys_p + r] = dot(row r of w_p, x_t). With gated >= 0
 // (two parts of equal rows: gate, up), part 0's output gets
 // Gate(gate row, up row) instead (gated 1: GELU-tanh, 0: SiLU), and part 1's
 // output is not written.
