@@ -435,6 +435,28 @@ class CudaPlacement : public ::testing::TestWithParam<ArchType> {};
 
 // RunSteps' logits from the double-precision reference (one sequence at a
 // time, all positions recomputed), in RunSteps' order.
+// RunSteps on a device opened from `spec`: the logits, the device's graph
+// launches and description, and why it did not open or stay healthy
+// (`error`, empty when it did).
+struct DeviceSteps {
+  std::vector<float> logits;
+  uint64_t replays = 0;
+  std::string device, error;
+};
+DeviceSteps StepsOn(const std::string& spec, const model::Model& m, const exec::ForwardOptions& o) {
+  DeviceSteps s;
+  auto dev = backend::OpenDevice(spec, 0);
+  if (!dev.ok()) {
+    s.error = absl::StrCat(spec, ": ", dev.status().message());
+    return s;
+  }
+  s.logits = testing::RunSteps(m, dev->get(), o, kLongPrompt);
+  s.replays = (*dev)->stats().replays;
+  s.device = (*dev)->Describe();
+  if (absl::Status h = (*dev)->health(); !h.ok()) s.error = absl::StrCat(spec, ": ", h.message());
+  return s;
+}
+
 std::vector<float> ReferenceSteps(const Built& b, int first) {
   auto ref = testing::ReferenceModel::Load(*b.model->file);
   EXPECT_TRUE(ref.ok()) << ref.status();
@@ -474,14 +496,10 @@ TEST_P(CudaPlacement, EveryPlacementAndRingDepthGivesTheResidentLogits) {
   exec::ForwardOptions o{.max_batch = 16, .n_seq = 2, .n_ctx = 32, .threads = 2};
   // 1 GiB of the card is plenty and keeps each device's start quick.
   const char* kDevice = "cuda:0,mem=1GiB,poison=1,int8=0";  // the float matvec
-  std::vector<float> resident;
-  {
-    auto dev = backend::OpenDevice(kDevice, 0);
-    ASSERT_TRUE(dev.ok()) << dev.status();
-    o.placement = {true, L, 1};
-    resident = testing::RunSteps(*b.model, dev->get(), o, kLongPrompt);
-    ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
-  }
+  o.placement = {true, L, 1};
+  const DeviceSteps all = StepsOn(kDevice, *b.model, o);
+  ASSERT_TRUE(all.error.empty()) << all.error;
+  const std::vector<float>& resident = all.logits;
   const std::vector<float> ref = ReferenceSteps(b, kLongPrompt);
   ASSERT_EQ(resident.size(), ref.size());
   const double max_err = NormalizedError(resident, ref), nmse = Nmse(resident, ref);
@@ -494,13 +512,11 @@ TEST_P(CudaPlacement, EveryPlacementAndRingDepthGivesTheResidentLogits) {
     for (int r = 0; r < L; ++r) placements.push_back({true, r});
     for (const auto& [head, layers] : placements) {
       SCOPED_TRACE(absl::StrCat("ring ", ring, ", head ", head ? "resident" : "streamed", ", ", layers, "/", L));
-      auto dev = backend::OpenDevice(kDevice, 0);
-      ASSERT_TRUE(dev.ok()) << dev.status();
       o.placement = {head, layers, ring};
-      const std::vector<float> got = testing::RunSteps(*b.model, dev->get(), o, kLongPrompt);
-      ASSERT_EQ(got.size(), resident.size());
-      ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
-      EXPECT_EQ(NormalizedError(got, resident), 0.0);
+      const DeviceSteps got = StepsOn(kDevice, *b.model, o);
+      ASSERT_EQ(got.logits.size(), resident.size());
+      ASSERT_TRUE(got.error.empty()) << got.error;
+      EXPECT_EQ(NormalizedError(got.logits, resident), 0.0);
     }
   }
 }
@@ -525,12 +541,11 @@ TEST_P(CudaPlacement, Int8MatvecWithinTheInt8BoundsAndPlacementFree) {
   exec::ForwardOptions o{.max_batch = 16, .n_seq = 2, .n_ctx = 32, .threads = 2};
   std::vector<std::vector<float>> runs;
   for (int resident : {L, 1}) {
-    auto dev = backend::OpenDevice("cuda:0,mem=1GiB,poison=1", 0);  // int8 is the default
-    ASSERT_TRUE(dev.ok()) << dev.status();
-    EXPECT_THAT((*dev)->Describe(), HasSubstr("int8 matvec"));
     o.placement = {true, resident, 2};
-    runs.push_back(testing::RunSteps(*b.model, dev->get(), o, kLongPrompt));
-    ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
+    DeviceSteps got = StepsOn("cuda:0,mem=1GiB,poison=1", *b.model, o);  // int8 is the default
+    ASSERT_TRUE(got.error.empty()) << got.error;
+    EXPECT_THAT(got.device, HasSubstr("int8 matvec"));
+    runs.push_back(std::move(got.logits));
   }
   const std::vector<float> ref = ReferenceSteps(b, kLongPrompt);
   ASSERT_EQ(runs[0].size(), ref.size());
@@ -542,12 +557,10 @@ TEST_P(CudaPlacement, Int8MatvecWithinTheInt8BoundsAndPlacementFree) {
   EXPECT_EQ(NormalizedError(runs[1], runs[0]), 0.0) << "1 layer resident vs all";
   // One launch per op (fuse=0): the same sums; the gating computed in
   // another kernel may round differently in the last bit.
-  auto dev = backend::OpenDevice("cuda:0,mem=1GiB,fuse=0", 0);
-  ASSERT_TRUE(dev.ok()) << dev.status();
   o.placement = {true, L, 2};
-  const std::vector<float> unfused = testing::RunSteps(*b.model, dev->get(), o, kLongPrompt);
-  ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
-  EXPECT_LE(NormalizedError(unfused, runs[0]), 1e-5) << "fuse=0 vs the fused launches";
+  const DeviceSteps unfused = StepsOn("cuda:0,mem=1GiB,fuse=0", *b.model, o);
+  ASSERT_TRUE(unfused.error.empty()) << unfused.error;
+  EXPECT_LE(NormalizedError(unfused.logits, runs[0]), 1e-5) << "fuse=0 vs the fused launches";
 }
 
 // Decode steps replayed from CUDA graphs (the default) give the logits of
@@ -569,11 +582,10 @@ TEST_P(CudaPlacement, GraphReplaysGiveTheKernelByKernelLogits) {
     std::vector<float> runs[2];
     uint64_t replays[2] = {0, 0};
     for (int graphs = 0; graphs < 2; ++graphs) {
-      auto dev = backend::OpenDevice(absl::StrCat("cuda:0,mem=1GiB,poison=1,graphs=", graphs), 0);
-      ASSERT_TRUE(dev.ok()) << dev.status();
-      runs[graphs] = testing::RunSteps(*b.model, dev->get(), o, kLongPrompt);
-      ASSERT_TRUE((*dev)->health().ok()) << (*dev)->health();
-      replays[graphs] = (*dev)->stats().replays;
+      DeviceSteps got = StepsOn(absl::StrCat("cuda:0,mem=1GiB,poison=1,graphs=", graphs), *b.model, o);
+      ASSERT_TRUE(got.error.empty()) << got.error;
+      runs[graphs] = std::move(got.logits);
+      replays[graphs] = got.replays;
     }
     ASSERT_EQ(runs[0].size(), runs[1].size());
     EXPECT_EQ(NormalizedError(runs[1], runs[0]), 0.0);
