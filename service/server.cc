@@ -448,8 +448,10 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       if (buffered_tokens_ > max_buffered_) {
         // The client stopped reading: end its request instead of holding
         // its slot or growing without bound.
+        // The message being written stays: gRPC reads it until
+        // OnWriteDone (or, before the reactor is bound, until then).
         cut_off_ = true;
-        pending_.clear();
+        pending_.erase(writing_ ? std::next(pending_.begin()) : pending_.begin(), pending_.end());
         if (handle_) handle_->Cancel();
         ctx_->TryCancel();
       } else if (pending_.size() >= 2 && !pending_.back().echo_prompt()) {

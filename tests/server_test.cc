@@ -493,7 +493,7 @@ TEST(ServerCutOff, AClientThatStopsReadingIsCutOffAndItsSlotFreed) {
   ASSERT_TRUE(Eventually([&] {
     const v1::Stats s = GetStats(*watcher);
     return s.requests_finished() == 1 && s.running() == 0 && s.kv_tokens_used() == 0;
-  })) << "the stalled request was not ended";
+  })) << "the stalled request was not ended; the server said:\n" << server.output();
   // What the window let through, then the reason.
   int tokens = 0;
   v1::GenerateResponse m;
