@@ -21,10 +21,18 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::Chunk(int index, int64_t n, Fn fn, void* ctx) const {
-  const int64_t parts = size();
-  const int64_t begin = n * index / parts, end = n * (index + 1) / parts;
-  if (begin < end) fn(ctx, index, begin, end);
+void ThreadPool::RunChunks(uint32_t generation, int index) {
+  uint64_t w = work_.load(std::memory_order_acquire);
+  for (;;) {
+    const uint64_t chunks = (w >> 16) & 0xffff, next = w & 0xffff;
+    if (GenerationOf(w) != generation || next >= chunks) return;
+    if (!work_.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    const int64_t begin = n_ * static_cast<int64_t>(next) / static_cast<int64_t>(chunks);
+    const int64_t end = n_ * static_cast<int64_t>(next + 1) / static_cast<int64_t>(chunks);
+    fn_(ctx_, index, begin, end);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    w = work_.load(std::memory_order_acquire);
+  }
 }
 
 void ThreadPool::Run(int64_t n, Fn fn, void* ctx) {
@@ -32,23 +40,27 @@ void ThreadPool::Run(int64_t n, Fn fn, void* ctx) {
     if (n > 0) fn(ctx, 0, 0, n);
     return;
   }
+  const int64_t chunks = std::min<int64_t>({n, static_cast<int64_t>(size()) * kChunksPerThread, 0xffff});
   n_ = n;
   fn_ = fn;
   ctx_ = ctx;
-  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-  // Publishes n_, fn_, ctx_ and pending_ to the workers that see the new
-  // generation. Sequentially consistent with the workers' sleepers_
+  done_.store(0, std::memory_order_relaxed);
+  const uint32_t generation = GenerationOf(work_.load(std::memory_order_relaxed)) + 1;
+  // Publishes n_, fn_, ctx_ and done_ to the threads that claim a chunk of
+  // this generation. Sequentially consistent with the workers' sleepers_
   // increment: either this thread sees a sleeper and wakes it, or the
   // sleeper sees the new generation before it waits.
-  generation_.fetch_add(1, std::memory_order_seq_cst);
+  work_.store(static_cast<uint64_t>(generation) << 32 | static_cast<uint64_t>(chunks) << 16,
+              std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     { std::lock_guard<std::mutex> lock(mu_); }
     start_cv_.notify_all();
   }
-  Chunk(0, n, fn, ctx);
-  // The workers' chunks are about as long as this one: poll, yielding the
-  // core now and then in case a worker is waiting for one.
-  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+  RunChunks(generation, 0);
+  // Every chunk is claimed; the ones still running are about as long as the
+  // last one here: poll, yielding the core now and then in case the thread
+  // running one is waiting for it.
+  for (int spins = 0; done_.load(std::memory_order_acquire) != chunks; ++spins) {
     if (spins % 1024 == 1023) {
       sched_yield();
     } else {
@@ -58,25 +70,27 @@ void ThreadPool::Run(int64_t n, Fn fn, void* ctx) {
 }
 
 void ThreadPool::Worker(int index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
     // Poll for the next loop for kSpin, then sleep until one starts.
     const auto until = std::chrono::steady_clock::now() + kSpin;
-    for (int spins = 0; generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed);
+    for (int spins = 0; GenerationOf(work_.load(std::memory_order_acquire)) == seen &&
+                        !stop_.load(std::memory_order_relaxed);
          ++spins) {
       _mm_pause();
       if (spins % 64 == 63 && std::chrono::steady_clock::now() > until) {
         std::unique_lock<std::mutex> lock(mu_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        start_cv_.wait(lock, [&] { return stop_.load() || generation_.load(std::memory_order_seq_cst) != seen; });
+        start_cv_.wait(lock, [&] {
+          return stop_.load() || GenerationOf(work_.load(std::memory_order_seq_cst)) != seen;
+        });
         sleepers_.fetch_sub(1, std::memory_order_relaxed);
         break;
       }
     }
     if (stop_.load()) return;
-    seen = generation_.load(std::memory_order_acquire);
-    Chunk(index, n_, fn_, ctx_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    seen = GenerationOf(work_.load(std::memory_order_acquire));
+    RunChunks(seen, index);
   }
 }
 
