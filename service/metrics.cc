@@ -74,7 +74,7 @@ class Metrics::Impl : public prometheus::Collectable {
     for (const char* c : {"weights_resident", "staging", "kv_cache", "workspace", "overhead"}) {
       planned_[c] = &planned.Add({{"category", c}});
     }
-    pinned_ = &gauge("ferry_pinned_host_memory_bytes", "Host memory held page-locked for streamed layers").Add({});
+    pinned_ = &gauge("ferry_pinned_host_memory_bytes", "Host memory held page-locked: streamed layers, the step's embedding rows and logits").Add({});
     auto& layers = gauge("ferry_layers", "Transformer layers by placement");
     for (const char* p : {"resident", "streamed", "cpu"}) layers_[p] = &layers.Add({{"placement", p}});
     kv_usage_ = &gauge("ferry_kv_cache_usage_ratio", "Share of the KV cache positions held by running requests").Add({});

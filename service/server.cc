@@ -667,7 +667,9 @@ absl::Status Server::Load() {
   m->set_kv_cache_bytes(u.kv_cache);
   m->set_workspace_bytes(u.workspace);
   m->set_overhead_bytes(e->spec.overhead_bytes);
-  m->set_pinned_host_bytes(e->executor->load_times().packed_bytes);
+  // Page-locked only where the device has memory of its own.
+  const uint64_t pinned = e->device->computes_on_host_memory() ? 0 : e->executor->host_pinned_bytes();
+  m->set_pinned_host_bytes(pinned);
 
   if (metrics_) {
     LoadedInfo li;
@@ -684,7 +686,7 @@ absl::Status Server::Load() {
     li.gpu_memory_total = e->spec.memory_bytes;
     li.planned = e->executor->usage();
     li.overhead = e->spec.overhead_bytes;
-    li.pinned_host = e->executor->load_times().packed_bytes;
+    li.pinned_host = pinned;
     if (e->device->computes_on_host_memory()) {
       li.layers_cpu = c.n_layer;
     } else {

@@ -270,6 +270,8 @@ void ExpectExecutorHoldsThePlan(const model::Model& m, backend::SimDevice& sim, 
   EXPECT_EQ(u.workspace, p.workspace);
   EXPECT_EQ(sim.used(), p.overhead + u.total()) << "nothing on the device that the plan does not name";
   EXPECT_LE(sim.peak() + p.margin, sim.options().memory_bytes);
+  EXPECT_EQ(sim.page_locked_bytes(), p.host_pinned) << "page-locked host memory as the plan says";
+  EXPECT_EQ((*fwd)->host_pinned_bytes(), p.host_pinned);
   std::vector<float> logits(m.config.n_vocab);
   const exec::BatchToken t{1, 0, 0, true};
   EXPECT_TRUE((*fwd)->Forward({&t, 1}, logits).ok());

@@ -27,6 +27,11 @@ class HostRanges {
     if (Key(p) + bytes > it->first + it->second.bytes) return std::nullopt;
     return Hit{reinterpret_cast<const uint8_t*>(it->first), it->second.value};
   }
+  uint64_t TotalBytes() const {
+    uint64_t sum = 0;
+    for (const auto& [start, range] : ranges_) sum += range.bytes;
+    return sum;
+  }
   template <typename F>
   void ForEachStart(F f) const {
     for (const auto& [start, range] : ranges_) f(reinterpret_cast<void*>(start));

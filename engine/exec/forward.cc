@@ -398,6 +398,7 @@ absl::Status Executor::Init() {
   FERRY_RETURN_IF_ERROR(make(&up_, ws.up));
   FERRY_RETURN_IF_ERROR(make(&logits_, ws.logits));
   FERRY_RETURN_IF_ERROR(make(&scores_, ws.scores));
+  // The step's host buffers, as plan::HostStepBufferBytes counts them.
   embd_host_.resize(static_cast<size_t>(options_.max_batch) * c.n_embd);
   FERRY_RETURN_IF_ERROR(d.RegisterHost(embd_host_.data(), embd_host_.size() * sizeof(float)));
   tokens_.reserve(options_.max_batch);
@@ -630,6 +631,10 @@ std::string Executor::PlacementSummary() const {
       which, HumanBytes(usage_.weights_resident), streamed_.size(), ring_depth_, HumanBytes(slot_bytes_),
       HumanBytes(device_->used()), HumanBytes(usage_.kv_cache), HumanBytes(usage_.workspace),
       HumanBytes(device_->capacity())) + LoadSummary();
+}
+
+uint64_t Executor::host_pinned_bytes() const {
+  return host_streamed_.size() + embd_host_.size() * sizeof(float) + logits_out_.size();
 }
 
 std::string Executor::LoadSummary() const {

@@ -111,6 +111,10 @@ class Executor {
     double pack_s = 0;
   };
   const LoadTimes& load_times() const { return load_; }
+  // Host memory the executor holds from the device's AllocateHost or
+  // RegisterHost (page-locked on a GPU): the packed streamed weights and
+  // the step's buffers, as the plan's host_pinned names them.
+  uint64_t host_pinned_bytes() const;
   std::string LoadSummary() const;  // "; loaded 6.8 GiB in 1.2 s, 5.9 GB/s, ..."
 
  private:

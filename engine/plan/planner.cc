@@ -74,6 +74,10 @@ uint64_t Workspace::bytes() const {
   return sum;
 }
 
+uint64_t HostStepBufferBytes(const model::ModelConfig& c, int max_batch, int n_slots) {
+  return (static_cast<uint64_t>(max_batch) * c.n_embd + static_cast<uint64_t>(n_slots) * c.n_vocab) * sizeof(float);
+}
+
 int64_t MaxMatrixRows(const model::ModelConfig& c) {
   return std::max({c.n_vocab, c.n_ff, c.n_embd, c.q_dim(), c.kv_dim(), c.v_dim()});
 }
@@ -215,7 +219,8 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
     p.ring_depth = std::min(r.ring_depth, streamed);
     p.slot_bytes = streamed > 0 ? slot : 0;
     p.staging = static_cast<uint64_t>(p.ring_depth) * p.slot_bytes;
-    p.host_pinned = pinned;
+    p.host_step_buffers = HostStepBufferBytes(c, r.max_batch, r.n_slots);
+    p.host_pinned = pinned + p.host_step_buffers;
     p.total = p.weights_resident + p.staging + p.kv_cache + p.workspace + p.overhead + p.margin;
   };
 

@@ -84,6 +84,12 @@ Workspace WorkspaceFor(const model::ModelConfig& config, int max_batch, int n_ct
 int64_t MaxMatrixRows(const model::ModelConfig& config);
 int64_t MaxMatrixWidth(const model::ModelConfig& config);
 
+// Host memory a step reads and writes through the device's page-locked
+// buffers: the embedding rows it gathers (max_batch x n_embd floats) and the
+// logits that come back (n_slots rows of n_vocab floats). The executor
+// holds exactly this.
+uint64_t HostStepBufferBytes(const model::ModelConfig& config, int max_batch, int n_slots);
+
 // One layer's K or V cache: (n_slots, n_ctx, width) elements, aligned.
 uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem);
 
@@ -111,7 +117,12 @@ struct Plan {
   uint64_t margin = 0;
   uint64_t total = 0;
   uint64_t budget = 0;           // what the plan had to fit in
-  uint64_t host_pinned = 0;      // streamed units packed as they sit in a slot, held page-locked on the host
+  // Page-locked host memory held while serving: the streamed units packed
+  // as they sit in a slot, plus the step's buffers (host_step_buffers).
+  uint64_t host_pinned = 0;
+  // The embedding rows a step gathers (max_batch x n_embd floats) and the
+  // logits that come back (n_slots rows of n_vocab floats).
+  uint64_t host_step_buffers = 0;
   // Model bytes, as in the file.
   uint64_t model_bytes = 0;      // every tensor in the file
   uint64_t layer_bytes_total = 0;

@@ -288,6 +288,11 @@ absl::Status SimDevice::RegisterHost(const void* p, uint64_t bytes) {
   return absl::OkStatus();
 }
 
+uint64_t SimDevice::page_locked_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return page_locked_.TotalBytes();
+}
+
 void SimDevice::UnregisterHost(const void* p) {
   std::lock_guard<std::mutex> lock(mu_);
   page_locked_.Remove(p);

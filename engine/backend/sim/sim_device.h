@@ -60,6 +60,8 @@ class SimDevice : public CpuDevice {
   void FreeHost(void* p, uint64_t bytes) override;
   absl::Status RegisterHost(const void* p, uint64_t bytes) override;
   void UnregisterHost(const void* p) override;
+  // Bytes of host memory allocated page-locked or registered now.
+  uint64_t page_locked_bytes() const;
 
   absl::StatusOr<Event> CreateEvent() override;
   void Record(Event e, Queue q) override;
