@@ -99,23 +99,29 @@ class Overlap : public ::testing::TestWithParam<Regime> {};
 TEST_P(Overlap, StepTakesTheLongerOfCopyAndComputeNotTheirSum) {
   const Built b = Build();
   const Regime regime = GetParam();
-  // Calibration: copies effectively free, compute as fast as this machine
-  // (the second run: the first one also pays for faulting pages in).
-  Steps(*b.model, 1000.0, regime.resident);
-  const Measured cal = Steps(*b.model, 1000.0, regime.resident);
-  ASSERT_GT(cal.compute_s, 0.0);
-  ASSERT_GT(cal.bytes, 0u);
-  const double gbps = cal.bytes / (regime.copy_over_compute * cal.compute_s) / 1e9;
-  const Measured m = Steps(*b.model, gbps, regime.resident);
+  // The copy/compute ratio asked for is reached when compute runs as fast as
+  // in the calibration; on a shared machine (or under a sanitizer) it may
+  // not, and then the regime is measured again, up to three times. Only
+  // the regime is retried: the ratios below are checked on the run that
+  // reached it.
+  Measured m;
+  double gbps = 0;
+  bool reached = false;
+  for (int attempt = 0; attempt < 3 && !reached; ++attempt) {
+    // Calibration: copies effectively free, compute as fast as this machine
+    // (the second run: the first one also pays for faulting pages in).
+    Steps(*b.model, 1000.0, regime.resident);
+    const Measured cal = Steps(*b.model, 1000.0, regime.resident);
+    ASSERT_GT(cal.compute_s, 0.0);
+    ASSERT_GT(cal.bytes, 0u);
+    gbps = cal.bytes / (regime.copy_over_compute * cal.compute_s) / 1e9;
+    m = Steps(*b.model, gbps, regime.resident);
+    reached = regime.copy_over_compute > 1 ? m.copy_s > 1.3 * m.compute_s : m.compute_s > 1.3 * m.copy_s;
+  }
   SCOPED_TRACE(absl::StrCat("copy ", m.copy_s * 1e3, " ms, compute ", m.compute_s * 1e3, " ms, step ", m.step_s * 1e3,
                             " ms per step at ", gbps, " GB/s; median ratios ", m.longer_ratio, ", ",
                             m.sum_ratio));
-  // The regime asked for was reached (within the noise of a shared machine).
-  if (regime.copy_over_compute > 1) {
-    EXPECT_GT(m.copy_s, 1.3 * m.compute_s);
-  } else {
-    EXPECT_GT(m.compute_s, 1.3 * m.copy_s);
-  }
+  EXPECT_TRUE(reached) << "copy / compute " << regime.copy_over_compute << " was not reached in three tries";
   EXPECT_LE(m.longer_ratio, 1.1) << "median step / max(copy, compute)";
   EXPECT_LT(m.sum_ratio, 0.8) << "median step / (copy + compute): copies and compute ran one after the other";
 }
