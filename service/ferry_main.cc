@@ -34,8 +34,10 @@ ABSL_FLAG(std::string, model, "",
           "inspect, info, generate, bench, plan: path of a GGUF model; empty = the demo model (made on first use in the cache "
           "directory)");
 ABSL_FLAG(std::string, out, "", "make-model: output path of the GGUF file (required)");
-ABSL_FLAG(std::string, arch, "llama", "make-model: architecture: llama, qwen2 or gemma2");
-ABSL_FLAG(int, sliding_window, 4096, "make-model: gemma2 sliding-window size");
+ABSL_FLAG(std::string, arch, "llama", "make-model: architecture: llama, qwen2, qwen3, gemma2 or gemma3");
+ABSL_FLAG(int, sliding_window, 4096,
+          "make-model: gemma2 / gemma3 sliding-window size (gemma3: 0 = no sliding layers)");
+ABSL_FLAG(float, rope_scale, 1.0f, "make-model: linear rope scaling factor (gemma3: of its global layers); 1 = none");
 ABSL_FLAG(int, layers, 4, "make-model: transformer layers");
 ABSL_FLAG(int, embd, 256, "make-model: embedding width");
 ABSL_FLAG(int, heads, 8, "make-model: attention heads");
@@ -49,7 +51,8 @@ ABSL_FLAG(bool, tied_output, false, "make-model: omit output.weight (the head re
 ABSL_FLAG(int, head_dim, 0, "make-model: per-head size; 0 = embd / heads");
 ABSL_FLAG(std::string, mix, "", "make-model: q4_k_m or q5_k_m: llama.cpp-style type mix instead of one --type");
 ABSL_FLAG(std::string, preset, "",
-          "make-model: the shape of a popular model (llama3.1-8b, llama3.1-70b, qwen2.5-7b, gemma2-9b, gemma2-27b), "
+          "make-model: the shape of a popular model (llama3.1-8b, llama3.1-70b, qwen2.5-7b, qwen3-8b, gemma2-9b, "
+          "gemma2-27b, gemma3-27b), "
           "q4_k_m mix unless --mix/--type say otherwise; shape flags are ignored");
 ABSL_FLAG(bool, header_only, false, "make-model: write only the header (real shapes and types, no weights)");
 ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON; bench, plan: results as JSON");
@@ -235,6 +238,7 @@ absl::Status RunMakeModel() {
   o.seed = absl::GetFlag(FLAGS_weights_seed);
   o.tied_output = absl::GetFlag(FLAGS_tied_output);
   o.sliding_window = absl::GetFlag(FLAGS_sliding_window);
+  o.rope_scale_factor = absl::GetFlag(FLAGS_rope_scale);
   o.head_dim = absl::GetFlag(FLAGS_head_dim);
   const std::string mix = absl::GetFlag(FLAGS_mix);
   if (mix == "q4_k_m") {

@@ -524,7 +524,8 @@ TEST_P(CudaPlacement, EveryPlacementAndRingDepthGivesTheResidentLogits) {
 INSTANTIATE_TEST_SUITE_P(Archs, CudaPlacement,
                          ::testing::Values(ArchType{"llama", TensorType::kQ4_0}, ArchType{"qwen2", TensorType::kQ8_0},
                                            ArchType{"gemma2", TensorType::kQ4_K}, ArchType{"llama", TensorType::kQ6_K},
-                                           ArchType{"llama", TensorType::kF16}),
+                                           ArchType{"llama", TensorType::kF16}, ArchType{"qwen3", TensorType::kQ8_0},
+                                           ArchType{"gemma3", TensorType::kQ4_K}),
                          [](const auto& info) {
                            return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
                          });

@@ -27,7 +27,8 @@ using Built = testing::InMemoryModel;
 Built Build(const std::string& arch, TensorType type) {
   model::SynthOptions o;
   o.arch = arch;
-  o.n_layer = 2;
+  o.n_layer = arch == "gemma3" ? 6 : 2;  // gemma3's sixth layer is its first global one
+  if (arch == "gemma3") o.rope_scale_factor = 8.0f;  // linear scaling of its global layers only
   o.n_embd = 256;  // k-quant blocks are 256 wide
   o.n_head = 4;
   o.n_head_kv = 2;
@@ -125,7 +126,7 @@ TEST_P(VersusReference, LogitsWithinTolerance) {
 
 std::vector<Case> AllCases() {
   std::vector<Case> out;
-  for (const char* arch : {"llama", "qwen2", "gemma2"}) {
+  for (const char* arch : {"llama", "qwen2", "gemma2", "qwen3", "gemma3"}) {
     for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
                          TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ4_K,
                          TensorType::kQ5_K, TensorType::kQ6_K}) {
@@ -222,7 +223,8 @@ TEST_P(Greedy, SameTokensAsReference) {
 INSTANTIATE_TEST_SUITE_P(F32AndF16, Greedy,
                          ::testing::Values(Case{"llama", TensorType::kF32}, Case{"llama", TensorType::kF16},
                                            Case{"qwen2", TensorType::kF32}, Case{"qwen2", TensorType::kF16},
-                                           Case{"gemma2", TensorType::kF32}, Case{"gemma2", TensorType::kF16}),
+                                           Case{"gemma2", TensorType::kF32}, Case{"gemma2", TensorType::kF16},
+                                           Case{"qwen3", TensorType::kF32}, Case{"gemma3", TensorType::kF32}),
                          [](const auto& info) {
                            return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
                          });

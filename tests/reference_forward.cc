@@ -1,5 +1,6 @@
 #include "tests/reference_forward.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -64,6 +65,12 @@ absl::StatusOr<ReferenceModel> ReferenceModel::Load(const gguf::File& f) {
     m.window_ = u("attention.sliding_window", 0);
     m.emb_scale_ = std::sqrt(static_cast<double>(m.n_embd_));
   }
+  if (m.arch_ == "gemma3") {  // Gemma 3: 5 local layers (base 10000) to 1 global one, no soft-caps
+    m.window_ = u("attention.sliding_window", 0);
+    m.window_every_ = 6;
+    if (m.window_ > 0) m.local_base_ = 10000.0;
+    m.emb_scale_ = std::sqrt(static_cast<double>(m.n_embd_));
+  }
   for (absl::Status s : {Decode(f, "token_embd.weight", &m.embd_), Decode(f, "output_norm.weight", &m.out_norm_)}) {
     if (!s.ok()) return s;
   }
@@ -84,7 +91,8 @@ absl::StatusOr<ReferenceModel> ReferenceModel::Load(const gguf::File& f) {
     }
     for (auto [name, dst] : std::vector<std::pair<std::string, std::vector<double>*>>{
              {"attn_q.bias", &L.bq}, {"attn_k.bias", &L.bk}, {"attn_v.bias", &L.bv},
-             {"post_attention_norm.weight", &L.post_attn_norm}, {"post_ffw_norm.weight", &L.post_ffn_norm}}) {
+             {"post_attention_norm.weight", &L.post_attn_norm}, {"post_ffw_norm.weight", &L.post_ffn_norm},
+             {"attn_q_norm.weight", &L.q_norm}, {"attn_k_norm.weight", &L.k_norm}}) {
       if (f.FindTensor(b + name)) {
         if (absl::Status s = Decode(f, b + name, dst); !s.ok()) return s;
       }
@@ -101,10 +109,20 @@ std::vector<std::vector<double>> ReferenceModel::Logits(const std::vector<int32_
   for (int t = 0; t < T; ++t) {
     for (int i = 0; i < E; ++i) x[t][i] = embd_[static_cast<size_t>(tokens[t]) * E + i] * emb_scale_;
   }
-  auto rope = [&](std::vector<double>& v, int heads, int pos) {
+  // Each head of q or k normalized on its own (qwen3, gemma3).
+  auto head_norm = [&](std::vector<double>& v, int heads, const std::vector<double>& w) {
+    if (w.empty()) return;
+    for (int h = 0; h < heads; ++h) {
+      const std::vector<double> head(v.begin() + h * hd, v.begin() + (h + 1) * hd);
+      const std::vector<double> n = Norm(head, w, eps_);
+      std::copy(n.begin(), n.end(), v.begin() + h * hd);
+    }
+  };
+  auto rope = [&](std::vector<double>& v, int heads, int pos, bool local) {
     for (int h = 0; h < heads; ++h) {
       for (int i = 0; i < hd / 2; ++i) {
-        double theta = pos * pos_scale_ * std::pow(base_, -2.0 * i / hd);
+        double theta = local ? pos * std::pow(local_base_, -2.0 * i / hd)
+                             : pos * pos_scale_ * std::pow(base_, -2.0 * i / hd);
         if (!freq_factors_.empty()) theta /= freq_factors_[i];
         const int a = neox ? h * hd + i : h * hd + 2 * i;
         const int b = neox ? h * hd + i + hd / 2 : h * hd + 2 * i + 1;
@@ -116,6 +134,7 @@ std::vector<std::vector<double>> ReferenceModel::Logits(const std::vector<int32_
   };
   for (int l = 0; l < n_layer_; ++l) {
     const Layer& L = layers_[l];
+    const bool sliding = window_ > 0 && l % window_every_ != window_every_ - 1;
     std::vector<std::vector<double>> q(T), k(T), v(T);
     for (int t = 0; t < T; ++t) {
       const std::vector<double> xn = Norm(x[t], L.attn_norm, eps_);
@@ -125,10 +144,11 @@ std::vector<std::vector<double>> ReferenceModel::Logits(const std::vector<int32_
       for (size_t i = 0; i < L.bq.size(); ++i) q[t][i] += L.bq[i];
       for (size_t i = 0; i < L.bk.size(); ++i) k[t][i] += L.bk[i];
       for (size_t i = 0; i < L.bv.size(); ++i) v[t][i] += L.bv[i];
-      rope(q[t], n_head_, t);
-      rope(k[t], n_kv_, t);
+      head_norm(q[t], n_head_, L.q_norm);
+      head_norm(k[t], n_kv_, L.k_norm);
+      rope(q[t], n_head_, t, sliding && local_base_ > 0);
+      rope(k[t], n_kv_, t, sliding && local_base_ > 0);
     }
-    const bool sliding = window_ > 0 && l % 2 == 0;
     for (int t = 0; t < T; ++t) {
       std::vector<double> att(n_head_ * hd, 0.0);
       for (int h = 0; h < n_head_; ++h) {
@@ -156,7 +176,7 @@ std::vector<std::vector<double>> ReferenceModel::Logits(const std::vector<int32_
       std::vector<double> g = MatVec(L.gate, xn, n_ff_), u = MatVec(L.up, xn, n_ff_);
       for (int i = 0; i < n_ff_; ++i) {
         const double a = g[i];
-        const double act = arch_ == "gemma2"
+        const double act = arch_ == "gemma2" || arch_ == "gemma3"
                                ? 0.5 * a * (1 + std::tanh(std::sqrt(2 / M_PI) * (a + 0.044715 * a * a * a)))
                                : a / (1 + std::exp(-a));
         g[i] = act * u[i];

@@ -23,7 +23,7 @@ class ReferenceModel {
  private:
   using Mat = std::vector<double>;  // row-major [rows][cols]
   struct Layer {
-    std::vector<double> attn_norm, ffn_norm, post_attn_norm, post_ffn_norm, bq, bk, bv;
+    std::vector<double> attn_norm, ffn_norm, post_attn_norm, post_ffn_norm, bq, bk, bv, q_norm, k_norm;
     Mat wq, wk, wv, wo, gate, up, down;
   };
   std::string arch_;
@@ -32,6 +32,8 @@ class ReferenceModel {
   double pos_scale_ = 1;               // linear rope scaling: 1 / factor
   std::vector<double> freq_factors_;  // llama3 rope scaling: divisor per frequency
   int window_ = 0;
+  int window_every_ = 2;   // of each this many layers, all but the last use the window
+  double local_base_ = 0;  // gemma3: rope base of the windowed layers (unscaled); 0 = base_
   Mat embd_, out_;
   std::vector<double> out_norm_;
   std::vector<Layer> layers_;

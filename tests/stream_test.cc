@@ -206,7 +206,8 @@ TEST_P(EveryPlacement, GivesTheCpuBackendsLogitsBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, EveryPlacement,
                          ::testing::Values(ArchType{"llama", TensorType::kQ4_0}, ArchType{"qwen2", TensorType::kQ8_0},
-                                           ArchType{"gemma2", TensorType::kQ4_K}),
+                                           ArchType{"gemma2", TensorType::kQ4_K}, ArchType{"qwen3", TensorType::kQ5_K},
+                                           ArchType{"gemma3", TensorType::kQ6_K}),
                          [](const auto& info) {
                            return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
                          });
@@ -278,7 +279,7 @@ void ExpectExecutorHoldsThePlan(const model::Model& m, backend::SimDevice& sim, 
 }
 
 TEST(Executor, HoldsExactlyWhatThePlannerNamed) {
-  for (const char* arch : {"llama", "qwen2", "gemma2"}) {
+  for (const char* arch : {"llama", "qwen2", "gemma2", "qwen3", "gemma3"}) {
     const Built b = Build(Tiny(arch, TensorType::kQ4_K, 5));
     for (int layers : {0, 2, 5}) {
       SCOPED_TRACE(absl::StrCat(arch, ", ", layers, " layers"));
@@ -381,7 +382,7 @@ TEST(Executor, LogitsInItsOwnBufferAreTheSame) {
 
 TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
   int streamed_plans = 0;
-  for (const char* preset : {"llama3.1-8b", "qwen2.5-7b", "gemma2-27b"}) {
+  for (const char* preset : {"llama3.1-8b", "qwen2.5-7b", "gemma2-27b", "qwen3-8b", "gemma3-27b"}) {
    for (uint64_t gib : {5, 8}) {
     SCOPED_TRACE(absl::StrCat(preset, " on ", gib, " GiB"));
     model::SynthOptions big = *model::Preset(preset);

@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/synth.h"
+#include "engine/model/weights.h"
 #include "engine/quant/quantize.h"
 
 namespace ferry::model {
@@ -156,6 +159,74 @@ TEST(Synth, RefusesInconsistentShapes) {
   EXPECT_THAT(error([](SynthOptions& o) { o.n_layer = 0; }), HasSubstr("layers must be positive"));
   EXPECT_THAT(error([](SynthOptions& o) { o.type = quant::TensorType::kQ2_K; }), HasSubstr("cannot produce type q2_K"));
   EXPECT_THAT(error([](SynthOptions& o) { o.arch = "mamba"; }), HasSubstr("'mamba' is not available"));
+}
+
+// qwen3 and gemma3 carry per-head q/k norms; gemma3 has one global layer
+// in six (the others sliding, at their own rope base) and, at 62 layers,
+// the 27B's query scale.
+TEST(Synth, Qwen3AndGemma3ConfigsAsLlamaCppRunsThem) {
+  for (const char* arch : {"qwen3", "gemma3"}) {
+    SynthOptions o = Small();
+    o.arch = arch;
+    o.n_layer = 12;
+    o.sliding_window = 16;
+    const std::string bytes = Build(o);
+    auto m = LoadModel(Read(bytes));
+    ASSERT_TRUE(m.ok()) << m.status();
+    const ModelConfig& c = (*m)->config;
+    EXPECT_TRUE(c.qk_norm) << arch;
+    EXPECT_EQ((*m)->weights.layers[3].q_norm.size(), 16u) << arch;
+    EXPECT_EQ((*m)->weights.layers[3].k_norm.size(), 16u) << arch;
+    EXPECT_TRUE((*m)->weights.layers[3].bq.empty()) << arch;
+    if (std::string(arch) == "qwen3") {
+      EXPECT_EQ(c.sliding_window, 0);
+      EXPECT_EQ(c.rope_sets(), 1);
+      continue;
+    }
+    EXPECT_TRUE(c.tied_output);
+    EXPECT_TRUE(c.post_norms);
+    EXPECT_EQ(c.final_softcap, 0.0f);
+    EXPECT_EQ(c.attn_softcap, 0.0f);
+    std::string global;
+    for (int l = 0; l < c.n_layer; ++l) {
+      if (!c.LayerIsSliding(l)) absl::StrAppend(&global, l, " ");
+      EXPECT_EQ(c.LayerRopeSet(l), c.LayerIsSliding(l) ? 1 : 0);
+    }
+    EXPECT_EQ(global, "5 11 ");
+    EXPECT_EQ(c.rope_base, 1e6f);
+    EXPECT_EQ(c.rope_base_local, 1e4f);
+    EXPECT_FLOAT_EQ(c.query_scale, 1.0f / std::sqrt(16.0f));
+  }
+  SynthOptions big = *Preset("gemma3-27b");
+  gguf::Writer w;
+  ASSERT_TRUE(BuildSyntheticModel(big, &w).ok());
+  const std::string header = w.HeaderBytes();
+  auto hf = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(header.data()), header.size()),
+                                   {.header_only = true});
+  ASSERT_TRUE(hf.ok());
+  auto c = LoadConfig(**hf);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FLOAT_EQ(c->query_scale, 1.0f / std::sqrt(5376.0f / 32.0f));  // n_embd / n_head, not the head size
+  EXPECT_FLOAT_EQ(c->rope_freq_scale, 1.0f / 8.0f);                    // linear scaling of the global layers
+  EXPECT_EQ(c->sliding_window, 1024);
+}
+
+// A file whose tensors name more layers than its block_count would run the
+// first block_count layers only, and answer with other text: refused.
+TEST(Synth, TensorsOfLayersPastTheBlockCountAreRefused) {
+  SynthOptions o = Small();
+  o.n_layer = 5;
+  std::string bytes = Build(o);
+  const std::string key = "llama.block_count";
+  const size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const uint32_t four = 4;  // after the key: its value type (u32), then the value
+  std::memcpy(bytes.data() + at + key.size() + 4, &four, 4);
+  auto m = LoadModel(Read(bytes));
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(m.status().message(),
+              HasSubstr("tensor 'blk.4.attn_norm.weight' belongs to layer 4, but llama.block_count says the model "
+                        "has 4 layers"));
 }
 
 }  // namespace

@@ -15,10 +15,11 @@
 
 namespace ferry::testing {
 
-inline model::SynthOptions Tiny(const std::string& arch, quant::TensorType type, int layers = 4) {
+// layers = 0: 4, or 6 for gemma3 (whose sixth layer is its first global one).
+inline model::SynthOptions Tiny(const std::string& arch, quant::TensorType type, int layers = 0) {
   model::SynthOptions o;
   o.arch = arch;
-  o.n_layer = layers;
+  o.n_layer = layers > 0 ? layers : arch == "gemma3" ? 6 : 4;
   o.n_embd = 256;
   o.n_head = 4;
   o.n_head_kv = 2;

@@ -6,6 +6,7 @@
 // copy engine thread; cuda (issue 5) maps these one to one onto streams.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
@@ -58,13 +59,23 @@ struct AttentionShape {
   int window = 0;        // sliding window in positions; 0: full causal
 };
 
-// Rotary embedding: one inverse frequency per rotated pair (host memory; a
-// GPU backend keeps its own copy in constant memory).
+// Rotary embedding: one inverse frequency per rotated pair, in `sets`
+// tables of dims / 2 (host memory; a GPU backend keeps its own copy of all
+// of them, set by BeginStep). A layer rotates with table `set`: models
+// whose sliding layers have a rope base of their own (gemma3) have two.
 struct RopeParams {
-  const float* inv_freq = nullptr;  // (dims / 2)
+  const float* inv_freq = nullptr;  // (sets, dims / 2)
   int dims = 0;
   bool neox = false;                // pairs (i, i + dims/2) instead of (2i, 2i+1)
   int head_dim = 0;
+  int sets = 1;
+  int set = 0;
+  const float* freqs() const { return inv_freq + static_cast<ptrdiff_t>(set) * (dims / 2); }
+  RopeParams WithSet(int s) const {
+    RopeParams r = *this;
+    r.set = s;
+    return r;
+  }
 };
 
 // What the device did since it was created. copy_busy_s: time the copy

@@ -156,7 +156,7 @@ uint64_t Executor::LayOut(int unit, uintptr_t base, DeviceLayer* view, std::vect
   } else {
     const model::LayerWeights& L = w.layers[unit];
     mats = {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down};
-    vecs = {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.post_attn_norm, &L.ffn_norm, &L.post_ffn_norm};
+    vecs = {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.post_attn_norm, &L.ffn_norm, &L.post_ffn_norm, &L.q_norm, &L.k_norm};
   }
   const uint8_t* file = model_.file->bytes().data();
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
@@ -198,6 +198,7 @@ uint64_t Executor::LayOut(int unit, uintptr_t base, DeviceLayer* view, std::vect
       v.wq = mat(0), v.wk = mat(1), v.wv = mat(2), v.wo = mat(3), v.w_gate = mat(4), v.w_up = mat(5), v.w_down = mat(6);
       v.attn_norm = vec_at[0], v.bq = vec_at[1], v.bk = vec_at[2], v.bv = vec_at[3];
       v.post_attn_norm = vec_at[4], v.ffn_norm = vec_at[5], v.post_ffn_norm = vec_at[6];
+      v.q_norm = vec_at[7], v.k_norm = vec_at[8];
     }
     *view = v;
   }
@@ -217,6 +218,7 @@ Executor::DeviceLayer Executor::InPlace(int unit) const {
   v.attn_norm = vec(L.attn_norm);
   v.wq = L.wq, v.wk = L.wk, v.wv = L.wv, v.wo = L.wo;
   v.bq = vec(L.bq), v.bk = vec(L.bk), v.bv = vec(L.bv);
+  v.q_norm = vec(L.q_norm), v.k_norm = vec(L.k_norm);
   v.post_attn_norm = vec(L.post_attn_norm);
   v.ffn_norm = vec(L.ffn_norm);
   v.w_gate = L.w_gate, v.w_up = L.w_up, v.w_down = L.w_down;
@@ -229,13 +231,19 @@ absl::Status Executor::Init() {
   backend::Device& d = *device_;
   FERRY_RETURN_IF_ERROR(d.ReserveKernelScratch(plan::MaxMatrixRows(c), plan::MaxMatrixWidth(c), options_.max_batch));
   usage_.workspace += d.kernel_scratch_bytes();
-  // theta_i = pos * freq_scale * base^(-2i / rope_dims) / factor_i
+  // theta_i = pos * freq_scale * base^(-2i / rope_dims) / factor_i; the
+  // sliding layers' own table (gemma3) is unscaled.
   for (int i = 0; i < c.rope_dims / 2; ++i) {
     double f = c.rope_freq_scale * std::pow(static_cast<double>(c.rope_base), -2.0 * i / c.rope_dims);
     if (!model_.weights.rope_freq_factors.empty()) f /= model_.weights.rope_freq_factors[i];
     inv_freq_.push_back(static_cast<float>(f));
   }
-  rope_ = {inv_freq_.data(), c.rope_dims, c.rope_layout == model::RopeLayout::kNeox, c.head_dim};
+  if (c.rope_sets() > 1) {
+    for (int i = 0; i < c.rope_dims / 2; ++i) {
+      inv_freq_.push_back(static_cast<float>(std::pow(static_cast<double>(c.rope_base_local), -2.0 * i / c.rope_dims)));
+    }
+  }
+  rope_ = {inv_freq_.data(), c.rope_dims, c.rope_layout == model::RopeLayout::kNeox, c.head_dim, c.rope_sets(), 0};
 
   in_place_ = d.computes_on_host_memory();
   resident_.resize(c.n_layer + 1);  // [n_layer] is the head
@@ -462,7 +470,11 @@ void Executor::Layer(int l, const DeviceLayer& L, int n) {
     d.AddRowBias(k, n, c.kv_dim(), L.bk);
     d.AddRowBias(v, n, c.v_dim(), L.bv);
   }
-  d.RopeQK(q, c.n_head, k, c.n_head_kv, n, tokens, rope_);
+  if (c.qk_norm) {  // each head of q and k on its own: rows of head_dim
+    d.RmsNorm(q, n * c.n_head, c.head_dim, L.q_norm, c.norm_eps, q);
+    d.RmsNorm(k, n * c.n_head_kv, c.head_dim, L.k_norm, c.norm_eps, k);
+  }
+  d.RopeQK(q, c.n_head, k, c.n_head_kv, n, tokens, rope_.WithSet(c.LayerRopeSet(l)));
   d.StoreKv(kv_[l], k, v, tokens);
   const backend::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim, c.query_scale, c.attn_softcap,
                                       c.LayerIsSliding(l) ? c.sliding_window : 0};

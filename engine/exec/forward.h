@@ -128,6 +128,7 @@ class Executor {
     const float* attn_norm = nullptr;       // (n_embd)
     model::Matrix wq, wk, wv, wo;
     const float *bq = nullptr, *bk = nullptr, *bv = nullptr;
+    const float *q_norm = nullptr, *k_norm = nullptr;  // qwen3, gemma3
     const float* post_attn_norm = nullptr;  // gemma2
     const float* ffn_norm = nullptr;
     model::Matrix w_gate, w_up, w_down;
@@ -191,7 +192,7 @@ class Executor {
   std::vector<int32_t> logit_rows_;
   backend::HostBuffer logits_out_;      // n_seq rows of logits (Forward(batch))
   std::vector<float> logits_overflow_;  // a step that wants more rows
-  std::vector<float> inv_freq_;      // rope: one frequency per rotated pair
+  std::vector<float> inv_freq_;      // rope: one frequency per rotated pair, per table (RopeParams)
   backend::RopeParams rope_;
   DeviceUsage usage_;
   StreamStats stats_;

@@ -1,9 +1,13 @@
 #include "engine/model/config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace ferry::model {
 namespace {
@@ -46,11 +50,28 @@ int LayerIndex(absl::string_view name) {
   return layer;
 }
 
+namespace {
+constexpr std::pair<Arch, absl::string_view> kArchNames[] = {
+    {Arch::kLlama, "llama"}, {Arch::kQwen2, "qwen2"}, {Arch::kQwen3, "qwen3"},
+    {Arch::kGemma2, "gemma2"}, {Arch::kGemma3, "gemma3"}};
+
+// Gemma 2 and 3 scale queries by 1/sqrt(query_pre_attn_scalar): the head
+// size, except for the 27B models (46 layers in Gemma 2, 62 in Gemma 3),
+// where it is n_embd / n_head. GGUF has no key for it unless a converter
+// wrote attention.scale, so llama.cpp decides by the layer count too.
+absl::Status GemmaQueryScale(const gguf::File& f, const std::string& p, int n_layer_27b, ModelConfig* c) {
+  float scale = 0.0f;
+  if (absl::Status s = ReadFloat(f, p + "attention.scale", &scale, 0.0f); !s.ok()) return s;
+  c->query_scale = scale > 0.0f ? scale
+                   : c->n_layer == n_layer_27b ? 1.0f / std::sqrt(static_cast<float>(c->n_embd / c->n_head))
+                                               : 1.0f / std::sqrt(static_cast<float>(c->head_dim));
+  return absl::OkStatus();
+}
+}  // namespace
+
 absl::string_view ArchName(Arch arch) {
-  switch (arch) {
-    case Arch::kLlama: return "llama";
-    case Arch::kQwen2: return "qwen2";
-    case Arch::kGemma2: return "gemma2";
+  for (const auto& [a, name] : kArchNames) {
+    if (a == arch) return name;
   }
   return "unknown";
 }
@@ -60,16 +81,15 @@ absl::StatusOr<ModelConfig> LoadConfig(const gguf::File& f) {
   absl::StatusOr<absl::string_view> arch = f.GetString("general.architecture");
   if (!arch.ok()) return arch.status();
   c.arch_name = std::string(*arch);
-  if (*arch == "llama") {
-    c.arch = Arch::kLlama;
-  } else if (*arch == "qwen2") {
-    c.arch = Arch::kQwen2;
-  } else if (*arch == "gemma2") {
-    c.arch = Arch::kGemma2;
-  } else {
-    return absl::UnimplementedError(
-        absl::StrCat("architecture '", *arch, "' is not supported (supported: llama, qwen2, gemma2)"));
+  const auto* known = std::find_if(std::begin(kArchNames), std::end(kArchNames),
+                                   [&](const auto& entry) { return entry.second == *arch; });
+  if (known == std::end(kArchNames)) {
+    std::vector<absl::string_view> names;
+    for (const auto& entry : kArchNames) names.push_back(entry.second);
+    return absl::UnimplementedError(absl::StrCat("architecture '", *arch, "' is not supported (supported: ",
+                                                 absl::StrJoin(names, ", "), ")"));
   }
+  c.arch = known->first;
   const std::string p = c.arch_name + ".";
   for (absl::Status s : {ReadInt(f, p + "block_count", &c.n_layer, true, 0),
                          ReadInt(f, p + "embedding_length", &c.n_embd, true, 0),
@@ -124,6 +144,10 @@ absl::StatusOr<ModelConfig> LoadConfig(const gguf::File& f) {
       c.rope_layout = RopeLayout::kNeox;
       c.qkv_bias = true;
       break;
+    case Arch::kQwen3:  // qwen2 without the biases, with q/k norms
+      c.rope_layout = RopeLayout::kNeox;
+      c.qk_norm = true;
+      break;
     case Arch::kGemma2: {
       c.rope_layout = RopeLayout::kNeox;
       c.activation = Activation::kGeluTanh;
@@ -136,14 +160,29 @@ absl::StatusOr<ModelConfig> LoadConfig(const gguf::File& f) {
       if (absl::Status s = ReadInt(f, p + "attention.sliding_window", &c.sliding_window, false, 4096); !s.ok()) {
         return s;
       }
-      // Gemma 2 scales queries by 1/sqrt(query_pre_attn_scalar): the head
-      // size for 2B and 9B, n_embd / n_head for 27B (46 layers); GGUF has no
-      // key for it unless a converter wrote attention.scale.
-      float scale = 0.0f;
-      if (absl::Status s = ReadFloat(f, p + "attention.scale", &scale, 0.0f); !s.ok()) return s;
-      c.query_scale = scale > 0.0f ? scale
-                      : c.n_layer == 46 ? 1.0f / std::sqrt(static_cast<float>(c.n_embd / c.n_head))
-                                        : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      c.swa_pattern = 2;
+      if (absl::Status s = GemmaQueryScale(f, p, 46, &c); !s.ok()) return s;
+      break;
+    }
+    case Arch::kGemma3: {
+      // Gemma 2's layer without soft-capping, plus q/k norms; five sliding
+      // layers (rope base 10000, unscaled) to one global layer (the file's
+      // rope base and scaling), as llama.cpp runs it.
+      c.rope_layout = RopeLayout::kNeox;
+      c.activation = Activation::kGeluTanh;
+      c.post_norms = true;
+      c.qk_norm = true;
+      c.embed_scale = std::sqrt(static_cast<float>(c.n_embd));
+      if (f.Has(p + "attention.sliding_window")) {
+        if (absl::Status s = ReadInt(f, p + "attention.sliding_window", &c.sliding_window, true, 0); !s.ok()) {
+          return s;
+        }
+        c.swa_pattern = 6;
+        c.rope_base_local = 10000.0f;
+      } else if (absl::Status s = ReadFloat(f, p + "final_logit_softcapping", &c.final_softcap, 0.0f); !s.ok()) {
+        return s;  // llama.cpp caps the logits only of a Gemma 3 without sliding layers
+      }
+      if (absl::Status s = GemmaQueryScale(f, p, 62, &c); !s.ok()) return s;
       break;
     }
   }

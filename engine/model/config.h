@@ -11,10 +11,10 @@
 
 namespace ferry::model {
 
-enum class Arch { kLlama, kQwen2, kGemma2 };
+enum class Arch { kLlama, kQwen2, kQwen3, kGemma2, kGemma3 };
 enum class RopeLayout {
   kNormal,  // rotate consecutive pairs (x[2i], x[2i+1]): llama
-  kNeox,    // rotate halves (x[i], x[i + d/2]): qwen2, gemma2
+  kNeox,    // rotate halves (x[i], x[i + d/2]): qwen2, qwen3, gemma2, gemma3
 };
 enum class Activation { kSilu, kGeluTanh };
 
@@ -37,19 +37,31 @@ struct ModelConfig {
   float rope_base = 10000.0f;
   float rope_freq_scale = 1.0f;  // linear scaling: positions multiplied by this
   bool rope_freq_factors = false;  // llama3 scaling: per-frequency divisors in rope_freqs.weight
+  // gemma3: sliding layers rotate with a base of their own and no scaling;
+  // 0 = they rotate like the global layers.
+  float rope_base_local = 0.0f;
 
   Activation activation = Activation::kSilu;
   bool qkv_bias = false;          // qwen2
-  bool post_norms = false;        // gemma2: norms after attention and after the FFN
-  float embed_scale = 1.0f;       // gemma2: sqrt(n_embd)
+  bool qk_norm = false;           // qwen3, gemma3: RMSNorm of each head of q and k, weights (head_dim)
+  bool post_norms = false;        // gemma2, gemma3: norms after attention and after the FFN
+  float embed_scale = 1.0f;       // gemma2, gemma3: sqrt(n_embd)
   float query_scale = 0.0f;       // multiplies q before q.k
   float attn_softcap = 0.0f;      // gemma2: cap * tanh(score / cap); 0 = none
   float final_softcap = 0.0f;     // gemma2, on the logits
-  int sliding_window = 0;         // gemma2: window of the sliding layers; 0 = none
+  int sliding_window = 0;         // gemma2, gemma3: window of the sliding layers; 0 = none
+  // Of every `swa_pattern` layers the last attends to the whole context and
+  // the others within the window: gemma2 alternates (2), gemma3 has one
+  // global layer in 6 (llama.cpp's pattern for both).
+  int swa_pattern = 2;
   bool tied_output = false;       // no output.weight: the head is token_embd
 
-  // gemma2 alternates: even layers attend within the sliding window.
-  bool LayerIsSliding(int layer) const { return sliding_window > 0 && layer % 2 == 0; }
+  bool LayerIsSliding(int layer) const {
+    return sliding_window > 0 && layer % swa_pattern < swa_pattern - 1;
+  }
+  // Which rope table a layer rotates with: 0 the model's, 1 the sliding layers' own.
+  int LayerRopeSet(int layer) const { return rope_base_local > 0.0f && LayerIsSliding(layer) ? 1 : 0; }
+  int rope_sets() const { return rope_base_local > 0.0f ? 2 : 1; }
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }
   int v_dim() const { return n_head_kv * head_dim_v; }

@@ -121,6 +121,14 @@ gguf::Writer::Fill RandomFill(TensorType type, uint64_t cols, uint64_t rows, flo
 
 namespace {
 int HeadDim(const SynthOptions& o) { return o.head_dim > 0 ? o.head_dim : o.n_embd / std::max(o.n_head, 1); }
+bool IsGemma(const SynthOptions& o) { return o.arch == "gemma2" || o.arch == "gemma3"; }
+bool HasQkNorm(const SynthOptions& o) { return o.arch == "qwen3" || o.arch == "gemma3"; }
+// gemma3's sliding layers rotate at base 1e4 whatever the file says: its
+// usual 1e6 keeps the global layers' rotation apart from theirs.
+float RopeBase(const SynthOptions& o) {
+  if (o.rope_base > 0.0f) return o.rope_base;
+  return o.arch == "qwen3" || o.arch == "gemma3" ? 1000000.0f : 10000.0f;
+}
 }  // namespace
 
 quant::TensorType WeightType(const SynthOptions& o, absl::string_view tensor, int layer) {
@@ -162,19 +170,32 @@ absl::StatusOr<SynthOptions> Preset(absl::string_view name) {
     shape("gemma2", 42, 3584, 16, 8, 14336, 256000, 8192, 256);
   } else if (name == "gemma2-27b") {
     shape("gemma2", 46, 4608, 32, 16, 36864, 256000, 8192, 128);
+  } else if (name == "qwen3-8b") {
+    shape("qwen3", 36, 4096, 32, 8, 12288, 151936, 40960, 128);
+  } else if (name == "gemma3-27b") {
+    shape("gemma3", 62, 5376, 32, 16, 21504, 262208, 131072, 128);
+    o.sliding_window = 1024;
+    o.rope_scale_factor = 8.0f;  // linear, global layers only
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown preset '", name, "' (presets: ", PresetNames(), ")"));
   }
-  o.rope_base = o.arch == "llama" ? 500000.0f : o.arch == "qwen2" ? 1000000.0f : 10000.0f;
+  o.rope_base = o.arch == "llama" ? 500000.0f : o.arch == "gemma2" ? 10000.0f : 1000000.0f;
   return o;
 }
 
-std::string PresetNames() { return "llama3.1-8b, llama3.1-70b, qwen2.5-7b, gemma2-9b, gemma2-27b"; }
+std::string PresetNames() {
+  return "llama3.1-8b, llama3.1-70b, qwen2.5-7b, qwen3-8b, gemma2-9b, gemma2-27b, gemma3-27b";
+}
 
 absl::Status Validate(const SynthOptions& o) {
-  if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "gemma2") {
+  if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "qwen3" && o.arch != "gemma2" && o.arch != "gemma3") {
     return absl::InvalidArgumentError(absl::StrCat("make-model: architecture '", o.arch,
-                                                   "' is not available (available: llama, qwen2, gemma2)"));
+                                                   "' is not available (available: llama, qwen2, qwen3, gemma2, "
+                                                   "gemma3)"));
+  }
+  if (o.rope_scale_factor <= 0.0f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("make-model: rope scale factor must be positive, got ", o.rope_scale_factor));
   }
   auto positive = [](absl::string_view what, int v) -> absl::Status {
     if (v <= 0) return absl::InvalidArgumentError(absl::StrCat("make-model: ", what, " must be positive, got ", v));
@@ -221,8 +242,9 @@ uint64_t ParameterCount(const SynthOptions& o) {
   const uint64_t q = static_cast<uint64_t>(HeadDim(o)) * o.n_head, kv = static_cast<uint64_t>(HeadDim(o)) * o.n_head_kv;
   uint64_t per_layer = 2 * e + e * q * 2 + e * kv * 2 + 3 * e * f;
   if (o.arch == "qwen2") per_layer += q + 2 * kv;  // q, k, v biases
-  if (o.arch == "gemma2") per_layer += 2 * e;      // post-attention and post-FFN norms
-  const bool tied = o.tied_output || o.arch == "gemma2";
+  if (IsGemma(o)) per_layer += 2 * e;               // post-attention and post-FFN norms
+  if (HasQkNorm(o)) per_layer += 2 * HeadDim(o);    // q and k norms
+  const bool tied = o.tied_output || IsGemma(o);
   return e * v + (tied ? 0 : e * v) + e + per_layer * o.n_layer;
 }
 
@@ -252,7 +274,7 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
       {a + ".block_count", MetaValue::U32(o.n_layer)},
       {a + ".feed_forward_length", MetaValue::U32(o.n_ff)},
       {a + ".rope.dimension_count", MetaValue::U32(head_dim)},
-      {a + ".rope.freq_base", MetaValue::F32(o.rope_base)},
+      {a + ".rope.freq_base", MetaValue::F32(RopeBase(o))},
       {a + ".attention.head_count", MetaValue::U32(o.n_head)},
       {a + ".attention.head_count_kv", MetaValue::U32(o.n_head_kv)},
       {a + ".attention.layer_norm_rms_epsilon", MetaValue::F32(o.rms_eps)},
@@ -269,8 +291,8 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
   for (const auto& [key, value] : meta) {
     if (absl::Status s = w->Set(key, value); !s.ok()) return s;
   }
-  const bool gemma2 = a == "gemma2", qwen2 = a == "qwen2";
-  if (gemma2 || o.head_dim > 0) {
+  const bool gemma2 = a == "gemma2", gemma = IsGemma(o), qwen2 = a == "qwen2", qk_norm = HasQkNorm(o);
+  if (gemma || o.head_dim > 0) {
     for (const auto& [key, value] : std::vector<std::pair<std::string, MetaValue>>{
              {a + ".attention.key_length", MetaValue::U32(head_dim)},
              {a + ".attention.value_length", MetaValue::U32(head_dim)}}) {
@@ -283,6 +305,16 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
              {a + ".attention.sliding_window", MetaValue::U32(o.sliding_window)},
              {a + ".attn_logit_softcapping", MetaValue::F32(50.0f)},
              {a + ".final_logit_softcapping", MetaValue::F32(30.0f)}}) {
+      if (absl::Status s = w->Set(key, value); !s.ok()) return s;
+    }
+  }
+  if (a == "gemma3" && o.sliding_window > 0) {  // 0: a Gemma 3 without sliding layers
+    if (absl::Status s = w->Set(a + ".attention.sliding_window", MetaValue::U32(o.sliding_window)); !s.ok()) return s;
+  }
+  if (o.rope_scale_factor != 1.0f) {
+    for (const auto& [key, value] : std::vector<std::pair<std::string, MetaValue>>{
+             {a + ".rope.scaling.type", MetaValue::Str("linear")},
+             {a + ".rope.scaling.factor", MetaValue::F32(o.rope_scale_factor)}}) {
       if (absl::Status s = w->Set(key, value); !s.ok()) return s;
     }
   }
@@ -321,8 +353,10 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
                            qwen2 ? vec(p + "attn_q.bias", q, 0.0f, 0.5f) : absl::OkStatus(),    // (q_dim)
                            qwen2 ? vec(p + "attn_k.bias", kv, 0.0f, 0.5f) : absl::OkStatus(),   // (kv_dim)
                            qwen2 ? vec(p + "attn_v.bias", kv, 0.0f, 0.5f) : absl::OkStatus(),   // (kv_dim)
-                           gemma2 ? norm(p + "post_attention_norm.weight") : absl::OkStatus(),  // (embd)
-                           gemma2 ? norm(p + "post_ffw_norm.weight") : absl::OkStatus(),        // (embd)
+                           qk_norm ? vec(p + "attn_q_norm.weight", head_dim, 1.0f, 0.1f) : absl::OkStatus(),
+                           qk_norm ? vec(p + "attn_k_norm.weight", head_dim, 1.0f, 0.1f) : absl::OkStatus(),
+                           gemma ? norm(p + "post_attention_norm.weight") : absl::OkStatus(),  // (embd)
+                           gemma ? norm(p + "post_ffw_norm.weight") : absl::OkStatus(),        // (embd)
                            matrix(p + "ffn_gate.weight", e, f),       // (ff, embd)
                            matrix(p + "ffn_up.weight", e, f),         // (ff, embd)
                            matrix(p + "ffn_down.weight", f, e)}) {    // (embd, ff)
@@ -331,7 +365,7 @@ absl::Status BuildSyntheticModel(const SynthOptions& o, gguf::Writer* w) {
   }
   layer = -1;
   if (absl::Status s = norm("output_norm.weight"); !s.ok()) return s;
-  if (!o.tied_output && !gemma2) {  // Gemma 2 always ties its head to the embedding
+  if (!o.tied_output && !gemma) {  // Gemma always ties its head to the embedding
     if (absl::Status s = matrix("output.weight", e, v); !s.ok()) return s;  // (vocab, embd)
   }
   return absl::OkStatus();

@@ -22,7 +22,7 @@ enum class Mix {
 };
 
 struct SynthOptions {
-  std::string arch = "llama";  // llama, qwen2 (q/k/v biases) or gemma2
+  std::string arch = "llama";  // llama, qwen2 (q/k/v biases), qwen3 (q/k norms), gemma2 or gemma3
   int n_layer = 4;
   int n_embd = 256;
   int n_head = 8;
@@ -31,12 +31,13 @@ struct SynthOptions {
   int head_dim = 0;  // 0: n_embd / n_head (Gemma 2 uses other sizes)
   int n_vocab = 1024;
   int n_ctx = 2048;
-  float rope_base = 10000.0f;
+  float rope_base = 0.0f;  // 0: the family's usual base (qwen3, gemma3: 1e6; llama, qwen2, gemma2: 1e4)
   float rms_eps = 1e-5f;
   quant::TensorType type = quant::TensorType::kQ8_0;  // of the 2-D weights; norms stay f32
   Mix mix = Mix::kUniform;
-  bool tied_output = false;  // no output.weight: the head reuses token_embd (always for gemma2)
-  int sliding_window = 4096;  // gemma2: window of its even (sliding) layers
+  float rope_scale_factor = 1.0f;  // != 1: linear rope scaling (gemma3: of its global layers)
+  bool tied_output = false;  // no output.weight: the head reuses token_embd (always for gemma2, gemma3)
+  int sliding_window = 4096;  // gemma2, gemma3: window of the sliding layers (gemma3: 0 = none)
   uint64_t seed = 1;
   std::string name = "ferry demo (random weights)";
 };
@@ -44,8 +45,8 @@ struct SynthOptions {
 // Checks the shape is consistent and the type can be produced.
 absl::Status Validate(const SynthOptions& options);
 
-// The shapes of popular models (llama3.1-8b, llama3.1-70b, qwen2.5-7b,
-// gemma2-9b, gemma2-27b), for planning with header-only files.
+// The shapes of popular models (PresetNames()), for planning with
+// header-only files.
 absl::StatusOr<SynthOptions> Preset(absl::string_view name);
 std::string PresetNames();
 

@@ -56,6 +56,15 @@ class Loader {
 }  // namespace
 
 absl::StatusOr<ModelWeights> LoadWeights(const gguf::File& file, const ModelConfig& c) {
+  // A file whose layers of tensors disagree with its block_count would run
+  // fewer layers than it holds and answer with different text: refused.
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    if (const int layer = LayerIndex(t.name); layer >= c.n_layer) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' belongs to layer ", layer, ", but ",
+                                                     c.arch_name, ".block_count says the model has ", c.n_layer,
+                                                     " layers"));
+    }
+  }
   Loader l(file);
   ModelWeights w;
   FERRY_ASSIGN_OR_RETURN(w.token_embd, l.Mat("token_embd.weight", c.n_embd, c.n_vocab));
@@ -79,6 +88,10 @@ absl::StatusOr<ModelWeights> LoadWeights(const gguf::File& file, const ModelConf
       FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_q.bias", c.q_dim(), &L.bq));
       FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_k.bias", c.kv_dim(), &L.bk));
       FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_v.bias", c.v_dim(), &L.bv));
+    }
+    if (c.qk_norm) {
+      FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_q_norm.weight", c.head_dim, &L.q_norm));
+      FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_k_norm.weight", c.head_dim, &L.k_norm));
     }
     if (c.post_norms) {
       FERRY_RETURN_IF_ERROR(l.Vec(p + "post_attention_norm.weight", c.n_embd, &L.post_attn_norm));

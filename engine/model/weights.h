@@ -41,12 +41,13 @@ struct LayerWeights {
   Matrix wv;                          // (n_head_kv * head_dim, n_embd)
   Matrix wo;                          // (n_embd, n_head * head_dim)
   std::vector<float> bq, bk, bv;      // qwen2: (q_dim), (kv_dim), (kv_dim)
-  std::vector<float> post_attn_norm;  // gemma2: (n_embd)
+  std::vector<float> q_norm, k_norm;  // qwen3, gemma3: (head_dim), each head of q / k
+  std::vector<float> post_attn_norm;  // gemma2, gemma3: (n_embd)
   std::vector<float> ffn_norm;        // (n_embd)
   Matrix w_gate;                      // (n_ff, n_embd)
   Matrix w_up;                        // (n_ff, n_embd)
   Matrix w_down;                      // (n_embd, n_ff)
-  std::vector<float> post_ffn_norm;   // gemma2: (n_embd)
+  std::vector<float> post_ffn_norm;   // gemma2, gemma3: (n_embd)
 };
 
 struct ModelWeights {

@@ -2,7 +2,7 @@
 """ferry's forward pass against llama.cpp's on the same files.
 
 An implementation ferry did not write computes the logits of the synthetic
-llama, qwen2 and gemma2 models (`ferry make-model`, f32 and f16 weights) for
+llama, qwen2, gemma2, qwen3 and gemma3 models (`ferry make-model`, f32 and f16 weights) for
 the same token ids, with an f32 KV cache; ferry's logits come from its
 `logits_dump` test tool. Reported and asserted: the max normalized logit
 difference per model.
@@ -16,6 +16,8 @@ import sys
 
 try:
     import llama_cpp as L
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import llamacpp_ref
 except ImportError as e:
     print(f"FAIL: {e}: needs llama-cpp-python (deploy/install-deps.sh builds it into build/llama-venv)", file=sys.stderr)
     sys.exit(1)
@@ -24,7 +26,7 @@ except ImportError as e:
 # Bounds from the arithmetic of each side. Both run f32 with an f32 KV cache
 # and llama.cpp's flash attention off (its CPU version rounds to f16):
 # - f32 weights: only operation order differs, ~1e-6 seen; bound 1e-4.
-# - gemma2 (GELU): llama.cpp's CPU GELU reads a table indexed by the f16
+# - gemma2, gemma3 (GELU): llama.cpp's CPU GELU reads a table indexed by the f16
 #   value of its input (GGML_GELU_FP16), relative error up to ~2^-11 per
 #   activation; bound 3e-3.
 # - f16 weights: llama.cpp rounds the activations to f16 before an f16 dot
@@ -39,10 +41,7 @@ BOUNDS = {(False, "f32"): 1e-4, (True, "f32"): 3e-3, (False, "f16"): 5e-3, (True
 
 
 def llamacpp_logits(path, tokens):
-    L.llama_backend_init()
-    mp = L.llama_model_default_params()
-    mp.n_gpu_layers = 0
-    model = L.llama_model_load_from_file(path.encode(), mp)
+    model = llamacpp_ref.load(path)
     cp = L.llama_context_default_params()
     cp.n_ctx = 64
     cp.n_batch = 64
@@ -76,10 +75,14 @@ def main():
     os.makedirs(workdir, exist_ok=True)
     rng = random.Random(4)
     failed = False
-    for arch in ["llama", "qwen2", "gemma2"]:
+    for arch in ["llama", "qwen2", "gemma2", "qwen3", "gemma3"]:
         for typ in ["f32", "f16", "q8_0", "q4_K"]:
             path = os.path.join(workdir, f"{arch}-{typ}.gguf")
-            subprocess.run([ferry, "make-model", f"--out={path}", f"--arch={arch}", f"--type={typ}", "--layers=2",
+            subprocess.run([ferry, "make-model", f"--out={path}", f"--arch={arch}", f"--type={typ}",
+                            # gemma3's sixth layer is its first global one
+                            "--layers=6" if arch == "gemma3" else "--layers=2",
+                            # linear rope scaling: only of gemma3's global layers
+                            "--rope_scale=8" if arch == "gemma3" else "--rope_scale=1",
                             "--embd=256", "--heads=4", "--kv_heads=2", "--ff=512", "--vocab=320",
                             "--sliding_window=4"], check=True, capture_output=True)
             tokens = [rng.randrange(3, 320) for _ in range(10)]
@@ -94,7 +97,7 @@ def main():
                 rms = (sum(v * v for v in ref) / V) ** 0.5
                 diff = max(abs(ours[t * V + i] - ref[i]) for i in range(V))
                 worst = max(worst, diff / rms)
-            bound = BOUNDS[(arch == "gemma2", typ)]
+            bound = BOUNDS[(arch.startswith("gemma"), typ)]
             ok = worst < bound
             failed |= not ok
             print(f"{'ok' if ok else 'FAIL'}: {arch} {typ}: max normalized logit difference vs llama.cpp "

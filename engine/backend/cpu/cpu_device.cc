@@ -147,10 +147,11 @@ void CpuDevice::AddRowBias(float* x, int n_rows, int64_t width, const float* bia
 void CpuDevice::Rope(float* x, int n_rows, int n_heads, std::span<const TokenPos> tokens, const RopeParams& rope) {
   KernelTimer timer(this);
   const int half = rope.dims / 2;
+  const float* freqs = rope.freqs();
   for (int r = 0; r < n_rows; ++r) {
     float* row = x + static_cast<int64_t>(r) * n_heads * rope.head_dim;
     for (int i = 0; i < half; ++i) {
-      const double theta = static_cast<double>(tokens[r].pos) * rope.inv_freq[i];
+      const double theta = static_cast<double>(tokens[r].pos) * freqs[i];
       const float cs = static_cast<float>(std::cos(theta)), sn = static_cast<float>(std::sin(theta));
       // Normal layout rotates (2i, 2i+1); NeoX rotates (i, i + dims/2).
       const int a = rope.neox ? i : 2 * i;

@@ -645,18 +645,22 @@ const int32_t* CudaDevice::UploadRows(std::span<const int32_t> rows) {
   return rows_dev_;
 }
 
+// Every table of the model goes up at once (BeginStep does it before the
+// step's first kernel), so layers rotating with different tables (gemma3's
+// sliding and global layers) do not rewrite it between them.
 const float* CudaDevice::UploadRope(const RopeParams& rope) {
-  const size_t pairs = static_cast<size_t>(rope.dims / 2);
-  if (pairs > static_cast<size_t>(kMaxRopePairs)) {
-    Fail(absl::StrCat("rope over ", rope.dims, " dimensions: the kernels take at most ", 2 * kMaxRopePairs));
+  const size_t pairs = static_cast<size_t>(rope.dims / 2), floats = pairs * std::max(rope.sets, 1);
+  if (floats > static_cast<size_t>(kMaxRopePairs) || rope.set < 0 || rope.set >= std::max(rope.sets, 1)) {
+    Fail(absl::StrCat("rope over ", rope.dims, " dimensions in ", rope.sets, " table(s) (table ", rope.set,
+                      "): the kernels take at most ", kMaxRopePairs, " frequencies"));
     return nullptr;
   }
-  if (pairs != rope_host_.size() || !std::equal(rope_host_.begin(), rope_host_.end(), rope.inv_freq)) {
+  if (floats != rope_host_.size() || !std::equal(rope_host_.begin(), rope_host_.end(), rope.inv_freq)) {
     if (capturing_) return BreakCapture(rope_dev_);
-    rope_host_.assign(rope.inv_freq, rope.inv_freq + pairs);
+    rope_host_.assign(rope.inv_freq, rope.inv_freq + floats);
     WriteTable(rope_host_.data(), rope_host_.size() * sizeof(float), rope_dev_, "rope frequencies");
   }
-  return rope_dev_;
+  return rope_dev_ + pairs * rope.set;
 }
 
 void CudaDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y,

@@ -393,7 +393,7 @@ void SimDevice::AddRowBias(float* x, int n_rows, int64_t width, const float* bia
 
 void SimDevice::Rope(float* x, int n_rows, int n_heads, std::span<const TokenPos> tokens, const RopeParams& rope) {
   Trace(absl::StrCat("rope x@", absl::Hex(x), " ", n_rows, "x", n_heads, " tokens ", tokens.size(), " dims ",
-                     rope.dims, rope.neox ? " neox" : "", " head ", rope.head_dim));
+                     rope.dims, rope.neox ? " neox" : "", " head ", rope.head_dim, " table ", rope.set));
   CpuDevice::Rope(x, n_rows, n_heads, tokens, rope);
 }
 
