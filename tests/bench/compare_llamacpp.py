@@ -17,7 +17,11 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import llamacpp_ref  # noqa: E402
 
 
 def cpu_model():
@@ -31,14 +35,17 @@ def cpu_model():
     return platform.processor()
 
 
-def llamacpp_bench(path, threads, batches, prompt_tokens, gen_tokens, step, reps):
+def llamacpp_version():
+    try:
+        from importlib.metadata import version
+        return "(llama-cpp-python " + version("llama_cpp_python") + ")"
+    except Exception:  # noqa: BLE001: the version is only printed
+        return "(version unknown)"
+
+
+def llamacpp_bench(path, threads, batches, prompt_tokens, gen_tokens, step, reps, extra_bufts):
     import llama_cpp as L
-    L.llama_backend_init()
-    mp = L.llama_model_default_params()
-    mp.n_gpu_layers = 0
-    model = L.llama_model_load_from_file(path.encode(), mp)
-    if not model:
-        raise SystemExit(f"llama.cpp could not load {path}")
+    model = llamacpp_ref.load(path, extra_bufts=extra_bufts)
     vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
     rng = random.Random(1)
     rows = []
@@ -96,10 +103,21 @@ def main():
     ap.add_argument("--gen_tokens", type=int, default=32)
     ap.add_argument("--step", type=int, default=64, help="prompt tokens per forward step (both engines)")
     ap.add_argument("--repetitions", type=int, default=2)
+    ap.add_argument("--llama_extra_bufts", choices=["auto", "on", "off"], default="auto",
+                    help="llama.cpp's extra CPU buffer types (weights repacked for its AMX / AVX-512 kernels): "
+                         "auto = on where a probe in a child process shows they work on this machine (they crash "
+                         "on some Intel Xeon VMs with AMX), off elsewhere")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
+    if args.llama_extra_bufts == "auto":
+        extra = llamacpp_ref.extra_bufts_work(args.model[0])
+        why = "they work on this machine" if extra else "they crash on this machine"
+    else:
+        extra, why = args.llama_extra_bufts == "on", "as asked"
     print(f"CPU: {cpu_model()}, {args.threads} threads; prompt {args.prompt_tokens} tokens/sequence, "
           f"{args.gen_tokens} decode steps, best of {args.repetitions}")
+    print(f"llama.cpp {llamacpp_version()}: extra CPU buffer types (repacked weights) "
+          f"{'on' if extra else 'off'} ({why})")
     print(f"{'model':<28} {'batch':>5} {'ferry pp':>10} {'llama pp':>10} {'ratio':>6} "
           f"{'ferry tg':>10} {'llama tg':>10} {'ratio':>6}")
     for path in args.model:
@@ -110,7 +128,7 @@ def main():
                              check=True, capture_output=True, text=True).stdout
         ours = {r["batch"]: r for r in json.loads(out)["rows"]}
         theirs = {r["batch"]: r for r in llamacpp_bench(path, args.threads, batches, args.prompt_tokens,
-                                                        args.gen_tokens, args.step, args.repetitions)}
+                                                        args.gen_tokens, args.step, args.repetitions, extra)}
         for b in batches:
             o, t = ours[b], theirs[b]
             print(f"{os.path.basename(path):<28} {b:>5} {o['prefill_tokens_per_s']:>10.1f} "

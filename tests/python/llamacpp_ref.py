@@ -37,12 +37,15 @@ def extra_bufts_work(path):
     """Whether llama.cpp survives loading `path` with its extra buffer types and decoding a token.
 
     Run in a child process: where they crash, they crash the process."""
+    # A prompt batch of 64 tokens, then single-token steps: repacked kernels
+    # take both paths, and some crash only on one.
     code = ("import sys; sys.path.insert(0, %r); import llamacpp_ref as R, llama_cpp as L\n"
             "m = R.load(%r, extra_bufts=True)\n"
-            "cp = L.llama_context_default_params(); cp.n_ctx = 32; cp.n_batch = 8; cp.n_ubatch = 8\n"
+            "cp = L.llama_context_default_params(); cp.n_ctx = 128; cp.n_batch = 64; cp.n_ubatch = 64\n"
             "ctx = L.llama_init_from_model(m, cp)\n"
-            "b = L.llama_batch_get_one((L.llama_token * 1)(1), 1)\n"
-            "sys.exit(0 if L.llama_decode(ctx, b) == 0 else 3)\n") % (os.path.dirname(os.path.abspath(__file__)), path)
+            "ok = L.llama_decode(ctx, L.llama_batch_get_one((L.llama_token * 64)(*([1] * 64)), 64)) == 0\n"
+            "for i in range(4): ok = ok and L.llama_decode(ctx, L.llama_batch_get_one((L.llama_token * 1)(1), 1)) == 0\n"
+            "sys.exit(0 if ok else 3)\n") % (os.path.dirname(os.path.abspath(__file__)), path)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True)
     return r.returncode == 0
 
