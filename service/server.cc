@@ -620,7 +620,10 @@ absl::Status Server::Load() {
   e->request_ctx.n_ctx = e->executor->n_ctx();
   e->request_ctx.limits = options_.limits;
   absl::StatusOr<absl::string_view> tmpl = f.GetString("tokenizer.chat_template");
-  e->request_ctx.chat = text::DetectChatFamily(tmpl.ok() ? *tmpl : absl::string_view());
+  const text::Tokenizer& tok = *e->tokenizer;
+  e->request_ctx.chat = text::ParseChatTemplate(tmpl.ok() ? *tmpl : absl::string_view(),
+                                                tok.bos() >= 0 ? tok.piece(tok.bos()) : "",
+                                                tok.eos() >= 0 ? tok.piece(tok.eos()) : "");
 
   v1::ModelInfo& info = e->info;
   info.set_path(options_.model_path);
@@ -655,7 +658,7 @@ absl::Status Server::Load() {
   info.set_placement(e->executor->PlacementSummary());
   info.set_slots(e->executor->n_seq());
   info.set_max_batch_tokens(e->executor->max_batch());
-  if (e->request_ctx.chat.ok()) info.set_chat_template(text::ChatFamilyName(*e->request_ctx.chat));
+  if (e->request_ctx.chat.ok()) info.set_chat_template(text::ChatFamilyName(e->request_ctx.chat->family));
   info.set_tokenizer(std::string(e->tokenizer->model()));
   info.set_bos(e->tokenizer->bos());
   info.set_eos(e->tokenizer->eos());
