@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# Installs what ferry's build and tests need on Debian 12, and only what is
-# missing: one dpkg query when everything is present, so it is quick to rerun.
-# With --for-tests also the Python test packages (tests/requirements.txt,
-# pinned) into build/venv and llama.cpp (tests/requirements-llamacpp.txt)
-# once per machine.
+# Installs what ferry's build needs on Debian 12, and only what is missing:
+# one dpkg query when everything is present, so it is quick to rerun. With
+# --for-tests also what the tests need, the Python test packages
+# (tests/requirements.txt, pinned) into build/venv and llama.cpp
+# (tests/requirements-llamacpp.txt) once per machine.
 # usage: deploy/install-deps.sh [--for-tests]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 for_tests=0
 [[ ${1:-} == --for-tests ]] && for_tests=1
 
+# What building ferry needs (deploy/bootstrap.sh start and build, and the
+# container images, which run it on Debian 12 and on NVIDIA's Ubuntu 24.04).
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  prometheus-cpp-dev civetweb libcivetweb-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev
-  clang libclang-rt-14-dev   # libFuzzer for the GGUF fuzz test
-  python3 python3-venv
+  prometheus-cpp-dev civetweb libcivetweb-dev libpcre2-dev
 )
-# The tests also run a real Prometheus server and promtool against ferry's metrics.
-[[ ${1:-} == --for-tests ]] && packages+=(prometheus openssl)
+# The tests also need GoogleTest, libFuzzer for the GGUF fuzz test, Python
+# for the interop checks, and a real Prometheus server and promtool.
+((for_tests)) && packages+=(
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
+  python3 python3-venv
+  prometheus openssl
+)
 
 installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
             awk '$NF == "installed" {print $1}' | sed 's/:.*//') || true
