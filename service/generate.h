@@ -16,6 +16,12 @@ namespace ferry::service {
 struct GenerateOptions {
   std::string model_path;
   std::string prompt;
+  // Instead of `prompt`: a user message (and an optional system message,
+  // else the template's default), rendered with the model's chat template;
+  // only the answer is printed.
+  std::string chat;
+  std::string system;
+  bool enable_thinking = true;  // qwen3 templates
   int max_tokens = 128;
   std::vector<std::string> stops;
   std::vector<int32_t> stop_ids;  // tokens that end generation, besides end-of-generation

@@ -63,6 +63,7 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in, co
       }
       text::ChatOptions options;
       options.add_generation_prompt = !in.chat().has_add_generation_prompt() || in.chat().add_generation_prompt();
+      options.enable_thinking = !in.chat().has_enable_thinking() || in.chat().enable_thinking();
       absl::StatusOr<std::string> text = text::RenderChat(*ctx.chat, messages, options);
       if (!text.ok()) return text.status();
       r.prompt = tok.Encode(*text, tok.add_bos());
