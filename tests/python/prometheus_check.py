@@ -1,4 +1,4 @@
-"""ferry's metrics as Prometheus sees them. Starts `ferry serve` (stories260K
+"""ferry's metrics as Prometheus sees them. Starts `ferry serve` (a model of stories260K's shape
 on the sim device with 3 of 5 layers resident, so streaming metrics move)
 and a real Prometheus server (Debian's package) on loopback with a generated
 config, sends concurrent requests through grpcio, then checks:
@@ -132,16 +132,13 @@ class Prometheus:
 
 
 def main():
-    ferry, proto_dir, dashboard, workdir, models = sys.argv[1:6]
-    model = os.path.join(models, "stories260K-f32.gguf")
-    if not os.path.exists(model):
-        print(f"SKIP: needs {model} (the ../shared/models folder beside the repo)")
-        return 0
+    ferry, proto_dir, dashboard, workdir = sys.argv[1:5]
     for tool in ("prometheus", "promtool"):
         if shutil.which(tool) is None:
             print(f"FAIL: {tool} not found (Debian package 'prometheus'; deploy/install-deps.sh installs it)")
             return 1
     os.makedirs(workdir, exist_ok=True)
+    model = ferry_server.stories_shaped_model(ferry, workdir)
     pb, pbg = ferry_server.load_stubs(proto_dir, workdir)
     failures = []
     args = ["--model", model, "--ctx", "256", "--slots", "4", "--gpu_layers", "3",
