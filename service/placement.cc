@@ -43,7 +43,7 @@ absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& mode
   absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, SpecOf(device));
   if (!p.ok()) return p.status();
   forward->n_ctx = r.n_ctx;
-  forward->placement = {p->head_resident, p->resident_layers, flags.ring_depth};
+  forward->placement = p->placement;
   return std::optional<plan::Plan>(*p);
 }
 

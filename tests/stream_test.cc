@@ -238,9 +238,7 @@ TEST(Executor, PoisonedSlotsExposeAScheduleThatSkipsTheReadyEvent) {
   const std::vector<float> cpu = RunSteps(*b.model, nullptr, Options(true, -1, 1));
   // A slow copy engine: the compute side is always ahead of it.
   std::unique_ptr<backend::SimDevice> sim = Sim(64 << 20, 0.2);
-  exec::ForwardOptions o = Options(true, 0, 2);
-  o.testing_skip_ready_wait = true;
-  const std::vector<float> got = RunSteps(*b.model, sim.get(), o);
+  const std::vector<float> got = RunSteps(*b.model, sim.get(), Options(true, 0, 2), 5, {.skip_ready_wait = true});
   ASSERT_EQ(got.size(), cpu.size());
   // Compute read slots mid-transfer (poison) or still holding an earlier
   // layer (stale weights): either way not the model's logits.
@@ -251,9 +249,8 @@ TEST(Executor, PoisonedSlotsExposeASlotReleasedBeforeItsLayerRan) {
   const Built b = Build(Tiny("llama", TensorType::kQ8_0));
   const std::vector<float> cpu = RunSteps(*b.model, nullptr, Options(true, -1, 1));
   std::unique_ptr<backend::SimDevice> sim = Sim(64 << 20, 0.2);
-  exec::ForwardOptions o = Options(true, 0, 1);
-  o.testing_release_slot_early = true;  // the refill's poison lands while the layer reads
-  const std::vector<float> got = RunSteps(*b.model, sim.get(), o);
+  // The refill's poison lands while the layer reads.
+  const std::vector<float> got = RunSteps(*b.model, sim.get(), Options(true, 0, 1), 5, {.release_slot_early = true});
   ASSERT_EQ(got.size(), cpu.size());
   EXPECT_NE(std::memcmp(got.data(), cpu.data(), cpu.size() * sizeof(float)), 0);
 }

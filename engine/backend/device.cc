@@ -7,11 +7,23 @@
 #include "engine/backend/cpu/cpu_device.h"
 #include "engine/backend/cuda/options.h"
 #include "engine/backend/sim/sim_device.h"
+#include "engine/units.h"
 #if FERRY_HAVE_CUDA
 #include "engine/backend/cuda/cuda_device.h"
 #endif
 
 namespace ferry::backend {
+
+absl::StatusOr<AdoptedWeights> Device::AdoptInPlace(std::span<model::Matrix* const>) { return AdoptedWeights(); }
+
+std::string AdoptedWeights::Describe() const {
+  if (bytes > 0) return absl::StrCat(" (", HumanBytes(bytes), " of matrices regrouped for the kernels)");
+  if (needed > 0) {
+    return absl::StrCat(" (matrices read as the file stores them: regrouping them needs ", HumanBytes(needed),
+                        ", more than 90% of the memory available)");
+  }
+  return "";
+}
 
 DeviceFacts Device::facts() const {
   DeviceFacts f;

@@ -102,6 +102,8 @@ struct DeviceFacts {
   double tflops = 0;            // matrix throughput
 };
 
+struct AdoptedWeights;
+
 class Device {
  public:
   virtual ~Device() = default;
@@ -113,13 +115,11 @@ class Device {
   // True when kernels read host memory directly (the cpu backend): weights
   // are used in place and nothing needs uploading.
   virtual bool computes_on_host_memory() const = 0;
-  // Such a device may keep a matrix it reads in place in a layout of its
-  // own (the cpu device groups rows for its kernels): the bytes that copy
-  // needs, 0 to read the file's bytes as they are.
-  virtual uint64_t InPlaceLayoutBytes(const model::Matrix&) const { return 0; }
-  // Writes `m` in that layout to `dst` (InPlaceLayoutBytes(m) bytes from
-  // Allocate) and returns the matrix that reads it.
-  virtual model::Matrix ToInPlaceLayout(const model::Matrix& m, uint8_t* /*dst*/) { return m; }
+  // For such a device: the matrices it will read in place, rewritten to read
+  // a layout of its own where it has one (the cpu device groups rows for its
+  // kernels) and the copies fit in the memory the system has available;
+  // the result holds those copies. Default: read as they are.
+  virtual absl::StatusOr<AdoptedWeights> AdoptInPlace(std::span<model::Matrix* const> matrices);
   virtual uint64_t capacity() const = 0;  // bytes the arena holds (after any context overhead)
   virtual uint64_t used() const = 0;
   virtual uint64_t peak() const = 0;
@@ -302,5 +302,14 @@ class OwnedBuffer {
 };
 using DeviceBuffer = OwnedBuffer<false>;
 using HostBuffer = OwnedBuffer<true>;
+
+// What Device::AdoptInPlace made: copies of matrices in the device's own
+// layout (0 bytes: none), or why none were made.
+struct AdoptedWeights {
+  std::vector<DeviceBuffer> buffers;
+  uint64_t bytes = 0;       // the copies' bytes
+  uint64_t needed = 0;      // what the copies would take (0: the device has no layout of its own for these)
+  std::string Describe() const;  // " (1.2 GiB of matrices regrouped for the kernels)", "" or why not
+};
 
 }  // namespace ferry::backend

@@ -11,6 +11,7 @@
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/profiles.h"
 #include "engine/backend/scratch.h"
+#include "engine/model/unit_tensors.h"
 #include "engine/quant/quantize.h"
 #include "engine/units.h"
 
@@ -115,12 +116,6 @@ double KernelEfficiency(quant::TensorType type) {
   }
 }
 
-bool LayerResident(int layer, int n_layer, int resident_layers) {
-  if (resident_layers >= n_layer) return true;
-  if (resident_layers <= 0) return false;
-  const int64_t streamed = n_layer - resident_layers;
-  return (static_cast<int64_t>(layer) + 1) * streamed / n_layer == static_cast<int64_t>(layer) * streamed / n_layer;
-}
 
 uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem) {
   return AlignDevice(static_cast<uint64_t>(n_ctx) * n_slots * width * bytes_per_elem);
@@ -153,32 +148,23 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
       kernel += static_cast<double>(t.bytes) / KernelEfficiency(t.type);
     }
   };
-  for (const gguf::TensorInfo& t : file.tensors()) {
-    p.model_bytes += t.bytes;
-    const absl::string_view name = t.name;
-    if (const int layer = model::LayerIndex(name); layer >= 0) {
-      if (layer >= c.n_layer) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' names a layer outside 0..", c.n_layer - 1));
-      }
-      p.layer_bytes[layer] += t.bytes;
-      device_part(t, layer);
-      p.layer_params[layer] += t.elements;
-    } else if (name == "token_embd.weight") {
-      p.embedding_bytes += t.bytes;
-      if (c.tied_output) {  // the head computes with the embedding matrix: it must be on the device
-        p.head_bytes += t.bytes;
-        device_part(t, c.n_layer);
-        p.head_params += t.elements;
-      }
-    } else {
-      p.head_bytes += t.bytes;
-      // rope_freqs builds the host's rotation table; the rest runs on the device every step.
-      if (name != "rope_freqs.weight") {
-        device_part(t, c.n_layer);
-        p.head_params += t.elements;
-      }
+  // The units' tensors by the table the loader and the executor use; the
+  // embedding stays on the host (a step copies only its rows), rope_freqs
+  // builds the host's rotation table.
+  for (const gguf::TensorInfo& t : file.tensors()) p.model_bytes += t.bytes;
+  for (int u = 0; u <= c.n_layer; ++u) {
+    const bool head = u == c.n_layer;
+    for (const model::UnitTensor* ut : model::TensorsOf(c, u)) {
+      const std::string name = model::TensorName(c, *ut, u);
+      const gguf::TensorInfo* t = file.FindTensor(name);
+      if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' is missing"));
+      (head ? p.head_bytes : p.layer_bytes[u]) += t->bytes;
+      (head ? p.head_params : p.layer_params[u]) += t->elements;
+      device_part(*t, u);
     }
   }
+  if (const gguf::TensorInfo* e = file.FindTensor("token_embd.weight"); e != nullptr) p.embedding_bytes = e->bytes;
+  if (const gguf::TensorInfo* f = file.FindTensor("rope_freqs.weight"); f != nullptr) p.head_bytes += f->bytes;
   for (int l = 0; l < c.n_layer; ++l) p.layer_device_bytes[l] = UnitDeviceBytes(matrices[l], vectors[l]);
   p.head_device_bytes = UnitDeviceBytes(matrices[c.n_layer], vectors[c.n_layer]);
   for (uint64_t b : p.layer_bytes) p.layer_bytes_total += b;
@@ -195,29 +181,22 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   // The device bytes with `units` resident: 0 = nothing, 1 = the head,
   // 1 + n = the head and n layers (LayerResident).
   auto fill = [&](int units) {
+    p.placement = *Placement(units > 0, std::max(0, units - 1), r.ring_depth).Resolve(c.n_layer);
     uint64_t resident = 0, slot = 0, pinned = 0;
-    int streamed = 0;
-    p.head_resident = units > 0;
-    p.resident_layers = std::max(0, units - 1);
-    if (p.head_resident) {
-      resident += p.head_device_bytes;
-    } else {
-      slot = p.head_device_bytes;
-      pinned += AlignDevice(p.head_device_bytes);  // packed as it sits in a slot, as the executor does
-      ++streamed;
-    }
-    for (int l = 0; l < c.n_layer; ++l) {
-      if (LayerResident(l, c.n_layer, p.resident_layers)) {
-        resident += p.layer_device_bytes[l];
+    for (int u = 0; u <= c.n_layer; ++u) {
+      const uint64_t bytes = u == c.n_layer ? p.head_device_bytes : p.layer_device_bytes[u];
+      if (p.placement.home(u) == Home::kResident) {
+        resident += bytes;
       } else {
-        slot = std::max(slot, p.layer_device_bytes[l]);
-        pinned += AlignDevice(p.layer_device_bytes[l]);
-        ++streamed;
+        slot = std::max(slot, bytes);
+        pinned += AlignDevice(bytes);  // packed as it sits in a slot, as the executor does
       }
     }
+    p.head_resident = p.placement.head() == Home::kResident;
+    p.resident_layers = p.placement.layers(Home::kResident);
     p.weights_resident = resident;
-    p.ring_depth = std::min(r.ring_depth, streamed);
-    p.slot_bytes = streamed > 0 ? slot : 0;
+    p.ring_depth = p.placement.ring_depth();
+    p.slot_bytes = p.placement.count(Home::kStreamed) > 0 ? slot : 0;
     p.staging = static_cast<uint64_t>(p.ring_depth) * p.slot_bytes;
     p.host_step_buffers = HostStepBufferBytes(c, r.max_batch, r.n_slots);
     p.host_pinned = pinned + p.host_step_buffers;

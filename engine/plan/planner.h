@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/config.h"
+#include "engine/plan/placement.h"
 
 namespace ferry::plan {
 
@@ -93,16 +94,10 @@ uint64_t HostStepBufferBytes(const model::ModelConfig& config, int max_batch, in
 // One layer's K or V cache: (n_slots, n_ctx, width) elements, aligned.
 uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem);
 
-// Which layers stay on the device when `resident_layers` of `n_layer` do:
-// the streamed ones are spread evenly over the step (Bresenham: layer l is
-// streamed when floor((l+1) S / n) > floor(l S / n), S = n - resident), so
-// the copy queue refills a slot while the resident layers between two
-// streamed ones compute, instead of idling through a resident block and
-// then holding compute up at a streamed tail. The planner, the executor and
-// the speed model all use this one rule.
-bool LayerResident(int layer, int n_layer, int resident_layers);
-
 struct Plan {
+  // What the executor takes: every unit's home and the ring; the three
+  // fields after it summarize it.
+  Placement placement;
   int n_layers = 0;
   int resident_layers = 0;       // this many layers stay on the device (LayerResident says which)
   bool head_resident = false;    // output norm + output matrix: the first unit to become resident

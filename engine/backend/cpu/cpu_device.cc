@@ -8,10 +8,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/arena.h"
 #include "engine/quant/half.h"
+#include "engine/status.h"
 
 namespace ferry::backend {
 
@@ -70,7 +72,22 @@ void CpuDevice::Free(void* p) {
   std::free(p);
 }
 
-uint64_t CpuDevice::InPlaceLayoutBytes(const model::Matrix& m) const {
+namespace {
+
+// MemAvailable from /proc/meminfo in bytes; 0 when it cannot be read.
+uint64_t AvailableHostMemory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+// The grouped copy's bytes; 0 when the matrix keeps the file's layout.
+uint64_t GroupedBytes(const model::Matrix& m) {
   if (!cpu::HasGroupedLayout(m.type) || m.rows < cpu::kGroupRows || m.group_bytes != 0 ||
       m.cols % quant::Info(m.type).block_elems != 0) {
     return 0;
@@ -79,7 +96,26 @@ uint64_t CpuDevice::InPlaceLayoutBytes(const model::Matrix& m) const {
   return groups * cpu::GroupBytes(m.type, m.cols) + (m.rows - groups * cpu::kGroupRows) * m.row_bytes();
 }
 
-model::Matrix CpuDevice::ToInPlaceLayout(const model::Matrix& m, uint8_t* dst) {
+}  // namespace
+
+absl::StatusOr<AdoptedWeights> CpuDevice::AdoptInPlace(std::span<model::Matrix* const> matrices) {
+  AdoptedWeights out;
+  for (const model::Matrix* m : matrices) out.needed += m->present() ? GroupedBytes(*m) : 0;
+  const uint64_t available = AvailableHostMemory();
+  if (out.needed == 0 || (available > 0 && out.needed + available / 10 > available)) return out;
+  for (model::Matrix* m : matrices) {
+    const uint64_t bytes = m->present() ? GroupedBytes(*m) : 0;
+    if (bytes == 0) continue;
+    DeviceBuffer buf;
+    FERRY_ASSIGN_OR_RETURN(buf, DeviceBuffer::Make(*this, bytes, m->name));
+    *m = Grouped(*m, buf.bytes());
+    out.bytes += bytes;
+    out.buffers.push_back(std::move(buf));
+  }
+  return out;
+}
+
+model::Matrix CpuDevice::Grouped(const model::Matrix& m, uint8_t* dst) {
   const int64_t groups = m.rows / cpu::kGroupRows;
   const uint64_t group_bytes = cpu::GroupBytes(m.type, m.cols);
   const uint64_t row_bytes = m.row_bytes();
