@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/backend/arena.h"
 #include "engine/backend/cpu/kernels.h"
+#include "engine/backend/cpu/qdot.h"
 #include "engine/backend/profiles.h"
 #include "engine/backend/scratch.h"
 #include "engine/model/unit_tensors.h"
@@ -18,6 +19,22 @@
 namespace ferry::plan {
 
 using backend::AlignDevice;
+
+const char* StrategyName(Strategy s) {
+  switch (s) {
+    case Strategy::kStream: return "stream";
+    case Strategy::kCpu: return "cpu";
+    case Strategy::kMixed: return "mixed";
+  }
+  return "?";
+}
+
+absl::StatusOr<Strategy> ParseStrategy(absl::string_view name) {
+  for (Strategy s : {Strategy::kStream, Strategy::kCpu, Strategy::kMixed}) {
+    if (name == StrategyName(s)) return s;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("placement '", name, "' is not one of stream, cpu, mixed"));
+}
 
 absl::StatusOr<DeviceSpec> DeviceProfile(const std::string& name) {
   absl::StatusOr<backend::GpuProfile> p = backend::FindGpuProfile(name);
@@ -169,38 +186,94 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   p.head_device_bytes = UnitDeviceBytes(matrices[c.n_layer], vectors[c.n_layer]);
   for (uint64_t b : p.layer_bytes) p.layer_bytes_total += b;
 
-  // Fixed costs, whatever the placement.
-  p.kv_cache = static_cast<uint64_t>(c.n_layer) * (KvLayerBytes(r.n_ctx, r.n_slots, c.kv_dim(), r.kv_bytes_per_elem) +
-                                                   KvLayerBytes(r.n_ctx, r.n_slots, c.v_dim(), r.kv_bytes_per_elem));
+  // Each layer's KV cache (on the device, or in host memory for a layer
+  // on the CPU), and each unit's host bytes on the CPU: its matrices in the
+  // CPU kernels' layout (or as the file stores them), its vectors as f32.
+  const uint64_t kv_layer = KvLayerBytes(r.n_ctx, r.n_slots, c.kv_dim(), r.kv_bytes_per_elem) +
+                            KvLayerBytes(r.n_ctx, r.n_slots, c.v_dim(), r.kv_bytes_per_elem);
+  p.unit_cpu_bytes.assign(c.n_layer + 1, 0);
+  for (int u = 0; u <= c.n_layer; ++u) {
+    for (const model::UnitTensor* ut : model::TensorsOf(c, u)) {
+      const gguf::TensorInfo& t = *file.FindTensor(model::TensorName(c, *ut, u));
+      const uint64_t grouped = ut->is_matrix() ? cpu::GroupedMatrixBytes(t.type, ut->rows(c), ut->cols(c)) : 0;
+      p.unit_cpu_bytes[u] += ut->is_matrix() ? (grouped > 0 ? grouped : t.bytes) : t.elements * sizeof(float);
+    }
+  }
   p.workspace = WorkspaceFor(c, r.max_batch, r.n_ctx).bytes() +
                 backend::KernelScratchFor(MaxMatrixRows(c), MaxMatrixWidth(c), r.max_batch).bytes();
   p.overhead = device.overhead_bytes;
   p.margin = static_cast<uint64_t>(r.margin_fraction * static_cast<double>(device.memory_bytes));
   p.budget = r.policy == Policy::kBudget ? std::min(r.gpu_memory, device.memory_bytes) : device.memory_bytes;
+  p.strategy = r.strategy;
 
-  // The device bytes with `units` resident: 0 = nothing, 1 = the head,
-  // 1 + n = the head and n layers (LayerResident).
-  auto fill = [&](int units) {
-    p.placement = *Placement(units > 0, std::max(0, units - 1), r.ring_depth).Resolve(c.n_layer);
-    uint64_t resident = 0, slot = 0, pinned = 0;
+  // `units` resident (0 = nothing, 1 = the head, 1 + n = the head and n
+  // layers: LayerResident), `cpu` of the others on the CPU (spread evenly
+  // among them), the rest streamed.
+  auto fill = [&](int units, int cpu) {
+    std::vector<Home> homes = Placement(units > 0, std::max(0, units - 1), r.ring_depth).Resolve(c.n_layer)->homes();
+    std::vector<int> rest;
+    for (int u = 0; u <= c.n_layer; ++u) {
+      if (homes[u] != Home::kResident) rest.push_back(u);
+    }
+    for (size_t j = 0; j < rest.size(); ++j) {
+      if (Spread(static_cast<int>(j), static_cast<int>(rest.size()), cpu)) homes[rest[j]] = Home::kCpu;
+    }
+    p.placement = *Placement(std::move(homes), r.ring_depth).Resolve(c.n_layer);
+    uint64_t resident = 0, slot = 0, pinned = 0, cpu_bytes = 0;
     for (int u = 0; u <= c.n_layer; ++u) {
       const uint64_t bytes = u == c.n_layer ? p.head_device_bytes : p.layer_device_bytes[u];
-      if (p.placement.home(u) == Home::kResident) {
-        resident += bytes;
-      } else {
-        slot = std::max(slot, bytes);
-        pinned += AlignDevice(bytes);  // packed as it sits in a slot, as the executor does
+      switch (p.placement.home(u)) {
+        case Home::kResident: resident += bytes; break;
+        case Home::kStreamed:
+          slot = std::max(slot, bytes);
+          pinned += AlignDevice(bytes);  // packed as it sits in a slot, as the executor does
+          break;
+        case Home::kCpu: cpu_bytes += p.unit_cpu_bytes[u]; break;
       }
     }
     p.head_resident = p.placement.head() == Home::kResident;
     p.resident_layers = p.placement.layers(Home::kResident);
+    p.cpu_layers = p.placement.layers(Home::kCpu);
     p.weights_resident = resident;
     p.ring_depth = p.placement.ring_depth();
     p.slot_bytes = p.placement.count(Home::kStreamed) > 0 ? slot : 0;
     p.staging = static_cast<uint64_t>(p.ring_depth) * p.slot_bytes;
+    p.kv_cache = static_cast<uint64_t>(c.n_layer - p.cpu_layers) * kv_layer;
+    p.host_cpu_kv = static_cast<uint64_t>(p.cpu_layers) * kv_layer;
+    p.host_cpu_weights = cpu_bytes;
     p.host_step_buffers = HostStepBufferBytes(c, r.max_batch, r.n_slots);
+    if (p.placement.count(Home::kCpu) > 0) p.host_step_buffers += static_cast<uint64_t>(r.max_batch) * c.n_embd * 4;
     p.host_pinned = pinned + p.host_step_buffers;
     p.total = p.weights_resident + p.staging + p.kv_cache + p.workspace + p.overhead + p.margin;
+  };
+  auto fits = [&] { return p.total <= p.budget; };
+  // How many of the units left over go to the CPU; -1: the fastest split.
+  auto cpu_for = [&](int units) {
+    const int others = c.n_layer + 1 - units;
+    switch (r.strategy) {
+      case Strategy::kStream: return 0;
+      case Strategy::kCpu: return others;
+      case Strategy::kMixed: return r.cpu_layers < 0 ? -1 : std::min(r.cpu_layers, others);
+    }
+    return 0;
+  };
+  // Fills the fastest split of what `units` leaves over that fits; false if none does.
+  auto fastest = [&](int units, double* best_s) {
+    int best = -1;
+    for (int k = 0; k <= c.n_layer + 1 - units; ++k) {
+      fill(units, k);
+      if (!fits()) continue;
+      const double step = Predict(p, device, r.host, r.batch).step_s;
+      if (best < 0 || step < *best_s) best = k, *best_s = step;
+    }
+    if (best >= 0) fill(units, best);
+    return best >= 0;
+  };
+  auto place = [&](int units) {
+    double step = 0;
+    if (cpu_for(units) < 0) return fastest(units, &step);
+    fill(units, cpu_for(units));
+    return fits();
   };
 
   if (r.policy == Policy::kLayers) {
@@ -212,33 +285,57 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
       return absl::InvalidArgumentError("the head becomes resident before any layer: a streamed head needs 0 layers");
     }
     const int head = r.stream_head ? 0 : 1;
-    fill(head + r.gpu_layers);
-    if (p.total > p.budget) {
-      int fits = -1;
-      for (int n = r.gpu_layers - 1; n >= 0 && fits < 0; --n) {
-        fill(1 + n);
-        if (p.total <= p.budget) fits = n;
+    if (r.cpu_layers > c.n_layer + 1 - head - r.gpu_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("--cpu_layers ", r.cpu_layers, ": only ",
+                                                     c.n_layer + 1 - head - r.gpu_layers,
+                                                     " units are not resident with --gpu_layers ", r.gpu_layers));
+    }
+    if (!place(head + r.gpu_layers)) {
+      int fit = -1;
+      for (int n = r.gpu_layers - 1; n >= 0 && fit < 0; --n) {
+        if (place(1 + n)) fit = n;
       }
-      fill(head + r.gpu_layers);
+      fill(head + r.gpu_layers, std::max(cpu_for(head + r.gpu_layers), 0));
       return absl::ResourceExhaustedError(absl::StrCat(
           r.gpu_layers, " resident layers need ", HumanBytes(p.total), " on ", device.name, " (", HumanBytes(p.budget),
           "): ", HumanBytes(p.total - p.budget), " missing. ",
-          fits >= 0 ? absl::StrCat("At most ", fits, " layers fit at this context; ")
-                    : std::string("Not even the head, KV cache and workspace fit; "),
+          fit >= 0 ? absl::StrCat("At most ", fit, " layers fit at this context; ")
+                   : std::string("Not even the head, KV cache and workspace fit; "),
           "use fewer --gpu_layers, a smaller --ctx (KV cache ", HumanBytes(p.kv_cache), ") or fewer --slots"));
     }
     return p;
   }
-  // Auto and budget: the most units that fit, the head first.
-  for (int units = c.n_layer + 1; units >= 0; --units) {
-    fill(units);
-    if (p.total <= p.budget) return p;
+  // Auto and budget: the most units that fit, the head first; a mixed plan
+  // without a fixed split also weighs fewer resident units (which may leave
+  // the ring out and so fit more) by their speed.
+  if (cpu_for(c.n_layer + 1) < 0) {
+    int best_units = -1;
+    double best_s = 0;
+    for (int units = c.n_layer + 1; units >= 0; --units) {
+      double step = 0;
+      if (fastest(units, &step) && (best_units < 0 || step < best_s)) best_units = units, best_s = step;
+    }
+    if (best_units >= 0) {
+      double step = 0;
+      fastest(best_units, &step);
+      return p;
+    }
+  } else {
+    for (int units = c.n_layer + 1; units >= 0; --units) {
+      if (place(units)) return p;
+    }
   }
+  fill(0, std::max(cpu_for(0), 0));
   return absl::ResourceExhaustedError(absl::StrCat(
-      "even with every layer streamed, the staging ring, KV cache and workspace need ", HumanBytes(p.total), " on ",
-      device.name, " (", HumanBytes(p.budget), "): ", HumanBytes(p.total - p.budget),
-      " missing; use a smaller --ctx (KV cache ", HumanBytes(p.kv_cache), "), fewer --slots, a smaller --batch (workspace ",
-      HumanBytes(p.workspace), ") or a shallower --ring (staging ", HumanBytes(p.staging), ")"));
+      "even with every layer ", r.strategy == Strategy::kStream ? "streamed" : r.strategy == Strategy::kCpu
+                                                                          ? "on the CPU"
+                                                                          : "streamed or on the CPU",
+      ", the ", p.staging > 0 ? "staging ring, " : "", "KV cache and workspace need ",
+      HumanBytes(p.total), " on ", device.name, " (", HumanBytes(p.budget), "): ", HumanBytes(p.total - p.budget),
+      " missing; use a smaller --ctx (KV cache ", HumanBytes(p.kv_cache), "), fewer --slots, a smaller --batch "
+      "(workspace ", HumanBytes(p.workspace), ")", p.staging > 0 ? absl::StrCat(" or a shallower --ring_depth (staging ",
+                                                                                HumanBytes(p.staging), ")")
+                                                                  : std::string()));
 }
 
 HostSpec MeasureHost(int threads) {
@@ -291,22 +388,33 @@ Prediction Roofline(const Plan& p, const DeviceSpec& d, const HostSpec& host, in
   const double flops = gemm ? d.tflops * 1e12 * 0.5 : std::min(d.tflops * 1e12, kDecodeOpsPerS);
   const double hbm = d.memory_gbps * 1e9, h2d = d.h2d_gbps * 1e9;
   const double cpu_bw = host.memory_gbps * 1e9, cpu_flops = host.gflops * 1e9;
-  double compute = 0, copy = 0, cpu = 0;
-  auto unit = [&](uint64_t device_bytes, double kernel_bytes, uint64_t file_bytes, uint64_t params, bool resident) {
+  double compute = 0, copy = 0, chain_cpu = 0, cpu = 0;
+  auto unit = [&](int u, uint64_t device_bytes, double kernel_bytes, uint64_t file_bytes, uint64_t params) {
     const double work = 2.0 * static_cast<double>(params) * batch;
+    const double on_cpu = std::max(file_bytes / cpu_bw, work / cpu_flops);
+    cpu += on_cpu;
+    const Home home = p.placement.home(u);
+    if (home == Home::kCpu) {
+      chain_cpu += on_cpu;
+      return;
+    }
     const double read = gemm ? device_bytes + kTileBytesPerParam * static_cast<double>(params) : kernel_bytes;
     compute += std::max(read / hbm, work / flops) + kUnitOverheadS;
-    if (!resident) copy += d.latency_us * 1e-6 + device_bytes / h2d;
-    cpu += std::max(file_bytes / cpu_bw, work / cpu_flops);
+    if (home == Home::kStreamed) copy += d.latency_us * 1e-6 + device_bytes / h2d;
   };
-  unit(p.head_device_bytes, p.head_kernel_bytes, p.head_bytes, p.head_params, p.head_resident);
   for (int l = 0; l < p.n_layers; ++l) {
-    unit(p.layer_device_bytes[l], p.layer_kernel_bytes[l], p.layer_bytes[l], p.layer_params[l],
-         LayerResident(l, p.n_layers, p.resident_layers));
+    unit(l, p.layer_device_bytes[l], p.layer_kernel_bytes[l], p.layer_bytes[l], p.layer_params[l]);
+  }
+  unit(p.n_layers, p.head_device_bytes, p.head_kernel_bytes, p.head_bytes, p.head_params);
+  // The residual stream crosses to the CPU and back around each run of units there.
+  for (int u = 0; u <= p.n_layers; ++u) {
+    const bool here = p.placement.home(u) == Home::kCpu, before = u > 0 && p.placement.home(u - 1) == Home::kCpu;
+    if (here != before) chain_cpu += d.latency_us * 1e-6;
   }
   out.compute_s = compute;
   out.copy_s = copy;
-  out.step_s = std::max(compute, copy);
+  out.cpu_s = chain_cpu;
+  out.step_s = std::max(compute + chain_cpu, copy);
   out.tokens_per_s = out.step_s > 0 ? batch / out.step_s : 0;
   out.cpu_tokens_per_s = cpu > 0 ? batch / cpu : 0;
   // A typical layer: streaming it costs its copy; the CPU costs its roofline.

@@ -35,6 +35,22 @@ enum class Policy {
   kBudget,   // the most layers that fit gpu_memory bytes
 };
 
+// Where the units that are not resident go.
+enum class Strategy {
+  kStream,  // all streamed over PCIe every step
+  kCpu,     // all computed on the CPU from host memory, as llama.cpp (LM Studio) offloads
+  kMixed,   // some of each, both at once: the split the speed model predicts fastest at `batch`
+};
+const char* StrategyName(Strategy strategy);
+absl::StatusOr<Strategy> ParseStrategy(absl::string_view name);  // stream, cpu, mixed
+
+// What the host can do for the speed model: the weight bandwidth and the
+// arithmetic rate ferry's own CPU kernels reach.
+struct HostSpec {
+  double memory_gbps = 20.0;  // decode: weight bytes read per second
+  double gflops = 100.0;      // prefill: matrix arithmetic per second
+};
+
 struct PlanRequest {
   Policy policy = Policy::kAuto;
   int gpu_layers = 0;            // kLayers
@@ -46,6 +62,10 @@ struct PlanRequest {
   int max_batch = 512;           // tokens per step (sizes the activation workspace)
   int ring_depth = 2;            // staging slots for streamed layers
   double margin_fraction = 0.02; // safety margin, of the device memory
+  Strategy strategy = Strategy::kStream;
+  int cpu_layers = -1;           // kMixed: exactly this many of the non-resident layers on the CPU; -1: fastest
+  int batch = 1;                 // kMixed: tokens a decode step carries (the slots a server keeps busy)
+  HostSpec host;                 // kMixed: the CPU's speed (MeasureHost)
 };
 
 // How one unit (a layer, or the head) sits in device memory. Its matrices
@@ -102,6 +122,8 @@ struct Plan {
   int resident_layers = 0;       // this many layers stay on the device (LayerResident says which)
   bool head_resident = false;    // output norm + output matrix: the first unit to become resident
   int ring_depth = 0;            // staging slots in use: min(requested, streamed units)
+  int cpu_layers = 0;            // layers computed on the CPU
+  Strategy strategy = Strategy::kStream;
   uint64_t slot_bytes = 0;       // the largest streamed unit
   // Device bytes by category; total = their sum.
   uint64_t weights_resident = 0; // resident layers + head
@@ -115,9 +137,16 @@ struct Plan {
   // Page-locked host memory held while serving: the streamed units packed
   // as they sit in a slot, plus the step's buffers (host_step_buffers).
   uint64_t host_pinned = 0;
-  // The embedding rows a step gathers (max_batch x n_embd floats) and the
-  // logits that come back (n_slots rows of n_vocab floats).
+  // The embedding rows a step gathers (max_batch x n_embd floats), the
+  // logits that come back (n_slots rows of n_vocab floats) and, with units
+  // on the CPU, the residual stream that crosses (max_batch x n_embd).
   uint64_t host_step_buffers = 0;
+  // Host memory the units on the CPU hold: their matrices in the CPU
+  // kernels' layout (regrouped, or the file's pages where a type has no
+  // layout of its own) and vectors, and their KV cache.
+  uint64_t host_cpu_weights = 0;
+  uint64_t host_cpu_kv = 0;
+  uint64_t host_total() const { return host_pinned + host_cpu_weights + host_cpu_kv; }
   // Model bytes, as in the file.
   uint64_t model_bytes = 0;      // every tensor in the file
   uint64_t layer_bytes_total = 0;
@@ -134,6 +163,8 @@ struct Plan {
   // memory bandwidth.
   std::vector<double> layer_kernel_bytes;
   double head_kernel_bytes = 0;
+  // Each unit's host bytes on the CPU (host_cpu_weights' rule); [n_layers]: the head.
+  std::vector<uint64_t> unit_cpu_bytes;
 
   double gpu_fraction() const;   // share of the layers' and head's device bytes resident
 };
@@ -141,16 +172,14 @@ struct Plan {
 // Plans `request` on `device` from the model's header. kLayers with more
 // than fits fails with an error that says how much is missing and what to
 // change; kAuto/kBudget choose the most that fits: the head first, then
-// layers (possibly nothing resident).
+// layers (possibly nothing resident). The units left over are streamed,
+// computed on the CPU or split between the two by request.strategy: the
+// split's CPU units spread evenly among them (Spread), and kMixed weighs
+// every split of every resident count that fits by Predict at
+// request.batch.
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& config, const PlanRequest& request,
                               const DeviceSpec& device);
 
-// What the host can do for the speed model: the weight bandwidth and the
-// arithmetic rate ferry's own CPU kernels reach.
-struct HostSpec {
-  double memory_gbps = 20.0;  // decode: weight bytes read per second
-  double gflops = 100.0;      // prefill: matrix arithmetic per second
-};
 // Measures both with ferry's matmul kernels (a 64 MiB q8_0 matrix at batch 1
 // and batch 32; about a quarter of a second).
 HostSpec MeasureHost(int threads);
@@ -161,6 +190,7 @@ struct Prediction {
   double tokens_per_s = 0;
   double copy_s = 0;           // of which the copy engine is busy
   double compute_s = 0;        // and the device computes
+  double cpu_s = 0;            // and the CPU computes (units placed there)
   double cpu_tokens_per_s = 0; // every layer on the CPU instead
   // The smallest batch at which streaming a non-resident layer beats
   // computing it on the CPU (0: streaming never wins below 4096).
@@ -198,7 +228,10 @@ inline constexpr double kDecodeOpsPerS = 18.5e12;
 // 2 x params x batch / flops), kernel bytes being the device bytes over
 // KernelEfficiency; streamed units also need bytes / h2d + latency
 // on the copy engine, which overlaps all compute (the ring runs ahead and
-// wraps into the next step): step = max(sum of compute, sum of copies).
+// wraps into the next step). Units on the CPU take max(bytes / the host's
+// weight bandwidth, 2 x params x batch / its flops) in the chain, plus a
+// copy latency each way where the residual stream crosses:
+// step = max(sum of copies, sum of device compute + sum of CPU compute).
 // Attention over the cache is not modelled (small at short contexts).
 Prediction Predict(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int batch);
 

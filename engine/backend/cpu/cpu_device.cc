@@ -88,12 +88,7 @@ uint64_t AvailableHostMemory() {
 
 // The grouped copy's bytes; 0 when the matrix keeps the file's layout.
 uint64_t GroupedBytes(const model::Matrix& m) {
-  if (!cpu::HasGroupedLayout(m.type) || m.rows < cpu::kGroupRows || m.group_bytes != 0 ||
-      m.cols % quant::Info(m.type).block_elems != 0) {
-    return 0;
-  }
-  const int64_t groups = m.rows / cpu::kGroupRows;
-  return groups * cpu::GroupBytes(m.type, m.cols) + (m.rows - groups * cpu::kGroupRows) * m.row_bytes();
+  return m.group_bytes != 0 ? 0 : cpu::GroupedMatrixBytes(m.type, m.rows, m.cols);
 }
 
 }  // namespace
