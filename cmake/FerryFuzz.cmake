@@ -1,6 +1,7 @@
-# The GGUF reader's libFuzzer target needs clang, while the project builds
-# with the default compiler: build tests/fuzz as its own clang project and
-# register a bounded fuzzing run (ASan + UBSan) as the ctest test gguf_fuzz.
+# The libFuzzer targets (GGUF reader, tokenizers) need clang, while the
+# project builds with the default compiler: build tests/fuzz as its own clang
+# project and register bounded fuzzing runs (ASan + UBSan) as the ctest tests
+# gguf_fuzz and tokenizer_fuzz.
 set(_fuzz_enabled OFF)
 if(NOT FERRY_FUZZ STREQUAL "OFF")
   find_program(FERRY_CLANGXX NAMES clang++ clang++-14)
@@ -25,9 +26,13 @@ if(_fuzz_enabled)
                -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFERRY_CCACHE=${FERRY_CCACHE}
     INSTALL_COMMAND ""
     BUILD_ALWAYS ON
-    BUILD_BYPRODUCTS ${_fuzz_bin}/gguf_fuzz)
+    BUILD_BYPRODUCTS ${_fuzz_bin}/gguf_fuzz ${_fuzz_bin}/tokenizer_fuzz)
   add_test(NAME gguf_fuzz
            COMMAND bash ${PROJECT_SOURCE_DIR}/tests/fuzz/run.sh ${_fuzz_bin}/gguf_fuzz ${FERRY_FUZZ_SECONDS}
                    ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus ${CMAKE_BINARY_DIR}/fuzz-run)
   set_tests_properties(gguf_fuzz PROPERTIES TIMEOUT 900)
+  add_test(NAME tokenizer_fuzz
+           COMMAND bash ${PROJECT_SOURCE_DIR}/tests/fuzz/run.sh ${_fuzz_bin}/tokenizer_fuzz ${FERRY_FUZZ_SECONDS}
+                   ${PROJECT_SOURCE_DIR}/tests/fuzz/tokenizer_corpus ${CMAKE_BINARY_DIR}/tokenizer-fuzz-run)
+  set_tests_properties(tokenizer_fuzz PROPERTIES TIMEOUT 900)
 endif()

@@ -131,7 +131,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   }
   auto id = [&](const char* key, int32_t fallback, int32_t* out) -> absl::Status {
     if (!f.Has(key)) {
-      *out = fallback;
+      *out = fallback < static_cast<int64_t>(n) ? fallback : -1;  // a default the vocabulary lacks: none
       return absl::OkStatus();
     }
     absl::StatusOr<uint64_t> v = f.GetUint(key);

@@ -78,7 +78,12 @@ GPT2_LLAMACPP = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\
 
 # (the tokenizer.ggml.pre names llama.cpp maps to the split, the split as
 # the family's tokenizer.json configures it, ignore_merges). "" is a GGUF
-# without the key.
+# without the key. Where the tokenizer.json uses HF's own pre-tokenizers
+# (GPT-2/OLMo: ByteLevel with its regex; StarCoder/SmolLM/Command-R/Refact:
+# Digits then ByteLevel; Falcon: Punctuation, ByteLevel, Digits, Split) they
+# are used here, so the reference does not share ferry's patterns. DeepSeek
+# LLM and Coder are spelled as llama.cpp lists their steps (LLM's numbers as
+# one run each, \p{N}+, as llama.cpp has it).
 FAMILIES = [
     (["gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum",
       "modern-bert", "jina-v1-en", "jina-v2-code", "roberta-bpe", "exaone4", "mpt", "olmo", "jais", "trillion",
