@@ -24,7 +24,7 @@ double Overlap(double step_s, double copy_s, double compute_s) {
 namespace {
 
 absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& device, const BenchOptions& o,
-                                 DeviceFlags flags, int batch, std::mt19937& rng) {
+                                 const plan::HostSpec& host, DeviceFlags flags, int batch, std::mt19937& rng) {
   const int vocab = model.config.n_vocab;
   exec::ForwardOptions fo = o.forward;
   fo.n_seq = batch;
@@ -44,9 +44,16 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
   // each repetition as it ends.
   std::fprintf(stderr, "bench: batch %d: %s (ready in %.1f s)\n", batch, fwd->PlacementSummary().c_str(),
                absl::ToDoubleSeconds(absl::Now() - load_start));
+  row.placement = flags.placement;
   row.resident_layers = fwd->resident_layers();
+  row.cpu_layers = fwd->placement().layers(plan::Home::kCpu);
   row.head_resident = fwd->head_resident();
   row.gpu_fraction = p->has_value() ? (*p)->gpu_fraction() : 1.0;
+  if (p->has_value()) {
+    plan::DeviceSpec spec = SpecOf(device);
+    spec.host_kernels = device.facts().host_kernels;  // as the run is costed, not the card
+    row.predicted_tokens_per_s = plan::Predict(**p, spec, host, batch).tokens_per_s;
+  }
   std::vector<exec::BatchToken> tokens;
   // Touch every weight once before timing (the file is mapped lazily).
   // Logits land in the executor's buffer (page-locked on a GPU), as the
@@ -114,20 +121,27 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   result.device = device->Describe();
   result.weight_bytes = model->weights.bytes;
   result.isa = std::string(cpu::IsaName(cpu::ActiveIsa()));
-  if (const auto* cpu = dynamic_cast<const backend::CpuDevice*>(device.get())) result.threads = cpu->threads();
-  if (!device->computes_on_host_memory()) result.h2d_gbps = SpecOf(*device).h2d_gbps;
-  if (o.sweep && device->computes_on_host_memory()) {
+  const backend::DeviceFacts facts = device->facts();
+  result.threads = facts.threads;
+  result.h2d_gbps = facts.h2d_gbps;
+  if (o.sweep && facts.h2d_gbps <= 0) {
     return absl::InvalidArgumentError("--sweep varies what is resident on a GPU: use --device sim[:...] (or cuda)");
   }
+  // The CPU's speed, for the speed model's predictions (and the placements
+  // that put units on the CPU).
+  const plan::HostSpec host = facts.h2d_gbps > 0 ? plan::MeasureHost(o.forward.threads) : plan::HostSpec();
   std::mt19937 rng(1);
   const int L = model->config.n_layer;
   std::vector<DeviceFlags> placements;
   if (o.sweep) {
     for (int percent : {0, 25, 50, 75, 100}) {
-      DeviceFlags f = o.device;
-      f.gpu_layers = (L * percent + 50) / 100;
-      f.stream_head = percent == 0;
-      placements.push_back(f);
+      for (const char* strategy : {"stream", "cpu", "mixed"}) {
+        DeviceFlags f = o.device;
+        f.gpu_layers = (L * percent + 50) / 100;
+        f.stream_head = percent == 0;
+        f.placement = strategy;
+        if (percent < 100 || f.placement == "stream") placements.push_back(f);  // at 100 % the three are one
+      }
     }
   } else {
     placements.push_back(o.device);
@@ -136,7 +150,7 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
     for (int batch : o.batches) {
       if (batch <= 0) return absl::InvalidArgumentError("batch sizes must be positive");
       BenchRow row;
-      FERRY_ASSIGN_OR_RETURN(row, Measure(*model, *device, o, f, batch, rng));
+      FERRY_ASSIGN_OR_RETURN(row, Measure(*model, *device, o, host, f, batch, rng));
       if (result.h2d_gbps > 0) row.copy_utilization = row.streamed_gbps / result.h2d_gbps;
       result.rows.push_back(row);
     }

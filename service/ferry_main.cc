@@ -99,6 +99,14 @@ ABSL_FLAG(int, slots, 0,
           "plan: concurrent sequences, each with its own KV cache (default 1); serve: requests decoded together "
           "(default 4)");
 ABSL_FLAG(int, ring_depth, 2, "plan, generate, bench: staging slots for streamed layers (the copy queue runs this many ahead)");
+ABSL_FLAG(std::string, placement, "auto",
+          "generate, bench, serve: where the layers that are not resident go: stream (over PCIe every step), cpu "
+          "(computed on the CPU from host memory, as LM Studio does), mixed (some of each, at once: the split the speed "
+          "model predicts fastest for a step of --slots tokens, or --cpu_layers of them) or auto (mixed, the fastest "
+          "split)");
+ABSL_FLAG(int, cpu_layers, -1,
+          "generate, bench, serve: with --placement mixed or auto, exactly this many of the units that are not "
+          "resident on the CPU, the rest streamed (-1: the fastest split)");
 ABSL_FLAG(std::string, device, "cpu",
           "generate, bench, serve: cpu, sim[:key=value,...] or cuda[:N][,key=value,...]. sim keys: profile (a --gpu "
           "profile, gives the defaults), mem (8GiB), overhead, h2d (25GB/s), lat (10us), poison (1: NaN-fill staging "
@@ -299,6 +307,8 @@ absl::StatusOr<service::DeviceFlags> DeviceFlagsFromCommandLine() {
   f.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
   f.ring_depth = absl::GetFlag(FLAGS_ring_depth);
   if (f.ring_depth <= 0) return absl::InvalidArgumentError("--ring_depth must be at least 1");
+  f.placement = absl::GetFlag(FLAGS_placement);
+  f.cpu_layers = absl::GetFlag(FLAGS_cpu_layers);
   if (const std::vector<std::string> budgets = absl::GetFlag(FLAGS_gpu_memory); !budgets.empty()) {
     if (budgets.size() != 1) return absl::InvalidArgumentError("generate, bench: --gpu_memory takes one budget");
     absl::StatusOr<uint64_t> bytes = ParseBytes(budgets[0]);

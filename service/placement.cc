@@ -8,7 +8,8 @@ namespace ferry::service {
 
 plan::DeviceSpec SpecOf(const backend::Device& device) {
   // What the device knows (configured on sim, measured on cuda) over the
-  // planner's defaults.
+  // planner's defaults. A sim device plans with the card it imitates
+  // (host_kernels stays false): its placements are that card's.
   const backend::DeviceFacts f = device.facts();
   plan::DeviceSpec spec;
   spec.name = f.name;
@@ -40,6 +41,25 @@ absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& mode
   r.kv_bytes_per_elem = forward->kv_type == exec::KvType::kF16 ? 2 : 4;
   r.max_batch = forward->max_batch;
   r.ring_depth = flags.ring_depth;
+  if (flags.placement != "auto") {
+    absl::StatusOr<plan::Strategy> s = plan::ParseStrategy(flags.placement);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("--placement: ", s.status().message(), " or auto"));
+    r.strategy = *s;
+  } else {
+    r.strategy = plan::Strategy::kMixed;
+  }
+  if (flags.cpu_layers >= 0) {
+    if (r.strategy != plan::Strategy::kMixed) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--cpu_layers goes with --placement mixed (or auto), not ", flags.placement));
+    }
+    r.cpu_layers = flags.cpu_layers;
+  }
+  if (r.strategy != plan::Strategy::kStream) {
+    r.batch = forward->n_seq;
+    r.host = plan::MeasureHost(forward->threads);
+    r.host_available = backend::AvailableHostMemory();
+  }
   absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, SpecOf(device));
   if (!p.ok()) return p.status();
   forward->n_ctx = r.n_ctx;

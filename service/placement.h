@@ -22,13 +22,22 @@ struct DeviceFlags {
   bool stream_head = false;            // with gpu_layers 0: stream the head too
   std::optional<uint64_t> gpu_memory;  // budget; unset: the device's memory
   int ring_depth = 2;
+  // Where the layers that are not resident go: stream, cpu, mixed (the
+  // fastest split, or exactly cpu_layers of them on the CPU) or auto (mixed,
+  // the fastest split).
+  std::string placement = "auto";
+  int cpu_layers = -1;
 };
 
 // The planner's view of an opened device (memory, overhead, bandwidths).
 plan::DeviceSpec SpecOf(const backend::Device& device);
 
 // Plans `forward` (n_ctx already resolved) on `device`; the plan's
-// placement goes into forward->placement. The cpu device needs no plan.
+// placement goes into forward->placement. The cpu device needs no plan. A
+// plan that may put units on the CPU is made for a step of forward->n_seq
+// tokens (the slots a server keeps busy) with this host's CPU speed,
+// measured here (plan::MeasureHost, a quarter of a second), and must fit the
+// host memory the system has available.
 absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& model, const backend::Device& device,
                                                         const DeviceFlags& flags, exec::ForwardOptions* forward);
 

@@ -651,7 +651,8 @@ absl::Status Server::Load() {
   info.set_vocab(c.n_vocab);
   info.set_layers(c.n_layer);
   info.set_layers_resident(e->executor->resident_layers());
-  info.set_layers_streamed(c.n_layer - e->executor->resident_layers());
+  info.set_layers_streamed(e->executor->streamed_layers());
+  info.set_layers_cpu(e->executor->cpu_layers());
   info.set_head_resident(e->executor->head_resident());
   info.set_ring_depth(e->executor->ring_depth());
   info.set_device(e->device->Describe());
@@ -670,8 +671,7 @@ absl::Status Server::Load() {
   m->set_kv_cache_bytes(u.kv_cache);
   m->set_workspace_bytes(u.workspace);
   m->set_overhead_bytes(e->spec.overhead_bytes);
-  // Page-locked only where the device has memory of its own.
-  const uint64_t pinned = e->device->computes_on_host_memory() ? 0 : e->executor->host_pinned_bytes();
+  const uint64_t pinned = e->executor->host_pinned_bytes();
   m->set_pinned_host_bytes(pinned);
 
   if (metrics_) {
@@ -690,13 +690,10 @@ absl::Status Server::Load() {
     li.planned = e->executor->usage();
     li.overhead = e->spec.overhead_bytes;
     li.pinned_host = pinned;
-    if (e->device->computes_on_host_memory()) {
-      li.layers_cpu = c.n_layer;
-    } else {
-      li.layers_resident = e->executor->resident_layers();
-      li.layers_streamed = c.n_layer - li.layers_resident;
-    }
-    li.streamed_units = li.layers_streamed + (e->executor->head_resident() ? 0 : 1);
+    li.layers_resident = e->executor->resident_layers();
+    li.layers_streamed = e->executor->streamed_layers();
+    li.layers_cpu = e->executor->cpu_layers();
+    li.streamed_units = e->executor->placement().count(plan::Home::kStreamed);
     backend::Device* dev = e->device.get();
     runtime::Runtime* rt = e->runtime.get();
     metrics_->OnLoaded(li, [dev] { return dev->used(); }, [rt] { return rt->Stats(); });

@@ -197,7 +197,7 @@ TEST(Cli, GenerateOnTheSimDeviceStreamsLayersAndSaysWhere) {
   const std::string path = testing::StoriesShapedModel();
   ASSERT_FALSE(path.empty());
   // 2 of 5 layers resident, the rest streamed: the same greedy text as the cpu.
-  const std::string sim = " --device sim:mem=64MiB,overhead=1MiB,h2d=10GB/s,poison=1 --gpu_layers 2";
+  const std::string sim = " --device sim:mem=64MiB,overhead=1MiB,h2d=10GB/s,poison=1 --gpu_layers 2 --placement stream";
   const std::string greedy = "--model " + path + " --temperature 0 --ignore_eos -n 50";
   EXPECT_EQ(GeneratedText(greedy + sim), GeneratedText(greedy));
   Result r = RunFerry("generate " + greedy + sim);

@@ -42,7 +42,7 @@ namespace fs = std::filesystem;
 constexpr char kStories[] = "stories260K-f32.gguf";
 // Every layer streamed at 20 MB/s: about 50 ms per step for a model of
 // stories260K's shape (testing::StoriesShapedModel, the servers' model here).
-constexpr char kSlowDevice[] = "--device sim:mem=64MiB,overhead=0,h2d=0.02GB/s --gpu_layers 0";
+constexpr char kSlowDevice[] = "--device sim:mem=64MiB,overhead=0,h2d=0.02GB/s --gpu_layers 0 --placement stream";
 
 std::string TempDir() {
   const fs::path dir = fs::temp_directory_path() / ("ferry_server_test_" + std::to_string(getpid()));
@@ -758,7 +758,7 @@ TEST_F(SlowServerTest, SigtermDrainsInFlightThenEndsTheRestUnavailableAndExitsZe
 // exits non-zero instead of serving errors.
 TEST_F(SlowServerTest, ADeviceFaultIsInternalAndTheProcessExitsNonZero) {
   auto server = std::make_unique<ServerProcess>("--model " + model_ +
-                                                " --ctx 256 --device sim:mem=64MiB,overhead=0,fault=500 --gpu_layers 0");
+                                                " --ctx 256 --device sim:mem=64MiB,overhead=0,fault=500 --gpu_layers 0 --placement stream");
   ASSERT_TRUE(server->WaitServing()) << server->output();
   auto stub = Connect(server->target());
   v1::GenerateRequest r = Greedy("Once upon a time", 100);

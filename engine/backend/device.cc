@@ -1,5 +1,7 @@
 #include "engine/backend/device.h"
 
+#include <fstream>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -13,6 +15,17 @@
 #endif
 
 namespace ferry::backend {
+
+uint64_t AvailableHostMemory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
 
 absl::StatusOr<AdoptedWeights> Device::AdoptInPlace(std::span<model::Matrix* const>) { return AdoptedWeights(); }
 

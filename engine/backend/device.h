@@ -100,6 +100,10 @@ struct DeviceFacts {
   double latency_us = 0;        // per copy
   double memory_gbps = 0;       // device memory
   double tflops = 0;            // matrix throughput
+  // Its kernels are the host CPU's (sim): what it computes takes what the
+  // CPU takes, whatever the figures above (which plan for the card it imitates).
+  bool host_kernels = false;
+  int threads = 0;              // the CPU threads its kernels use (cpu, sim)
 };
 
 struct AdoptedWeights;
@@ -255,6 +259,10 @@ struct PageAllocator {
 };
 template <typename T>
 using PageVector = std::vector<T, PageAllocator<T>>;
+
+// MemAvailable of /proc/meminfo in bytes (what the system can give without
+// swapping, the page cache's reclaimable pages included); 0 when unknown.
+uint64_t AvailableHostMemory();
 
 // Opens "cpu", "sim[:key=value,...]" or "cuda[:N]". `threads` sizes the CPU
 // kernels' pool (0: one per hardware thread).

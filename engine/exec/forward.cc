@@ -85,10 +85,10 @@ absl::Status Executor::Init(stream::ScheduleFaults faults) {
   rope_ = {inv_freq_.data(), c.rope_dims, c.rope_layout == model::RopeLayout::kNeox, c.head_dim, c.rope_sets(), 0};
 
   // A device that computes on host memory (cpu) reads every unit in place.
-  const bool in_place = d.computes_on_host_memory();
-  FERRY_ASSIGN_OR_RETURN(placement_, (in_place ? plan::Placement() : options_.placement).Resolve(c.n_layer));
+  in_place_ = d.computes_on_host_memory();
+  FERRY_ASSIGN_OR_RETURN(placement_, (in_place_ ? plan::Placement() : options_.placement).Resolve(c.n_layer));
   resident_.assign(c.n_layer + 1, {});
-  if (in_place) {
+  if (in_place_) {
     std::vector<int> all(c.n_layer + 1);
     for (int u = 0; u <= c.n_layer; ++u) all[u] = u;
     FERRY_RETURN_IF_ERROR(AdoptInPlace(d, all, &resident_, &adopted_));
@@ -373,7 +373,7 @@ absl::StatusOr<std::span<float>> Executor::Forward(std::span<const BatchToken> b
 }
 
 std::string Executor::PlacementSummary() const {
-  if (device_->computes_on_host_memory()) {
+  if (in_place_) {
     return absl::StrCat(device_->Describe(), ": all ", config_.n_layer, " layers computed in place from host memory",
                         adopted_.Describe());
   }
@@ -398,6 +398,7 @@ std::string Executor::PlacementSummary() const {
 }
 
 uint64_t Executor::host_pinned_bytes() const {
+  if (in_place_) return 0;
   return ring_.packed_bytes() + embd_host_.size() * sizeof(float) + logits_out_.size() +
          (cpu_device_ ? cpu_x_.size() * sizeof(float) : 0);
 }

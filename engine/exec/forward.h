@@ -94,7 +94,11 @@ class Executor {
   const DeviceUsage& usage() const { return usage_; }
   const StreamStats& stats() const { return stats_; }
   const plan::Placement& placement() const { return placement_; }
-  int resident_layers() const { return placement_.layers(plan::Home::kResident); }
+  // Layers by where they are computed; a device that computes on host
+  // memory (cpu) computes them all on the CPU.
+  int resident_layers() const { return in_place_ ? 0 : placement_.layers(plan::Home::kResident); }
+  int streamed_layers() const { return placement_.layers(plan::Home::kStreamed); }
+  int cpu_layers() const { return in_place_ ? config_.n_layer : placement_.layers(plan::Home::kCpu); }
   bool head_resident() const { return placement_.head() == plan::Home::kResident; }
   int ring_depth() const { return ring_.depth(); }
   uint64_t slot_bytes() const { return ring_.slot_bytes(); }
@@ -110,7 +114,8 @@ class Executor {
   const LoadTimes& load_times() const { return load_; }
   // Host memory the executor holds from the device's AllocateHost or
   // RegisterHost (page-locked on a GPU): the packed streamed weights and
-  // the step's buffers, as the plan's host_pinned names them.
+  // the step's buffers, as the plan's host_pinned names them; 0 on a device
+  // that computes on host memory (nothing there is page-locked).
   uint64_t host_pinned_bytes() const;
   // Host memory the units on the CPU hold: their weights in the CPU's own
   // layout (what is regrouped; the rest is read from the file mapping) and
@@ -135,6 +140,7 @@ class Executor {
   std::unique_ptr<backend::Device> owned_device_;
   backend::Device* device_;
   plan::Placement placement_;
+  bool in_place_ = false;  // the device computes on host memory: every unit in place
   // Units the device computes from its memory: resident ones (index u;
   // n_layer is the head), uploaded once, or adopted in place on a device
   // that computes on host memory.

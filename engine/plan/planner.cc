@@ -45,6 +45,39 @@ absl::StatusOr<DeviceSpec> DeviceProfile(const std::string& name) {
 
 std::string DeviceProfileNames() { return backend::GpuProfileNames(); }
 
+void Plan::Place(const Placement& where) {
+  placement = where;
+  uint64_t resident = 0, slot = 0, pinned = 0, cpu_bytes = 0, cpu_mapped = 0;
+  for (int u = 0; u <= n_layers; ++u) {
+    const uint64_t bytes = u == n_layers ? head_device_bytes : layer_device_bytes[u];
+    switch (placement.home(u)) {
+      case Home::kResident: resident += bytes; break;
+      case Home::kStreamed:
+        slot = std::max(slot, bytes);
+        pinned += AlignDevice(bytes);  // packed as it sits in a slot, as the executor does
+        break;
+      case Home::kCpu:
+        cpu_bytes += unit_cpu_bytes[u];
+        cpu_mapped += unit_cpu_mapped[u];
+        break;
+    }
+  }
+  head_resident = placement.head() == Home::kResident;
+  resident_layers = placement.layers(Home::kResident);
+  cpu_layers = placement.layers(Home::kCpu);
+  weights_resident = resident;
+  ring_depth = placement.ring_depth();
+  slot_bytes = placement.count(Home::kStreamed) > 0 ? slot : 0;
+  staging = static_cast<uint64_t>(ring_depth) * slot_bytes;
+  kv_cache = static_cast<uint64_t>(n_layers - cpu_layers) * kv_layer_bytes;
+  host_cpu_kv = static_cast<uint64_t>(cpu_layers) * kv_layer_bytes;
+  host_cpu_weights = cpu_bytes;
+  host_cpu_mapped = cpu_mapped;
+  host_step_buffers = step_buffer_bytes + (placement.count(Home::kCpu) > 0 ? crossing_bytes : 0);
+  host_pinned = pinned + host_step_buffers;
+  total = weights_resident + staging + kv_cache + workspace + overhead + margin;
+}
+
 double Plan::gpu_fraction() const {
   uint64_t all = head_device_bytes;
   for (uint64_t b : layer_device_bytes) all += b;
@@ -192,13 +225,18 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   const uint64_t kv_layer = KvLayerBytes(r.n_ctx, r.n_slots, c.kv_dim(), r.kv_bytes_per_elem) +
                             KvLayerBytes(r.n_ctx, r.n_slots, c.v_dim(), r.kv_bytes_per_elem);
   p.unit_cpu_bytes.assign(c.n_layer + 1, 0);
+  p.unit_cpu_mapped.assign(c.n_layer + 1, 0);
   for (int u = 0; u <= c.n_layer; ++u) {
     for (const model::UnitTensor* ut : model::TensorsOf(c, u)) {
       const gguf::TensorInfo& t = *file.FindTensor(model::TensorName(c, *ut, u));
       const uint64_t grouped = ut->is_matrix() ? cpu::GroupedMatrixBytes(t.type, ut->rows(c), ut->cols(c)) : 0;
-      p.unit_cpu_bytes[u] += ut->is_matrix() ? (grouped > 0 ? grouped : t.bytes) : t.elements * sizeof(float);
+      p.unit_cpu_bytes[u] += grouped;
+      p.unit_cpu_mapped[u] += !ut->is_matrix() ? t.elements * sizeof(float) : grouped > 0 ? 0 : t.bytes;
     }
   }
+  p.kv_layer_bytes = kv_layer;
+  p.step_buffer_bytes = HostStepBufferBytes(c, r.max_batch, r.n_slots);
+  p.crossing_bytes = static_cast<uint64_t>(r.max_batch) * c.n_embd * sizeof(float);
   p.workspace = WorkspaceFor(c, r.max_batch, r.n_ctx).bytes() +
                 backend::KernelScratchFor(MaxMatrixRows(c), MaxMatrixWidth(c), r.max_batch).bytes();
   p.overhead = device.overhead_bytes;
@@ -206,74 +244,68 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   p.budget = r.policy == Policy::kBudget ? std::min(r.gpu_memory, device.memory_bytes) : device.memory_bytes;
   p.strategy = r.strategy;
 
-  // `units` resident (0 = nothing, 1 = the head, 1 + n = the head and n
-  // layers: LayerResident), `cpu` of the others on the CPU (spread evenly
-  // among them), the rest streamed.
-  auto fill = [&](int units, int cpu) {
-    std::vector<Home> homes = Placement(units > 0, std::max(0, units - 1), r.ring_depth).Resolve(c.n_layer)->homes();
+  // `resident` layers resident (LayerResident), `cpu` of the other layers on
+  // the CPU (spread evenly among them: Spread), the rest streamed; the head at `head`.
+  auto fill = [&](int resident, int cpu, Home head) {
+    std::vector<Home> homes(c.n_layer + 1, Home::kStreamed);
     std::vector<int> rest;
-    for (int u = 0; u <= c.n_layer; ++u) {
-      if (homes[u] != Home::kResident) rest.push_back(u);
+    for (int l = 0; l < c.n_layer; ++l) {
+      if (LayerResident(l, c.n_layer, resident)) {
+        homes[l] = Home::kResident;
+      } else {
+        rest.push_back(l);
+      }
     }
     for (size_t j = 0; j < rest.size(); ++j) {
       if (Spread(static_cast<int>(j), static_cast<int>(rest.size()), cpu)) homes[rest[j]] = Home::kCpu;
     }
-    p.placement = *Placement(std::move(homes), r.ring_depth).Resolve(c.n_layer);
-    uint64_t resident = 0, slot = 0, pinned = 0, cpu_bytes = 0;
-    for (int u = 0; u <= c.n_layer; ++u) {
-      const uint64_t bytes = u == c.n_layer ? p.head_device_bytes : p.layer_device_bytes[u];
-      switch (p.placement.home(u)) {
-        case Home::kResident: resident += bytes; break;
-        case Home::kStreamed:
-          slot = std::max(slot, bytes);
-          pinned += AlignDevice(bytes);  // packed as it sits in a slot, as the executor does
-          break;
-        case Home::kCpu: cpu_bytes += p.unit_cpu_bytes[u]; break;
-      }
-    }
-    p.head_resident = p.placement.head() == Home::kResident;
-    p.resident_layers = p.placement.layers(Home::kResident);
-    p.cpu_layers = p.placement.layers(Home::kCpu);
-    p.weights_resident = resident;
-    p.ring_depth = p.placement.ring_depth();
-    p.slot_bytes = p.placement.count(Home::kStreamed) > 0 ? slot : 0;
-    p.staging = static_cast<uint64_t>(p.ring_depth) * p.slot_bytes;
-    p.kv_cache = static_cast<uint64_t>(c.n_layer - p.cpu_layers) * kv_layer;
-    p.host_cpu_kv = static_cast<uint64_t>(p.cpu_layers) * kv_layer;
-    p.host_cpu_weights = cpu_bytes;
-    p.host_step_buffers = HostStepBufferBytes(c, r.max_batch, r.n_slots);
-    if (p.placement.count(Home::kCpu) > 0) p.host_step_buffers += static_cast<uint64_t>(r.max_batch) * c.n_embd * 4;
-    p.host_pinned = pinned + p.host_step_buffers;
-    p.total = p.weights_resident + p.staging + p.kv_cache + p.workspace + p.overhead + p.margin;
+    homes[c.n_layer] = head;
+    p.Place(*Placement(std::move(homes), r.ring_depth).Resolve(c.n_layer));
   };
-  auto fits = [&] { return p.total <= p.budget; };
-  // How many of the units left over go to the CPU; -1: the fastest split.
-  auto cpu_for = [&](int units) {
-    const int others = c.n_layer + 1 - units;
+  auto fits = [&] { return p.total <= p.budget && (r.host_available == 0 || p.host_total() <= r.host_available); };
+  // With `resident` layers resident and the head resident or not, the
+  // strategy's placement of the rest: all streamed (the head too), all on
+  // the CPU, cpu_layers of them on the CPU (the head streamed), or the
+  // fastest split (the head streamed or on the CPU, whichever is faster).
+  // Fills the fastest candidate that fits and says its step time; false
+  // (and the strategy's own candidate filled) when none fits.
+  auto place = [&](int resident, bool head_resident, double* step_s) {
+    const int others = c.n_layer - resident;
+    std::vector<std::pair<int, Home>> candidates;
+    auto with_head = [&](Home rest) { return head_resident ? Home::kResident : rest; };
     switch (r.strategy) {
-      case Strategy::kStream: return 0;
-      case Strategy::kCpu: return others;
-      case Strategy::kMixed: return r.cpu_layers < 0 ? -1 : std::min(r.cpu_layers, others);
+      case Strategy::kStream: candidates = {{0, with_head(Home::kStreamed)}}; break;
+      case Strategy::kCpu: candidates = {{others, with_head(Home::kCpu)}}; break;
+      case Strategy::kMixed:
+        if (r.cpu_layers >= 0) {
+          candidates = {{std::min(r.cpu_layers, others), with_head(Home::kStreamed)}};
+          break;
+        }
+        for (int k = 0; k <= others; ++k) {
+          candidates.push_back({k, with_head(Home::kStreamed)});
+          if (!head_resident) candidates.push_back({k, Home::kCpu});
+        }
+        break;
     }
-    return 0;
-  };
-  // Fills the fastest split of what `units` leaves over that fits; false if none does.
-  auto fastest = [&](int units, double* best_s) {
     int best = -1;
-    for (int k = 0; k <= c.n_layer + 1 - units; ++k) {
-      fill(units, k);
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      fill(resident, candidates[i].first, candidates[i].second);
       if (!fits()) continue;
       const double step = Predict(p, device, r.host, r.batch).step_s;
-      if (best < 0 || step < *best_s) best = k, *best_s = step;
+      if (best < 0 || step < *step_s) best = static_cast<int>(i), *step_s = step;
     }
-    if (best >= 0) fill(units, best);
+    const auto& pick = candidates[std::max(best, 0)];
+    fill(resident, pick.first, pick.second);
     return best >= 0;
   };
-  auto place = [&](int units) {
-    double step = 0;
-    if (cpu_for(units) < 0) return fastest(units, &step);
-    fill(units, cpu_for(units));
-    return fits();
+  // The refusal when the host is what is short.
+  auto host_short = [&] {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this placement needs ", HumanBytes(p.host_total()), " of host memory (page-locked ", HumanBytes(p.host_pinned),
+        ", weights on the CPU ", HumanBytes(p.host_cpu_weights + p.host_cpu_mapped), ", their KV cache ",
+        HumanBytes(p.host_cpu_kv), "), more than the ", HumanBytes(r.host_available),
+        " this machine has available; put fewer layers on the CPU (--cpu_layers, --placement stream), use a smaller "
+        "--ctx or fewer --slots"));
   };
 
   if (r.policy == Policy::kLayers) {
@@ -284,18 +316,19 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
     if (r.stream_head && r.gpu_layers != 0) {
       return absl::InvalidArgumentError("the head becomes resident before any layer: a streamed head needs 0 layers");
     }
-    const int head = r.stream_head ? 0 : 1;
-    if (r.cpu_layers > c.n_layer + 1 - head - r.gpu_layers) {
+    if (r.cpu_layers > c.n_layer - r.gpu_layers) {
       return absl::InvalidArgumentError(absl::StrCat("--cpu_layers ", r.cpu_layers, ": only ",
-                                                     c.n_layer + 1 - head - r.gpu_layers,
-                                                     " units are not resident with --gpu_layers ", r.gpu_layers));
+                                                     c.n_layer - r.gpu_layers, " layers are not resident with "
+                                                     "--gpu_layers ", r.gpu_layers));
     }
-    if (!place(head + r.gpu_layers)) {
+    double step = 0;
+    if (!place(r.gpu_layers, !r.stream_head, &step)) {
       int fit = -1;
       for (int n = r.gpu_layers - 1; n >= 0 && fit < 0; --n) {
-        if (place(1 + n)) fit = n;
+        if (place(n, true, &step)) fit = n;
       }
-      fill(head + r.gpu_layers, std::max(cpu_for(head + r.gpu_layers), 0));
+      place(r.gpu_layers, !r.stream_head, &step);
+      if (p.total <= p.budget) return host_short();
       return absl::ResourceExhaustedError(absl::StrCat(
           r.gpu_layers, " resident layers need ", HumanBytes(p.total), " on ", device.name, " (", HumanBytes(p.budget),
           "): ", HumanBytes(p.total - p.budget), " missing. ",
@@ -305,27 +338,34 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
     }
     return p;
   }
-  // Auto and budget: the most units that fit, the head first; a mixed plan
-  // without a fixed split also weighs fewer resident units (which may leave
-  // the ring out and so fit more) by their speed.
-  if (cpu_for(c.n_layer + 1) < 0) {
-    int best_units = -1;
+  // Auto and budget: the most that fits, the head first, then layers. The
+  // fastest mixed split also weighs fewer resident layers (which may leave
+  // the ring out, or make room for the head) by their speed.
+  if (r.strategy == Strategy::kMixed && r.cpu_layers < 0) {
+    int best_resident = -1;
+    bool best_head = false;
     double best_s = 0;
-    for (int units = c.n_layer + 1; units >= 0; --units) {
-      double step = 0;
-      if (fastest(units, &step) && (best_units < 0 || step < best_s)) best_units = units, best_s = step;
+    for (int resident = c.n_layer; resident >= 0; --resident) {
+      for (bool head : {true, false}) {
+        double step = 0;
+        if (place(resident, head, &step) && (best_resident < 0 || step < best_s)) {
+          best_resident = resident, best_head = head, best_s = step;
+        }
+      }
     }
-    if (best_units >= 0) {
-      double step = 0;
-      fastest(best_units, &step);
+    if (best_resident >= 0) {
+      place(best_resident, best_head, &best_s);
       return p;
     }
   } else {
+    double step = 0;
     for (int units = c.n_layer + 1; units >= 0; --units) {
-      if (place(units)) return p;
+      if (place(std::max(units - 1, 0), units > 0, &step)) return p;
     }
   }
-  fill(0, std::max(cpu_for(0), 0));
+  double step = 0;
+  place(0, false, &step);
+  if (p.total <= p.budget) return host_short();
   return absl::ResourceExhaustedError(absl::StrCat(
       "even with every layer ", r.strategy == Strategy::kStream ? "streamed" : r.strategy == Strategy::kCpu
                                                                           ? "on the CPU"
@@ -396,6 +436,11 @@ Prediction Roofline(const Plan& p, const DeviceSpec& d, const HostSpec& host, in
     const Home home = p.placement.home(u);
     if (home == Home::kCpu) {
       chain_cpu += on_cpu;
+      return;
+    }
+    if (d.host_kernels) {
+      compute += on_cpu;
+      if (home == Home::kStreamed) copy += d.latency_us * 1e-6 + device_bytes / h2d;
       return;
     }
     const double read = gemm ? device_bytes + kTileBytesPerParam * static_cast<double>(params) : kernel_bytes;

@@ -23,6 +23,9 @@ struct DeviceSpec {
   double latency_us = 10.0;       // per copy
   double memory_gbps = 500.0;     // device memory bandwidth
   double tflops = 50.0;           // matrix throughput
+  // Its kernels are the host CPU's (the sim device computes with ferry's CPU
+  // kernels): the speed model then costs a unit on it as on the CPU.
+  bool host_kernels = false;
 };
 
 // A named device profile (backend/profiles.h): "rtx4060-8g", "h100-80g", ...
@@ -66,6 +69,7 @@ struct PlanRequest {
   int cpu_layers = -1;           // kMixed: exactly this many of the non-resident layers on the CPU; -1: fastest
   int batch = 1;                 // kMixed: tokens a decode step carries (the slots a server keeps busy)
   HostSpec host;                 // kMixed: the CPU's speed (MeasureHost)
+  uint64_t host_available = 0;   // host memory a plan may take (Plan::host_total); 0: not checked
 };
 
 // How one unit (a layer, or the head) sits in device memory. Its matrices
@@ -141,12 +145,14 @@ struct Plan {
   // logits that come back (n_slots rows of n_vocab floats) and, with units
   // on the CPU, the residual stream that crosses (max_batch x n_embd).
   uint64_t host_step_buffers = 0;
-  // Host memory the units on the CPU hold: their matrices in the CPU
-  // kernels' layout (regrouped, or the file's pages where a type has no
-  // layout of its own) and vectors, and their KV cache.
+  // Host memory the units on the CPU hold: their matrices copied into the
+  // CPU kernels' layout (regrouped), what they read where it is (matrices
+  // of types without such a layout, from the file's pages; vectors), and
+  // their KV cache.
   uint64_t host_cpu_weights = 0;
+  uint64_t host_cpu_mapped = 0;
   uint64_t host_cpu_kv = 0;
-  uint64_t host_total() const { return host_pinned + host_cpu_weights + host_cpu_kv; }
+  uint64_t host_total() const { return host_pinned + host_cpu_weights + host_cpu_mapped + host_cpu_kv; }
   // Model bytes, as in the file.
   uint64_t model_bytes = 0;      // every tensor in the file
   uint64_t layer_bytes_total = 0;
@@ -163,8 +169,18 @@ struct Plan {
   // memory bandwidth.
   std::vector<double> layer_kernel_bytes;
   double head_kernel_bytes = 0;
-  // Each unit's host bytes on the CPU (host_cpu_weights' rule); [n_layers]: the head.
-  std::vector<uint64_t> unit_cpu_bytes;
+  // Each unit's host bytes on the CPU (host_cpu_weights' and
+  // host_cpu_mapped's rules); [n_layers]: the head.
+  std::vector<uint64_t> unit_cpu_bytes, unit_cpu_mapped;
+  // What every placement shares: one layer's KV cache, the step's host
+  // buffers, the residual stream that crosses to units on the CPU.
+  uint64_t kv_layer_bytes = 0;
+  uint64_t step_buffer_bytes = 0;
+  uint64_t crossing_bytes = 0;
+
+  // Sets `placement` (resolved for this model) and every byte count that
+  // follows from it: resident weights, ring, KV cache, host memory, total.
+  void Place(const Placement& placement);
 
   double gpu_fraction() const;   // share of the layers' and head's device bytes resident
 };

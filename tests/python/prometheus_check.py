@@ -142,7 +142,8 @@ def main():
     pb, pbg = ferry_server.load_stubs(proto_dir, workdir)
     failures = []
     args = ["--model", model, "--ctx", "256", "--slots", "4", "--gpu_layers", "3",
-            "--device", "sim:mem=64MiB,overhead=8MiB,h2d=0.05GB/s,lat=5us"]
+            "--device", "sim:mem=64MiB,overhead=8MiB,h2d=0.05GB/s,lat=5us",
+            "--placement", "mixed", "--cpu_layers", "1"]  # of the 2 layers not resident: 1 streamed, 1 on the CPU
     with ferry_server.Server(ferry, args) as server:
         metrics_url = f"http://127.0.0.1:{server.metrics_port}"
         for path in ("/healthz", "/readyz"):
@@ -205,18 +206,22 @@ def main():
                 "ferry_pinned_host_memory_bytes": info.memory.pinned_host_bytes,
                 'ferry_layers{placement="resident"}': info.layers_resident,
                 'ferry_layers{placement="streamed"}': info.layers_streamed,
+                'ferry_layers{placement="cpu"}': info.layers_cpu,
                 "ferry_gpu_memory_used_bytes": info.memory.used_bytes,
             }
             for expr, value in expect.items():
                 got = prom.value(expr)
                 if got != value:
                     failures.append(f"{expr} = {got}, GetModelInfo says {value}")
-            if info.layers_streamed != 2 or info.memory.staging_bytes == 0 or info.memory.pinned_host_bytes == 0:
+            if (info.layers_streamed != 1 or info.layers_cpu != 1 or info.memory.staging_bytes == 0
+                    or info.memory.pinned_host_bytes == 0):
                 failures.append(f"the placement is not the one asked for: {info}")
             if not (prom.value("ferry_stream_bytes_total") or 0) > 0:
                 failures.append("no streamed bytes counted")
             if not (prom.value("ferry_compute_seconds_total") or 0) > 0:
                 failures.append("no compute time counted")
+            if not (prom.value("ferry_cpu_compute_seconds_total") or 0) > 0:
+                failures.append("no CPU compute time counted for the layer on the CPU")
 
             # promtool on a scrape after real traffic.
             final = http_get(metrics_url + "/metrics")[1]

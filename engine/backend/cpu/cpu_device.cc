@@ -74,18 +74,6 @@ void CpuDevice::Free(void* p) {
 
 namespace {
 
-// MemAvailable from /proc/meminfo in bytes; 0 when it cannot be read.
-uint64_t AvailableHostMemory() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  uint64_t kib = 0;
-  std::string unit;
-  while (in >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib * 1024;
-  }
-  return 0;
-}
-
 // The grouped copy's bytes; 0 when the matrix keeps the file's layout.
 uint64_t GroupedBytes(const model::Matrix& m) {
   return m.group_bytes != 0 ? 0 : cpu::GroupedMatrixBytes(m.type, m.rows, m.cols);
@@ -132,6 +120,13 @@ void CpuDevice::CopyToDevice(Queue, void* dst, const void* src, uint64_t bytes) 
 }
 void CpuDevice::CopyToHost(void* dst, const void* src, uint64_t bytes) {
   if (bytes > 0) std::memcpy(dst, src, bytes);
+}
+
+DeviceFacts CpuDevice::facts() const {
+  DeviceFacts f = Device::facts();
+  f.host_kernels = true;
+  f.threads = threads();
+  return f;
 }
 
 DeviceStats CpuDevice::stats() const {
