@@ -163,24 +163,33 @@ std::string BenchTable(const BenchResult& r) {
                                     r.device);
   const bool streaming = r.h2d_gbps > 0;
   absl::StrAppend(&out, absl::StrFormat("%6s", "batch"));
-  if (streaming) absl::StrAppend(&out, absl::StrFormat(" %9s %7s", "resident", "on GPU"));
+  if (streaming) absl::StrAppend(&out, absl::StrFormat(" %-6s %9s %4s %7s", "place", "resident", "cpu", "on GPU"));
   absl::StrAppend(&out, absl::StrFormat(" %14s %13s %18s", "prefill tok/s", "decode tok/s", "decode weight GB/s"));
-  if (streaming) absl::StrAppend(&out, absl::StrFormat(" %13s %9s %8s", "streamed GB/s", "% of h2d", "overlap"));
+  if (streaming) {
+    absl::StrAppend(&out, absl::StrFormat(" %13s %9s %8s %10s %6s", "streamed GB/s", "% of h2d", "overlap", "predicted",
+                                          "ratio"));
+  }
   absl::StrAppend(&out, "\n");
   for (const BenchRow& row : r.rows) {
     const std::string resident = absl::StrCat(row.resident_layers, row.head_resident ? "+head" : "");
     if (!row.fits.empty()) {
-      absl::StrAppend(&out, absl::StrFormat("%6d %9s  does not fit: %s\n", row.batch, "-", row.fits));
+      absl::StrAppend(&out, absl::StrFormat("%6d %-6s %9s  does not fit: %s\n", row.batch, row.placement, "-", row.fits));
       continue;
     }
     // Each decode step reads every weight once, whatever the batch.
     const double gbs = row.decode_tokens_per_s / row.batch * r.weight_bytes / 1e9;
     absl::StrAppend(&out, absl::StrFormat("%6d", row.batch));
-    if (streaming) absl::StrAppend(&out, absl::StrFormat(" %9s %6.0f%%", resident, 100 * row.gpu_fraction));
+    if (streaming) {
+      absl::StrAppend(&out, absl::StrFormat(" %-6s %9s %4d %6.0f%%", row.placement, resident, row.cpu_layers,
+                                            100 * row.gpu_fraction));
+    }
     absl::StrAppend(&out, absl::StrFormat(" %14.1f %13.2f %18.2f", row.prefill_tokens_per_s, row.decode_tokens_per_s, gbs));
     if (streaming) {
-      absl::StrAppend(&out, absl::StrFormat(" %13.2f %8.0f%% %7.0f%%", row.streamed_gbps, 100 * row.copy_utilization,
-                                            100 * row.overlap));
+      absl::StrAppend(&out, absl::StrFormat(" %13.2f %8.0f%% %7.0f%% %10.2f %6.2f", row.streamed_gbps,
+                                            100 * row.copy_utilization, 100 * row.overlap, row.predicted_tokens_per_s,
+                                            row.predicted_tokens_per_s > 0
+                                                ? row.decode_tokens_per_s / row.predicted_tokens_per_s
+                                                : 0.0));
     }
     absl::StrAppend(&out, "\n");
   }
@@ -192,7 +201,9 @@ std::string BenchJson(const BenchResult& r) {
                                  r.weight_bytes, ",\"h2d_gbps\":", r.h2d_gbps, ",\"rows\":[");
   for (size_t i = 0; i < r.rows.size(); ++i) {
     const BenchRow& w = r.rows[i];
-    absl::StrAppend(&out, i ? "," : "", "{\"batch\":", w.batch, ",\"resident_layers\":", w.resident_layers,
+    absl::StrAppend(&out, i ? "," : "", "{\"batch\":", w.batch, ",\"placement\":\"", w.placement,
+                    "\",\"cpu_layers\":", w.cpu_layers, ",\"predicted_decode_tokens_per_s\":", w.predicted_tokens_per_s,
+                    ",\"resident_layers\":", w.resident_layers,
                     ",\"head_resident\":", w.head_resident ? "true" : "false", ",\"fits\":", w.fits.empty() ? "true" : "false",
                     ",\"gpu_fraction\":", w.gpu_fraction, ",\"prefill_tokens_per_s\":", w.prefill_tokens_per_s,
                     ",\"decode_tokens_per_s\":", w.decode_tokens_per_s, ",\"streamed_gbps\":", w.streamed_gbps,

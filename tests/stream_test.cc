@@ -441,6 +441,41 @@ TEST(Executor, HoldsStreamedWeightsOnceInHostMemory) {
   EXPECT_LE(after + streamed_matrices * 9 / 10, before) << "before " << before << ", after " << after;
 }
 
+// Weights computed on the CPU are held once in host memory too: regrouped
+// for the CPU's kernels, and the file mapping's pages of what was regrouped
+// dropped (the cpu device, and layers placed on the CPU beside a device).
+TEST(Executor, HoldsCpuWeightsOnceInHostMemory) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0, 6));
+  const std::string path = ::testing::TempDir() + "/cpu_once.gguf";
+  std::ofstream(path, std::ios::binary) << b.bytes;
+  for (const bool on_cpu_device : {true, false}) {
+    SCOPED_TRACE(on_cpu_device ? "cpu device" : "sim device, 5 layers and the head on the CPU");
+    auto m = model::LoadModel(path);
+    ASSERT_TRUE(m.ok()) << m.status();
+    const std::span<const uint8_t> file = (*m)->file->bytes();
+    volatile uint8_t sink = 0;  // read every page, so the mapping is resident
+    for (size_t i = 0; i < file.size(); i += 4096) sink = sink + file[i];
+    const uint64_t before = MappedRss(file);
+    ASSERT_GT(before, file.size() / 2) << "the mapping should be resident after reading it";
+    std::unique_ptr<backend::SimDevice> sim = Sim();
+    exec::ForwardOptions o = Options(true, -1, 2);
+    std::vector<plan::Home> homes(7, plan::Home::kCpu);
+    homes[0] = plan::Home::kResident;
+    o.placement = plan::Placement(homes, 2);
+    auto e = exec::Executor::Create(**m, on_cpu_device ? nullptr : sim.get(), o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    const uint64_t regrouped = on_cpu_device ? 0 : (*e)->cpu_weight_bytes();
+    if (!on_cpu_device) ASSERT_GT(regrouped, 0u);
+    uint64_t matrices = 0;  // what the CPU computes from its regrouped copy
+    for (int l = on_cpu_device ? 0 : 1; l < 6; ++l) {
+      const model::LayerWeights& w = (*m)->weights.layers[l];
+      for (const model::Matrix* x : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down}) matrices += x->bytes;
+    }
+    const uint64_t after = MappedRss(file);
+    EXPECT_LE(after + matrices * 9 / 10, before) << "before " << before << ", after " << after;
+  }
+}
+
 // Forward(batch) gives the logits Forward(batch, logits) writes, in the
 // executor's own buffer (from AllocateHost), also for a step that wants
 // more rows than it holds (n_seq).

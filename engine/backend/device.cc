@@ -27,7 +27,10 @@ uint64_t AvailableHostMemory() {
   return 0;
 }
 
-absl::StatusOr<AdoptedWeights> Device::AdoptInPlace(std::span<model::Matrix* const>) { return AdoptedWeights(); }
+absl::StatusOr<AdoptedWeights> Device::AdoptInPlace(std::span<model::Matrix* const>,
+                                                    const std::function<void(const model::Matrix&)>&) {
+  return AdoptedWeights();
+}
 
 std::string AdoptedWeights::Describe() const {
   if (bytes > 0) return absl::StrCat(" (", HumanBytes(bytes), " of matrices regrouped for the kernels)");

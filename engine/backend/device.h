@@ -122,8 +122,11 @@ class Device {
   // For such a device: the matrices it will read in place, rewritten to read
   // a layout of its own where it has one (the cpu device groups rows for its
   // kernels) and the copies fit in the memory the system has available;
-  // the result holds those copies. Default: read as they are.
-  virtual absl::StatusOr<AdoptedWeights> AdoptInPlace(std::span<model::Matrix* const> matrices);
+  // the result holds those copies. `copied(was)` is told of each matrix as
+  // soon as its copy is made (the caller may then drop the original's pages,
+  // so the two are not both resident for long). Default: read as they are.
+  virtual absl::StatusOr<AdoptedWeights> AdoptInPlace(
+      std::span<model::Matrix* const> matrices, const std::function<void(const model::Matrix& was)>& copied);
   virtual uint64_t capacity() const = 0;  // bytes the arena holds (after any context overhead)
   virtual uint64_t used() const = 0;
   virtual uint64_t peak() const = 0;

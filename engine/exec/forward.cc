@@ -142,19 +142,15 @@ absl::Status Executor::AdoptInPlace(backend::Device& d, const std::vector<int>& 
     (*views)[u] = InPlace(model_, u);
     for (model::Matrix* m : MatricesOf((*views)[u])) matrices.push_back(m);
   }
-  std::vector<model::Matrix> before;
-  for (const model::Matrix* m : matrices) before.push_back(*m);
-  FERRY_ASSIGN_OR_RETURN(*adopted, d.AdoptInPlace(matrices));
   const std::span<const uint8_t> file = model_.file->bytes();
-  for (size_t i = 0; i < matrices.size(); ++i) {
-    const model::Matrix& was = before[i];
+  auto drop = [&](const model::Matrix& was) {
     // A tied head regroups token_embd: the embedding rows are still read from the file.
     const bool embedding = was.data == model_.weights.token_embd.data;
-    if (matrices[i]->data != was.data && !embedding && was.data >= file.data() &&
-        was.data < file.data() + file.size()) {
+    if (!embedding && was.data >= file.data() && was.data < file.data() + file.size()) {
       model_.file->DropPages(was.data, was.bytes);
     }
-  }
+  };
+  FERRY_ASSIGN_OR_RETURN(*adopted, d.AdoptInPlace(matrices, drop));
   return absl::OkStatus();
 }
 

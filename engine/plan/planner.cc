@@ -414,6 +414,19 @@ HostSpec MeasureHost(int threads) {
   HostSpec h;
   h.memory_gbps = static_cast<double>(data.size()) / best_of(1, 3) / 1e9;
   h.gflops = 2.0 * kRows * kCols * kBatch / best_of(kBatch, 2) / 1e9;
+  // A kernel's fixed cost: a product of 64 rows (32 KiB, in cache) at batch
+  // 1, the median of many; mostly the pool's start and finish.
+  model::Matrix small = m;
+  small.rows = 64;
+  small.bytes = small.rows * row_bytes;
+  std::vector<double> times;
+  for (int i = 0; i < 201; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cpu::MatMul(small, x.data(), kCols, 1, y.data(), kRows, pool, scratch);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  h.kernel_s = times[times.size() / 2];
   return h;
 }
 
@@ -431,7 +444,7 @@ Prediction Roofline(const Plan& p, const DeviceSpec& d, const HostSpec& host, in
   double compute = 0, copy = 0, chain_cpu = 0, cpu = 0;
   auto unit = [&](int u, uint64_t device_bytes, double kernel_bytes, uint64_t file_bytes, uint64_t params) {
     const double work = 2.0 * static_cast<double>(params) * batch;
-    const double on_cpu = std::max(file_bytes / cpu_bw, work / cpu_flops);
+    const double on_cpu = std::max(file_bytes / cpu_bw, work / cpu_flops) + kCpuKernelsPerUnit * host.kernel_s;
     cpu += on_cpu;
     const Home home = p.placement.home(u);
     if (home == Home::kCpu) {

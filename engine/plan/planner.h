@@ -52,7 +52,12 @@ absl::StatusOr<Strategy> ParseStrategy(absl::string_view name);  // stream, cpu,
 struct HostSpec {
   double memory_gbps = 20.0;  // decode: weight bytes read per second
   double gflops = 100.0;      // prefill: matrix arithmetic per second
+  double kernel_s = 0;        // a kernel's fixed cost (thread pool start and finish)
 };
+// Kernels a unit runs on the CPU (a layer's norms, products, rope, cache
+// store, attention, gating and adds; the head has fewer): what their fixed
+// costs add up to, with HostSpec::kernel_s.
+inline constexpr int kCpuKernelsPerUnit = 14;
 
 struct PlanRequest {
   Policy policy = Policy::kAuto;
@@ -196,8 +201,8 @@ struct Plan {
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& config, const PlanRequest& request,
                               const DeviceSpec& device);
 
-// Measures both with ferry's matmul kernels (a 64 MiB q8_0 matrix at batch 1
-// and batch 32; about a quarter of a second).
+// Measures them with ferry's matmul kernels (a 64 MiB q8_0 matrix at batch
+// 1 and batch 32, a small one many times; about a quarter of a second).
 HostSpec MeasureHost(int threads);
 
 struct Prediction {

@@ -81,7 +81,8 @@ uint64_t GroupedBytes(const model::Matrix& m) {
 
 }  // namespace
 
-absl::StatusOr<AdoptedWeights> CpuDevice::AdoptInPlace(std::span<model::Matrix* const> matrices) {
+absl::StatusOr<AdoptedWeights> CpuDevice::AdoptInPlace(std::span<model::Matrix* const> matrices,
+                                                       const std::function<void(const model::Matrix&)>& copied) {
   AdoptedWeights out;
   for (const model::Matrix* m : matrices) out.needed += m->present() ? GroupedBytes(*m) : 0;
   const uint64_t available = AvailableHostMemory();
@@ -91,7 +92,9 @@ absl::StatusOr<AdoptedWeights> CpuDevice::AdoptInPlace(std::span<model::Matrix* 
     if (bytes == 0) continue;
     DeviceBuffer buf;
     FERRY_ASSIGN_OR_RETURN(buf, DeviceBuffer::Make(*this, bytes, m->name));
-    *m = Grouped(*m, buf.bytes());
+    const model::Matrix was = *m;
+    *m = Grouped(was, buf.bytes());
+    if (copied) copied(was);
     out.bytes += bytes;
     out.buffers.push_back(std::move(buf));
   }

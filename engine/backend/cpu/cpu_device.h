@@ -33,7 +33,9 @@ class CpuDevice : public Device {
   // when the copies fit in the memory the system has available (the file's
   // pages count as available: they can be dropped); otherwise the kernels
   // read the file as it is, which also works for a model larger than RAM.
-  absl::StatusOr<AdoptedWeights> AdoptInPlace(std::span<model::Matrix* const> matrices) override;
+  absl::StatusOr<AdoptedWeights> AdoptInPlace(
+      std::span<model::Matrix* const> matrices,
+      const std::function<void(const model::Matrix& was)>& copied) override;
   uint64_t capacity() const override;
   uint64_t used() const override { return used_; }
   uint64_t peak() const override { return peak_; }
