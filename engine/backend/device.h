@@ -3,7 +3,7 @@
 // (compute and copy) ordered by events with CUDA's semantics, and kernels
 // have the same signatures on every backend. The cpu backend computes on
 // host memory in place; sim puts CPU kernels behind a capped arena and a
-// copy engine thread; cuda (issue 5) maps these one to one onto streams.
+// copy engine thread; cuda maps these one to one onto streams.
 #pragma once
 
 #include <cstddef>

@@ -219,30 +219,23 @@ struct Prediction {
 };
 
 // The share of the device's copy bandwidth (read + write) that ferry's CUDA
-// decode matvec reaches on weights of `type`: measured by tests/gpu/run.sh
-// (cuda_kernel_bench, 1 x 16384 x 8192) on an H200 on 2026-11-26 with the
-// matvec each type takes by default: the int8 one for q8_0 0.79, q4_K 0.62,
-// q5_K 0.59, q4_0 0.57, q6_K 0.44 (the run of 03:05 UTC, after the fused
-// launches); the float one for f16/bf16 0.90, f32 1.0 (it read 1.2), q5_1
-// 0.20, q5_0 0.19, q4_1 0.18. Update it when the kernels change (the script
-// prints the new figures).
+// decode matvec reaches on weights of `type`, with the matvec each type
+// takes by default, as tests/gpu/run.sh's kernel stage measures it (the
+// values and the run: docs/measurements.md). Update both when the kernels
+// change (the script prints the new figures).
 double KernelEfficiency(quant::TensorType type);
 
 // What a unit (layer or head) computed on the device costs beyond its
 // weights' bytes: its ~14 small kernels (norms, rope, attention, adds,
-// quantizing) and the gaps between launches, 45 us. Measured on the H200
-// (2026-11-26): the 8B-shaped q8_0 model all resident took 4.60 ms of
-// kernels a decode step at batch 1, its weights at the efficiency above
-// 3.12 ms; 1.48 ms over 33 units.
+// quantizing) and the gaps between launches: a decode step's kernel time
+// less its weights' time over the units, on an H200 (docs/measurements.md).
 inline constexpr double kUnitOverheadS = 45e-6;
 
 // What the decode products compute per second at most (2 operations a
 // parameter and token): each weight is dotted with every token's int8
 // activations, so at a few tokens a step the kernels stop being bound by
-// memory. Measured on the H200 (2026-11-26): the same model all resident at
-// batch 8 took 8.43 ms of kernels a step, 6.94 ms beyond the per-unit
-// overhead, for 8 x 2 x 8.0e9 operations: 18.5e12 a second. Capped by the
-// profile's own matrix rate.
+// memory. From a batch-8 step on an H200 (docs/measurements.md); capped by
+// the profile's own matrix rate.
 inline constexpr double kDecodeOpsPerS = 18.5e12;
 
 // Roofline per unit (layer or head): time = max(kernel bytes / bandwidth,
@@ -260,9 +253,8 @@ Prediction Predict(const Plan& plan, const DeviceSpec& device, const HostSpec& h
 // kMatVecMaxTokens the device decodes each weight chunk to an f32 tile that
 // cuBLAS multiplies in TF32: each parameter costs its stored bytes plus
 // kTileBytesPerParam of tile traffic (written, then read), at the full
-// device bandwidth, against half the profile's (bf16) matrix rate. The
-// H200 run of 2026-11-26: 8B q8_0 all resident, 128 prompt tokens in steps
-// of 64, 2172 tok/s; this model says 3030 at its 3466 GB/s (0.72x).
+// device bandwidth, against half the profile's (bf16) matrix rate (it
+// predicts 1.4x what an H200 measured: docs/measurements.md).
 inline constexpr double kTileBytesPerParam = 8.0;
 Prediction PredictPrefill(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int tokens_per_step);
 
