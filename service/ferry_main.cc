@@ -424,7 +424,7 @@ absl::Status RunPlan() {
   }
   o.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
   const int ctx = absl::GetFlag(FLAGS_ctx);
-  o.request.n_ctx = ctx > 0 ? ctx : 4096;
+  o.request.n_ctx = ctx;  // 0: the model's default context (RunPlan reads it)
   o.request.n_slots = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 1;
   o.request.max_batch = absl::GetFlag(FLAGS_batch);
   o.request.ring_depth = absl::GetFlag(FLAGS_ring_depth);

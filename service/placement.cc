@@ -22,7 +22,7 @@ plan::DeviceSpec SpecOf(const backend::Device& device) {
   return spec;
 }
 
-int DefaultContext(const model::Model& model) { return std::min(model.config.n_ctx_train, 4096); }
+int DefaultContext(const model::Model& model) { return model.config.default_context(); }
 
 absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& model, const backend::Device& device,
                                                         const DeviceFlags& flags, exec::ForwardOptions* forward) {

@@ -86,6 +86,7 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   const uint64_t host_available = backend::AvailableHostMemory();
 
   plan::PlanRequest r = o.request;
+  if (r.n_ctx <= 0) r.n_ctx = config.default_context();
   r.host = host;
   r.batch = r.n_slots;
   std::vector<std::pair<plan::DeviceSpec, plan::PlanRequest>> requests;

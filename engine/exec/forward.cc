@@ -43,7 +43,7 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const model::Model& m
   if (options.max_batch <= 0 || options.n_seq <= 0 || options.n_ctx < 0) {
     return absl::InvalidArgumentError("max_batch and n_seq must be positive, n_ctx non-negative");
   }
-  const int n_ctx = options.n_ctx > 0 ? options.n_ctx : std::min(c.n_ctx_train, 4096);
+  const int n_ctx = options.n_ctx > 0 ? options.n_ctx : c.default_context();
   std::unique_ptr<Executor> e(new Executor(model, device, options, n_ctx));
   FERRY_RETURN_IF_ERROR(e->Init(faults));
   return e;
