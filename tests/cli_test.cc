@@ -86,8 +86,11 @@ TEST(Cli, PlanFromAHeaderOnlyFile) {
   r = RunFerry("plan --model " + path);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("llama, 32 layers"));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB +[0-9]+/32 "));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex("80.00 GiB +32/32 +100.0%"));
+  // A row per strategy (stream, cpu, mixed): layers resident / streamed / on the CPU.
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ *]stream +[0-9]+\\+h / [0-9]+ / 0 "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ *]cpu +[0-9]+\\+h / 0 / [0-9]+ "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ *]mixed "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("80.00 GiB [ *]stream +32\\+h / 0 / 0 +100.0%"));
   r = RunFerry("plan --json --gpu_memory=8GiB --model " + path);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("\"budget_bytes\":8589934592"));
@@ -216,8 +219,9 @@ TEST(Cli, GenerateOnTheSimDeviceStreamsLayersAndSaysWhere) {
                "--prompt_tokens 4 --gen_tokens 4 --repetitions 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("streamed GB/s"));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 +0 +0%"));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 +5\\+head +100%"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 stream +0 +0 +0%"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 cpu +0 +5 +0%"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 stream +5\\+head +0 +100%"));
 }
 
 TEST(Cli, InspectRealModelAndRefuseV1) {
