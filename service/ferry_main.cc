@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "engine/gguf/gguf.h"
+#include "engine/engine/engine.h"
 #include "engine/model/synth.h"
 #include "engine/status.h"
 #include "engine/units.h"
@@ -301,12 +302,11 @@ absl::StatusOr<std::string> ModelPath() {
   return DemoModelPath();
 }
 
-absl::StatusOr<service::DeviceFlags> DeviceFlagsFromCommandLine() {
-  service::DeviceFlags f;
+absl::StatusOr<engine::PlacementArgs> DeviceFlagsFromCommandLine() {
+  engine::PlacementArgs f;
   f.device = absl::GetFlag(FLAGS_device);
   f.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
   f.ring_depth = absl::GetFlag(FLAGS_ring_depth);
-  if (f.ring_depth <= 0) return absl::InvalidArgumentError("--ring_depth must be at least 1");
   f.placement = absl::GetFlag(FLAGS_placement);
   f.cpu_layers = absl::GetFlag(FLAGS_cpu_layers);
   if (const std::vector<std::string> budgets = absl::GetFlag(FLAGS_gpu_memory); !budgets.empty()) {
@@ -315,7 +315,20 @@ absl::StatusOr<service::DeviceFlags> DeviceFlagsFromCommandLine() {
     if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("--gpu_memory: ", bytes.status().message()));
     f.gpu_memory = *bytes;
   }
+  FERRY_RETURN_IF_ERROR(engine::Validate(f));
   return f;
+}
+
+// --threads, --ctx, --slots (default_slots when not given), --batch, --kv_type, --max_queue.
+absl::StatusOr<engine::RuntimeArgs> RuntimeArgsFromCommandLine(int default_slots) {
+  engine::RuntimeArgs a;
+  a.threads = absl::GetFlag(FLAGS_threads);
+  a.ctx = absl::GetFlag(FLAGS_ctx);
+  a.slots = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : default_slots;
+  a.batch = absl::GetFlag(FLAGS_batch);
+  FERRY_ASSIGN_OR_RETURN(a.kv_type, engine::ParseKvType(absl::GetFlag(FLAGS_kv_type)));
+  a.max_queue = absl::GetFlag(FLAGS_max_queue);
+  return a;
 }
 
 // Loading steps that take a while (uploads to a GPU), on stderr.
@@ -350,16 +363,9 @@ absl::Status RunGenerate() {
   p.penalty_last_n = absl::GetFlag(FLAGS_repeat_last_n);
   const int64_t seed = absl::GetFlag(FLAGS_seed);
   p.seed = seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}();
-  o.forward.threads = absl::GetFlag(FLAGS_threads);
-  o.forward.progress = PrintProgress;
-  o.forward.n_ctx = absl::GetFlag(FLAGS_ctx);
-  o.forward.max_batch = absl::GetFlag(FLAGS_batch);
-  const std::string kv = absl::GetFlag(FLAGS_kv_type);
-  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
-  o.forward.kv_type = kv == "f16" ? exec::KvType::kF16 : exec::KvType::kF32;
-  absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
-  if (!device.ok()) return device.status();
-  o.device = *device;
+  o.progress = PrintProgress;
+  FERRY_ASSIGN_OR_RETURN(o.runtime, RuntimeArgsFromCommandLine(1));
+  FERRY_ASSIGN_OR_RETURN(o.placement, DeviceFlagsFromCommandLine());
   if (seed < 0 && p.temperature > 0) std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(p.seed));
   absl::StatusOr<service::GenerateStats> stats = service::Generate(o, stdout, stderr);
   if (!stats.ok()) return stats.status();
