@@ -96,9 +96,9 @@ ABSL_FLAG(std::vector<std::string>, gpu_memory, {},
 ABSL_FLAG(int, gpu_layers, -1,
           "plan, generate, bench: exactly this many layers resident on the GPU, the output head counted apart "
           "(-1: as many as fit)");
-ABSL_FLAG(int, slots, 0,
-          "plan: concurrent sequences, each with its own KV cache (default 1); serve: requests decoded together "
-          "(default 4)");
+ABSL_FLAG(int, slots, 4,
+          "serve, plan, loadgen --direct: requests decoded together, each with its own KV cache (plan: sizes the KV "
+          "cache and is the step the placement is chosen for); generate runs one request");
 ABSL_FLAG(int, ring_depth, 2, "plan, generate, bench: staging slots for streamed layers (the copy queue runs this many ahead)");
 ABSL_FLAG(std::string, placement, "auto",
           "generate, bench, serve: where the layers that are not resident go: stream (over PCIe every step), cpu "
@@ -319,12 +319,12 @@ absl::StatusOr<engine::PlacementArgs> DeviceFlagsFromCommandLine() {
   return f;
 }
 
-// --threads, --ctx, --slots (default_slots when not given), --batch, --kv_type, --max_queue.
-absl::StatusOr<engine::RuntimeArgs> RuntimeArgsFromCommandLine(int default_slots) {
+// --threads, --ctx, --slots (`slots` instead when > 0: generate's one request), --batch, --kv_type, --max_queue.
+absl::StatusOr<engine::RuntimeArgs> RuntimeArgsFromCommandLine(int slots = 0) {
   engine::RuntimeArgs a;
   a.threads = absl::GetFlag(FLAGS_threads);
   a.ctx = absl::GetFlag(FLAGS_ctx);
-  a.slots = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : default_slots;
+  a.slots = slots > 0 ? slots : absl::GetFlag(FLAGS_slots);
   a.batch = absl::GetFlag(FLAGS_batch);
   FERRY_ASSIGN_OR_RETURN(a.kv_type, engine::ParseKvType(absl::GetFlag(FLAGS_kv_type)));
   a.max_queue = absl::GetFlag(FLAGS_max_queue);
@@ -431,7 +431,8 @@ absl::Status RunPlan() {
   o.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
   const int ctx = absl::GetFlag(FLAGS_ctx);
   o.request.n_ctx = ctx;  // 0: the model's default context (RunPlan reads it)
-  o.request.n_slots = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 1;
+  o.request.n_slots = absl::GetFlag(FLAGS_slots);
+  if (o.request.n_slots <= 0) return absl::InvalidArgumentError("--slots must be at least 1");
   o.request.max_batch = absl::GetFlag(FLAGS_batch);
   o.request.ring_depth = absl::GetFlag(FLAGS_ring_depth);
   o.threads = absl::GetFlag(FLAGS_threads);
@@ -453,7 +454,7 @@ absl::StatusOr<exec::ForwardOptions> ServingForward() {
   f.threads = absl::GetFlag(FLAGS_threads);
   f.n_ctx = absl::GetFlag(FLAGS_ctx);
   f.max_batch = absl::GetFlag(FLAGS_batch);
-  f.n_seq = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 4;
+  f.n_seq = absl::GetFlag(FLAGS_slots);
   if (f.max_batch < f.n_seq) {
     return absl::InvalidArgumentError(absl::StrCat("--batch (", f.max_batch, " tokens per step) must be at least --slots (",
                                                    f.n_seq, "): each running request decodes a token per step"));

@@ -39,15 +39,22 @@ std::string Layers(const plan::Plan& p) {
   return absl::StrCat(out, " / ", cpu, p.placement.head() == plan::Home::kCpu ? "+h" : "");
 }
 
+// Decode tokens/s at kBatches[j], with a star where the strategy is the
+// fastest of the three at that batch.
+std::string Rate(const Budget& b, int i, int j) {
+  bool fastest = true;
+  for (int k = 0; k < 3; ++k) fastest &= b.decode[k][j].tokens_per_s <= b.decode[i][j].tokens_per_s * 1.0001;
+  return absl::StrFormat("%.1f%s", b.decode[i][j].tokens_per_s, fastest ? "*" : " ");
+}
+
 std::string Row(const Budget& b, int i) {
   const plan::Plan& p = b.plans[i];
-  return absl::StrFormat("%9s %1s%-7s %13s %6.1f%% %11s %10s %10s %10s %10s %9s %10s %12s %12s %9.1f %9.1f %9.1f %9.0f\n",
-                         HumanBytes(p.budget), i == b.chosen ? "*" : "", plan::StrategyName(p.strategy), Layers(p),
+  return absl::StrFormat("%9s %1s%-7s %13s %6.1f%% %11s %10s %10s %10s %10s %9s %10s %12s %12s %10s %10s %10s %9.0f\n",
+                         HumanBytes(p.budget), i == b.chosen ? ">" : "", plan::StrategyName(p.strategy), Layers(p),
                          100.0 * p.gpu_fraction(), HumanBytes(p.weights_resident), HumanBytes(p.staging),
                          HumanBytes(p.kv_cache), HumanBytes(p.workspace), HumanBytes(p.overhead), HumanBytes(p.margin),
-                         HumanBytes(p.total), HumanBytes(p.host_pinned), HumanBytes(p.host_total()),
-                         b.decode[i][0].tokens_per_s, b.decode[i][1].tokens_per_s, b.decode[i][2].tokens_per_s,
-                         b.prefill[i].tokens_per_s);
+                         HumanBytes(p.total), HumanBytes(p.host_pinned), HumanBytes(p.host_total()), Rate(b, i, 0),
+                         Rate(b, i, 1), Rate(b, i, 2), b.prefill[i].tokens_per_s);
 }
 
 std::string Json(const plan::Plan& p, const std::vector<plan::Prediction>& d, const plan::Prediction& prefill,
@@ -160,7 +167,7 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
                   "; CUDA context overhead ", HumanBytes(device.overhead_bytes), " (", device.name,
                   " profile, not measured); this host has ", HumanBytes(host_available), " of memory available\n");
   absl::StrAppend(&out, absl::StrFormat(
-      "%9s %-8s %13s %7s %11s %10s %10s %10s %10s %9s %10s %12s %12s %9s %9s %9s %9s\n", "budget", "place",
+      "%9s %-8s %13s %7s %11s %10s %10s %10s %10s %9s %10s %12s %12s %10s %10s %10s %9s\n", "budget", "place",
       "layers r/s/c", "on GPU", "weights", "staging", "KV cache", "workspace", "overhead", "margin", "total",
       "host pinned", "host total", "tok/s b1", "tok/s b8", "b32", "prefill"));
   for (const Budget& b : budgets) {
@@ -177,8 +184,9 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   if (!budgets.empty()) {
     const Budget& b = budgets.front();
     absl::StrAppend(&out, absl::StrFormat(
-        "layers r/s/c: resident / streamed / on the CPU (+h: the output head); * the placement predicted fastest for a "
-        "step of %d token(s) (--slots), whose split the mixed row is. Predicted decode tokens/s (tok/s columns) and "
+        "layers r/s/c: resident / streamed / on the CPU (+h: the output head); * the fastest strategy at that batch; > the "
+        "one chosen for a step of %d token(s) (--slots), for which the mixed row's split is made. Predicted decode "
+        "tokens/s (tok/s columns) and "
         "prefill tokens/s in steps of %d prompt tokens: %s profile (%.0f GB/s memory, %.0f GB/s host-to-device, %.0f "
         "TFLOPS; resident weights read at the share of it ferry's CUDA kernels reach per type), streamed layers "
         "overlapped with compute, layers on the CPU at this host's speed in the chain; CPU only on this host: %.1f "

@@ -87,10 +87,10 @@ TEST(Cli, PlanFromAHeaderOnlyFile) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("llama, 32 layers"));
   // A row per strategy (stream, cpu, mixed): layers resident / streamed / on the CPU.
-  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ *]stream +[0-9]+\\+h / [0-9]+ / 0 "));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ *]cpu +[0-9]+\\+h / 0 / [0-9]+ "));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ *]mixed "));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex("80.00 GiB [ *]stream +32\\+h / 0 / 0 +100.0%"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ >]stream +[0-9]+\\+h / [0-9]+ / 0 "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ >]cpu +[0-9]+\\+h / 0 / [0-9]+ "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ >]mixed "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("80.00 GiB [ >]stream +32\\+h / 0 / 0 +100.0%"));
   r = RunFerry("plan --json --gpu_memory=8GiB --model " + path);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("\"budget_bytes\":8589934592"));
