@@ -37,16 +37,18 @@ if [[ "${1:-}" == pack ]]; then
   set -e
   cmake -S "$root" -B "$root/build/gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFERRY_CUDA=ON -DFERRY_BUILD_TESTS=ON \
     -DFERRY_FUZZ=OFF >/dev/null
-  cmake --build "$root/build/gpu" --target ferry cuda_test cuda_kernel_bench
+  cmake --build "$root/build/gpu" --target ferry cuda_test cuda_kernel_bench forward_reference_test
   rm -rf "$out"
   mkdir -p "$out/lib"
-  cp "$root/build/gpu/service/ferry" "$root/build/gpu/tests/cuda_test" "$root/build/gpu/tests/cuda_kernel_bench" "$out/"
+  cp "$root/build/gpu/service/ferry" "$root/build/gpu/tests/cuda_test" "$root/build/gpu/tests/cuda_kernel_bench" \
+    "$root/build/gpu/tests/forward_reference_test" "$out/"
   # Everything ldd resolves except the C runtime and the driver, which every machine has.
-  for bin in "$out/ferry" "$out/cuda_test" "$out/cuda_kernel_bench"; do
+  for bin in "$out/ferry" "$out/cuda_test" "$out/cuda_kernel_bench" "$out/forward_reference_test"; do
     ldd "$bin" | awk '/=>/ {print $3}'
   done | sort -u | grep -vE '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*|libcuda)\.so' |
     while read -r lib; do cp -L "$lib" "$out/lib/"; done
-  strip --strip-unneeded "$out/ferry" "$out/cuda_test" "$out/cuda_kernel_bench" 2>/dev/null || true
+  strip --strip-unneeded "$out/ferry" "$out/cuda_test" "$out/cuda_kernel_bench" "$out/forward_reference_test" \
+    2>/dev/null || true
   # The real models the golden tests read (../shared is not carried along).
   if compgen -G "$root/../shared/models/*.gguf" >/dev/null; then
     mkdir -p "$out/models"
@@ -68,7 +70,7 @@ fi
 export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export FERRY_BINARY="$bin/ferry"
 [[ -d "$bin/models" ]] && export FERRY_SHARED_MODELS="$bin/models"
-for f in ferry cuda_test cuda_kernel_bench; do
+for f in ferry cuda_test cuda_kernel_bench forward_reference_test; do
   if [[ ! -x "$bin/$f" ]]; then
     echo "run.sh: $bin/$f is missing: run 'tests/gpu/run.sh pack' on the build machine and bring $bin along" >&2
     exit 1
@@ -93,6 +95,12 @@ if ! timeout 90 "$bin/cuda_test" 2>&1 | tee "$work/tests.txt" | grep -E '^\[  (F
   failed=1
 fi
 grep -q '^\[  FAILED  \]' "$work/tests.txt" && failed=1
+# The backend-parameterized forward suite's cuda cases (every arch x type vs the double reference).
+if ! timeout 60 "$bin/forward_reference_test" --gtest_filter='*cuda_*' 2>&1 | tee "$work/forward.txt" |
+    grep -E '^\[  (FAILED|PASSED) |^\[==========\]'; then
+  failed=1
+fi
+grep -q '^\[  FAILED  \]' "$work/forward.txt" && failed=1
 grep -q 'stories260K' "$work/tests.txt" && grep -q 'SKIPPED.*Stories' "$work/tests.txt" &&
   echo "note: the stories260K golden skipped: put ../shared/models beside the checkout to run it"
 
