@@ -27,15 +27,20 @@ absl::StatusOr<std::string> PromptText(const GenerateOptions& o, const engine::E
   std::vector<text::ChatMessage> messages;
   if (!o.system.empty()) messages.push_back({"system", o.system});
   messages.push_back({"user", o.chat});
-  return text::RenderChat(tmpl, messages, {.enable_thinking = o.enable_thinking});
+  text::ChatOptions chat;
+  chat.enable_thinking = o.enable_thinking;
+  return text::RenderChat(tmpl, messages, chat);
 }
 
 }  // namespace
 
 absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out, std::FILE* log) {
   if (o.max_tokens < 0) return absl::InvalidArgumentError("-n must be >= 0");
-  engine::EngineSpec spec{.model_path = o.model_path, .placement = o.placement, .runtime = o.runtime,
-                          .progress = o.progress};
+  engine::EngineSpec spec;
+  spec.model_path = o.model_path;
+  spec.placement = o.placement;
+  spec.runtime = o.runtime;
+  spec.progress = o.progress;
   spec.runtime.slots = 1;
   spec.runtime.max_queue = 1;
   std::unique_ptr<engine::Engine> e;

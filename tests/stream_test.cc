@@ -352,8 +352,14 @@ TEST(Executor, HoldsExactlyWhatThePlannerNamed) {
     const Built b = Build(Tiny(arch, TensorType::kQ4_K, 5));
     for (int layers : {0, 2, 5}) {
       SCOPED_TRACE(absl::StrCat(arch, ", ", layers, " layers"));
-      plan::PlanRequest r{.policy = plan::Policy::kLayers, .gpu_layers = layers, .n_ctx = 16, .n_slots = 2,
-                          .kv_bytes_per_elem = 2, .max_batch = 8, .ring_depth = 2};
+      plan::PlanRequest r;
+      r.policy = plan::Policy::kLayers;
+      r.gpu_layers = layers;
+      r.n_ctx = 16;
+      r.n_slots = 2;
+      r.kv_bytes_per_elem = 2;
+      r.max_batch = 8;
+      r.ring_depth = 2;
       plan::DeviceSpec spec{"sim", 64 << 20, 1 << 20};
       auto p = plan::MakePlan(*b.model->file, b.model->config, r, spec);
       ASSERT_TRUE(p.ok()) << p.status();
@@ -365,9 +371,16 @@ TEST(Executor, HoldsExactlyWhatThePlannerNamed) {
     // left it, host bytes as the plan names them.
     for (const auto& [strategy, cpu_layers] : {std::pair{plan::Strategy::kCpu, -1}, {plan::Strategy::kMixed, 2}}) {
       SCOPED_TRACE(absl::StrCat(arch, ", ", plan::StrategyName(strategy), ", 1 layer resident"));
-      plan::PlanRequest r{.policy = plan::Policy::kLayers, .gpu_layers = 1, .n_ctx = 16, .n_slots = 2,
-                          .kv_bytes_per_elem = 2, .max_batch = 8, .ring_depth = 2, .strategy = strategy,
-                          .cpu_layers = cpu_layers};
+      plan::PlanRequest r;
+      r.policy = plan::Policy::kLayers;
+      r.gpu_layers = 1;
+      r.n_ctx = 16;
+      r.n_slots = 2;
+      r.kv_bytes_per_elem = 2;
+      r.max_batch = 8;
+      r.ring_depth = 2;
+      r.strategy = strategy;
+      r.cpu_layers = cpu_layers;
       plan::DeviceSpec spec{"sim", 64 << 20, 1 << 20};
       auto p = plan::MakePlan(*b.model->file, b.model->config, r, spec);
       ASSERT_TRUE(p.ok()) << p.status();
@@ -465,7 +478,9 @@ TEST(Executor, HoldsCpuWeightsOnceInHostMemory) {
     auto e = exec::Executor::Create(**m, on_cpu_device ? nullptr : sim.get(), o);
     ASSERT_TRUE(e.ok()) << e.status();
     const uint64_t regrouped = on_cpu_device ? 0 : (*e)->cpu_weight_bytes();
-    if (!on_cpu_device) ASSERT_GT(regrouped, 0u);
+    if (!on_cpu_device) {
+      ASSERT_GT(regrouped, 0u);
+    }
     uint64_t matrices = 0;  // what the CPU computes from its regrouped copy
     for (int l = on_cpu_device ? 0 : 1; l < 6; ++l) {
       const model::LayerWeights& w = (*m)->weights.layers[l];
@@ -515,7 +530,11 @@ TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
     ASSERT_TRUE(hf.ok());
     plan::DeviceSpec card = *plan::DeviceProfile("rtx4060-8g");
     card.memory_bytes = gib << 30;
-    plan::PlanRequest r{.policy = plan::Policy::kAuto, .n_ctx = 4096, .n_slots = 1, .max_batch = 512};
+    plan::PlanRequest r;
+    r.policy = plan::Policy::kAuto;
+    r.n_ctx = 4096;
+    r.n_slots = 1;
+    r.max_batch = 512;
     auto bp = plan::MakePlan(**hf, *model::LoadConfig(**hf), r, card);
     ASSERT_TRUE(bp.ok()) << bp.status();
     streamed_plans += bp->resident_layers < bp->n_layers;
@@ -524,8 +543,13 @@ TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
     tiny.mix = big.mix;
     tiny.tied_output = big.tied_output;
     const Built b = Build(tiny);
-    plan::PlanRequest tr{.policy = plan::Policy::kLayers, .gpu_layers = bp->resident_layers, .n_ctx = 32,
-                         .n_slots = 1, .max_batch = 8, .ring_depth = r.ring_depth};
+    plan::PlanRequest tr;
+    tr.policy = plan::Policy::kLayers;
+    tr.gpu_layers = bp->resident_layers;
+    tr.n_ctx = 32;
+    tr.n_slots = 1;
+    tr.max_batch = 8;
+    tr.ring_depth = r.ring_depth;
     const uint64_t overhead = 1 << 20;
     auto tp = plan::MakePlan(*b.model->file, b.model->config, tr, {"probe", 1ull << 40, overhead});
     ASSERT_TRUE(tp.ok()) << tp.status();
