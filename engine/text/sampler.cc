@@ -46,6 +46,12 @@ Sampler::Sampler(const SamplingParams& params, int n_vocab) : p_(params), rng_(p
   counts_.assign(n_vocab, 0);
 }
 
+void Sampler::Reset(const SamplingParams& params) {
+  p_ = params;
+  rng_.seed(params.seed);
+  // counts_ is all zeros between calls (Sample clears what it counted).
+}
+
 Sampled Sampler::Sample(std::span<float> logits, std::span<const int32_t> history) {
   const int n = static_cast<int>(logits.size());
   // Penalties over the recent window.
