@@ -34,6 +34,13 @@ absl::Status Validate(const SamplingParams& p, int n_vocab) {
                                                      n_vocab, ")"));
     }
     if (std::isnan(bias)) return absl::InvalidArgumentError(absl::StrCat("logit_bias for token ", token, " is NaN"));
+    // OpenAI's bound: +-100 already forces or bans a token (logits are tens
+    // at most), and keeps every biased logit finite, so the log-normalizer
+    // and the draw never see inf - inf.
+    if (!(std::fabs(bias) <= kMaxLogitBias)) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias for token ", token, " = ", bias, " is outside [-",
+                                                     kMaxLogitBias, ", ", kMaxLogitBias, "]"));
+    }
   }
   return absl::OkStatus();
 }

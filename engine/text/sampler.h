@@ -35,6 +35,9 @@ struct SamplingParams {
   bool logprobs = false;
 };
 
+// The largest |logit_bias| accepted.
+constexpr float kMaxLogitBias = 100.0f;
+
 // Checks every field; the error names the field and its allowed range.
 absl::Status Validate(const SamplingParams& p, int n_vocab);
 
