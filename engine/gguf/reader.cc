@@ -297,7 +297,10 @@ std::string TensorInfo::ShapeString() const {
 }
 
 absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path, const OpenOptions& options) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading blocks until a writer comes, and
+  // the regular-file check below needs the descriptor first. It changes
+  // nothing for a regular file, which is only mapped.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     const std::string msg = absl::StrCat(path, ": cannot open: ", std::strerror(err));
