@@ -814,6 +814,7 @@ TEST(ServeSecurity, BearerToken) {
   FERRY_REQUIRE_SHARED_MODEL(model);
   const std::string token_file = TempDir() + "/token";
   std::ofstream(token_file) << "s3cret-token\n";
+  fs::permissions(token_file, fs::perms::owner_read | fs::perms::owner_write);  // serve refuses a file others can read
   ServerProcess s("--model " + model + " --ctx 128 --auth_token_file " + token_file);
   ASSERT_TRUE(s.WaitServing()) << s.output();
   auto stub = Connect(s.target());
