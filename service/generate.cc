@@ -82,7 +82,7 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out,
     ++stats.generated_tokens;
     bool stopped = false;
     const std::string piece = stops.Push(detok.Push(s.token), &stopped);
-    std::fputs(piece.c_str(), out);
+    std::fwrite(piece.data(), 1, piece.size(), out);  // the text may hold NUL bytes
     std::fflush(out);
     if (stopped) {
       stats.finish_reason = "stop_sequence";
@@ -96,7 +96,7 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out,
     bool stopped = false;
     std::string rest = stops.Push(detok.Flush(), &stopped);
     if (!stopped) rest += stops.Flush();
-    std::fputs(rest.c_str(), out);
+    std::fwrite(rest.data(), 1, rest.size(), out);
   }
   std::fputs("\n", out);
   std::fflush(out);
