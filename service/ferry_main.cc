@@ -69,7 +69,8 @@ ABSL_FLAG(float, repeat_penalty, 1.0f, "generate: divide logits of recent tokens
 ABSL_FLAG(float, presence_penalty, 0.0f, "generate: subtract from logits of recent tokens");
 ABSL_FLAG(float, frequency_penalty, 0.0f, "generate: subtract this x count from logits of recent tokens");
 ABSL_FLAG(int, repeat_last_n, 64, "generate: how many recent tokens the penalties consider");
-ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (same seed, same text); -1 = a random seed, printed");
+ABSL_FLAG(int64_t, seed, -1,
+          "generate: sampling seed (same seed, same text); -1 = a random seed, printed; loadgen: seed of the --cancel_fraction/--sessions/--malformed_fraction draws");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: stop sequences, comma-separated");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-generation token");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "generate: token ids that end generation, comma-separated");
@@ -137,6 +138,11 @@ ABSL_FLAG(int, connections, 1, "loadgen: HTTP/2 connections the requests share (
 ABSL_FLAG(int, requests, 0, "loadgen: requests in all (or --duration)");
 ABSL_FLAG(double, duration, 0, "loadgen: seconds to keep the load up (or --requests)");
 ABSL_FLAG(std::string, tls_ca, "", "loadgen: PEM CA bundle: connect with TLS and trust it");
+ABSL_FLAG(double, cancel_fraction, 0,
+          "loadgen: share of requests cancelled after a random number of tokens (0 = before the first)");
+ABSL_FLAG(int, sessions, 0, "loadgen: requests carry a session id out of this many (0 = none), each with its own prompt");
+ABSL_FLAG(double, malformed_fraction, 0,
+          "loadgen: share of requests sent malformed (each kind must come back INVALID_ARGUMENT)");
 ABSL_FLAG(bool, direct, false,
           "loadgen: drive an in-process runtime on --model (--device, --slots, --batch) instead of --target: "
           "the baseline for the gRPC overhead");
@@ -512,6 +518,10 @@ absl::Status RunLoadgen() {
   o.max_tokens = absl::GetFlag(FLAGS_n);
   o.temperature = absl::GetFlag(FLAGS_temperature);
   o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  o.cancel_fraction = absl::GetFlag(FLAGS_cancel_fraction);
+  o.sessions = absl::GetFlag(FLAGS_sessions);
+  o.malformed_fraction = absl::GetFlag(FLAGS_malformed_fraction);
+  if (absl::GetFlag(FLAGS_seed) >= 0) o.seed = static_cast<uint64_t>(absl::GetFlag(FLAGS_seed));
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   FERRY_ASSIGN_OR_RETURN(o.auth_token, AuthToken());
