@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "engine/gguf/gguf.h"
+#include "engine/engine/engine.h"
 #include "engine/model/synth.h"
 #include "engine/status.h"
 #include "engine/units.h"
@@ -59,6 +60,12 @@ ABSL_FLAG(bool, header_only, false, "make-model: write only the header (real sha
 ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON; bench, plan: results as JSON");
 ABSL_FLAG(bool, tensors, false, "inspect: list every tensor");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text (empty: start from BOS alone); loadgen: each request's prompt (default \"Once upon a time\")");
+ABSL_FLAG(std::string, chat, "",
+          "generate: a user message, rendered with the model's chat template (tokenizer.chat_template) and answered "
+          "(only the answer is printed); instead of --prompt");
+ABSL_FLAG(std::string, system, "",
+          "generate --chat: a system message (without it, the template's default system prompt if it has one)");
+ABSL_FLAG(bool, think, true, "generate --chat: qwen3 templates: false turns thinking off (enable_thinking)");
 ABSL_FLAG(int, n, 128, "generate: tokens to generate at most (-n N); loadgen: tokens per request (the end-of-generation token is ignored)");
 ABSL_FLAG(float, temperature, 0.8f, "generate, loadgen: sampling temperature; 0 = greedy");
 ABSL_FLAG(int, top_k, 40, "generate: keep the k most likely tokens; 0 = off");
@@ -91,10 +98,18 @@ ABSL_FLAG(std::vector<std::string>, gpu_memory, {},
 ABSL_FLAG(int, gpu_layers, -1,
           "plan, generate, bench: exactly this many layers resident on the GPU, the output head counted apart "
           "(-1: as many as fit)");
-ABSL_FLAG(int, slots, 0,
-          "plan: concurrent sequences, each with its own KV cache (default 1); serve: requests decoded together "
-          "(default 4)");
+ABSL_FLAG(int, slots, 4,
+          "serve, plan, loadgen --direct: requests decoded together, each with its own KV cache (plan: sizes the KV "
+          "cache and is the step the placement is chosen for); generate runs one request");
 ABSL_FLAG(int, ring_depth, 2, "plan, generate, bench: staging slots for streamed layers (the copy queue runs this many ahead)");
+ABSL_FLAG(std::string, placement, "auto",
+          "generate, bench, serve: where the layers that are not resident go: stream (over PCIe every step), cpu "
+          "(computed on the CPU from host memory, as LM Studio does), mixed (some of each, at once: the split the speed "
+          "model predicts fastest for a step of --slots tokens, or --cpu_layers of them) or auto (mixed, the fastest "
+          "split)");
+ABSL_FLAG(int, cpu_layers, -1,
+          "generate, bench, serve: with --placement mixed or auto, exactly this many of the units that are not "
+          "resident on the CPU, the rest streamed (-1: the fastest split)");
 ABSL_FLAG(std::string, device, "cpu",
           "generate, bench, serve: cpu, sim[:key=value,...] or cuda[:N][,key=value,...]. sim keys: profile (a --gpu "
           "profile, gives the defaults), mem (8GiB), overhead, h2d (25GB/s), lat (10us), poison (1: NaN-fill staging "
@@ -305,19 +320,33 @@ absl::StatusOr<std::string> ModelPath() {
   return DemoModelPath();
 }
 
-absl::StatusOr<service::DeviceFlags> DeviceFlagsFromCommandLine() {
-  service::DeviceFlags f;
+absl::StatusOr<engine::PlacementArgs> DeviceFlagsFromCommandLine() {
+  engine::PlacementArgs f;
   f.device = absl::GetFlag(FLAGS_device);
   f.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
   f.ring_depth = absl::GetFlag(FLAGS_ring_depth);
-  if (f.ring_depth <= 0) return absl::InvalidArgumentError("--ring_depth must be at least 1");
+  f.placement = absl::GetFlag(FLAGS_placement);
+  f.cpu_layers = absl::GetFlag(FLAGS_cpu_layers);
   if (const std::vector<std::string> budgets = absl::GetFlag(FLAGS_gpu_memory); !budgets.empty()) {
     if (budgets.size() != 1) return absl::InvalidArgumentError("generate, bench: --gpu_memory takes one budget");
     absl::StatusOr<uint64_t> bytes = ParseBytes(budgets[0]);
     if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("--gpu_memory: ", bytes.status().message()));
     f.gpu_memory = *bytes;
   }
+  FERRY_RETURN_IF_ERROR(engine::Validate(f));
   return f;
+}
+
+// --threads, --ctx, --slots (`slots` instead when > 0: generate's one request), --batch, --kv_type, --max_queue.
+absl::StatusOr<engine::RuntimeArgs> RuntimeArgsFromCommandLine(int slots = 0) {
+  engine::RuntimeArgs a;
+  a.threads = absl::GetFlag(FLAGS_threads);
+  a.ctx = absl::GetFlag(FLAGS_ctx);
+  a.slots = slots > 0 ? slots : absl::GetFlag(FLAGS_slots);
+  a.batch = absl::GetFlag(FLAGS_batch);
+  FERRY_ASSIGN_OR_RETURN(a.kv_type, engine::ParseKvType(absl::GetFlag(FLAGS_kv_type)));
+  a.max_queue = absl::GetFlag(FLAGS_max_queue);
+  return a;
 }
 
 // Loading steps that take a while (uploads to a GPU), on stderr.
@@ -329,6 +358,9 @@ absl::Status RunGenerate() {
   if (!path.ok()) return path.status();
   o.model_path = *path;
   o.prompt = absl::GetFlag(FLAGS_prompt);
+  o.chat = absl::GetFlag(FLAGS_chat);
+  o.system = absl::GetFlag(FLAGS_system);
+  o.enable_thinking = absl::GetFlag(FLAGS_think);
   o.max_tokens = absl::GetFlag(FLAGS_n);
   o.stops = absl::GetFlag(FLAGS_stop);
   o.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
@@ -349,16 +381,9 @@ absl::Status RunGenerate() {
   p.penalty_last_n = absl::GetFlag(FLAGS_repeat_last_n);
   const int64_t seed = absl::GetFlag(FLAGS_seed);
   p.seed = seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}();
-  o.forward.threads = absl::GetFlag(FLAGS_threads);
-  o.forward.progress = PrintProgress;
-  o.forward.n_ctx = absl::GetFlag(FLAGS_ctx);
-  o.forward.max_batch = absl::GetFlag(FLAGS_batch);
-  const std::string kv = absl::GetFlag(FLAGS_kv_type);
-  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
-  o.forward.kv_type = kv == "f16" ? exec::KvType::kF16 : exec::KvType::kF32;
-  absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
-  if (!device.ok()) return device.status();
-  o.device = *device;
+  o.progress = PrintProgress;
+  FERRY_ASSIGN_OR_RETURN(o.runtime, RuntimeArgsFromCommandLine(1));
+  FERRY_ASSIGN_OR_RETURN(o.placement, DeviceFlagsFromCommandLine());
   if (seed < 0 && p.temperature > 0) std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(p.seed));
   absl::StatusOr<service::GenerateStats> stats = service::Generate(o, stdout, stderr);
   if (!stats.ok()) return stats.status();
@@ -423,8 +448,9 @@ absl::Status RunPlan() {
   }
   o.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
   const int ctx = absl::GetFlag(FLAGS_ctx);
-  o.request.n_ctx = ctx > 0 ? ctx : 4096;
-  o.request.n_slots = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 1;
+  o.request.n_ctx = ctx;  // 0: the model's default context (RunPlan reads it)
+  o.request.n_slots = absl::GetFlag(FLAGS_slots);
+  if (o.request.n_slots <= 0) return absl::InvalidArgumentError("--slots must be at least 1");
   o.request.max_batch = absl::GetFlag(FLAGS_batch);
   o.request.ring_depth = absl::GetFlag(FLAGS_ring_depth);
   o.threads = absl::GetFlag(FLAGS_threads);
@@ -446,7 +472,7 @@ absl::StatusOr<exec::ForwardOptions> ServingForward() {
   f.threads = absl::GetFlag(FLAGS_threads);
   f.n_ctx = absl::GetFlag(FLAGS_ctx);
   f.max_batch = absl::GetFlag(FLAGS_batch);
-  f.n_seq = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 4;
+  f.n_seq = absl::GetFlag(FLAGS_slots);
   if (f.max_batch < f.n_seq) {
     return absl::InvalidArgumentError(absl::StrCat("--batch (", f.max_batch, " tokens per step) must be at least --slots (",
                                                    f.n_seq, "): each running request decodes a token per step"));

@@ -92,6 +92,9 @@ class Metrics::Impl : public prometheus::Collectable {
     compute_ = &counter("ferry_compute_seconds_total",
                         "Time the device spent computing steps (kernels; on the cpu device, the step's wall time)")
                     .Add({});
+    cpu_compute_ = &counter("ferry_cpu_compute_seconds_total",
+                            "Time the CPU spent computing the layers placed on it (--placement cpu or mixed)")
+                        .Add({});
     stream_bw_ = &gauge("ferry_stream_bandwidth_bytes_per_second",
                         "Host-to-device bandwidth achieved while copying, over the last 32 steps")
                       .Add({});
@@ -177,8 +180,10 @@ class Metrics::Impl : public prometheus::Collectable {
     const double copy = c.copy_busy_s - last_.copy_busy_s;
     const double wait = c.compute_wait_s - last_.compute_wait_s;
     const double compute = c.compute_s - last_.compute_s;
+    const double cpu_compute = c.cpu_compute_s - last_.cpu_compute_s;
     last_ = c;
     if (compute > 0) compute_->Increment(compute);
+    if (cpu_compute > 0) cpu_compute_->Increment(cpu_compute);
     if (bytes <= 0) return;
     stream_bytes_->Increment(bytes);
     if (copy > 0) stream_copy_->Increment(copy);
@@ -227,7 +232,7 @@ class Metrics::Impl : public prometheus::Collectable {
   std::function<runtime::RuntimeStats()> stats_;
   Gauge *gpu_total_, *gpu_used_, *pinned_, *kv_usage_, *stream_bw_, *overlap_, *running_, *waiting_;
   std::map<std::string, Gauge*> planned_, layers_;
-  Counter *stream_bytes_, *stream_copy_, *stream_wait_, *compute_, *prompt_tokens_, *gen_tokens_;
+  Counter *stream_bytes_, *stream_copy_, *stream_wait_, *compute_, *cpu_compute_, *prompt_tokens_, *gen_tokens_;
   std::map<std::string, Counter*> requests_;
   std::array<Counter*, 8> finish_{};
   Histogram *transfer_, *batch_, *ttft_, *tpot_, *duration_, *queue_;

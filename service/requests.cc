@@ -187,8 +187,10 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in, co
         if (absl::Status s = Utf8(m.content(), absl::StrCat("chat message ", i, " content")); !s.ok()) return s;
         messages.push_back({m.role(), m.content()});
       }
-      const bool gen = !in.chat().has_add_generation_prompt() || in.chat().add_generation_prompt();
-      absl::StatusOr<std::string> text = text::RenderChat(*ctx.chat, messages, gen);
+      text::ChatOptions options;
+      options.add_generation_prompt = !in.chat().has_add_generation_prompt() || in.chat().add_generation_prompt();
+      options.enable_thinking = !in.chat().has_enable_thinking() || in.chat().enable_thinking();
+      absl::StatusOr<std::string> text = text::RenderChat(*ctx.chat, messages, options);
       if (!text.ok()) return text.status();
       if (absl::Status s = TextFits(text->size(), "the rendered chat prompt", ctx); !s.ok()) return s;
       r.prompt = tok.Encode(*text, tok.add_bos());

@@ -21,7 +21,7 @@ namespace ferry::service {
 struct RequestContext {
   const text::Tokenizer* tokenizer = nullptr;
   int n_ctx = 0;                                // positions per request
-  absl::StatusOr<text::ChatFamily> chat = absl::FailedPreconditionError("no chat template");
+  absl::StatusOr<text::ChatTemplate> chat = absl::FailedPreconditionError("no chat template");
   ServeLimits limits;
   size_t max_token_bytes = 1;                   // MaxTokenBytes(*tokenizer), computed once at load
 };

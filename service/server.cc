@@ -608,7 +608,10 @@ absl::Status Server::Load() {
   e->request_ctx.limits = options_.limits;
   e->request_ctx.max_token_bytes = MaxTokenBytes(*e->tokenizer);
   absl::StatusOr<absl::string_view> tmpl = f.GetString("tokenizer.chat_template");
-  e->request_ctx.chat = text::DetectChatFamily(tmpl.ok() ? *tmpl : absl::string_view());
+  const text::Tokenizer& tok = *e->tokenizer;
+  e->request_ctx.chat = text::ParseChatTemplate(tmpl.ok() ? *tmpl : absl::string_view(),
+                                                tok.bos() >= 0 ? tok.piece(tok.bos()) : "",
+                                                tok.eos() >= 0 ? tok.piece(tok.eos()) : "");
 
   v1::ModelInfo& info = e->info;
   info.set_path(options_.model_path);
@@ -636,14 +639,15 @@ absl::Status Server::Load() {
   info.set_vocab(c.n_vocab);
   info.set_layers(c.n_layer);
   info.set_layers_resident(e->executor->resident_layers());
-  info.set_layers_streamed(c.n_layer - e->executor->resident_layers());
+  info.set_layers_streamed(e->executor->streamed_layers());
+  info.set_layers_cpu(e->executor->cpu_layers());
   info.set_head_resident(e->executor->head_resident());
   info.set_ring_depth(e->executor->ring_depth());
   info.set_device(e->device->Describe());
   info.set_placement(e->executor->PlacementSummary());
   info.set_slots(e->executor->n_seq());
   info.set_max_batch_tokens(e->executor->max_batch());
-  if (e->request_ctx.chat.ok()) info.set_chat_template(text::ChatFamilyName(*e->request_ctx.chat));
+  if (e->request_ctx.chat.ok()) info.set_chat_template(text::ChatFamilyName(e->request_ctx.chat->family));
   info.set_tokenizer(std::string(e->tokenizer->model()));
   info.set_bos(e->tokenizer->bos());
   info.set_eos(e->tokenizer->eos());
@@ -655,8 +659,7 @@ absl::Status Server::Load() {
   m->set_kv_cache_bytes(u.kv_cache);
   m->set_workspace_bytes(u.workspace);
   m->set_overhead_bytes(e->spec.overhead_bytes);
-  // Page-locked only where the device has memory of its own.
-  const uint64_t pinned = e->device->computes_on_host_memory() ? 0 : e->executor->host_pinned_bytes();
+  const uint64_t pinned = e->executor->host_pinned_bytes();
   m->set_pinned_host_bytes(pinned);
 
   if (metrics_) {
@@ -675,13 +678,10 @@ absl::Status Server::Load() {
     li.planned = e->executor->usage();
     li.overhead = e->spec.overhead_bytes;
     li.pinned_host = pinned;
-    if (e->device->computes_on_host_memory()) {
-      li.layers_cpu = c.n_layer;
-    } else {
-      li.layers_resident = e->executor->resident_layers();
-      li.layers_streamed = c.n_layer - li.layers_resident;
-    }
-    li.streamed_units = li.layers_streamed + (e->executor->head_resident() ? 0 : 1);
+    li.layers_resident = e->executor->resident_layers();
+    li.layers_streamed = e->executor->streamed_layers();
+    li.layers_cpu = e->executor->cpu_layers();
+    li.streamed_units = e->executor->placement().count(plan::Home::kStreamed);
     backend::Device* dev = e->device.get();
     runtime::Runtime* rt = e->runtime.get();
     metrics_->OnLoaded(li, [dev] { return dev->used(); }, [rt] { return rt->Stats(); });

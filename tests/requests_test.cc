@@ -29,7 +29,7 @@ RequestContext Context(const text::Tokenizer& tok, int max_prompt_tokens = 0) {
   RequestContext ctx;
   ctx.tokenizer = &tok;
   ctx.n_ctx = 256;
-  ctx.chat = text::ChatFamily::kChatml;
+  ctx.chat = text::ChatTemplate{};  // chatml
   ctx.limits.max_prompt_tokens = max_prompt_tokens;
   ctx.max_token_bytes = MaxTokenBytes(tok);
   return ctx;

@@ -1,31 +1,42 @@
-// libFuzzer target: the chat-template renderer. The input is a template
-// source (for DetectChatFamily) and a conversation: the first byte picks the
-// family, then messages separated by 0x1e, each a role byte (system, user,
-// assistant or an arbitrary role) and its content. Any input gives a text or
-// INVALID_ARGUMENT / FAILED_PRECONDITION; a text holds every message's
-// content (whitespace-trimmed where the family trims).
+// libFuzzer target: chat templates. The whole input is a template's source
+// for ParseChatTemplate (which reads a family and its parameters from Jinja
+// text); then the input is a conversation rendered with the parsed template
+// or, when it is not one, with a template of the family the first byte
+// picks: messages separated by 0x1e, each a role byte (system, user,
+// assistant or an arbitrary role) and its content. Any input gives a
+// template or FAILED_PRECONDITION, and a text or INVALID_ARGUMENT; a chatml
+// text (no default system prompt) holds every message's content verbatim.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "engine/text/chat.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using ferry::text::ChatFamily;
   const std::string input(reinterpret_cast<const char*>(data), size);
-  // The whole input as a template's source.
-  absl::StatusOr<ChatFamily> detected = ferry::text::DetectChatFamily(input);
-  if (!detected.ok() && detected.status().code() != absl::StatusCode::kFailedPrecondition) std::abort();
+  absl::StatusOr<ferry::text::ChatTemplate> parsed = ferry::text::ParseChatTemplate(input, "<s>", "</s>");
+  if (!parsed.ok() && parsed.status().code() != absl::StatusCode::kFailedPrecondition) std::abort();
   if (size == 0) return 0;
 
-  constexpr ChatFamily kFamilies[] = {ChatFamily::kChatml, ChatFamily::kLlama2, ChatFamily::kLlama3,
-                                      ChatFamily::kGemma, ChatFamily::kMistral};
-  const ChatFamily family = kFamilies[data[0] % 5];
-  const bool generation_prompt = (data[0] & 0x80) != 0;
+  constexpr ChatFamily kFamilies[] = {ChatFamily::kChatml, ChatFamily::kQwen3,   ChatFamily::kLlama2,
+                                      ChatFamily::kLlama3, ChatFamily::kLlama31, ChatFamily::kGemma,
+                                      ChatFamily::kGemma3, ChatFamily::kMistral};
+  ferry::text::ChatTemplate tmpl;
+  if (parsed.ok()) {
+    tmpl = *parsed;
+  } else {
+    tmpl.family = kFamilies[data[0] % 8];
+    tmpl.mistral.open = "[INST] ";
+    tmpl.mistral.close = " [/INST]";
+  }
+  ferry::text::ChatOptions options;
+  options.add_generation_prompt = (data[0] & 0x80) != 0;
+  options.enable_thinking = (data[0] & 0x40) != 0;
+  options.today = absl::CivilDay(2026, 12, 4);  // a fixed date: the output depends on the input alone
   std::vector<ferry::text::ChatMessage> messages;
   size_t i = 1;
   while (i < size) {
@@ -36,15 +47,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     messages.push_back({role != nullptr ? std::string(role) : input.substr(i, std::min<size_t>(end - i, 3)), content});
     i = end + 1;
   }
-  absl::StatusOr<std::string> text = ferry::text::RenderChat(family, messages, generation_prompt);
+  absl::StatusOr<std::string> text = ferry::text::RenderChat(tmpl, messages, options);
   if (!text.ok()) {
     if (text.status().code() != absl::StatusCode::kInvalidArgument) std::abort();
     return 0;
   }
-  for (const ferry::text::ChatMessage& m : messages) {
-    const absl::string_view want =
-        family == ChatFamily::kChatml ? absl::string_view(m.content) : absl::StripAsciiWhitespace(m.content);
-    if (!absl::StrContains(*text, want)) std::abort();  // a message's content went missing
+  if (tmpl.family == ChatFamily::kChatml) {
+    for (const ferry::text::ChatMessage& m : messages) {
+      if (!absl::StrContains(*text, m.content)) std::abort();  // a message's content went missing
+    }
   }
   return 0;
 }

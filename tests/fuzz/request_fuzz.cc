@@ -26,7 +26,7 @@ Context Make(bool bpe) {
   Context c{std::move(*t), {}};
   c.ctx.tokenizer = c.tok.tokenizer.get();
   c.ctx.n_ctx = 256;
-  c.ctx.chat = ferry::text::ChatFamily::kChatml;
+  c.ctx.chat = ferry::text::ChatTemplate{};  // chatml
   c.ctx.limits.max_prompt_tokens = 128;
   c.ctx.max_token_bytes = ferry::service::MaxTokenBytes(*c.tok.tokenizer);
   return c;

@@ -99,6 +99,7 @@ def main():
                     "--kv_heads", "4", "--ff", "704", "--vocab", "2048", "--type", "q8_0"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server_args = ["--model", model, "--device", "sim:mem=64MiB,overhead=0,h2d=4GB/s", "--gpu_layers", "3",
+                   "--placement", "stream",
                    "--slots", "4", "--max_queue", "32", "--ctx", "512"]
     failures = []
     with ferry_server.Server(args.ferry, server_args) as server:
