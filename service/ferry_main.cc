@@ -22,6 +22,7 @@
 #include "engine/model/synth.h"
 #include "engine/status.h"
 #include "engine/units.h"
+#include "service/auth.h"
 #include "service/bench.h"
 #include "service/generate.h"
 #include "service/inspect.h"
@@ -75,7 +76,8 @@ ABSL_FLAG(float, repeat_penalty, 1.0f, "generate: divide logits of recent tokens
 ABSL_FLAG(float, presence_penalty, 0.0f, "generate: subtract from logits of recent tokens");
 ABSL_FLAG(float, frequency_penalty, 0.0f, "generate: subtract this x count from logits of recent tokens");
 ABSL_FLAG(int, repeat_last_n, 64, "generate: how many recent tokens the penalties consider");
-ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (same seed, same text); -1 = a random seed, printed");
+ABSL_FLAG(int64_t, seed, -1,
+          "generate: sampling seed (same seed, same text); -1 = a random seed, printed; loadgen: seed of the --cancel_fraction/--sessions/--malformed_fraction draws");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: stop sequences, comma-separated");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-generation token");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "generate: token ids that end generation, comma-separated");
@@ -116,11 +118,15 @@ ABSL_FLAG(std::string, device, "cpu",
           "for q8_0/q4_0/q4_K/q5_K/q6_K; 0: float activations, ~10x smaller error, 1.5-3x slower decode), graphs "
           "(default 1: steps replayed as CUDA graphs; 0: every kernel launched on its own), fuse (default 1: fused "
           "launches (q/k/v, gate/up with the gating, residual adds, rope q+k, norm+quantize); 0: one launch per op)");
-ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on (0.0.0.0 or :: for every interface)");
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "serve: address the gRPC port listens on; the default is loopback only. 0.0.0.0 or :: = every interface: "
+          "pair it with --tls_cert/--tls_key and --auth_token_file (plaintext and no token by default)");
 ABSL_FLAG(int, port, 50051, "serve: gRPC port; 0 = any free port (printed)");
 ABSL_FLAG(int, metrics_port, 9400,
           "serve: HTTP port for Prometheus /metrics and /healthz, /readyz; 0 = any free port (printed), -1 = none");
-ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "serve: address the metrics port listens on");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
+          "serve: address the metrics port listens on (plain HTTP, no token: /metrics, /healthz, /readyz); loopback by "
+          "default, 0.0.0.0 only where a scraper outside the host or container must reach it");
 ABSL_FLAG(int, max_queue, 64, "serve: requests waiting for a slot before new ones get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_prompt_tokens, 0, "serve: longest prompt accepted; 0 = the context");
 ABSL_FLAG(int, max_output_tokens, 0, "serve: largest max_tokens accepted; 0 = the context");
@@ -130,12 +136,16 @@ ABSL_FLAG(int, min_ping_interval_ms, 10000,
           "serve: keepalive enforcement: clients pinging more often than this without data are disconnected");
 ABSL_FLAG(int, max_buffered_tokens, 1024,
           "serve: generated tokens queued for a client that is not reading before its stream is cut off");
-ABSL_FLAG(std::string, tls_cert, "", "serve: PEM certificate chain: serve TLS (with --tls_key); loadgen: client certificate for mutual TLS");
+ABSL_FLAG(std::string, tls_cert, "",
+          "serve: PEM certificate chain: serve TLS (with --tls_key; default: plaintext gRPC); loadgen: client "
+          "certificate for mutual TLS");
 ABSL_FLAG(std::string, tls_key, "", "serve, loadgen: PEM private key for --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "", "serve: PEM CA bundle: require client certificates it signed (mutual TLS)");
 ABSL_FLAG(std::string, auth_token_file, "",
-          "serve, loadgen: file holding a bearer token; every ferry.v1.Inference call must send 'authorization: Bearer "
-          "<token>' (health and reflection stay open for probes)");
+          "serve, loadgen: file holding a bearer token (default: none, every call is let in); every "
+          "ferry.v1.Inference call must send 'authorization: Bearer <token>' (health and reflection stay open for "
+          "probes). At most 4096 bytes of printable ASCII; serve refuses a file others can read or write (chmod 600, "
+          "or 640 for a group)");
 ABSL_FLAG(double, drain_seconds, 30, "serve: on SIGTERM, how long in-flight requests may take to finish");
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "loadgen: the server to load (only this address is contacted)");
 ABSL_FLAG(int, concurrency, 1, "loadgen: requests in flight at once");
@@ -143,6 +153,11 @@ ABSL_FLAG(int, connections, 1, "loadgen: HTTP/2 connections the requests share (
 ABSL_FLAG(int, requests, 0, "loadgen: requests in all (or --duration)");
 ABSL_FLAG(double, duration, 0, "loadgen: seconds to keep the load up (or --requests)");
 ABSL_FLAG(std::string, tls_ca, "", "loadgen: PEM CA bundle: connect with TLS and trust it");
+ABSL_FLAG(double, cancel_fraction, 0,
+          "loadgen: share of requests cancelled after a random number of tokens (0 = before the first)");
+ABSL_FLAG(int, sessions, 0, "loadgen: requests carry a session id out of this many (0 = none), each with its own prompt");
+ABSL_FLAG(double, malformed_fraction, 0,
+          "loadgen: share of requests sent malformed (each kind must come back INVALID_ARGUMENT)");
 ABSL_FLAG(bool, direct, false,
           "loadgen: drive an in-process runtime on --model (--device, --slots, --batch) instead of --target: "
           "the baseline for the gRPC overhead");
@@ -177,7 +192,10 @@ commands:
   serve        the gRPC service (ferry.v1.Inference, health, reflection):
                --model (default: the demo model), --host, --port, --device
                and placement flags, --slots, limits, TLS and token flags;
-               SIGTERM drains
+               SIGTERM drains. Exposure by default: gRPC on 127.0.0.1:50051
+               and metrics on 127.0.0.1:9400, loopback only, plaintext, no
+               token; before --host 0.0.0.0 add --tls_cert/--tls_key and
+               --auth_token_file
   plan         what fits on a GPU, from the header alone: layers resident and
                device memory by category for each --gpu_memory budget
                (default 6..80 GiB), or exactly --gpu_layers N
@@ -465,20 +483,12 @@ absl::StatusOr<exec::ForwardOptions> ServingForward() {
   return f;
 }
 
-// The bearer token in --auth_token_file (trailing new lines and spaces
-// dropped), or "" without the flag.
+// The bearer token in --auth_token_file (service/auth.h checks the file),
+// or "" without the flag.
 absl::StatusOr<std::string> AuthToken() {
   const std::string f = absl::GetFlag(FLAGS_auth_token_file);
   if (f.empty()) return std::string();
-  std::FILE* in = std::fopen(f.c_str(), "rb");
-  if (in == nullptr) return absl::NotFoundError("--auth_token_file: cannot read " + f);
-  char buf[4096];
-  const size_t n = std::fread(buf, 1, sizeof(buf), in);
-  std::fclose(in);
-  std::string token(buf, n);
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-  if (token.empty()) return absl::InvalidArgumentError("--auth_token_file: " + f + " is empty");
-  return token;
+  return service::ReadTokenFile(f);
 }
 
 absl::StatusOr<int> RunServe() {
@@ -534,6 +544,10 @@ absl::Status RunLoadgen() {
   o.max_tokens = absl::GetFlag(FLAGS_n);
   o.temperature = absl::GetFlag(FLAGS_temperature);
   o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  o.cancel_fraction = absl::GetFlag(FLAGS_cancel_fraction);
+  o.sessions = absl::GetFlag(FLAGS_sessions);
+  o.malformed_fraction = absl::GetFlag(FLAGS_malformed_fraction);
+  if (absl::GetFlag(FLAGS_seed) >= 0) o.seed = static_cast<uint64_t>(absl::GetFlag(FLAGS_seed));
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   FERRY_ASSIGN_OR_RETURN(o.auth_token, AuthToken());

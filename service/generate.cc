@@ -88,7 +88,7 @@ absl::StatusOr<GenerateStats> Generate(const GenerateOptions& o, std::FILE* out,
       u = std::move(updates.front());
       updates.pop_front();
     }
-    std::fputs(u.text.c_str(), out);
+    std::fwrite(u.text.data(), 1, u.text.size(), out);  // the text may hold NUL bytes
     std::fflush(out);
     if (u.finish == runtime::FinishReason::kNone) continue;
     if (u.finish == runtime::FinishReason::kError) return u.error;

@@ -252,6 +252,38 @@ TEST(Planner, ReadsAHeaderOnlyFileOnDisk) {
   EXPECT_TRUE(MakePlan(**f, *c, {}, {"8 GiB", 8 * kGiB, 400ull << 20}).ok());
 }
 
+// Issue 17, item 6: KvLayerBytes multiplied four ints in 64 bits; a huge
+// context x slots wrapped around to a small KV cache that planned as if it
+// fit. Sizes past 2^60 bytes are refused with what was asked for.
+TEST(Planner, SizesBeyond64BitsAreRefusedNotWrapped) {
+  const Header h = Make("llama3.1-70b", model::Mix::kQ4_K_M);
+  const DeviceSpec d{"80 GiB", 80 * kGiB, 500ull << 20};
+  PlanRequest r;
+  r.n_ctx = 1 << 30;
+  r.n_slots = 1 << 30;  // 2^60 positions x 1024 values x 2 bytes: 2^71 bytes a layer
+  absl::StatusOr<Plan> p = MakePlan(*h.file, h.config, r, d);
+  ASSERT_FALSE(p.ok()) << "planned a KV cache of " << p->kv_cache << " bytes";
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("the KV cache of 80 layers x 1073741824 positions"));
+  EXPECT_EQ(KvLayerBytes(1 << 30, 1 << 30, 1024, 2), kUnplannableBytes);
+  EXPECT_EQ(KvLayerBytes(4096, 8, 1024, 2), 4096ull * 8 * 1024 * 2);
+  // The attention scores of one step: batch x heads x context.
+  r.n_ctx = 1 << 30;
+  r.n_slots = 1;
+  r.max_batch = 1 << 30;
+  p = MakePlan(*h.file, h.config, r, d);
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("beyond any device"));
+  // At the largest sizes the Plan RPC takes, the plan is exact and refused for want of memory.
+  r.n_ctx = 1 << 20;
+  r.n_slots = 4096;
+  r.max_batch = 65536;
+  r.kv_bytes_per_elem = 4;
+  p = MakePlan(*h.file, h.config, r, d);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
+}
+
 }  // namespace
 }  // namespace ferry::plan
 

@@ -138,6 +138,31 @@ TEST(Sampler, ValidateNamesTheField) {
   EXPECT_TRUE(Validate(SamplingParams{}, 100).ok());
 }
 
+// Issue 17, item 4: +-inf and 3.4e38 were accepted (only NaN was refused)
+// and gave NaN log-probabilities.
+TEST(Sampler, LogitBiasBeyondHundredIsRefusedAndTheBoundGivesFiniteLogprobs) {
+  for (float bias : {INFINITY, -INFINITY, 3.4e38f, -3.4e38f, 100.5f}) {
+    SamplingParams p = Plain(1.0f);
+    p.logit_bias = {{3, bias}};
+    const absl::Status s = Validate(p, 5);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bias;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("is outside [-100, 100]")) << bias;
+  }
+  for (float temperature : {0.0f, 1.0f}) {
+    SamplingParams p = Plain(temperature);
+    p.logprobs = true;
+    p.top_logprobs = 5;
+    p.logit_bias = {{0, 100.0f}, {1, -100.0f}, {2, -100.0f}, {3, -100.0f}, {4, -100.0f}};
+    ASSERT_TRUE(Validate(p, 5).ok());
+    Sampler s(p, 5);
+    std::vector<float> l = Logits();
+    const Sampled t = s.Sample(l, {});
+    EXPECT_EQ(t.token, 0);
+    EXPECT_TRUE(std::isfinite(t.logprob)) << t.logprob;
+    for (const TokenLogprob& alt : t.top) EXPECT_TRUE(std::isfinite(alt.logprob)) << alt.token;
+  }
+}
+
 TEST(StopMatcher, HoldsBackPossibleStopsAndCutsAtTheFirst) {
   StopMatcher m({"o w", "END"});
   bool stopped = false;

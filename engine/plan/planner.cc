@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <initializer_list>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +20,19 @@
 namespace ferry::plan {
 
 using backend::AlignDevice;
+
+// Sizes from the request (context, slots, batch: ints up to 2^31) times the
+// model's (dimensions up to 2^30) overflow 64 bits. Products and sums of
+// plan sizes saturate at kUnplannableBytes instead of wrapping, and MakePlan
+// refuses a plan that reaches it; below it every sum of a few terms is exact.
+uint64_t SatMul(std::initializer_list<uint64_t> factors) {
+  uint64_t out = 1;
+  for (const uint64_t f : factors) {
+    if (__builtin_mul_overflow(out, f, &out) || out >= kUnplannableBytes) return kUnplannableBytes;
+  }
+  return out;
+}
+uint64_t SatAdd(uint64_t a, uint64_t b) { return std::min(a + b, kUnplannableBytes); }  // a, b <= 2^60
 
 const char* StrategyName(Strategy s) {
   switch (s) {
@@ -121,12 +135,16 @@ uint64_t UnitDeviceBytes(const std::vector<std::pair<uint64_t, uint64_t>>& matri
 
 uint64_t Workspace::bytes() const {
   uint64_t sum = 0;
-  for (uint64_t floats : {x, xn, out, q, attn, k, v, gate, up, logits, scores}) sum += AlignDevice(floats * sizeof(float));
+  for (uint64_t floats : {x, xn, out, q, attn, k, v, gate, up, logits, scores}) {
+    sum = SatAdd(sum, AlignDevice(SatMul({floats, sizeof(float)})));
+  }
   return sum;
 }
 
 uint64_t HostStepBufferBytes(const model::ModelConfig& c, int max_batch, int n_slots) {
-  return (static_cast<uint64_t>(max_batch) * c.n_embd + static_cast<uint64_t>(n_slots) * c.n_vocab) * sizeof(float);
+  return SatMul({SatAdd(SatMul({static_cast<uint64_t>(std::max(max_batch, 0)), static_cast<uint64_t>(c.n_embd)}),
+                        SatMul({static_cast<uint64_t>(std::max(n_slots, 0)), static_cast<uint64_t>(c.n_vocab)})),
+                 sizeof(float)});
 }
 
 int64_t MaxMatrixRows(const model::ModelConfig& c) {
@@ -136,15 +154,16 @@ int64_t MaxMatrixRows(const model::ModelConfig& c) {
 int64_t MaxMatrixWidth(const model::ModelConfig& c) { return std::max({c.n_embd, c.n_ff, c.q_dim()}); }
 
 Workspace WorkspaceFor(const model::ModelConfig& c, int max_batch, int n_ctx) {
-  const uint64_t B = max_batch;
+  const uint64_t B = std::max(max_batch, 0);
+  auto dim = [](int64_t d) { return static_cast<uint64_t>(std::max<int64_t>(d, 0)); };
   Workspace w;
-  w.x = w.xn = w.out = B * c.n_embd;
-  w.q = w.attn = B * c.q_dim();
-  w.k = B * c.kv_dim();
-  w.v = B * c.v_dim();
-  w.gate = w.up = B * c.n_ff;
-  w.logits = B * c.n_vocab;
-  w.scores = B * static_cast<uint64_t>(c.n_head) * n_ctx;
+  w.x = w.xn = w.out = SatMul({B, dim(c.n_embd)});
+  w.q = w.attn = SatMul({B, dim(c.q_dim())});
+  w.k = SatMul({B, dim(c.kv_dim())});
+  w.v = SatMul({B, dim(c.v_dim())});
+  w.gate = w.up = SatMul({B, dim(c.n_ff)});
+  w.logits = SatMul({B, dim(c.n_vocab)});
+  w.scores = SatMul({B, dim(c.n_head), dim(n_ctx)});
   return w;
 }
 
@@ -168,7 +187,11 @@ double KernelEfficiency(quant::TensorType type) {
 
 
 uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem) {
-  return AlignDevice(static_cast<uint64_t>(n_ctx) * n_slots * width * bytes_per_elem);
+  // Four ints multiply past 64 bits (2^31 each): saturated, never wrapped
+  // to a small size that would plan, or allocate, as if it fit.
+  if (n_ctx < 0 || n_slots < 0 || width < 0 || bytes_per_elem < 0) return kUnplannableBytes;
+  return AlignDevice(SatMul({static_cast<uint64_t>(n_ctx), static_cast<uint64_t>(n_slots), static_cast<uint64_t>(width),
+                             static_cast<uint64_t>(bytes_per_elem)}));
 }
 
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& c, const PlanRequest& r,
@@ -222,8 +245,16 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   // Each layer's KV cache (on the device, or in host memory for a layer
   // on the CPU), and each unit's host bytes on the CPU: its matrices in the
   // CPU kernels' layout (or as the file stores them), its vectors as f32.
-  const uint64_t kv_layer = KvLayerBytes(r.n_ctx, r.n_slots, c.kv_dim(), r.kv_bytes_per_elem) +
-                            KvLayerBytes(r.n_ctx, r.n_slots, c.v_dim(), r.kv_bytes_per_elem);
+  // Request sizes times model sizes overflow 64 bits: KV and step buffers
+  // past kUnplannableBytes are refused here, so every sum below is exact.
+  const uint64_t kv_layer = SatAdd(KvLayerBytes(r.n_ctx, r.n_slots, c.kv_dim(), r.kv_bytes_per_elem),
+                                   KvLayerBytes(r.n_ctx, r.n_slots, c.v_dim(), r.kv_bytes_per_elem));
+  if (SatMul({static_cast<uint64_t>(c.n_layer), kv_layer}) >= kUnplannableBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the KV cache of ", c.n_layer, " layers x ", r.n_ctx, " positions x ", r.n_slots, " slots x (", c.kv_dim(),
+        " + ", c.v_dim(), ") values x ", r.kv_bytes_per_elem,
+        " bytes is beyond any device (2^60 bytes or more); use a smaller --ctx or fewer --slots"));
+  }
   p.unit_cpu_bytes.assign(c.n_layer + 1, 0);
   p.unit_cpu_mapped.assign(c.n_layer + 1, 0);
   for (int u = 0; u <= c.n_layer; ++u) {
@@ -236,9 +267,16 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   }
   p.kv_layer_bytes = kv_layer;
   p.step_buffer_bytes = HostStepBufferBytes(c, r.max_batch, r.n_slots);
-  p.crossing_bytes = static_cast<uint64_t>(r.max_batch) * c.n_embd * sizeof(float);
-  p.workspace = WorkspaceFor(c, r.max_batch, r.n_ctx).bytes() +
-                backend::KernelScratchFor(MaxMatrixRows(c), MaxMatrixWidth(c), r.max_batch).bytes();
+  p.crossing_bytes = SatMul({static_cast<uint64_t>(std::max(r.max_batch, 0)), static_cast<uint64_t>(c.n_embd),
+                             sizeof(float)});
+  p.workspace = SatAdd(WorkspaceFor(c, r.max_batch, r.n_ctx).bytes(),
+                       backend::KernelScratchFor(MaxMatrixRows(c), MaxMatrixWidth(c), r.max_batch).bytes());
+  if (p.workspace >= kUnplannableBytes || p.step_buffer_bytes >= kUnplannableBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("a step of ", r.max_batch, " tokens over ", r.n_slots,
+                                                   " slots at a context of ", r.n_ctx,
+                                                   " needs buffers beyond any device (2^60 bytes or more); use a "
+                                                   "smaller --batch, --ctx or fewer --slots"));
+  }
   p.overhead = device.overhead_bytes;
   p.margin = static_cast<uint64_t>(r.margin_fraction * static_cast<double>(device.memory_bytes));
   p.budget = r.policy == Policy::kBudget ? std::min(r.gpu_memory, device.memory_bytes) : device.memory_bytes;

@@ -120,7 +120,12 @@ int64_t MaxMatrixWidth(const model::ModelConfig& config);
 // holds exactly this.
 uint64_t HostStepBufferBytes(const model::ModelConfig& config, int max_batch, int n_slots);
 
-// One layer's K or V cache: (n_slots, n_ctx, width) elements, aligned.
+// A size no device has (1 EiB): what a product that overflows, or comes
+// near overflowing, is reported as, so that sums of plan sizes stay exact.
+constexpr uint64_t kUnplannableBytes = 1ull << 60;
+
+// One layer's K or V cache: (n_slots, n_ctx, width) elements, aligned;
+// kUnplannableBytes when that is 2^60 bytes or more.
 uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem);
 
 struct Plan {

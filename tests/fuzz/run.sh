@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a fuzzer (GGUF reader, tokenizers) for a bounded time on a scratch copy of the seed corpus.
+# Runs a fuzzer for a bounded time on a scratch copy of its seed corpus.
 # Any crash, sanitizer report, leak, timeout or allocation above the limit
 # (code that over-allocates for a small hostile input) fails the test.
 # usage: run.sh FUZZER SECONDS SEED_DIR WORK_DIR
