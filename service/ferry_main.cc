@@ -111,6 +111,9 @@ ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on (0.0.0.0 
 ABSL_FLAG(int, port, 50051, "serve: gRPC port; 0 = any free port (printed)");
 ABSL_FLAG(int, metrics_port, 9400,
           "serve: HTTP port for Prometheus /metrics and /healthz, /readyz; 0 = any free port (printed), -1 = none");
+ABSL_FLAG(int, http_port, -1,
+          "serve: port of the OpenAI-compatible HTTP API on --host (/v1/models, /v1/completions, "
+          "/v1/chat/completions, /health; TLS and bearer token as gRPC's); 0 = any free port (printed), -1 = off");
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "serve: address the metrics port listens on");
 ABSL_FLAG(int, max_queue, 64, "serve: requests waiting for a slot before new ones get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_prompt_tokens, 0, "serve: longest prompt accepted; 0 = the context");
@@ -472,6 +475,8 @@ absl::StatusOr<int> RunServe() {
   o.host = absl::GetFlag(FLAGS_host);
   o.port = absl::GetFlag(FLAGS_port);
   if (o.port < 0 || o.port > 65535) return absl::InvalidArgumentError("--port must be in [0, 65535]");
+  o.http_port = absl::GetFlag(FLAGS_http_port);
+  if (o.http_port < -1 || o.http_port > 65535) return absl::InvalidArgumentError("--http_port must be in [0, 65535], or -1 for none");
   o.metrics_host = absl::GetFlag(FLAGS_metrics_host);
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   if (o.metrics_port < -1 || o.metrics_port > 65535) {

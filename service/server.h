@@ -21,6 +21,8 @@ class Server;
 
 namespace ferry::service {
 
+class HttpApi;
+
 struct ServeLimits {
   int max_queue = 64;                // requests waiting for a slot before RESOURCE_EXHAUSTED
   int max_prompt_tokens = 0;         // 0 = the context
@@ -45,6 +47,7 @@ struct ServeOptions {
   std::string auth_token;         // non-empty: every Inference call needs "authorization: Bearer <token>"
   std::string metrics_host = "127.0.0.1";
   int metrics_port = 9400;        // /metrics, /healthz, /readyz; 0 = any free port, -1 = none
+  int http_port = -1;             // OpenAI-compatible HTTP API on `host` (service/http_api.h); 0 = any free port, -1 = none
 };
 
 class Server {
@@ -59,6 +62,7 @@ class Server {
   std::string PlacementSummary() const;
   int port() const { return port_; }
   int metrics_port() const;  // -1 without metrics
+  int http_port() const;     // -1 without the HTTP API
   // False after a device fault: the process should exit non-zero.
   bool healthy() const;
   // Health NOT_SERVING and new requests UNAVAILABLE at once; in-flight
@@ -76,6 +80,7 @@ class Server {
   ServeOptions options_;
   std::unique_ptr<Dispatcher> dispatcher_;  // destroyed last: the calls' final updates go through it
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<HttpApi> http_;  // stopped first, destroyed after the engine: the runtime's last updates post to it
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
