@@ -195,6 +195,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
 
   void ReadRequest() {
     if (closed_) return;
+    counted_ = false;
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(static_cast<uint64_t>(api_->options_.limits.max_message_bytes));
@@ -247,7 +248,6 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
   bool IsCompletions() const { return path_ == "/v1/completions" || path_ == "/v1/chat/completions"; }
 
   void Route() {
-    counted_ = false;
     path_ = std::string(req_.target().substr(0, req_.target().find('?')));
     version_ = req_.version();
     keep_alive_ = req_.keep_alive();

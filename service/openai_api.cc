@@ -77,8 +77,11 @@ bool AsTokenList(const json& v, v1::TokenIds* out) {
   if (!v.is_array() || v.empty()) return false;
   for (const json& t : v) {
     if (!t.is_number_integer()) return false;
-    const int64_t id = t.is_number_unsigned() ? kInt32Max + int64_t{1} : t.get<int64_t>();
-    if (id < kInt32Min || id > kInt32Max) return false;
+    // nlohmann-json reads a non-negative integer as unsigned.
+    if (t.is_number_unsigned() ? t.get<uint64_t>() > static_cast<uint64_t>(kInt32Max)
+                               : t.get<int64_t>() < kInt32Min || t.get<int64_t>() > kInt32Max) {
+      return false;
+    }
   }
   for (const json& t : v) out->add_ids(static_cast<int32_t>(t.get<int64_t>()));
   return true;
