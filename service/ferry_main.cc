@@ -140,6 +140,9 @@ ABSL_FLAG(std::string, tls_ca, "", "loadgen: PEM CA bundle: connect with TLS and
 ABSL_FLAG(bool, direct, false,
           "loadgen: drive an in-process runtime on --model (--device, --slots, --batch) instead of --target: "
           "the baseline for the gRPC overhead");
+ABSL_FLAG(bool, http, false,
+          "loadgen: send the requests to --target's OpenAI-compatible HTTP API (ferry serve --http_port; "
+          "POST /v1/completions, streamed) instead of gRPC; one HTTP/1.1 connection per worker");
 ABSL_FLAG(bool, sweep, false,
           "bench: run at 0, 25, 50, 75 and 100 % of the layers resident (one --device budget) and print tokens/s, "
           "streamed GB/s, % of copy bandwidth and overlap per row");
@@ -165,10 +168,12 @@ commands:
                --concurrency C, --requests N or --duration T, -n tokens each;
                prints time to first token and inter-token latency p50/p90/
                p99, tokens/s and errors by code (--direct: the same load on
-               an in-process runtime, no gRPC)
+               an in-process runtime, no gRPC; --http: through the server's
+               OpenAI-compatible HTTP API)
   make-model   write a model with deterministic random weights in a real
                architecture's layout (--out PATH, shape and --type flags)
-  serve        the gRPC service (ferry.v1.Inference, health, reflection):
+  serve        the gRPC service (ferry.v1.Inference, health, reflection),
+               and with --http_port an OpenAI-compatible HTTP API:
                --model (default: the demo model), --host, --port, --device
                and placement flags, --slots, limits, TLS and token flags;
                SIGTERM drains
@@ -526,6 +531,7 @@ absl::Status RunLoadgen() {
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   FERRY_ASSIGN_OR_RETURN(o.auth_token, AuthToken());
   o.direct = absl::GetFlag(FLAGS_direct);
+  o.http = absl::GetFlag(FLAGS_http);
   if (o.direct) {
     absl::StatusOr<std::string> path = ModelPath();
     if (!path.ok()) return path.status();

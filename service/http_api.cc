@@ -46,7 +46,6 @@ constexpr int kThreads = 2;
 constexpr auto kReadTimeout = std::chrono::seconds(60);   // a request (or the TLS handshake) must arrive within this
 constexpr auto kLingerTimeout = std::chrono::seconds(2);  // reading what a refused client still sends, before closing
 constexpr uint32_t kHeaderLimit = 16 << 10;
-constexpr size_t kPeerBufferLimit = 64 << 10;  // pipelined bytes kept while a request runs
 
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   if (a.size() != b.size()) return false;
@@ -405,7 +404,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
   // A read while the request runs: its end (EOF, reset) means the client is
   // gone, and the request is cancelled at the runtime's next step.
   void Watch() {
-    if (closed_ || buffer_.size() >= kPeerBufferLimit) return;
+    if (closed_) return;
     watching_ = true;
     stream_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](error_code ec, size_t n) {
       self->watching_ = false;
@@ -417,12 +416,15 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
         }
         return self->Close();
       }
+      // Bytes of the next request (the client sent it as soon as it had
+      // this one's last bytes, possibly before the write's handler ran, or
+      // pipelined): kept for the parser. The watch ends here; a write error
+      // still tells of a client gone while this request runs.
       self->buffer_.commit(n);
       if (self->resume_after_watch_) {
         self->resume_after_watch_ = false;
-        return self->ReadRequest();
+        self->ReadRequest();
       }
-      self->Watch();
     });
   }
 

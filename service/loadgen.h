@@ -4,7 +4,8 @@
 // p99), tokens/s and errors by status code. It only talks to the --target
 // it is given (default loopback). With --direct it drives the same load
 // through an in-process runtime instead (no gRPC), the baseline for the
-// service's overhead.
+// service's overhead. With --http it sends the same requests through the
+// OpenAI-compatible HTTP API (`ferry serve --http_port`) instead of gRPC.
 #pragma once
 
 #include <map>
@@ -28,6 +29,8 @@ struct LoadgenOptions {
   bool ignore_eos = true;   // every request generates max_tokens (fixed work)
   std::string tls_ca, tls_cert, tls_key;  // PEM files; tls_ca set = TLS
   std::string auth_token;
+  // --http: the OpenAI-compatible API (POST /v1/completions, streamed) at --target.
+  bool http = false;
   // --direct: an in-process runtime on this model instead of --target.
   bool direct = false;
   std::string model_path;

@@ -11,7 +11,8 @@ pinned in tests/requirements.txt), an implementation ferry did not write:
     404, 405 and 413, each in OpenAI's error shape; the requests counted by
     api and code in /metrics;
   - on a model of stories260K's shape (fast): 64 concurrent streams, each
-    equal to its run alone (seeded sampling at temperature 0.9);
+    equal to its run alone (seeded sampling at temperature 0.9); `ferry
+    loadgen --http` over 16 keep-alive connections;
   - on a slow sim device with one slot and no queue: a client that
     disconnects mid-stream has its request cancelled and its slot and KV
     cache freed; 429 with Retry-After while the slot is taken; SIGTERM
@@ -332,6 +333,15 @@ def concurrency_checks(ferry, pb, pbg, model):
         check(len({a[0] for a in alone}) > 32, "the 64 seeded requests should mostly differ")
         check(most_running > 1, f"at most {most_running} requests ran at once")
         print(f"64 concurrent streams equal their runs alone (up to {most_running} running at once)")
+
+        # ferry loadgen --http: 16 keep-alive connections, each sending its
+        # next request the moment the last event arrives (a client as quick
+        # as this once found the server still waiting on the last response).
+        p = subprocess.run([ferry, "loadgen", "--http", "--target", f"127.0.0.1:{s.http_port}", "--concurrency",
+                            "16", "--requests", "256", "-n", "8"], capture_output=True, text=True, timeout=120)
+        check(p.returncode == 0 and "requests: 256 ok in" in p.stdout and "(2048 tokens)" in p.stdout,
+              f"loadgen --http: {p.stdout}{p.stderr}")
+        print("loadgen --http: " + " ".join(p.stdout.splitlines()[1:3]))
 
 
 def slow_server_checks(ferry, pb, pbg, model):
