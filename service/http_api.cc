@@ -347,6 +347,9 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
     std::string param;
     absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(endpoint, req_.body(), &param);
     if (!parsed.ok()) return Error(http::status::bad_request, std::string(parsed.status().message()), param, "");
+    // Unset max_tokens is decided below, once the prompt's length is known;
+    // 0 meanwhile, so that the prompt alone is checked against the context.
+    if (!parsed->max_tokens_set) parsed->request.set_max_tokens(0);
     thread_local std::mt19937_64 rng{std::random_device{}()};
     absl::StatusOr<PreparedRequest> prepared = PrepareRequest(parsed->request, *engine.request_ctx, rng());
     if (!prepared.ok()) {
@@ -608,9 +611,14 @@ absl::Status HttpApi::Impl::Listen() {
     }
   }
   error_code ec;
-  const net::ip::address address = net::ip::make_address(o.host, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat("--host ", o.host, " is not an IP address"));
-  const tcp::endpoint endpoint(address, static_cast<unsigned short>(o.http_port));
+  // An address or a name (localhost), as gRPC takes --host.
+  tcp::resolver resolver(ioc_);
+  const auto resolved = resolver.resolve(o.host, std::to_string(o.http_port),
+                                         tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || resolved.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("HTTP: cannot resolve --host ", o.host, ": ", ec.message()));
+  }
+  const tcp::endpoint endpoint = resolved.begin()->endpoint();
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) acceptor_.bind(endpoint, ec);

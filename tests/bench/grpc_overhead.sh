@@ -23,7 +23,7 @@ tps() { grep -o 'throughput: [0-9.]*' | awk '{print $2}'; }
 best() { awk -v a="$1" -v b="$2" 'BEGIN{print (b>a)?b:a}'; }
 printf "%-12s %14s %14s %14s %8s %8s\n" concurrency "HTTP tok/s" "gRPC tok/s" "direct tok/s" HTTP/d gRPC/d
 for c in 1 16; do
-  n=$((c * 16))
+  n=$((c * 64))
   best_http=0 best_grpc=0 best_direct=0
   for _ in $(seq $rounds); do
     h=$("$ferry" loadgen --http --target "127.0.0.1:$http_port" --concurrency $c --requests $n -n 64 | tps)

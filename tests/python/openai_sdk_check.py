@@ -148,9 +148,11 @@ def smollm2_checks(ferry, pb, pbg, model_path, readme):
         check(finish == finish_names[msgs[-1].finish_reason], f"streamed chat finish {finish}")
         check(u is not None and (u.prompt_tokens, u.completion_tokens) == (usage.prompt_tokens, usage.completion_tokens),
               f"streamed chat usage {u} vs gRPC's {usage}")
+        # Text parts; `user` and fields ferry does not know are ignored; no
+        # max_tokens: as many as the context leaves (the answer ends first).
         parts = client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": [{"type": "text", "text": CHAT}]}], max_tokens=40,
-            temperature=0)
+            model="m", messages=[{"role": "user", "content": [{"type": "text", "text": CHAT}]}], temperature=0,
+            user="someone", extra_body={"not_an_openai_field": {"nested": [1, 2]}})
         check(parts.choices[0].message.content == want, f"text parts: {parts.choices[0].message.content!r}")
 
         # Completion, greedy, streamed and not.
@@ -167,6 +169,11 @@ def smollm2_checks(ferry, pb, pbg, model_path, readme):
         check(text == want and finish == "length" and u.completion_tokens == 24,
               f"streamed completion {text!r} {finish} {u} vs gRPC's {want!r}")
         print(f"completion: {want!r}, streamed and not, as gRPC")
+        # No max_tokens and a prompt near the context: the rest of the context.
+        r = client.completions.create(model="m", prompt="one two " * 230, temperature=0)
+        check(r.usage.prompt_tokens > 400 and (r.choices[0].finish_reason == "stop" or
+                                               r.usage.prompt_tokens + r.usage.completion_tokens == 512),
+              f"a long prompt without max_tokens: {r.usage} {r.choices[0].finish_reason}")
 
         # Stop strings: the text before the first occurrence in the unstopped text.
         stop = want.split()[3]
@@ -252,8 +259,8 @@ def smollm2_checks(ferry, pb, pbg, model_path, readme):
         # The same metric counts both APIs.
         counts = {c: metric(s.metrics_port, "ferry_requests_total", {"api": "http", "code": c})
                   for c in ("200", "400", "405", "413")}
-        # 200: 9 requests above and 4 in the README's examples.
-        check(counts == {"200": 13, "400": 4, "405": 1, "413": 2},
+        # 200: 10 requests above and 4 in the README's examples.
+        check(counts == {"200": 14, "400": 4, "405": 1, "413": 2},
               f"ferry_requests_total{{api=http}}: {counts}")
         grpc_ok = metric(s.metrics_port, "ferry_requests_total", {"api": "grpc", "code": "OK"})
         check(grpc_ok == 5, f"ferry_requests_total{{api=grpc,code=OK}} = {grpc_ok}")
@@ -369,6 +376,23 @@ def slow_server_checks(ferry, pb, pbg, model):
         r = client.completions.create(model="m", prompt="Once", max_tokens=4, temperature=0)
         check(r.usage.completion_tokens == 4, f"after a disconnect: {r}")
         print(f"disconnect mid-stream: slot and KV cache freed {time.time() - t0:.2f} s later")
+
+        # A client that gives up waiting for a JSON answer (nothing is
+        # written to it until the end): the server's read on the connection
+        # sees it go.
+        generated = stats().generated_tokens
+        try:
+            httpx2.post(s.url + "/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 200,
+                                                         "temperature": 0, "ignore_eos": True}, timeout=1.0)
+            check(False, "the 200-token JSON request answered within its 1 s timeout")
+        except httpx2.TimeoutException:
+            pass
+        check(eventually(lambda: (lambda st: st.running == 0 and st.kv_tokens_used == 0)(stats())),
+              f"the slot was not freed after a non-streaming client left: {stats()}")
+        check(stats().generated_tokens - generated < 100, f"the abandoned JSON request kept generating: {stats()}")
+        check(metric(s.metrics_port, "ferry_requests_total", {"api": "http", "code": "499"}) == 2,
+              "an abandoned JSON request counts as 499")
+        print("a JSON request whose client timed out: slot and KV cache freed")
 
         # The slot taken and no queue: 429 with Retry-After.
         stream = client.completions.create(**long)
