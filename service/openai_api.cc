@@ -367,6 +367,12 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, const 
       return f.WrongType("stop", *v, "a string or a list of strings");
     }
   }
+  // OpenAI's cache hint is ferry's session: requests with the same key may
+  // reuse the KV cache of their common prompt prefix (never across keys).
+  if (const json* v = f.Get("prompt_cache_key"); v != nullptr) {
+    if (!v->is_string()) return f.WrongType("prompt_cache_key", *v, "a string");
+    r.set_session_id(v->get<std::string>());
+  }
   std::optional<bool> ignore_eos, stream, echo;
   if (absl::Status s = f.Bool("ignore_eos", &ignore_eos); !s.ok()) return s;
   if (ignore_eos) r.set_ignore_eos(*ignore_eos);

@@ -13,7 +13,8 @@
 // stop (a string or a list), logit_bias, logprobs / top_logprobs, n = 1,
 // best_of = 1, echo (completions, without logprobs), stream,
 // stream_options.include_usage, ignore_eos, chat_template_kwargs.
-// enable_thinking; user and any field ferry does not know are ignored.
+// enable_thinking, prompt_cache_key (ferry's session_id); user and any
+// field ferry does not know are ignored.
 // Refused (400, naming the field): n or best_of other than 1, suffix,
 // tools / functions / tool_choice, response_format other than text,
 // non-text content parts or modalities, audio, echo with logprobs, more than

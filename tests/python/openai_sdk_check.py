@@ -3,7 +3,8 @@ pinned in tests/requirements.txt), an implementation ferry did not write:
 
   - on SmolLM2-135M-Instruct (the test setup's real model): chat and
     completion, streamed and not, greedy text and usage equal to the gRPC
-    API's answer to the same request on the same server; text content
+    API's answer to the same request on the same server; prompt_cache_key's
+    cached tokens as gRPC's session_id reports them; text content
     parts; stop strings (the text ends where the stop string first starts
     in the unstopped text, as gRPC's does); logprobs and top alternatives
     equal to gRPC's; /v1/models; the README's Python and curl examples;
@@ -155,6 +156,32 @@ def smollm2_checks(ferry, pb, pbg, model_path, readme):
             user="someone", extra_body={"not_an_openai_field": {"nested": [1, 2]}})
         check(parts.choices[0].message.content == want, f"text parts: {parts.choices[0].message.content!r}")
 
+        # prompt_cache_key (OpenAI's cache hint) is ferry's session: the
+        # second request of a conversation reuses the first's KV cache, with
+        # the cached tokens reported as gRPC reports them for its session_id.
+        def turn(send):
+            first = send([{"role": "user", "content": CHAT}])
+            return first, send([{"role": "user", "content": CHAT}, {"role": "assistant", "content": first[0]},
+                                {"role": "user", "content": "And three secondary colors?"}])
+
+        def grpc_turn(messages):
+            text, m = grpc_generate(stub, pb.GenerateRequest(
+                chat=pb.ChatPrompt(messages=[pb.ChatMessage(**x) for x in messages]), max_tokens=16,
+                sampling=pb.SamplingParams(temperature=0), session_id="grpc-conversation"))
+            return text, m[-1].usage.prompt_tokens, m[-1].usage.cached_tokens
+
+        def http_turn(messages):
+            r = client.chat.completions.create(model="m", messages=messages, max_tokens=16, temperature=0,
+                                               extra_body={"prompt_cache_key": "http-conversation"})
+            return (r.choices[0].message.content, r.usage.prompt_tokens,
+                    r.usage.prompt_tokens_details.cached_tokens)
+
+        grpc_turns, http_turns = turn(grpc_turn), turn(http_turn)
+        check(http_turns == grpc_turns and http_turns[1][2] > 0,
+              f"prompt_cache_key: {http_turns} vs gRPC's session_id {grpc_turns} (cached tokens last)")
+        print(f"prompt_cache_key: the second turn reused {http_turns[1][2]} of {http_turns[1][1]} prompt tokens, "
+              "as gRPC's session_id")
+
         # Completion, greedy, streamed and not.
         prompt = "Once upon a time"
         want, msgs = grpc_generate(stub, pb.GenerateRequest(text=prompt, max_tokens=24,
@@ -259,11 +286,11 @@ def smollm2_checks(ferry, pb, pbg, model_path, readme):
         # The same metric counts both APIs.
         counts = {c: metric(s.metrics_port, "ferry_requests_total", {"api": "http", "code": c})
                   for c in ("200", "400", "405", "413")}
-        # 200: 10 requests above and 4 in the README's examples.
-        check(counts == {"200": 14, "400": 4, "405": 1, "413": 2},
+        # 200: 12 requests above and 4 in the README's examples.
+        check(counts == {"200": 16, "400": 4, "405": 1, "413": 2},
               f"ferry_requests_total{{api=http}}: {counts}")
         grpc_ok = metric(s.metrics_port, "ferry_requests_total", {"api": "grpc", "code": "OK"})
-        check(grpc_ok == 5, f"ferry_requests_total{{api=grpc,code=OK}} = {grpc_ok}")
+        check(grpc_ok == 7, f"ferry_requests_total{{api=grpc,code=OK}} = {grpc_ok}")
 
 
 def readme_examples(readme, server):
