@@ -1,5 +1,6 @@
 #include "service/openai_api.h"
 
+#include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -39,7 +40,16 @@ class Fields {
     const json* v = Get(name);
     if (v == nullptr) return absl::OkStatus();
     if (!v->is_number()) return WrongType(name, *v, "a number");
-    *out = v->get<float>();
+    return AsFloat(name, *v, out);
+  }
+  // A JSON number as the proto's float (beyond float's range the
+  // conversion would be undefined).
+  absl::Status AsFloat(const std::string& field, const json& v, std::optional<float>* out) const {
+    const double d = v.get<double>();
+    if (!(std::fabs(d) <= std::numeric_limits<float>::max())) {
+      return Bad(field, absl::StrCat("'", field, "' = ", v.dump(), " is outside the range of a float"));
+    }
+    *out = static_cast<float>(d);
     return absl::OkStatus();
   }
   // An integer in [lo, hi] (the range of the proto field it fills); the
@@ -350,7 +360,9 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, const 
         return f.Bad("logit_bias", absl::StrCat("logit_bias key '", it.key(), "' is not a token id"));
       }
       if (!it->is_number()) return f.WrongType(absl::StrCat("logit_bias.", it.key()), *it, "a number");
-      (*sp->mutable_logit_bias())[id] = it->get<float>();
+      std::optional<float> bias;
+      if (absl::Status s = f.AsFloat(absl::StrCat("logit_bias.", it.key()), *it, &bias); !s.ok()) return s;
+      (*sp->mutable_logit_bias())[id] = *bias;
     }
   }
 

@@ -136,6 +136,9 @@ TEST(OpenAiRequest, RefusalsNameTheField) {
       {OpenAiEndpoint::kCompletions, R"({"prompt": "x", "stop": ["a", 1]})", "stop", "a string or a list"},
       {OpenAiEndpoint::kCompletions, R"({"prompt": "x", "logit_bias": {"abc": 1}})", "logit_bias", "not a token id"},
       {OpenAiEndpoint::kCompletions, R"({"prompt": "x", "stream": "yes"})", "stream", "must be a boolean"},
+      {OpenAiEndpoint::kCompletions, R"({"prompt": "x", "temperature": 1e300})", "temperature", "range of a float"},
+      {OpenAiEndpoint::kCompletions, R"({"prompt": "x", "logit_bias": {"5": -1e39}})", "logit_bias.5",
+       "range of a float"},
   };
   for (const auto& c : cases) {
     std::string param;
