@@ -196,6 +196,10 @@ def smollm2_checks(ferry, pb, pbg, model_path, readme):
         check(text == want and finish == "length" and u.completion_tokens == 24,
               f"streamed completion {text!r} {finish} {u} vs gRPC's {want!r}")
         print(f"completion: {want!r}, streamed and not, as gRPC")
+        r = client.completions.create(model="m", prompt=prompt, max_tokens=24, temperature=0, echo=True)
+        text, _, _ = stream_text(client.completions.create(model="m", prompt=prompt, max_tokens=24, temperature=0,
+                                                           echo=True, stream=True))
+        check(r.choices[0].text == text == prompt + want, f"echo: {r.choices[0].text!r} / {text!r}")
         # No max_tokens and a prompt near the context: the rest of the context.
         r = client.completions.create(model="m", prompt="one two " * 230, temperature=0)
         check(r.usage.prompt_tokens > 400 and (r.choices[0].finish_reason == "stop" or
@@ -286,8 +290,8 @@ def smollm2_checks(ferry, pb, pbg, model_path, readme):
         # The same metric counts both APIs.
         counts = {c: metric(s.metrics_port, "ferry_requests_total", {"api": "http", "code": c})
                   for c in ("200", "400", "405", "413")}
-        # 200: 12 requests above and 4 in the README's examples.
-        check(counts == {"200": 16, "400": 4, "405": 1, "413": 2},
+        # 200: 14 requests above and 4 in the README's examples.
+        check(counts == {"200": 18, "400": 4, "405": 1, "413": 2},
               f"ferry_requests_total{{api=http}}: {counts}")
         grpc_ok = metric(s.metrics_port, "ferry_requests_total", {"api": "grpc", "code": "OK"})
         check(grpc_ok == 7, f"ferry_requests_total{{api=grpc,code=OK}} = {grpc_ok}")
