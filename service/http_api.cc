@@ -167,6 +167,10 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
   void Close() {
     if (closed_) return;
     closed_ = true;
+    // A stream whose last events were all queued when the connection
+    // closed (its client read [DONE] and left before the final empty
+    // chunk) ran to its end: counted with its code, not left uncounted.
+    if (ran_ && finished_ && stream_mode_) End(end_code_.empty() ? "499" : end_code_);
     timer_.cancel();
     error_code ec;
     Socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -369,6 +373,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
     builder_.emplace(reply_);
     tokens_buffered_ = 0;
     finished_ = false;
+    end_code_.clear();
     const std::string prompt_text = prepared->prompt_text;
 
     auto self = this->shared_from_this();
