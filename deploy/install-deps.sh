@@ -21,6 +21,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   prometheus-cpp-dev civetweb libcivetweb-dev libpcre2-dev
+  libboost-dev libssl-dev nlohmann-json3-dev
 )
 # The tests also need GoogleTest, libFuzzer for the GGUF fuzz test, Python
 # for the interop checks, and a real Prometheus server and promtool.

@@ -124,6 +124,9 @@ ABSL_FLAG(std::string, host, "127.0.0.1",
 ABSL_FLAG(int, port, 50051, "serve: gRPC port; 0 = any free port (printed)");
 ABSL_FLAG(int, metrics_port, 9400,
           "serve: HTTP port for Prometheus /metrics and /healthz, /readyz; 0 = any free port (printed), -1 = none");
+ABSL_FLAG(int, http_port, -1,
+          "serve: port of the OpenAI-compatible HTTP API on --host (/v1/models, /v1/completions, "
+          "/v1/chat/completions, /health; TLS and bearer token as gRPC's); 0 = any free port (printed), -1 = off");
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
           "serve: address the metrics port listens on (plain HTTP, no token: /metrics, /healthz, /readyz); loopback by "
           "default, 0.0.0.0 only where a scraper outside the host or container must reach it");
@@ -161,6 +164,9 @@ ABSL_FLAG(double, malformed_fraction, 0,
 ABSL_FLAG(bool, direct, false,
           "loadgen: drive an in-process runtime on --model (--device, --slots, --batch) instead of --target: "
           "the baseline for the gRPC overhead");
+ABSL_FLAG(bool, http, false,
+          "loadgen: send the requests to --target's OpenAI-compatible HTTP API (ferry serve --http_port; "
+          "POST /v1/completions, streamed) instead of gRPC; one HTTP/1.1 connection per worker");
 ABSL_FLAG(bool, sweep, false,
           "bench: run at 0, 25, 50, 75 and 100 % of the layers resident (one --device budget) and print tokens/s, "
           "streamed GB/s, % of copy bandwidth and overlap per row");
@@ -186,10 +192,12 @@ commands:
                --concurrency C, --requests N or --duration T, -n tokens each;
                prints time to first token and inter-token latency p50/p90/
                p99, tokens/s and errors by code (--direct: the same load on
-               an in-process runtime, no gRPC)
+               an in-process runtime, no gRPC; --http: through the server's
+               OpenAI-compatible HTTP API)
   make-model   write a model with deterministic random weights in a real
                architecture's layout (--out PATH, shape and --type flags)
-  serve        the gRPC service (ferry.v1.Inference, health, reflection):
+  serve        the gRPC service (ferry.v1.Inference, health, reflection),
+               and with --http_port an OpenAI-compatible HTTP API:
                --model (default: the demo model), --host, --port, --device
                and placement flags, --slots, limits, TLS and token flags;
                SIGTERM drains. Exposure by default: gRPC on 127.0.0.1:50051
@@ -499,6 +507,8 @@ absl::StatusOr<int> RunServe() {
   o.host = absl::GetFlag(FLAGS_host);
   o.port = absl::GetFlag(FLAGS_port);
   if (o.port < 0 || o.port > 65535) return absl::InvalidArgumentError("--port must be in [0, 65535]");
+  o.http_port = absl::GetFlag(FLAGS_http_port);
+  if (o.http_port < -1 || o.http_port > 65535) return absl::InvalidArgumentError("--http_port must be in [0, 65535], or -1 for none");
   o.metrics_host = absl::GetFlag(FLAGS_metrics_host);
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   if (o.metrics_port < -1 || o.metrics_port > 65535) {
@@ -552,6 +562,7 @@ absl::Status RunLoadgen() {
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   FERRY_ASSIGN_OR_RETURN(o.auth_token, AuthToken());
   o.direct = absl::GetFlag(FLAGS_direct);
+  o.http = absl::GetFlag(FLAGS_http);
   if (o.direct) {
     absl::StatusOr<std::string> path = ModelPath();
     if (!path.ok()) return path.status();

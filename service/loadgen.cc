@@ -22,30 +22,13 @@
 #include "engine/status.h"
 #include "engine/text/tokenizer.h"
 #include "ferry/v1/inference.grpc.pb.h"
+#include "service/loadgen_driver.h"
 #include "service/status_codes.h"
 
 namespace ferry::service {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// One request's outcome: when each token arrived, and the status.
-struct Outcome {
-  std::string code = "OK";
-  Clock::time_point start;
-  std::vector<Clock::time_point> arrivals;  // one per generated token
-  bool cancelled = false;  // loadgen cancelled it
-  bool malformed = false;  // loadgen sent it malformed
-};
-
-// What a request of the mix does, drawn per request.
-struct Mix {
-  int cancel_after = -1;  // tokens before loadgen cancels; -1 = never
-  int malformed = -1;     // which malformation; -1 = none
-  int session = -1;
-};
 
 // Malformed requests, each refused by the server with INVALID_ARGUMENT.
 constexpr int kMalformations = 8;
@@ -68,14 +51,6 @@ std::string ReadFile(const std::string& path) {
   ss << in.rdbuf();
   return ss.str();
 }
-
-// A source of requests for the workers: gRPC to a server, or a runtime in
-// this process.
-class Driver {
- public:
-  virtual ~Driver() = default;
-  virtual Outcome Run(int worker, const Mix& plan) = 0;
-};
 
 class GrpcDriver final : public Driver {
  public:
@@ -257,12 +232,16 @@ absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o) {
       o.sessions < 0) {
     return absl::InvalidArgumentError("--cancel_fraction and --malformed_fraction must be in [0, 1], --sessions >= 0");
   }
-  if (o.direct && (o.cancel_fraction > 0 || o.malformed_fraction > 0 || o.sessions > 0)) {
-    return absl::InvalidArgumentError("--direct runs plain requests: no --cancel_fraction, --malformed_fraction or --sessions");
+  if ((o.direct || o.http) && (o.cancel_fraction > 0 || o.malformed_fraction > 0 || o.sessions > 0)) {
+    return absl::InvalidArgumentError(
+        "--direct and --http run plain requests: no --cancel_fraction, --malformed_fraction or --sessions");
   }
   std::unique_ptr<Driver> driver;
+  if (o.direct && o.http) return absl::InvalidArgumentError("give one of --direct and --http");
   if (o.direct) {
     FERRY_ASSIGN_OR_RETURN(driver, DirectDriver::Create(o));
+  } else if (o.http) {
+    driver = MakeHttpDriver(o);
   } else {
     driver = std::make_unique<GrpcDriver>(o);
   }
@@ -303,7 +282,7 @@ absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o) {
           continue;
         }
         ++report.ok;
-        report.tokens += out.arrivals.size();
+        report.tokens += out.tokens >= 0 ? out.tokens : out.arrivals.size();
         if (!out.arrivals.empty()) report.ttft_s.push_back(Seconds(out.arrivals[0] - out.start));
         for (size_t i = 1; i < out.arrivals.size(); ++i) {
           report.itl_s.push_back(Seconds(out.arrivals[i] - out.arrivals[i - 1]));
@@ -320,6 +299,8 @@ std::string LoadgenText(const LoadgenOptions& o, const LoadgenReport& r) {
   std::string out = absl::StrFormat(
       "loadgen: %s, concurrency %d, %d tokens per request\n",
       o.direct ? std::string("in-process runtime (--direct, no gRPC)")
+      : o.http ? absl::StrCat("target ", o.target, " over HTTP (/v1/completions, server-sent events; one connection "
+                              "per worker; latencies per event)")
                : absl::StrCat("target ", o.target, " over ", std::min(o.connections, o.concurrency), " connection(s)"),
       o.concurrency, o.max_tokens);
   absl::StrAppend(&out, absl::StrFormat("requests: %d ok", r.ok));

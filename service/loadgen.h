@@ -4,9 +4,11 @@
 // p99), tokens/s and errors by status code. It only talks to the --target
 // it is given (default loopback). With --direct it drives the same load
 // through an in-process runtime instead (no gRPC), the baseline for the
-// service's overhead. For soak runs it can mix in what real clients do
-// wrong: cancels, requests of a few sessions (prefix reuse, slot
-// preference), and malformed requests that must come back INVALID_ARGUMENT.
+// service's overhead. With --http it sends the same requests through the
+// OpenAI-compatible HTTP API (`ferry serve --http_port`) instead of gRPC. For
+// soak runs it can mix in what real clients do wrong: cancels, requests of a
+// few sessions (prefix reuse, slot preference), and malformed requests that
+// must come back INVALID_ARGUMENT.
 #pragma once
 
 #include <map>
@@ -37,6 +39,8 @@ struct LoadgenOptions {
   int sessions = 0;
   double malformed_fraction = 0;
   uint64_t seed = 1;
+  // --http: the OpenAI-compatible API (POST /v1/completions, streamed) at --target.
+  bool http = false;
   // --direct: an in-process runtime on this model instead of --target.
   bool direct = false;
   std::string model_path;

@@ -108,8 +108,10 @@ class Metrics::Impl : public prometheus::Collectable {
 
     prompt_tokens_ = &counter("ferry_prompt_tokens_total", "Prompt tokens computed by prefill (cached ones excluded)").Add({});
     gen_tokens_ = &counter("ferry_generation_tokens_total", "Tokens generated and sent to clients").Add({});
-    auto& requests = counter("ferry_requests_total", "Generate calls by the gRPC status they ended with");
-    for (const char* c : kGrpcCodeNames) requests_[c] = &requests.Add({{"code", c}});
+    auto& requests = counter("ferry_requests_total",
+                             "Generate calls (api grpc) and completions (api http) by the status they ended with");
+    for (const char* c : kGrpcCodeNames) requests_[c] = &requests.Add({{"api", "grpc"}, {"code", c}});
+    for (const char* c : kHttpCodeNames) http_requests_[c] = &requests.Add({{"api", "http"}, {"code", c}});
     auto& finish = counter("ferry_request_finish_total", "Requests the runtime ran, by why they ended");
     for (runtime::FinishReason reason : kReasons) {
       finish_[static_cast<int>(reason)] = &finish.Add({{"reason", runtime::FinishReasonName(reason)}});
@@ -210,6 +212,11 @@ class Metrics::Impl : public prometheus::Collectable {
     (it != requests_.end() ? it->second : requests_.at("UNKNOWN"))->Increment();
   }
 
+  void OnHttpRequestEnd(const std::string& code) {
+    auto it = http_requests_.find(code);
+    (it != http_requests_.end() ? it->second : http_requests_.at("500"))->Increment();
+  }
+
   void OnFinish(runtime::FinishReason reason, const runtime::Usage& usage, const runtime::Timings& t) {
     if (Counter* c = finish_[static_cast<int>(reason)]) c->Increment();
     queue_->Observe(t.queue_s);
@@ -233,7 +240,7 @@ class Metrics::Impl : public prometheus::Collectable {
   Gauge *gpu_total_, *gpu_used_, *pinned_, *kv_usage_, *stream_bw_, *overlap_, *running_, *waiting_;
   std::map<std::string, Gauge*> planned_, layers_;
   Counter *stream_bytes_, *stream_copy_, *stream_wait_, *compute_, *cpu_compute_, *prompt_tokens_, *gen_tokens_;
-  std::map<std::string, Counter*> requests_;
+  std::map<std::string, Counter*> requests_, http_requests_;
   std::array<Counter*, 8> finish_{};
   Histogram *transfer_, *batch_, *ttft_, *tpot_, *duration_, *queue_;
   std::map<std::string, Histogram*> step_;
@@ -294,6 +301,7 @@ void Metrics::SetReady(bool ready) {
 void Metrics::SetHealthy(bool healthy) { g_healthy.store(healthy); }
 void Metrics::OnStep(const runtime::StepInfo& step) { impl_->OnStep(step); }
 void Metrics::OnRequestEnd(const char* code) { impl_->OnRequestEnd(code); }
+void Metrics::OnHttpRequestEnd(const std::string& code) { impl_->OnHttpRequestEnd(code); }
 void Metrics::OnFinish(runtime::FinishReason reason, const runtime::Usage& usage, const runtime::Timings& timings) {
   impl_->OnFinish(reason, usage, timings);
 }

@@ -66,6 +66,9 @@ class Metrics {
   // A Generate call ended with this gRPC code (name, e.g. "OK"); the finish
   // reason and timings when the runtime ran it.
   void OnRequestEnd(const char* code);
+  // An HTTP completions request ended with this status ("200", "429"; "499"
+  // when the client went away first).
+  void OnHttpRequestEnd(const std::string& code);
   void OnFinish(runtime::FinishReason reason, const runtime::Usage& usage, const runtime::Timings& timings);
 
   class Impl;

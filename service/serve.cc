@@ -48,6 +48,12 @@ int Serve(const ServeOptions& options, absl::Duration drain) {
                 "(--tls_cert/--tls_key, --auth_token_file)\n",
                 where.c_str());
   }
+  if ((*server)->http_port() >= 0) {
+    const std::string host = options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;
+    std::printf("ferry: OpenAI-compatible API on %s://%s:%d/v1 (/health)%s; 503 while the model loads\n",
+                options.tls_cert.empty() ? "http" : "https", host.c_str(), (*server)->http_port(),
+                options.auth_token.empty() ? "" : ", bearer token");
+  }
   if ((*server)->metrics_port() >= 0) {
     std::printf("ferry: metrics on http://%s:%d/metrics (/healthz, /readyz)\n", options.metrics_host.c_str(),
                 (*server)->metrics_port());

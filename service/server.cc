@@ -26,6 +26,7 @@
 #include "engine/text/tokenizer.h"
 #include "ferry/v1/inference.grpc.pb.h"
 #include "service/auth.h"
+#include "service/http_api.h"
 #include "service/requests.h"
 #include "service/status_codes.h"
 
@@ -535,6 +536,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* Server::Service::Generate(grpc::
 Server::Server(const ServeOptions& options) : options_(options) {}
 
 Server::~Server() {
+  if (http_) http_->Stop();
   if (engine_ && engine_->runtime) engine_->runtime->CancelAll(runtime::FinishReason::kShutdown);
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   if (engine_) engine_->runtime.reset();  // ends whatever is left, before the calls' server goes
@@ -546,6 +548,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
   if (options.metrics_port >= 0) {
     FERRY_ASSIGN_OR_RETURN(s->metrics_, Metrics::Start(options.metrics_host, options.metrics_port));
   }
+  if (options.http_port >= 0) FERRY_ASSIGN_OR_RETURN(s->http_, HttpApi::Start(options, s->metrics_.get()));
   s->dispatcher_ = std::make_unique<Dispatcher>();
   s->service_ = std::make_unique<Service>(s->options_, s->metrics_.get(), s->dispatcher_.get());
   grpc::EnableDefaultHealthCheckService(true);
@@ -688,6 +691,11 @@ absl::Status Server::Load() {
   }
   engine_ = std::move(e);
   service_->Publish(engine_.get());
+  if (http_) {
+    const std::string& path = options_.model_path;
+    http_->Publish({engine_->runtime.get(), engine_->tokenizer.get(), &engine_->request_ctx,
+                    path.substr(path.find_last_of('/') + 1), engine_->executor->n_ctx()});
+  }
   server_->GetHealthCheckService()->SetServingStatus(true);
   if (metrics_) metrics_->SetReady(true);
   return absl::OkStatus();
@@ -704,11 +712,13 @@ bool Server::healthy() const {
 }
 
 int Server::metrics_port() const { return metrics_ ? metrics_->port() : -1; }
+int Server::http_port() const { return http_ ? http_->port() : -1; }
 
 void Server::Drain(absl::Time deadline) {
   server_->GetHealthCheckService()->SetServingStatus(false);
   if (metrics_) metrics_->SetReady(false);
   service_->StartDrain();
+  if (http_) http_->StartDrain();
   if (engine_) {
     engine_->runtime->StartDrain();
     if (!engine_->runtime->WaitIdle(deadline)) {
@@ -716,6 +726,7 @@ void Server::Drain(absl::Time deadline) {
       engine_->runtime->WaitIdle(absl::Now() + absl::Seconds(5));
     }
   }
+  if (http_) http_->WaitIdle(absl::Now() + absl::Seconds(2));  // the last events written
   // Every call has finished (or been told UNAVAILABLE): close the listener.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }

@@ -22,6 +22,8 @@ class Server;
 
 namespace ferry::service {
 
+class HttpApi;
+
 struct ServeOptions {
   std::string model_path;
   std::string host = "127.0.0.1";
@@ -34,6 +36,7 @@ struct ServeOptions {
   std::string auth_token;         // non-empty: every Inference call needs "authorization: Bearer <token>"
   std::string metrics_host = "127.0.0.1";
   int metrics_port = 9400;        // /metrics, /healthz, /readyz; 0 = any free port, -1 = none
+  int http_port = -1;             // OpenAI-compatible HTTP API on `host` (service/http_api.h); 0 = any free port, -1 = none
 };
 
 class Server {
@@ -48,6 +51,7 @@ class Server {
   std::string PlacementSummary() const;
   int port() const { return port_; }
   int metrics_port() const;  // -1 without metrics
+  int http_port() const;     // -1 without the HTTP API
   // False after a device fault: the process should exit non-zero.
   bool healthy() const;
   // Health NOT_SERVING and new requests UNAVAILABLE at once; in-flight
@@ -65,6 +69,7 @@ class Server {
   ServeOptions options_;
   std::unique_ptr<Dispatcher> dispatcher_;  // destroyed last: the calls' final updates go through it
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<HttpApi> http_;  // stopped first, destroyed after the engine: the runtime's last updates post to it
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -569,4 +569,5 @@ REFUSALS = [
     ("TLS without a Secret", {"tls": {"enabled": True}}, "set tls.secretName"),
     ("token without a Secret", {"auth": {"enabled": True}}, "set auth.secretName"),
     ("same port twice", {"ferry": {"metricsPort": 50051}}, "must differ"),
+    ("HTTP API on the metrics port", {"ferry": {"httpPort": 9400}}, "ferry.httpPort must differ"),
 ]

@@ -120,6 +120,9 @@ seccompProfile:
 {{- if eq $v.ferry.grpcPort $v.ferry.metricsPort }}
 {{- fail "ferry.grpcPort and ferry.metricsPort must differ" }}
 {{- end }}
+{{- if and $v.ferry.httpPort (or (eq $v.ferry.httpPort $v.ferry.grpcPort) (eq $v.ferry.httpPort $v.ferry.metricsPort)) }}
+{{- fail "ferry.httpPort must differ from ferry.grpcPort and ferry.metricsPort" }}
+{{- end }}
 {{- $device := include "ferry.device" . }}
 {{- if and $v.gpu.enabled (not (hasPrefix "cuda" $device)) }}
 {{- fail (printf "gpu.enabled asks for a GPU but ferry.device is %q: use cuda[:N][,...] (or turn gpu.enabled off)" $device) }}
