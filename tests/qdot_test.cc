@@ -24,7 +24,7 @@ TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
   const TensorType type = GetParam();
   std::mt19937 rng(17);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  const int n = 256 * 8 + (GetParam() == TensorType::kQ4_0 || GetParam() == TensorType::kQ8_0 ? 32 : 0);  // odd block count too
+  const int n = 256 * 8 + (quant::Info(type).block_elems == 32 ? 32 : 0);  // odd block count too
   for (int trial = 0; trial < 20; ++trial) {
     std::vector<float> w(n), x(n);
     for (float& v : w) v = normal(rng);
@@ -66,9 +66,11 @@ TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, QDot,
-                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K,
-                                           TensorType::kQ6_K),
+// Every type with an integer kernel.
+constexpr TensorType kIntegerTypes[] = {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,
+                                        TensorType::kQ5_1, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K};
+
+INSTANTIATE_TEST_SUITE_P(Types, QDot, ::testing::ValuesIn(kIntegerTypes),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
 TEST(QuantizeActivations, SimdGivesTheScalarBytes) {
@@ -119,7 +121,8 @@ namespace ferry::cpu {
 namespace {
 
 // Rows of random bytes (every bit pattern of the weights, q8_0's -128
-// included) with finite scales: d (and q4_K's dmin) set to +-[0.5, 2).
+// included) with finite scales: d (and q4_K's dmin, q4_1's m) set to
+// +-[0.5, 2).
 std::vector<uint8_t> RandomRows(quant::TensorType type, int rows, int64_t n, std::mt19937& rng) {
   const uint64_t row_bytes = *quant::RowBytes(type, n);
   std::vector<uint8_t> data(row_bytes * rows);
@@ -128,7 +131,8 @@ std::vector<uint8_t> RandomRows(quant::TensorType type, int rows, int64_t n, std
   std::uniform_real_distribution<float> scale(0.5f, 2.0f);
   for (uint64_t at = 0; at < data.size(); at += info.block_bytes) {
     // Where the f16 scales are: d (and dmin) first, q6_K's d last.
-    const bool two = type == quant::TensorType::kQ4_K || type == quant::TensorType::kQ5_K;
+    const bool two = type == quant::TensorType::kQ4_K || type == quant::TensorType::kQ5_K ||
+                     type == quant::TensorType::kQ4_1 || type == quant::TensorType::kQ5_1;
     const uint64_t first = type == quant::TensorType::kQ6_K ? info.block_bytes - 2 : 0;
     for (int k = 0; k < (two ? 2 : 1); ++k) {
       const uint16_t h = quant::FloatToHalf(scale(rng) * (rng() % 2 ? 1.0f : -1.0f));
@@ -205,9 +209,7 @@ TEST_P(Grouped, EveryKernelGivesTheScalarRowResultBitForBit) {
   EXPECT_GT(compared, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, Grouped,
-                         ::testing::Values(quant::TensorType::kQ8_0, quant::TensorType::kQ4_0, quant::TensorType::kQ4_K,
-                                           quant::TensorType::kQ5_K, quant::TensorType::kQ6_K),
+INSTANTIATE_TEST_SUITE_P(Types, Grouped, ::testing::ValuesIn(kIntegerTypes),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
 TEST(Grouped, GroupBytes) {
@@ -217,7 +219,11 @@ TEST(Grouped, GroupBytes) {
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ4_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ4_K, 4096) + 16 * 32);
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ5_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ5_K, 4096) + 16 * 32);
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ6_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ6_K, 4096));
-  EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kQ4_1));
+  for (quant::TensorType t : {quant::TensorType::kQ4_1, quant::TensorType::kQ5_0, quant::TensorType::kQ5_1}) {
+    EXPECT_EQ(GroupBytes(t, 4096), 8 * *quant::RowBytes(t, 4096)) << quant::Info(t).name;
+  }
+  EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kF16));
+  EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kQ2_K));
 }
 
 }  // namespace

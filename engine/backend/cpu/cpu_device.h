@@ -27,7 +27,7 @@ class CpuDevice : public Device {
   int threads() const { return pool_.size(); }
 
   bool computes_on_host_memory() const override { return true; }
-  // q4_0, q8_0, q4_K, q5_K and q6_K matrices of 8 rows or more go to the grouped layout
+  // Matrices of the integer kernels' types (cpu::HasGroupedLayout) of 8 rows or more go to the grouped layout
   // of cpu/qdot.h (a copy: the mapping is read-only and may be shared).
   uint64_t InPlaceLayoutBytes(const model::Matrix& m) const override;
   model::Matrix ToInPlaceLayout(const model::Matrix& m, uint8_t* dst) override;

@@ -37,7 +37,7 @@ class MatMulScratch {
 // y[t * y_stride + r] = dot(w.row(r), x + t * x_stride) for every row r of w
 // and token t < n_tokens. Rows are split across the pool's threads; each
 // weight row is read once and used for every token. Weight types with an
-// integer kernel (q4_0, q8_0, q4_K, q5_K, q6_K) take the activations quantized to
+// integer kernel (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K) take the activations quantized to
 // 8 bits per block of 32, as llama.cpp does; the others decode each row to
 // f32 and use a float dot product.
 void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,

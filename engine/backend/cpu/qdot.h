@@ -5,7 +5,7 @@
 //
 // Two layouts of a weight matrix:
 // - the file's: row after row (what the sim and CUDA devices upload);
-// - grouped (q4_0, q8_0, q4_K, q5_K, q6_K; made by GroupRows for the cpu device, which
+// - grouped (every type here; made by GroupRows for the cpu device, which
 //   reads its weights in place): 8 rows interleaved in 4-byte runs, so one
 //   256-bit register holds 4 consecutive weights of each of 8 rows and one
 //   multiply-add against 4 broadcast activations advances 8 rows at once,
@@ -17,14 +17,17 @@
 // what else is in the step.
 //
 // Per row and token, with dot_b the exact integer product of block b:
-//   q8_0, q4_0: acc = fma(float(dot_b), dw_b * dx_b, acc) over blocks b
+//   q8_0, q4_0, q5_0: acc = fma(float(dot_b), dw_b * dx_b, acc) over blocks b
+//   q4_1, q5_1: the same, and offs = fma(m_b, dx_b * isum_b, offs) over
+//               blocks b (the offset's share, m_b times the block's sum of
+//               x); result acc + offs
 //   q4_K, q5_K: acc = fma(float(dot_j), (d * sc_j) * dx_j, acc) and
 //               mins = fma(dmin * m_j, dx_j * isum_j, mins) over sub-blocks
 //               j of 32; result acc - mins
 //   q6_K:       acc = fma(float(sc_a * dot_a + sc_b * dot_b), d * dx_c, acc)
 //               over chunks c of 32 (halves a, b of 16 with their scales)
-// (q4_0 dots use the unsigned nibbles and subtract 8 * isum, q6_K ones the
-// unsigned 6-bit values and 32 * the half's sum.)
+// (q4_0 / q5_0 dots use the unsigned 4- / 5-bit values and subtract 8 / 16
+// * isum, q6_K ones the unsigned 6-bit values and 32 * the half's sum.)
 #pragma once
 
 #include <cstdint>
@@ -64,11 +67,13 @@ QDotFn GetQDot(quant::TensorType type, bool simd);
 
 // Grouped layout.
 inline constexpr int kGroupRows = 8;
-// True for the types that have it (q4_0, q8_0, q4_K, q5_K, q6_K).
+// True for the types that have it (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K,
+// q6_K: those with an integer kernel).
 bool HasGroupedLayout(quant::TensorType type);
 // Bytes of one group of 8 rows of n elements (n a multiple of the type's
-// block); q4_0, q8_0 and q6_K groups are exactly 8 rows, q4_K and q5_K ones 32
-// bytes more per super-block (scales and mins unpacked to one byte each).
+// block); groups of the 32-element types and of q6_K are exactly 8 rows,
+// q4_K and q5_K ones 32 bytes more per super-block (scales and mins
+// unpacked to one byte each).
 uint64_t GroupBytes(quant::TensorType type, int64_t n);
 // Interleaves 8 rows of n elements (file layout, row_bytes apart) into one
 // group of GroupBytes(type, n) bytes.
