@@ -222,7 +222,9 @@ TEST(Grouped, GroupBytes) {
   for (quant::TensorType t : {quant::TensorType::kQ4_1, quant::TensorType::kQ5_0, quant::TensorType::kQ5_1}) {
     EXPECT_EQ(GroupBytes(t, 4096), 8 * *quant::RowBytes(t, 4096)) << quant::Info(t).name;
   }
-  EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kF16));
+  // The float types' groups (fdot.h): exactly the 8 rows, for even widths.
+  EXPECT_EQ(GroupBytes(quant::TensorType::kF16, 4096), 8 * *quant::RowBytes(quant::TensorType::kF16, 4096));
+  EXPECT_EQ(GroupBytes(quant::TensorType::kBF16, 4095), 0u);
   EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kQ2_K));
 }
 

@@ -72,7 +72,7 @@ void CpuDevice::Free(void* p) {
 
 uint64_t CpuDevice::InPlaceLayoutBytes(const model::Matrix& m) const {
   if (!cpu::HasGroupedLayout(m.type) || m.rows < cpu::kGroupRows || m.group_bytes != 0 ||
-      m.cols % quant::Info(m.type).block_elems != 0) {
+      m.cols % quant::Info(m.type).block_elems != 0 || cpu::GroupBytes(m.type, m.cols) == 0) {
     return 0;
   }
   const int64_t groups = m.rows / cpu::kGroupRows;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "engine/backend/cpu/fdot.h"
 #include "engine/quant/half.h"
 #include "engine/quant/quantize.h"
 
@@ -142,6 +143,71 @@ void AxpyF16(float a, const uint16_t* h, float* out, int64_t n) {
   }
 }
 
+namespace {
+
+// f32, f16 and bf16 (fdot.h), two groups of 8 rows a unit: groups of the
+// grouped layout as they are, rows in the file's layout (the sim device's,
+// the grouped layout's last rows) widened into an f32 group first. Every
+// kernel forms a row's result the same way, bit for bit.
+void MatMulFloat(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
+                 ThreadPool& pool, MatMulScratch& scratch) {
+  const int64_t cols = w.cols;
+  const uint64_t row_bytes = w.row_bytes();
+  const bool simd = g_isa != Isa::kScalar;
+  const FloatGroupDotFn group_dot = GetFloatGroupDot(w.type, simd);
+  const FloatGroupDotFn f32_dot = GetFloatGroupDot(quant::TensorType::kF32, simd);
+  const int64_t groups = w.group_bytes != 0 ? w.rows / kGroupRows : 0;
+  const int64_t all_groups = (w.rows + kGroupRows - 1) / kGroupRows;
+  const uint8_t* tail = w.data + groups * w.group_bytes;
+  // The activations by column pair, a tile of kFloatTile tokens after another.
+  float* paired = scratch.paired();
+  const int tiles = (n_tokens + kFloatTile - 1) / kFloatTile;
+  for (int i = 0; i < tiles; ++i) {
+    PairTokens(x + i * kFloatTile * x_stride, x_stride, std::min(kFloatTile, n_tokens - i * kFloatTile), cols,
+               paired + i * kFloatTile * cols);
+  }
+  pool.ParallelFor((all_groups + 1) / 2, [&](int thread, int64_t begin, int64_t end) {
+    float out[2 * kFloatTile * kGroupRows];
+    float* widened = scratch.row(thread);  // one group of 8 f32 rows
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t g0 = 2 * u;
+      const int n_groups = static_cast<int>(std::min<int64_t>(2, all_groups - g0));
+      auto store = [&](int64_t g, int t0, int nt, const float* from) {
+        const int64_t r0 = g * kGroupRows;
+        const int64_t n_rows = std::min<int64_t>(kGroupRows, w.rows - r0);
+        for (int t = 0; t < nt; ++t) std::copy_n(from + t * kGroupRows, n_rows, y + (t0 + t) * y_stride + r0);
+      };
+      if (g0 + n_groups <= groups) {  // all in place: both groups in one pass
+        for (int t0 = 0; t0 < n_tokens; t0 += kFloatTile) {
+          const int nt = std::min(kFloatTile, n_tokens - t0);
+          group_dot(w.data + g0 * w.group_bytes, w.group_bytes, n_groups, paired + t0 * cols, nt, cols, out);
+          for (int g = 0; g < n_groups; ++g) store(g0 + g, t0, nt, out + g * nt * kGroupRows);
+        }
+        continue;
+      }
+      for (int64_t g = g0; g < g0 + n_groups; ++g) {
+        const bool in_place = g < groups;
+        if (!in_place) {
+          const int64_t r0 = g * kGroupRows;
+          GroupFloatRowsAsF32(w.type, tail + (r0 - groups * kGroupRows) * row_bytes, row_bytes,
+                              static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - r0)), cols, widened);
+        }
+        for (int t0 = 0; t0 < n_tokens; t0 += kFloatTile) {
+          const int nt = std::min(kFloatTile, n_tokens - t0);
+          if (in_place) {
+            group_dot(w.data + g * w.group_bytes, 0, 1, paired + t0 * cols, nt, cols, out);
+          } else {
+            f32_dot(reinterpret_cast<const uint8_t*>(widened), 0, 1, paired + t0 * cols, nt, cols, out);
+          }
+          store(g, t0, nt, out);
+        }
+      }
+    }
+  }, w.rows * cols * std::max(n_tokens, 1), kSerialMatMulWork);
+}
+
+}  // namespace
+
 void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
             ThreadPool& pool, MatMulScratch& scratch) {
   const int64_t cols = w.cols;
@@ -184,6 +250,8 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
     }, work, kSerialMatMulWork);
     return;
   }
+  if (IsFloatType(w.type) && cols % 2 == 0) return MatMulFloat(w, x, x_stride, n_tokens, y, y_stride, pool, scratch);
+  // Odd widths of the float types and the types without an integer kernel.
   const quant::DequantizeFn decode = quant::GetDequantizer(w.type);
   const DotFn dot = g_dot;
   pool.ParallelFor(w.rows, [&](int thread, int64_t begin, int64_t end) {

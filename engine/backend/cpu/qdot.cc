@@ -1,5 +1,7 @@
 #include "engine/backend/cpu/qdot.h"
 
+#include "engine/backend/cpu/fdot.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -308,11 +310,12 @@ uint64_t GroupBytes(TensorType type, int64_t n) {
     case TensorType::kQ5_K:
       return static_cast<uint64_t>(n / kQK_K) * (kGroupHeadK + kGroupQhK + kGroupRows * kQK_K / 2);
     case TensorType::kQ6_K: return static_cast<uint64_t>(n / kQK_K) * kGroupRows * sizeof(BlockQ6_K);
-    default: return 0;
+    default: return FloatGroupBytes(type, n);
   }
 }
 
 void GroupRows(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t n, uint8_t* group) {
+  if (IsFloatType(type)) return GroupFloatRows(type, rows, row_bytes, n, group);
   const uint8_t* row[kGroupRows];
   if (type == TensorType::kQ6_K) {
     const uint8_t* qh[kGroupRows];

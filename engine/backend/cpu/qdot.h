@@ -68,12 +68,14 @@ QDotFn GetQDot(quant::TensorType type, bool simd);
 // Grouped layout.
 inline constexpr int kGroupRows = 8;
 // True for the types that have it (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K,
-// q6_K: those with an integer kernel).
+// q6_K: those with an integer kernel; and f32, f16, bf16, whose groups are
+// fdot.h's).
 bool HasGroupedLayout(quant::TensorType type);
 // Bytes of one group of 8 rows of n elements (n a multiple of the type's
-// block); groups of the 32-element types and of q6_K are exactly 8 rows,
-// q4_K and q5_K ones 32 bytes more per super-block (scales and mins
-// unpacked to one byte each).
+// block, and even for the float types; else 0); groups of the 32-element
+// types, of q6_K and of the float types are exactly 8 rows, q4_K and q5_K
+// ones 32 bytes more per super-block (scales and mins unpacked to one byte
+// each).
 uint64_t GroupBytes(quant::TensorType type, int64_t n);
 // Interleaves 8 rows of n elements (file layout, row_bytes apart) into one
 // group of GroupBytes(type, n) bytes.
