@@ -9,6 +9,7 @@
 #include <limits>
 #include <random>
 
+#include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/qdot.h"
 #include "engine/quant/half.h"
 #include "engine/quant/quantize.h"
@@ -211,6 +212,85 @@ TEST_P(Grouped, EveryKernelGivesTheScalarRowResultBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Types, Grouped, ::testing::ValuesIn(kIntegerTypes),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
+
+// The AMX kernel, two groups at a time, at token counts around its tile of
+// 16: the scalar row kernel's results bit for bit.
+TEST_P(Grouped, AmxGivesTheScalarRowResultBitForBit) {
+  if (!CpuHasAmx()) GTEST_SKIP() << "no AMX-INT8 on this CPU (or the kernel refuses the tile state)";
+  const quant::TensorType type = GetParam();
+  std::mt19937 rng(31);
+  const int64_t n = 256 * 3, blocks = n / 32;
+  const uint64_t row_bytes = *quant::RowBytes(type, n), group_bytes = GroupBytes(type, n);
+  const std::vector<uint8_t> rows = RandomRows(type, 2 * kGroupRows, n, rng);
+  std::vector<uint8_t> pair(2 * group_bytes);
+  for (int g = 0; g < 2; ++g) {
+    GroupRows(type, rows.data() + g * kGroupRows * row_bytes, row_bytes, n, pair.data() + g * group_bytes);
+  }
+  constexpr int kMaxTokens = 2 * kAmxTokens + 3;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<BlockQ8> act((kMaxTokens + kAmxTokens) * blocks);
+  for (int t = 0; t < kMaxTokens; ++t) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng) * (t % 3 ? 4.0f : 0.3f);
+    QuantizeActivations(x.data(), n, act.data() + t * blocks);
+  }
+  std::vector<float> sums(act.size());
+  for (size_t i = 0; i < act.size(); ++i) sums[i] = act[i].sum();
+  std::vector<uint8_t> panel(AmxPanelBytes(n));
+  int compared = 0;
+  for (int nt : {1, 7, kAmxTokens, kAmxTokens + 1, kMaxTokens}) {
+    std::vector<float> y(nt * 2 * kGroupRows, NAN);
+    GetAmxPairDot(type)(pair.data(), group_bytes, act.data(), sums.data(), nt, n, panel.data(), y.data(),
+                        2 * kGroupRows);
+    for (int t = 0; t < nt; ++t) {
+      const BlockQ8* xs[1] = {act.data() + t * blocks};
+      for (int r = 0; r < 2 * kGroupRows; ++r, ++compared) {
+        float want;
+        GetQDot(type, false)(rows.data() + r * row_bytes, xs, 1, n, &want);
+        ASSERT_EQ(std::bit_cast<uint32_t>(y[t * 2 * kGroupRows + r]), std::bit_cast<uint32_t>(want))
+            << nt << " tokens: token " << t << " row " << r << ": " << y[t * 2 * kGroupRows + r] << " vs " << want;
+      }
+    }
+  }
+  EXPECT_GT(compared, 0);
+}
+
+// cpu::MatMul on a matrix in the grouped layout with an odd number of
+// groups and rows past the last one, and in the file's: every token count
+// (AMX from 16 tokens where the CPU has it, the group and row kernels
+// otherwise and for the rows AMX leaves) gives each token's result alone.
+TEST_P(Grouped, MatMulIsTheSameInEitherLayoutAndAnyBatch) {
+  const quant::TensorType type = GetParam();
+  std::mt19937 rng(12);
+  const int64_t n = 256 * 2, n_rows = 5 * kGroupRows + 3;
+  const uint64_t row_bytes = *quant::RowBytes(type, n), group_bytes = GroupBytes(type, n);
+  const std::vector<uint8_t> rows = RandomRows(type, n_rows, n, rng);
+  std::vector<uint8_t> grouped(5 * group_bytes + 3 * row_bytes);
+  for (int g = 0; g < 5; ++g) {
+    GroupRows(type, rows.data() + g * kGroupRows * row_bytes, row_bytes, n, grouped.data() + g * group_bytes);
+  }
+  std::memcpy(grouped.data() + 5 * group_bytes, rows.data() + 5 * kGroupRows * row_bytes, 3 * row_bytes);
+  model::Matrix file{rows.data(), type, n, n_rows, rows.size(), "file"};
+  model::Matrix in_place = file;
+  in_place.data = grouped.data();
+  in_place.group_bytes = group_bytes;
+  constexpr int kMaxTokens = 2 * kAmxTokens + 9;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(kMaxTokens * n);
+  for (float& v : x) v = normal(rng);
+  ThreadPool pool(2);
+  MatMulScratch scratch(pool.size(), n, kMaxTokens);
+  std::vector<float> alone(kMaxTokens * n_rows);
+  for (int t = 0; t < kMaxTokens; ++t) MatMul(file, x.data() + t * n, n, 1, alone.data() + t * n_rows, n_rows, pool, scratch);
+  for (int tokens : {2, kQDotTile + 1, kAmxTokens, kAmxTokens + 1, kMaxTokens}) {
+    for (const model::Matrix* m : {&file, &in_place}) {
+      std::vector<float> y(tokens * n_rows, NAN);
+      MatMul(*m, x.data(), n, tokens, y.data(), n_rows, pool, scratch);
+      EXPECT_EQ(std::memcmp(y.data(), alone.data(), y.size() * sizeof(float)), 0)
+          << m->name << " layout, " << tokens << " tokens";
+    }
+  }
+}
 
 TEST(Grouped, GroupBytes) {
   // q4_0 and q8_0 groups are the 8 rows' bytes; q4_K adds 32 per super-block.

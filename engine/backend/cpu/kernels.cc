@@ -99,6 +99,10 @@ using DotFn = float (*)(const float*, const float*, int64_t);
 // than it takes to wake the other threads.
 constexpr int64_t kSerialMatMulWork = 1 << 16;
 
+// From this many tokens a product goes to the AMX kernels (qdot_amx.cc),
+// whose tiles take 16 tokens at a time.
+constexpr int kAmxMinTokens = 16;
+
 Isa Detect() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
@@ -227,11 +231,29 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
     const int64_t groups = group_dot != nullptr ? w.rows / kGroupRows : 0;
     const uint8_t* tail = w.data + groups * w.group_bytes;
     const int64_t units = (w.rows + kGroupRows - 1) / kGroupRows;
-    pool.ParallelFor(units, [&](int, int64_t begin, int64_t end) {
+    // Steps of many tokens go to AMX where the CPU has it, two groups at a
+    // time; an odd last group and the rows past the last group stay below.
+    int64_t first = 0;
+    const AmxPairDotFn amx =
+        g_isa == Isa::kAvx512 && groups >= 2 && n_tokens >= kAmxMinTokens && CpuHasAmx() ? GetAmxPairDot(w.type)
+                                                                                        : nullptr;
+    if (amx != nullptr) {
+      float* sums = scratch.sums();
+      for (int64_t i = 0; i < n_tokens * blocks; ++i) sums[i] = act[i].sum();
+      pool.ParallelFor(groups / 2, [&](int thread, int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+          amx(w.data + 2 * p * w.group_bytes, w.group_bytes, act, sums, n_tokens, cols, scratch.panel(thread),
+              y + 2 * p * kGroupRows, y_stride);
+        }
+      }, work, kSerialMatMulWork);
+      first = groups / 2 * 2;
+      if (first == units) return;
+    }
+    pool.ParallelFor(units - first, [&](int, int64_t begin, int64_t end) {
       const BlockQ8* xs[kQDotTile];
       float out[kQDotTile * kGroupRows];
       // Tokens innermost: a unit's weights stay in cache for every tile.
-      for (int64_t u = begin; u < end; ++u) {
+      for (int64_t u = first + begin; u < first + end; ++u) {
         const int64_t r0 = u * kGroupRows;
         for (int t0 = 0; t0 < n_tokens; t0 += kQDotTile) {
           const int nt = std::min(kQDotTile, n_tokens - t0);
