@@ -228,20 +228,18 @@ TEST_P(Grouped, AmxGivesTheScalarRowResultBitForBit) {
   }
   constexpr int kMaxTokens = 2 * kAmxTokens + 3;
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<BlockQ8> act((kMaxTokens + kAmxTokens) * blocks);
+  std::vector<BlockQ8> act(kMaxTokens * blocks);
   for (int t = 0; t < kMaxTokens; ++t) {
     std::vector<float> x(n);
     for (float& v : x) v = normal(rng) * (t % 3 ? 4.0f : 0.3f);
     QuantizeActivations(x.data(), n, act.data() + t * blocks);
   }
-  std::vector<float> sums(act.size());
-  for (size_t i = 0; i < act.size(); ++i) sums[i] = act[i].sum();
-  std::vector<uint8_t> panel(AmxPanelBytes(n));
+  std::vector<uint8_t> panel(AmxPanelBytes(n)), tokens(AmxTokenBytes(kMaxTokens, n));
   int compared = 0;
   for (int nt : {1, 7, kAmxTokens, kAmxTokens + 1, kMaxTokens}) {
     std::vector<float> y(nt * 2 * kGroupRows, NAN);
-    GetAmxPairDot(type)(pair.data(), group_bytes, act.data(), sums.data(), nt, n, panel.data(), y.data(),
-                        2 * kGroupRows);
+    PackAmxTokens(act.data(), nt, n, tokens.data());
+    GetAmxPairDot(type)(pair.data(), group_bytes, tokens.data(), nt, n, panel.data(), y.data(), 2 * kGroupRows);
     for (int t = 0; t < nt; ++t) {
       const BlockQ8* xs[1] = {act.data() + t * blocks};
       for (int r = 0; r < 2 * kGroupRows; ++r, ++compared) {

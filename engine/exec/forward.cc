@@ -462,7 +462,7 @@ void Executor::Layer(int l, const DeviceLayer& L, int n) {
   float *x = x_.floats(), *xn = xn_.floats(), *q = q_.floats(), *k = k_.floats(), *v = v_.floats();
   float *attn = attn_.floats(), *out = out_.floats(), *gate = gate_.floats(), *up = up_.floats();
   const std::span<const backend::TokenPos> tokens(tokens_);
-  d.RmsNorm(x, n, E, L.attn_norm, c.norm_eps, xn);
+  d.RmsNormBefore(L.wq, x, n, E, L.attn_norm, c.norm_eps, xn);
   const backend::MatMulOut qkv[] = {{&L.wq, q, c.q_dim()}, {&L.wk, k, c.kv_dim()}, {&L.wv, v, c.v_dim()}};
   d.MatMulShared(qkv, xn, E, n);
   if (c.qkv_bias) {
@@ -486,7 +486,7 @@ void Executor::Layer(int l, const DeviceLayer& L, int n) {
   } else {
     d.MatMulAdd(L.wo, attn, c.q_dim(), n, out, x, E);
   }
-  d.RmsNorm(x, n, E, L.ffn_norm, c.norm_eps, xn);
+  d.RmsNormBefore(L.w_gate, x, n, E, L.ffn_norm, c.norm_eps, xn);
   d.GatedMatMul(L.w_gate, L.w_up, xn, E, n, gate, up, c.n_ff, c.activation);
   if (c.post_norms) {
     d.MatMul(L.w_down, gate, c.n_ff, n, out, E);
@@ -510,7 +510,7 @@ void Executor::Head(const DeviceLayer& H, int m) {
   backend::Device& d = *device_;
   // The head only for the tokens that want logits, packed in batch order.
   d.GatherRows(x_.floats(), logit_rows_, c.n_embd, out_.floats());
-  d.RmsNorm(out_.floats(), m, c.n_embd, H.output_norm, c.norm_eps, xn_.floats());
+  d.RmsNormBefore(H.output, out_.floats(), m, c.n_embd, H.output_norm, c.norm_eps, xn_.floats());
   d.MatMul(H.output, xn_.floats(), c.n_embd, m, logits_.floats(), c.n_vocab);
   if (c.final_softcap > 0.0f) d.SoftCap(logits_.floats(), static_cast<int64_t>(m) * c.n_vocab, c.final_softcap);
 }

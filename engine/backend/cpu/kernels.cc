@@ -238,11 +238,11 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
         g_isa == Isa::kAvx512 && groups >= 2 && n_tokens >= kAmxMinTokens && CpuHasAmx() ? GetAmxPairDot(w.type)
                                                                                         : nullptr;
     if (amx != nullptr) {
-      float* sums = scratch.sums();
-      for (int64_t i = 0; i < n_tokens * blocks; ++i) sums[i] = act[i].sum();
+      uint8_t* tokens = scratch.amx_tokens();
+      PackAmxTokens(act, n_tokens, cols, tokens);
       pool.ParallelFor(groups / 2, [&](int thread, int64_t begin, int64_t end) {
         for (int64_t p = begin; p < end; ++p) {
-          amx(w.data + 2 * p * w.group_bytes, w.group_bytes, act, sums, n_tokens, cols, scratch.panel(thread),
+          amx(w.data + 2 * p * w.group_bytes, w.group_bytes, tokens, n_tokens, cols, scratch.panel(thread),
               y + 2 * p * kGroupRows, y_stride);
         }
       }, work, kSerialMatMulWork);

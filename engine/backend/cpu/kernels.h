@@ -24,19 +24,20 @@ absl::string_view IsaName(Isa isa);
 // Buffers a matrix product needs, sized once for the largest product: 8
 // decoded weight rows per thread (a float group widened to f32, or one row),
 // an AMX panel per thread (qdot.h), the activations quantized to 8 bits
-// (for whole tiles of kAmxTokens) and the float kernels' paired activations.
+// (and again as the AMX kernels read them) and the float kernels' paired
+// activations.
 class MatMulScratch {
  public:
   MatMulScratch(int threads, int64_t max_cols, int max_tokens)
       : rows_(threads, std::vector<float>(kGroupRows * max_cols)),
         panels_(threads, std::vector<uint8_t>(AmxPanelBytes(max_cols))),
-        act_(static_cast<size_t>(RoundUp(max_tokens, kAmxTokens)) * (max_cols / 32 + 1)),
-        sums_(act_.size()),
+        act_(static_cast<size_t>(max_tokens) * (max_cols / 32 + 1)),
+        amx_tokens_(AmxTokenBytes(max_tokens, max_cols + 32)),
         paired_(static_cast<size_t>(RoundUp(max_tokens, kFloatTile)) * max_cols) {}
   float* row(int thread) { return rows_[thread].data(); }
   uint8_t* panel(int thread) { return panels_[thread].data(); }
   BlockQ8* act() { return act_.data(); }
-  float* sums() { return sums_.data(); }  // act()[i].sum(), for the AMX kernels
+  uint8_t* amx_tokens() { return amx_tokens_.data(); }  // PackAmxTokens' layout
   float* paired() { return paired_.data(); }  // the float kernels' activations (fdot.h's PairTokens)
 
  private:
@@ -44,7 +45,7 @@ class MatMulScratch {
   std::vector<std::vector<float>> rows_;
   std::vector<std::vector<uint8_t>> panels_;
   std::vector<BlockQ8> act_;
-  std::vector<float> sums_;
+  std::vector<uint8_t> amx_tokens_;
   std::vector<float> paired_;
 };
 

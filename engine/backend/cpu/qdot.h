@@ -87,16 +87,20 @@ GroupDotFn GetGroupDot(quant::TensorType type, bool simd);
 
 // AMX (qdot_amx.cc): a step of many tokens against two groups at a time
 // (16 rows; the second group_bytes after the first), y[t * y_stride + r]
-// for t < n_tokens and r < 16. `act` holds the tokens' blocks one token
-// after another and `sums` their sums (act[i].sum()); both must be readable
-// for n_tokens rounded up to a multiple of kAmxTokens (the last tile's
-// extra tokens are computed and dropped);
+// for t < n_tokens and r < 16. The tokens as PackAmxTokens lays them out;
 // `panel` holds AmxPanelBytes(n) bytes of the calling thread's own. The
 // same float operations per row and token as every other kernel.
 inline constexpr int kAmxTokens = 16;
+// Per tile of 16 tokens and block of 32 values: their 16 x 32 quantized
+// values (AMX's A operand), their 16 scales d and 16 sums of x.
+inline constexpr int kAmxTokenEntry = 512 + 64 + 64;
+inline uint64_t AmxTokenBytes(int n_tokens, int64_t n) {
+  return static_cast<uint64_t>((n_tokens + kAmxTokens - 1) / kAmxTokens) * (n / 32) * kAmxTokenEntry;
+}
+void PackAmxTokens(const BlockQ8* act, int n_tokens, int64_t n, uint8_t* out);
 inline uint64_t AmxPanelBytes(int64_t n) { return static_cast<uint64_t>(n / 32) * 704; }
-using AmxPairDotFn = void (*)(const uint8_t* pair, uint64_t group_bytes, const BlockQ8* act, const float* sums,
-                              int n_tokens, int64_t n, uint8_t* panel, float* y, int64_t y_stride);
+using AmxPairDotFn = void (*)(const uint8_t* pair, uint64_t group_bytes, const uint8_t* tokens, int n_tokens,
+                              int64_t n, uint8_t* panel, float* y, int64_t y_stride);
 // True where the CPU has AMX-INT8 and the kernel lets this process use it.
 bool CpuHasAmx();
 AmxPairDotFn GetAmxPairDot(quant::TensorType type);  // nullptr: no AMX kernel for the type

@@ -204,17 +204,18 @@ void Configure(bool halves) {
 
 // One block's product into C tile `kC` and on to `c`: kC and its A and B
 // tiles are 0, 2, 4 or 1, 3, 5 (gcc's tile intrinsics paste the tile number
-// into the instruction: it must be a literal).
+// into the instruction: it must be a literal). A: 16 tokens' values, 32 (or
+// `a_stride`) bytes apart.
 template <int kC>
-inline void Product(const uint8_t* a, int64_t stride, const uint8_t* b_rows, int32_t* c) {
+__attribute__((always_inline)) inline void Product(const uint8_t* a, int a_stride, const uint8_t* b_rows, int32_t* c) {
   if constexpr (kC == 0) {
-    _tile_loadd(2, a, stride);
+    _tile_loadd(2, a, a_stride);
     _tile_loadd(4, b_rows, 64);
     _tile_zero(0);
     _tile_dpbssd(0, 2, 4);
     _tile_stored(0, c, 64);
   } else {
-    _tile_loadd(3, a, stride);
+    _tile_loadd(3, a, a_stride);
     _tile_loadd(5, b_rows, 64);
     _tile_zero(1);
     _tile_dpbssd(1, 3, 5);
@@ -222,15 +223,24 @@ inline void Product(const uint8_t* a, int64_t stride, const uint8_t* b_rows, int
   }
 }
 
-// One tile of 16 tokens (act: the first one's block 0, `blocks` blocks a
-// token; sums: their blocks' sums of x, for the offset types) against the
+// acc[t] = fma(float(c[t]), scale * dx[t], acc[t]) for the 16 tokens.
+__attribute__((always_inline)) inline void Accumulate(const int32_t* c, const float* scale, const float* dx,
+                                                      __m512 (&acc)[16]) {
+  const __m512 s = _mm512_loadu_ps(scale);
+  for (int t = 0; t < 16; ++t) {
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), _mm512_mul_ps(s, _mm512_set1_ps(dx[t])),
+                             acc[t]);
+  }
+}
+
+// One tile of 16 tokens (`tokens`: its entries, PackAmxTokens) against the
 // panel: out[t * 16 + r], t < 16.
 template <Kind kKind>
-void Tile(const uint8_t* panel, const BlockQ8* act, const float* sums, int64_t blocks, float* out) {
-  const int64_t stride = blocks * static_cast<int64_t>(sizeof(BlockQ8));
-  const uint8_t* a = reinterpret_cast<const uint8_t*>(act) + offsetof(BlockQ8, qs);
+void Tile(const uint8_t* panel, const uint8_t* tokens, int64_t blocks, float* out) {
   __m512 acc[16];
   for (__m512& v : acc) v = _mm512_setzero_ps();
+  auto dx = [&](int64_t b) { return reinterpret_cast<const float*>(tokens + b * kAmxTokenEntry + 512); };
+  auto scale = [&](int64_t b) { return reinterpret_cast<const float*>(panel + b * kEntryBytes + kEntryB); };
   if constexpr (kKind == Kind::kSixK) {
     // Halves a and b of each chunk: sc_a * dot_a + sc_b * dot_b is an
     // integer below 2^24, so the float products and their sum are exact:
@@ -238,41 +248,29 @@ void Tile(const uint8_t* panel, const BlockQ8* act, const float* sums, int64_t b
     alignas(64) int32_t c0[16 * 16], c1[16 * 16];
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* e = panel + b * kEntryBytes;
-      Product<0>(a + b * sizeof(BlockQ8), stride, e, c0);
-      Product<1>(a + b * sizeof(BlockQ8) + 16, stride, e + 256, c1);
-      const float* f = reinterpret_cast<const float*>(e + kEntryB);
+      const uint8_t* a = tokens + b * kAmxTokenEntry;
+      Product<0>(a, 32, e, c0);
+      Product<1>(a + 16, 32, e + 256, c1);
+      const float* f = scale(b);
+      const float* x = dx(b);
       const __m512 d = _mm512_loadu_ps(f), sc_a = _mm512_loadu_ps(f + 16), sc_b = _mm512_loadu_ps(f + 32);
       for (int t = 0; t < 16; ++t) {
         const __m512 si = _mm512_fmadd_ps(sc_a, _mm512_cvtepi32_ps(_mm512_load_si512(c0 + 16 * t)),
                                           _mm512_mul_ps(sc_b, _mm512_cvtepi32_ps(_mm512_load_si512(c1 + 16 * t))));
-        acc[t] = _mm512_fmadd_ps(si, _mm512_mul_ps(d, _mm512_set1_ps(act[t * blocks + b].d)), acc[t]);
+        acc[t] = _mm512_fmadd_ps(si, _mm512_mul_ps(d, _mm512_set1_ps(x[t])), acc[t]);
       }
     }
   } else {
-    // The products run kLag blocks ahead of the float operations that read
-    // them (a ring of stored C tiles), so neither waits on the other.
-    constexpr int kLag = 3, kRing = 4;
-    alignas(64) int32_t c[kRing][16 * 16];
-    // acc = fma(float(dot), scale * dx, acc) for the 16 tokens of block b.
-    auto accumulate = [&](int64_t b) {
-      const int32_t* cb = c[b % kRing];
-      const __m512 scale = _mm512_loadu_ps(panel + b * kEntryBytes + kEntryB);
-      for (int t = 0; t < 16; ++t) {
-        const __m512 p = _mm512_mul_ps(scale, _mm512_set1_ps(act[t * blocks + b].d));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb + 16 * t)), p, acc[t]);
-      }
-    };
-    auto product = [&](int64_t b) {
-      if (b % 2 == 0) {
-        Product<0>(a + b * sizeof(BlockQ8), stride, panel + b * kEntryBytes, c[b % kRing]);
-      } else {
-        Product<1>(a + b * sizeof(BlockQ8), stride, panel + b * kEntryBytes, c[b % kRing]);
-      }
-    };
-    for (int64_t b = 0; b < std::min<int64_t>(kLag, blocks); ++b) product(b);
-    for (int64_t b = 0; b < blocks; ++b) {
-      if (b + kLag < blocks) product(b + kLag);
-      accumulate(b);
+    // The products run two blocks ahead of the float operations that read
+    // them (a ring of 4 stored C tiles), so neither waits on the other.
+    alignas(64) int32_t c[4][16 * 16];
+    Product<0>(tokens, 32, panel, c[0]);
+    if (blocks > 1) Product<1>(tokens + kAmxTokenEntry, 32, panel + kEntryBytes, c[1]);
+    for (int64_t b = 0; b < blocks; b += 2) {
+      if (b + 2 < blocks) Product<0>(tokens + (b + 2) * kAmxTokenEntry, 32, panel + (b + 2) * kEntryBytes, c[(b + 2) % 4]);
+      if (b + 3 < blocks) Product<1>(tokens + (b + 3) * kAmxTokenEntry, 32, panel + (b + 3) * kEntryBytes, c[(b + 3) % 4]);
+      Accumulate(c[b % 4], scale(b), dx(b), acc);
+      if (b + 1 < blocks) Accumulate(c[(b + 1) % 4], scale(b + 1), dx(b + 1), acc);
     }
   }
   if constexpr (kKind == Kind::kOffsetAdd || kKind == Kind::kOffsetSub) {
@@ -280,8 +278,9 @@ void Tile(const uint8_t* panel, const BlockQ8* act, const float* sums, int64_t b
     __m512 offs[16];
     for (__m512& v : offs) v = _mm512_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
-      const __m512 m = _mm512_loadu_ps(panel + b * kEntryBytes + kEntryB + 64);
-      for (int t = 0; t < 16; ++t) offs[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(sums[t * blocks + b]), offs[t]);
+      const __m512 m = _mm512_loadu_ps(scale(b) + 16);
+      const float* sums = dx(b) + 16;
+      for (int t = 0; t < 16; ++t) offs[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(sums[t]), offs[t]);
     }
     for (int t = 0; t < 16; ++t) {
       acc[t] = kKind == Kind::kOffsetAdd ? _mm512_add_ps(acc[t], offs[t]) : _mm512_sub_ps(acc[t], offs[t]);
@@ -291,7 +290,7 @@ void Tile(const uint8_t* panel, const BlockQ8* act, const float* sums, int64_t b
 }
 
 template <TensorType kType>
-void PairDot(const uint8_t* pair, uint64_t group_bytes, const BlockQ8* act, const float* sums, int n_tokens, int64_t n,
+void PairDot(const uint8_t* pair, uint64_t group_bytes, const uint8_t* tokens, int n_tokens, int64_t n,
              uint8_t* panel, float* y, int64_t y_stride) {
   Unpack<kType>(pair, n, 0, panel);
   Unpack<kType>(pair + group_bytes, n, 1, panel);
@@ -299,13 +298,33 @@ void PairDot(const uint8_t* pair, uint64_t group_bytes, const BlockQ8* act, cons
   Configure(kType == TensorType::kQ6_K);
   alignas(64) float out[16 * 16];
   for (int t0 = 0; t0 < n_tokens; t0 += 16) {
-    Tile<KindOf(kType)>(panel, act + t0 * blocks, sums + t0 * blocks, blocks, out);
+    Tile<KindOf(kType)>(panel, tokens + (t0 / 16) * blocks * kAmxTokenEntry, blocks, out);
     for (int t = 0; t < 16 && t0 + t < n_tokens; ++t) std::memcpy(y + (t0 + t) * y_stride, out + 16 * t, 64);
   }
   _tile_release();
 }
 
 }  // namespace
+
+void PackAmxTokens(const BlockQ8* act, int n_tokens, int64_t n, uint8_t* out) {
+  const int64_t blocks = n / 32;
+  for (int t0 = 0; t0 < n_tokens; t0 += kAmxTokens) {
+    for (int64_t b = 0; b < blocks; ++b, out += kAmxTokenEntry) {
+      float* d = reinterpret_cast<float*>(out + 512);
+      for (int t = 0; t < kAmxTokens; ++t) {
+        if (t0 + t < n_tokens) {
+          const BlockQ8& x = act[(t0 + t) * blocks + b];
+          std::memcpy(out + 32 * t, x.qs, 32);
+          d[t] = x.d;
+          d[16 + t] = x.sum();
+        } else {  // past the last token: zeros, computed and dropped
+          std::memset(out + 32 * t, 0, 32);
+          d[t] = d[16 + t] = 0.0f;
+        }
+      }
+    }
+  }
+}
 
 bool CpuHasAmx() {
   static const bool amx = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
