@@ -245,14 +245,23 @@ void Tile(const uint8_t* panel, const uint8_t* tokens, int64_t blocks, float* ou
     // Halves a and b of each chunk: sc_a * dot_a + sc_b * dot_b is an
     // integer below 2^24, so the float products and their sum are exact:
     // float(si) as the other kernels form it.
-    alignas(64) int32_t c0[16 * 16], c1[16 * 16];
-    for (int64_t b = 0; b < blocks; ++b) {
+    // As below, the products of a chunk's halves run two chunks ahead of
+    // the float operations, through a ring of stored C tiles.
+    alignas(64) int32_t c[4][2][16 * 16];
+    auto products = [&](int64_t b) {
       const uint8_t* e = panel + b * kEntryBytes;
       const uint8_t* a = tokens + b * kAmxTokenEntry;
-      Product<0>(a, 32, e, c0);
-      Product<1>(a + 16, 32, e + 256, c1);
+      Product<0>(a, 32, e, c[b % 4][0]);
+      Product<1>(a + 16, 32, e + 256, c[b % 4][1]);
+    };
+    products(0);
+    if (blocks > 1) products(1);
+    for (int64_t b = 0; b < blocks; ++b) {
+      if (b + 2 < blocks) products(b + 2);
       const float* f = scale(b);
       const float* x = dx(b);
+      const int32_t* c0 = c[b % 4][0];
+      const int32_t* c1 = c[b % 4][1];
       const __m512 d = _mm512_loadu_ps(f), sc_a = _mm512_loadu_ps(f + 16), sc_b = _mm512_loadu_ps(f + 32);
       for (int t = 0; t < 16; ++t) {
         const __m512 si = _mm512_fmadd_ps(sc_a, _mm512_cvtepi32_ps(_mm512_load_si512(c0 + 16 * t)),
