@@ -213,6 +213,51 @@ TEST_P(Grouped, EveryKernelGivesTheScalarRowResultBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Types, Grouped, ::testing::ValuesIn(kIntegerTypes),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
+// The 512-bit kernels for two groups and a token or two (the 32-element
+// types, where the CPU has AVX-512 VNNI): the scalar row kernel's bits.
+class Pair : public ::testing::TestWithParam<quant::TensorType> {};
+
+TEST_P(Pair, GivesTheScalarRowResultBitForBit) {
+  const quant::TensorType type = GetParam();
+  if (GetGroupPairDot(type) == nullptr) GTEST_SKIP() << "no AVX-512 VNNI and BW on this CPU";
+  std::mt19937 rng(43);
+  const int64_t n = 256 * 3, blocks = n / 32;
+  const uint64_t row_bytes = *quant::RowBytes(type, n), group_bytes = GroupBytes(type, n);
+  const std::vector<uint8_t> rows = RandomRows(type, 2 * kGroupRows, n, rng);
+  std::vector<uint8_t> pair(2 * group_bytes);
+  for (int g = 0; g < 2; ++g) {
+    GroupRows(type, rows.data() + g * kGroupRows * row_bytes, row_bytes, n, pair.data() + g * group_bytes);
+  }
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<BlockQ8> act(kPairMaxTokens * blocks);
+  const BlockQ8* xs[kPairMaxTokens];
+  for (int t = 0; t < kPairMaxTokens; ++t) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng) * (t % 2 ? 3.0f : 0.2f);
+    QuantizeActivations(x.data(), n, act.data() + t * blocks);
+    xs[t] = act.data() + t * blocks;
+  }
+  int compared = 0;
+  for (int nt = 1; nt <= kPairMaxTokens; ++nt) {
+    std::vector<float> out(nt * 2 * kGroupRows, NAN);
+    GetGroupPairDot(type)(pair.data(), group_bytes, xs, nt, n, out.data());
+    for (int t = 0; t < nt; ++t) {
+      for (int r = 0; r < 2 * kGroupRows; ++r, ++compared) {
+        float want;
+        GetQDot(type, false)(rows.data() + r * row_bytes, &xs[t], 1, n, &want);
+        ASSERT_EQ(std::bit_cast<uint32_t>(out[t * 2 * kGroupRows + r]), std::bit_cast<uint32_t>(want))
+            << nt << " tokens: token " << t << " row " << r;
+      }
+    }
+  }
+  EXPECT_GT(compared, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, Pair,
+                         ::testing::Values(quant::TensorType::kQ8_0, quant::TensorType::kQ4_0, quant::TensorType::kQ4_1,
+                                           quant::TensorType::kQ5_0, quant::TensorType::kQ5_1),
+                         [](const auto& info) { return std::string(quant::Info(info.param).name); });
+
 // The AMX kernel, two groups at a time, at token counts around its tile of
 // 16: the scalar row kernel's results bit for bit.
 TEST_P(Grouped, AmxGivesTheScalarRowResultBitForBit) {
@@ -280,7 +325,7 @@ TEST_P(Grouped, MatMulIsTheSameInEitherLayoutAndAnyBatch) {
   MatMulScratch scratch(pool.size(), n, kMaxTokens);
   std::vector<float> alone(kMaxTokens * n_rows);
   for (int t = 0; t < kMaxTokens; ++t) MatMul(file, x.data() + t * n, n, 1, alone.data() + t * n_rows, n_rows, pool, scratch);
-  for (int tokens : {2, kQDotTile + 1, kAmxTokens, kAmxTokens + 1, kMaxTokens}) {
+  for (int tokens : {1, 2, 3, kQDotTile + 1, kAmxTokens, kAmxTokens + 1, kMaxTokens}) {
     for (const model::Matrix* m : {&file, &in_place}) {
       std::vector<float> y(tokens * n_rows, NAN);
       MatMul(*m, x.data(), n, tokens, y.data(), n_rows, pool, scratch);

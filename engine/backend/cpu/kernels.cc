@@ -249,23 +249,39 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
       first = groups / 2 * 2;
       if (first == units) return;
     }
-    pool.ParallelFor(units - first, [&](int, int64_t begin, int64_t end) {
+    // A token or two: two groups at a time in 512-bit registers where the
+    // CPU has them (a span of 2 units; otherwise 1).
+    const GroupPairDotFn pair_dot =
+        group_dot != nullptr && n_tokens <= kPairMaxTokens && g_isa == Isa::kAvx512 ? GetGroupPairDot(w.type) : nullptr;
+    const int64_t span = pair_dot != nullptr ? 2 : 1;
+    pool.ParallelFor((units - first + span - 1) / span, [&](int, int64_t begin, int64_t end) {
       const BlockQ8* xs[kQDotTile];
-      float out[kQDotTile * kGroupRows];
-      // Tokens innermost: a unit's weights stay in cache for every tile.
-      for (int64_t u = first + begin; u < first + end; ++u) {
-        const int64_t r0 = u * kGroupRows;
-        for (int t0 = 0; t0 < n_tokens; t0 += kQDotTile) {
-          const int nt = std::min(kQDotTile, n_tokens - t0);
-          for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
-          if (u < groups) {
-            group_dot(w.data + u * w.group_bytes, xs, nt, cols, out);
-            for (int t = 0; t < nt; ++t) std::copy_n(out + t * kGroupRows, kGroupRows, y + (t0 + t) * y_stride + r0);
-            continue;
+      float out[kQDotTile * 2 * kGroupRows];
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t u0 = first + i * span;
+        if (span == 2 && u0 + 1 < groups) {
+          for (int t = 0; t < n_tokens; ++t) xs[t] = act + t * blocks;
+          pair_dot(w.data + u0 * w.group_bytes, w.group_bytes, xs, n_tokens, cols, out);
+          for (int t = 0; t < n_tokens; ++t) {
+            std::copy_n(out + t * 2 * kGroupRows, 2 * kGroupRows, y + t * y_stride + u0 * kGroupRows);
           }
-          for (int64_t r = r0; r < std::min(r0 + kGroupRows, w.rows); ++r) {
-            qdot(tail + (r - groups * kGroupRows) * row_bytes, xs, nt, cols, out);
-            for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
+          continue;
+        }
+        // Tokens innermost: a unit's weights stay in cache for every tile.
+        for (int64_t u = u0; u < std::min(u0 + span, units); ++u) {
+          const int64_t r0 = u * kGroupRows;
+          for (int t0 = 0; t0 < n_tokens; t0 += kQDotTile) {
+            const int nt = std::min(kQDotTile, n_tokens - t0);
+            for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
+            if (u < groups) {
+              group_dot(w.data + u * w.group_bytes, xs, nt, cols, out);
+              for (int t = 0; t < nt; ++t) std::copy_n(out + t * kGroupRows, kGroupRows, y + (t0 + t) * y_stride + r0);
+              continue;
+            }
+            for (int64_t r = r0; r < std::min(r0 + kGroupRows, w.rows); ++r) {
+              qdot(tail + (r - groups * kGroupRows) * row_bytes, xs, nt, cols, out);
+              for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
+            }
           }
         }
       }

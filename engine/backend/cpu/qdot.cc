@@ -483,6 +483,11 @@ QDotFn GetQDot(TensorType type, bool simd) {
   }
 }
 
+GroupPairDotFn GetGroupPairDot(TensorType type) {
+  static const bool avx512bw = __builtin_cpu_supports("avx512bw");
+  return CpuHasVnni() && avx512bw ? GetGroupPairDotVnni(type) : nullptr;
+}
+
 GroupDotFn GetGroupDot(TensorType type, bool simd) {
   if (simd) {
     if (CpuHasVnni()) return GetGroupDotVnni(type);
