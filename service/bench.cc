@@ -24,7 +24,7 @@ double Overlap(double step_s, double copy_s, double compute_s) {
 namespace {
 
 absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& device, const BenchOptions& o,
-                                 DeviceFlags flags, int batch, std::mt19937& rng) {
+                                 const plan::HostSpec& host, DeviceFlags flags, int batch, std::mt19937& rng) {
   const int vocab = model.config.n_vocab;
   exec::ForwardOptions fo = o.forward;
   fo.n_seq = batch;
@@ -44,9 +44,16 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
   // each repetition as it ends.
   std::fprintf(stderr, "bench: batch %d: %s (ready in %.1f s)\n", batch, fwd->PlacementSummary().c_str(),
                absl::ToDoubleSeconds(absl::Now() - load_start));
+  row.placement = flags.placement;
   row.resident_layers = fwd->resident_layers();
+  row.cpu_layers = fwd->placement().layers(plan::Home::kCpu);
   row.head_resident = fwd->head_resident();
   row.gpu_fraction = p->has_value() ? (*p)->gpu_fraction() : 1.0;
+  if (p->has_value()) {
+    plan::DeviceSpec spec = SpecOf(device);
+    spec.host_kernels = device.facts().host_kernels;  // as the run is costed, not the card
+    row.predicted_tokens_per_s = plan::Predict(**p, spec, host, batch).tokens_per_s;
+  }
   std::vector<exec::BatchToken> tokens;
   // Touch every weight once before timing (the file is mapped lazily).
   // Logits land in the executor's buffer (page-locked on a GPU), as the
@@ -114,20 +121,27 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   result.device = device->Describe();
   result.weight_bytes = model->weights.bytes;
   result.isa = std::string(cpu::IsaName(cpu::ActiveIsa()));
-  if (const auto* cpu = dynamic_cast<const backend::CpuDevice*>(device.get())) result.threads = cpu->threads();
-  if (!device->computes_on_host_memory()) result.h2d_gbps = SpecOf(*device).h2d_gbps;
-  if (o.sweep && device->computes_on_host_memory()) {
+  const backend::DeviceFacts facts = device->facts();
+  result.threads = facts.threads;
+  result.h2d_gbps = facts.h2d_gbps;
+  if (o.sweep && facts.h2d_gbps <= 0) {
     return absl::InvalidArgumentError("--sweep varies what is resident on a GPU: use --device sim[:...] (or cuda)");
   }
+  // The CPU's speed, for the speed model's predictions (and the placements
+  // that put units on the CPU).
+  const plan::HostSpec host = facts.h2d_gbps > 0 ? plan::MeasureHost(o.forward.threads) : plan::HostSpec();
   std::mt19937 rng(1);
   const int L = model->config.n_layer;
   std::vector<DeviceFlags> placements;
   if (o.sweep) {
     for (int percent : {0, 25, 50, 75, 100}) {
-      DeviceFlags f = o.device;
-      f.gpu_layers = (L * percent + 50) / 100;
-      f.stream_head = percent == 0;
-      placements.push_back(f);
+      for (const char* strategy : {"stream", "cpu", "mixed"}) {
+        DeviceFlags f = o.device;
+        f.gpu_layers = (L * percent + 50) / 100;
+        f.stream_head = percent == 0;
+        f.placement = strategy;
+        if (percent < 100 || f.placement == "stream") placements.push_back(f);  // at 100 % the three are one
+      }
     }
   } else {
     placements.push_back(o.device);
@@ -136,7 +150,7 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
     for (int batch : o.batches) {
       if (batch <= 0) return absl::InvalidArgumentError("batch sizes must be positive");
       BenchRow row;
-      FERRY_ASSIGN_OR_RETURN(row, Measure(*model, *device, o, f, batch, rng));
+      FERRY_ASSIGN_OR_RETURN(row, Measure(*model, *device, o, host, f, batch, rng));
       if (result.h2d_gbps > 0) row.copy_utilization = row.streamed_gbps / result.h2d_gbps;
       result.rows.push_back(row);
     }
@@ -149,24 +163,33 @@ std::string BenchTable(const BenchResult& r) {
                                     r.device);
   const bool streaming = r.h2d_gbps > 0;
   absl::StrAppend(&out, absl::StrFormat("%6s", "batch"));
-  if (streaming) absl::StrAppend(&out, absl::StrFormat(" %9s %7s", "resident", "on GPU"));
+  if (streaming) absl::StrAppend(&out, absl::StrFormat(" %-6s %9s %4s %7s", "place", "resident", "cpu", "on GPU"));
   absl::StrAppend(&out, absl::StrFormat(" %14s %13s %18s", "prefill tok/s", "decode tok/s", "decode weight GB/s"));
-  if (streaming) absl::StrAppend(&out, absl::StrFormat(" %13s %9s %8s", "streamed GB/s", "% of h2d", "overlap"));
+  if (streaming) {
+    absl::StrAppend(&out, absl::StrFormat(" %13s %9s %8s %10s %6s", "streamed GB/s", "% of h2d", "overlap", "predicted",
+                                          "ratio"));
+  }
   absl::StrAppend(&out, "\n");
   for (const BenchRow& row : r.rows) {
     const std::string resident = absl::StrCat(row.resident_layers, row.head_resident ? "+head" : "");
     if (!row.fits.empty()) {
-      absl::StrAppend(&out, absl::StrFormat("%6d %9s  does not fit: %s\n", row.batch, "-", row.fits));
+      absl::StrAppend(&out, absl::StrFormat("%6d %-6s %9s  does not fit: %s\n", row.batch, row.placement, "-", row.fits));
       continue;
     }
     // Each decode step reads every weight once, whatever the batch.
     const double gbs = row.decode_tokens_per_s / row.batch * r.weight_bytes / 1e9;
     absl::StrAppend(&out, absl::StrFormat("%6d", row.batch));
-    if (streaming) absl::StrAppend(&out, absl::StrFormat(" %9s %6.0f%%", resident, 100 * row.gpu_fraction));
+    if (streaming) {
+      absl::StrAppend(&out, absl::StrFormat(" %-6s %9s %4d %6.0f%%", row.placement, resident, row.cpu_layers,
+                                            100 * row.gpu_fraction));
+    }
     absl::StrAppend(&out, absl::StrFormat(" %14.1f %13.2f %18.2f", row.prefill_tokens_per_s, row.decode_tokens_per_s, gbs));
     if (streaming) {
-      absl::StrAppend(&out, absl::StrFormat(" %13.2f %8.0f%% %7.0f%%", row.streamed_gbps, 100 * row.copy_utilization,
-                                            100 * row.overlap));
+      absl::StrAppend(&out, absl::StrFormat(" %13.2f %8.0f%% %7.0f%% %10.2f %6.2f", row.streamed_gbps,
+                                            100 * row.copy_utilization, 100 * row.overlap, row.predicted_tokens_per_s,
+                                            row.predicted_tokens_per_s > 0
+                                                ? row.decode_tokens_per_s / row.predicted_tokens_per_s
+                                                : 0.0));
     }
     absl::StrAppend(&out, "\n");
   }
@@ -178,7 +201,9 @@ std::string BenchJson(const BenchResult& r) {
                                  r.weight_bytes, ",\"h2d_gbps\":", r.h2d_gbps, ",\"rows\":[");
   for (size_t i = 0; i < r.rows.size(); ++i) {
     const BenchRow& w = r.rows[i];
-    absl::StrAppend(&out, i ? "," : "", "{\"batch\":", w.batch, ",\"resident_layers\":", w.resident_layers,
+    absl::StrAppend(&out, i ? "," : "", "{\"batch\":", w.batch, ",\"placement\":\"", w.placement,
+                    "\",\"cpu_layers\":", w.cpu_layers, ",\"predicted_decode_tokens_per_s\":", w.predicted_tokens_per_s,
+                    ",\"resident_layers\":", w.resident_layers,
                     ",\"head_resident\":", w.head_resident ? "true" : "false", ",\"fits\":", w.fits.empty() ? "true" : "false",
                     ",\"gpu_fraction\":", w.gpu_fraction, ",\"prefill_tokens_per_s\":", w.prefill_tokens_per_s,
                     ",\"decode_tokens_per_s\":", w.decode_tokens_per_s, ",\"streamed_gbps\":", w.streamed_gbps,

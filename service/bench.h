@@ -1,8 +1,10 @@
 // `ferry bench`: prefill and decode throughput at given batch sizes on a
 // device (cpu, or sim with a placement), on synthetic token ids (the
 // weights' values do not change the speed). --sweep runs the same model at
-// resident fractions 0, 25, 50, 75 and 100 % under one budget: what
-// offloading buys, with the bytes streamed and how well copies overlapped.
+// resident fractions 0, 25, 50, 75 and 100 % under one budget, the rest
+// streamed, on the CPU, and split between the two (stream / cpu / mixed
+// rows): what offloading buys, with the bytes streamed, how well copies
+// overlapped and what the speed model predicted.
 #pragma once
 
 #include <string>
@@ -27,7 +29,9 @@ struct BenchOptions {
 
 struct BenchRow {
   int batch = 0;
+  std::string placement;            // the strategy for what is not resident: stream, cpu, mixed
   int resident_layers = 0;
+  int cpu_layers = 0;
   bool head_resident = true;
   double gpu_fraction = 1.0;        // of the layers' and head's bytes
   double prefill_tokens_per_s = 0;  // prompt tokens of all sequences / prefill time
@@ -36,6 +40,9 @@ struct BenchRow {
   double streamed_gbps = 0;         // bytes copied to staging slots / step time
   double copy_utilization = 0;      // streamed_gbps / the device's copy bandwidth
   double overlap = 0;               // of the shorter of copy and compute, the part hidden under the other
+  // The speed model's decode tokens/s for this placement and batch (plan::Predict;
+  // on the sim device with its kernels costed as the host CPU's, as it runs them).
+  double predicted_tokens_per_s = 0;
   std::string fits;                 // empty, or why this placement does not fit
 };
 

@@ -18,9 +18,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "engine/gguf/gguf.h"
+#include "engine/engine/engine.h"
 #include "engine/model/synth.h"
 #include "engine/status.h"
 #include "engine/units.h"
+#include "service/auth.h"
 #include "service/bench.h"
 #include "service/generate.h"
 #include "service/inspect.h"
@@ -58,6 +60,12 @@ ABSL_FLAG(bool, header_only, false, "make-model: write only the header (real sha
 ABSL_FLAG(bool, json, false, "inspect: print the whole header as JSON; bench, plan: results as JSON");
 ABSL_FLAG(bool, tensors, false, "inspect: list every tensor");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text (empty: start from BOS alone); loadgen: each request's prompt (default \"Once upon a time\")");
+ABSL_FLAG(std::string, chat, "",
+          "generate: a user message, rendered with the model's chat template (tokenizer.chat_template) and answered "
+          "(only the answer is printed); instead of --prompt");
+ABSL_FLAG(std::string, system, "",
+          "generate --chat: a system message (without it, the template's default system prompt if it has one)");
+ABSL_FLAG(bool, think, true, "generate --chat: qwen3 templates: false turns thinking off (enable_thinking)");
 ABSL_FLAG(int, n, 128, "generate: tokens to generate at most (-n N); loadgen: tokens per request (the end-of-generation token is ignored)");
 ABSL_FLAG(float, temperature, 0.8f, "generate, loadgen: sampling temperature; 0 = greedy");
 ABSL_FLAG(int, top_k, 40, "generate: keep the k most likely tokens; 0 = off");
@@ -68,7 +76,8 @@ ABSL_FLAG(float, repeat_penalty, 1.0f, "generate: divide logits of recent tokens
 ABSL_FLAG(float, presence_penalty, 0.0f, "generate: subtract from logits of recent tokens");
 ABSL_FLAG(float, frequency_penalty, 0.0f, "generate: subtract this x count from logits of recent tokens");
 ABSL_FLAG(int, repeat_last_n, 64, "generate: how many recent tokens the penalties consider");
-ABSL_FLAG(int64_t, seed, -1, "generate: sampling seed (same seed, same text); -1 = a random seed, printed");
+ABSL_FLAG(int64_t, seed, -1,
+          "generate: sampling seed (same seed, same text); -1 = a random seed, printed; loadgen: seed of the --cancel_fraction/--sessions/--malformed_fraction draws");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: stop sequences, comma-separated");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-generation token");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "generate: token ids that end generation, comma-separated");
@@ -89,10 +98,18 @@ ABSL_FLAG(std::vector<std::string>, gpu_memory, {},
 ABSL_FLAG(int, gpu_layers, -1,
           "plan, generate, bench: exactly this many layers resident on the GPU, the output head counted apart "
           "(-1: as many as fit)");
-ABSL_FLAG(int, slots, 0,
-          "plan: concurrent sequences, each with its own KV cache (default 1); serve: requests decoded together "
-          "(default 4)");
+ABSL_FLAG(int, slots, 4,
+          "serve, plan, loadgen --direct: requests decoded together, each with its own KV cache (plan: sizes the KV "
+          "cache and is the step the placement is chosen for); generate runs one request");
 ABSL_FLAG(int, ring_depth, 2, "plan, generate, bench: staging slots for streamed layers (the copy queue runs this many ahead)");
+ABSL_FLAG(std::string, placement, "auto",
+          "generate, bench, serve: where the layers that are not resident go: stream (over PCIe every step), cpu "
+          "(computed on the CPU from host memory, as LM Studio does), mixed (some of each, at once: the split the speed "
+          "model predicts fastest for a step of --slots tokens, or --cpu_layers of them) or auto (mixed, the fastest "
+          "split)");
+ABSL_FLAG(int, cpu_layers, -1,
+          "generate, bench, serve: with --placement mixed or auto, exactly this many of the units that are not "
+          "resident on the CPU, the rest streamed (-1: the fastest split)");
 ABSL_FLAG(std::string, device, "cpu",
           "generate, bench, serve: cpu, sim[:key=value,...] or cuda[:N][,key=value,...]. sim keys: profile (a --gpu "
           "profile, gives the defaults), mem (8GiB), overhead, h2d (25GB/s), lat (10us), poison (1: NaN-fill staging "
@@ -101,11 +118,15 @@ ABSL_FLAG(std::string, device, "cpu",
           "for q8_0/q4_0/q4_K/q5_K/q6_K; 0: float activations, ~10x smaller error, 1.5-3x slower decode), graphs "
           "(default 1: steps replayed as CUDA graphs; 0: every kernel launched on its own), fuse (default 1: fused "
           "launches (q/k/v, gate/up with the gating, residual adds, rope q+k, norm+quantize); 0: one launch per op)");
-ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on (0.0.0.0 or :: for every interface)");
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "serve: address the gRPC port listens on; the default is loopback only. 0.0.0.0 or :: = every interface: "
+          "pair it with --tls_cert/--tls_key and --auth_token_file (plaintext and no token by default)");
 ABSL_FLAG(int, port, 50051, "serve: gRPC port; 0 = any free port (printed)");
 ABSL_FLAG(int, metrics_port, 9400,
           "serve: HTTP port for Prometheus /metrics and /healthz, /readyz; 0 = any free port (printed), -1 = none");
-ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "serve: address the metrics port listens on");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
+          "serve: address the metrics port listens on (plain HTTP, no token: /metrics, /healthz, /readyz); loopback by "
+          "default, 0.0.0.0 only where a scraper outside the host or container must reach it");
 ABSL_FLAG(int, max_queue, 64, "serve: requests waiting for a slot before new ones get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_prompt_tokens, 0, "serve: longest prompt accepted; 0 = the context");
 ABSL_FLAG(int, max_output_tokens, 0, "serve: largest max_tokens accepted; 0 = the context");
@@ -115,12 +136,16 @@ ABSL_FLAG(int, min_ping_interval_ms, 10000,
           "serve: keepalive enforcement: clients pinging more often than this without data are disconnected");
 ABSL_FLAG(int, max_buffered_tokens, 1024,
           "serve: generated tokens queued for a client that is not reading before its stream is cut off");
-ABSL_FLAG(std::string, tls_cert, "", "serve: PEM certificate chain: serve TLS (with --tls_key); loadgen: client certificate for mutual TLS");
+ABSL_FLAG(std::string, tls_cert, "",
+          "serve: PEM certificate chain: serve TLS (with --tls_key; default: plaintext gRPC); loadgen: client "
+          "certificate for mutual TLS");
 ABSL_FLAG(std::string, tls_key, "", "serve, loadgen: PEM private key for --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "", "serve: PEM CA bundle: require client certificates it signed (mutual TLS)");
 ABSL_FLAG(std::string, auth_token_file, "",
-          "serve, loadgen: file holding a bearer token; every ferry.v1.Inference call must send 'authorization: Bearer "
-          "<token>' (health and reflection stay open for probes)");
+          "serve, loadgen: file holding a bearer token (default: none, every call is let in); every "
+          "ferry.v1.Inference call must send 'authorization: Bearer <token>' (health and reflection stay open for "
+          "probes). At most 4096 bytes of printable ASCII; serve refuses a file others can read or write (chmod 600, "
+          "or 640 for a group)");
 ABSL_FLAG(double, drain_seconds, 30, "serve: on SIGTERM, how long in-flight requests may take to finish");
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "loadgen: the server to load (only this address is contacted)");
 ABSL_FLAG(int, concurrency, 1, "loadgen: requests in flight at once");
@@ -128,6 +153,11 @@ ABSL_FLAG(int, connections, 1, "loadgen: HTTP/2 connections the requests share (
 ABSL_FLAG(int, requests, 0, "loadgen: requests in all (or --duration)");
 ABSL_FLAG(double, duration, 0, "loadgen: seconds to keep the load up (or --requests)");
 ABSL_FLAG(std::string, tls_ca, "", "loadgen: PEM CA bundle: connect with TLS and trust it");
+ABSL_FLAG(double, cancel_fraction, 0,
+          "loadgen: share of requests cancelled after a random number of tokens (0 = before the first)");
+ABSL_FLAG(int, sessions, 0, "loadgen: requests carry a session id out of this many (0 = none), each with its own prompt");
+ABSL_FLAG(double, malformed_fraction, 0,
+          "loadgen: share of requests sent malformed (each kind must come back INVALID_ARGUMENT)");
 ABSL_FLAG(bool, direct, false,
           "loadgen: drive an in-process runtime on --model (--device, --slots, --batch) instead of --target: "
           "the baseline for the gRPC overhead");
@@ -162,7 +192,10 @@ commands:
   serve        the gRPC service (ferry.v1.Inference, health, reflection):
                --model (default: the demo model), --host, --port, --device
                and placement flags, --slots, limits, TLS and token flags;
-               SIGTERM drains
+               SIGTERM drains. Exposure by default: gRPC on 127.0.0.1:50051
+               and metrics on 127.0.0.1:9400, loopback only, plaintext, no
+               token; before --host 0.0.0.0 add --tls_cert/--tls_key and
+               --auth_token_file
   plan         what fits on a GPU, from the header alone: layers resident and
                device memory by category for each --gpu_memory budget
                (default 6..80 GiB), or exactly --gpu_layers N
@@ -287,19 +320,33 @@ absl::StatusOr<std::string> ModelPath() {
   return DemoModelPath();
 }
 
-absl::StatusOr<service::DeviceFlags> DeviceFlagsFromCommandLine() {
-  service::DeviceFlags f;
+absl::StatusOr<engine::PlacementArgs> DeviceFlagsFromCommandLine() {
+  engine::PlacementArgs f;
   f.device = absl::GetFlag(FLAGS_device);
   f.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
   f.ring_depth = absl::GetFlag(FLAGS_ring_depth);
-  if (f.ring_depth <= 0) return absl::InvalidArgumentError("--ring_depth must be at least 1");
+  f.placement = absl::GetFlag(FLAGS_placement);
+  f.cpu_layers = absl::GetFlag(FLAGS_cpu_layers);
   if (const std::vector<std::string> budgets = absl::GetFlag(FLAGS_gpu_memory); !budgets.empty()) {
     if (budgets.size() != 1) return absl::InvalidArgumentError("generate, bench: --gpu_memory takes one budget");
     absl::StatusOr<uint64_t> bytes = ParseBytes(budgets[0]);
     if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("--gpu_memory: ", bytes.status().message()));
     f.gpu_memory = *bytes;
   }
+  FERRY_RETURN_IF_ERROR(engine::Validate(f));
   return f;
+}
+
+// --threads, --ctx, --slots (`slots` instead when > 0: generate's one request), --batch, --kv_type, --max_queue.
+absl::StatusOr<engine::RuntimeArgs> RuntimeArgsFromCommandLine(int slots = 0) {
+  engine::RuntimeArgs a;
+  a.threads = absl::GetFlag(FLAGS_threads);
+  a.ctx = absl::GetFlag(FLAGS_ctx);
+  a.slots = slots > 0 ? slots : absl::GetFlag(FLAGS_slots);
+  a.batch = absl::GetFlag(FLAGS_batch);
+  FERRY_ASSIGN_OR_RETURN(a.kv_type, engine::ParseKvType(absl::GetFlag(FLAGS_kv_type)));
+  a.max_queue = absl::GetFlag(FLAGS_max_queue);
+  return a;
 }
 
 // Loading steps that take a while (uploads to a GPU), on stderr.
@@ -311,6 +358,9 @@ absl::Status RunGenerate() {
   if (!path.ok()) return path.status();
   o.model_path = *path;
   o.prompt = absl::GetFlag(FLAGS_prompt);
+  o.chat = absl::GetFlag(FLAGS_chat);
+  o.system = absl::GetFlag(FLAGS_system);
+  o.enable_thinking = absl::GetFlag(FLAGS_think);
   o.max_tokens = absl::GetFlag(FLAGS_n);
   o.stops = absl::GetFlag(FLAGS_stop);
   o.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
@@ -331,16 +381,9 @@ absl::Status RunGenerate() {
   p.penalty_last_n = absl::GetFlag(FLAGS_repeat_last_n);
   const int64_t seed = absl::GetFlag(FLAGS_seed);
   p.seed = seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}();
-  o.forward.threads = absl::GetFlag(FLAGS_threads);
-  o.forward.progress = PrintProgress;
-  o.forward.n_ctx = absl::GetFlag(FLAGS_ctx);
-  o.forward.max_batch = absl::GetFlag(FLAGS_batch);
-  const std::string kv = absl::GetFlag(FLAGS_kv_type);
-  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
-  o.forward.kv_type = kv == "f16" ? exec::KvType::kF16 : exec::KvType::kF32;
-  absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
-  if (!device.ok()) return device.status();
-  o.device = *device;
+  o.progress = PrintProgress;
+  FERRY_ASSIGN_OR_RETURN(o.runtime, RuntimeArgsFromCommandLine(1));
+  FERRY_ASSIGN_OR_RETURN(o.placement, DeviceFlagsFromCommandLine());
   if (seed < 0 && p.temperature > 0) std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(p.seed));
   absl::StatusOr<service::GenerateStats> stats = service::Generate(o, stdout, stderr);
   if (!stats.ok()) return stats.status();
@@ -405,8 +448,9 @@ absl::Status RunPlan() {
   }
   o.gpu_layers = absl::GetFlag(FLAGS_gpu_layers);
   const int ctx = absl::GetFlag(FLAGS_ctx);
-  o.request.n_ctx = ctx > 0 ? ctx : 4096;
-  o.request.n_slots = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 1;
+  o.request.n_ctx = ctx;  // 0: the model's default context (RunPlan reads it)
+  o.request.n_slots = absl::GetFlag(FLAGS_slots);
+  if (o.request.n_slots <= 0) return absl::InvalidArgumentError("--slots must be at least 1");
   o.request.max_batch = absl::GetFlag(FLAGS_batch);
   o.request.ring_depth = absl::GetFlag(FLAGS_ring_depth);
   o.threads = absl::GetFlag(FLAGS_threads);
@@ -428,7 +472,7 @@ absl::StatusOr<exec::ForwardOptions> ServingForward() {
   f.threads = absl::GetFlag(FLAGS_threads);
   f.n_ctx = absl::GetFlag(FLAGS_ctx);
   f.max_batch = absl::GetFlag(FLAGS_batch);
-  f.n_seq = absl::GetFlag(FLAGS_slots) > 0 ? absl::GetFlag(FLAGS_slots) : 4;
+  f.n_seq = absl::GetFlag(FLAGS_slots);
   if (f.max_batch < f.n_seq) {
     return absl::InvalidArgumentError(absl::StrCat("--batch (", f.max_batch, " tokens per step) must be at least --slots (",
                                                    f.n_seq, "): each running request decodes a token per step"));
@@ -439,20 +483,12 @@ absl::StatusOr<exec::ForwardOptions> ServingForward() {
   return f;
 }
 
-// The bearer token in --auth_token_file (trailing new lines and spaces
-// dropped), or "" without the flag.
+// The bearer token in --auth_token_file (service/auth.h checks the file),
+// or "" without the flag.
 absl::StatusOr<std::string> AuthToken() {
   const std::string f = absl::GetFlag(FLAGS_auth_token_file);
   if (f.empty()) return std::string();
-  std::FILE* in = std::fopen(f.c_str(), "rb");
-  if (in == nullptr) return absl::NotFoundError("--auth_token_file: cannot read " + f);
-  char buf[4096];
-  const size_t n = std::fread(buf, 1, sizeof(buf), in);
-  std::fclose(in);
-  std::string token(buf, n);
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-  if (token.empty()) return absl::InvalidArgumentError("--auth_token_file: " + f + " is empty");
-  return token;
+  return service::ReadTokenFile(f);
 }
 
 absl::StatusOr<int> RunServe() {
@@ -508,6 +544,10 @@ absl::Status RunLoadgen() {
   o.max_tokens = absl::GetFlag(FLAGS_n);
   o.temperature = absl::GetFlag(FLAGS_temperature);
   o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  o.cancel_fraction = absl::GetFlag(FLAGS_cancel_fraction);
+  o.sessions = absl::GetFlag(FLAGS_sessions);
+  o.malformed_fraction = absl::GetFlag(FLAGS_malformed_fraction);
+  if (absl::GetFlag(FLAGS_seed) >= 0) o.seed = static_cast<uint64_t>(absl::GetFlag(FLAGS_seed));
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   FERRY_ASSIGN_OR_RETURN(o.auth_token, AuthToken());

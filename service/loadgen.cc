@@ -8,7 +8,9 @@
 #include <condition_variable>
 #include <deque>
 #include <fstream>
+#include <limits>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -34,7 +36,31 @@ struct Outcome {
   std::string code = "OK";
   Clock::time_point start;
   std::vector<Clock::time_point> arrivals;  // one per generated token
+  bool cancelled = false;  // loadgen cancelled it
+  bool malformed = false;  // loadgen sent it malformed
 };
+
+// What a request of the mix does, drawn per request.
+struct Mix {
+  int cancel_after = -1;  // tokens before loadgen cancels; -1 = never
+  int malformed = -1;     // which malformation; -1 = none
+  int session = -1;
+};
+
+// Malformed requests, each refused by the server with INVALID_ARGUMENT.
+constexpr int kMalformations = 8;
+void Malform(int kind, v1::GenerateRequest* r) {
+  switch (kind) {
+    case 0: r->mutable_sampling()->set_temperature(-1); break;
+    case 1: r->set_max_tokens(-5); break;
+    case 2: (*r->mutable_sampling()->mutable_logit_bias())[1] = std::numeric_limits<float>::infinity(); break;
+    case 3: r->set_text("bad \xff utf-8"); break;
+    case 4: for (int i = 0; i < 1000; ++i) r->add_stop_token_ids(i); break;
+    case 5: r->set_session_id(std::string(1000, 's')); break;
+    case 6: r->set_logprobs(true); r->set_top_logprobs(99); break;
+    default: r->mutable_tokens()->add_ids(-7); break;
+  }
+}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -48,7 +74,7 @@ std::string ReadFile(const std::string& path) {
 class Driver {
  public:
   virtual ~Driver() = default;
-  virtual Outcome Run(int worker) = 0;
+  virtual Outcome Run(int worker, const Mix& plan) = 0;
 };
 
 class GrpcDriver final : public Driver {
@@ -80,20 +106,23 @@ class GrpcDriver final : public Driver {
   // The callback API: arrivals are stamped on gRPC's own thread as each
   // message lands, and the worker sleeps until the call ends, so the client
   // costs no thread hop per token.
-  Outcome Run(int worker) override {
+  Outcome Run(int worker, const Mix& plan) override {
     class Call final : public grpc::ClientReadReactor<v1::GenerateResponse> {
      public:
-      Call(v1::Inference::Stub* stub, const v1::GenerateRequest& req, const std::string& token) {
+      Call(v1::Inference::Stub* stub, const v1::GenerateRequest& req, const std::string& token, int cancel_after)
+          : cancel_after_(cancel_after) {
         if (!token.empty()) ctx_.AddMetadata("authorization", "Bearer " + token);
         out_.start = Clock::now();
         stub->async()->Generate(&ctx_, &req, this);
         StartRead(&msg_);
         StartCall();
+        if (cancel_after_ == 0) ctx_.TryCancel();
       }
       void OnReadDone(bool ok) override {
         if (!ok) return;
         const Clock::time_point now = Clock::now();
         for (int i = 0; i < msg_.token_ids_size(); ++i) out_.arrivals.push_back(now);
+        if (cancel_after_ > 0 && static_cast<int>(out_.arrivals.size()) >= cancel_after_) ctx_.TryCancel();
         StartRead(&msg_);
       }
       void OnDone(const grpc::Status& s) override {
@@ -109,6 +138,7 @@ class GrpcDriver final : public Driver {
       }
 
      private:
+      const int cancel_after_;
       grpc::ClientContext ctx_;
       v1::GenerateResponse msg_;
       Outcome out_;
@@ -116,8 +146,18 @@ class GrpcDriver final : public Driver {
       std::condition_variable cv_;
       bool done_ = false;
     };
-    Call call(stubs_[worker % stubs_.size()].get(), request_, o_.auth_token);
-    return call.Wait();
+    v1::GenerateRequest req = request_;
+    if (plan.session >= 0) {
+      // A session's requests share their prompt: the later ones reuse its KV.
+      req.set_session_id(absl::StrCat("loadgen-session-", plan.session));
+      req.set_text(absl::StrCat(o_.prompt, " (conversation ", plan.session, ")"));
+    }
+    if (plan.malformed >= 0) Malform(plan.malformed, &req);
+    Call call(stubs_[worker % stubs_.size()].get(), req, o_.auth_token, plan.cancel_after);
+    Outcome out = call.Wait();
+    out.cancelled = plan.cancel_after >= 0;
+    out.malformed = plan.malformed >= 0;
+    return out;
   }
 
  private:
@@ -145,7 +185,7 @@ class DirectDriver final : public Driver {
     return d;
   }
 
-  Outcome Run(int) override {
+  Outcome Run(int, const Mix&) override {
     struct Inbox {
       std::mutex mu;
       std::condition_variable cv;
@@ -213,6 +253,13 @@ absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o) {
     return absl::InvalidArgumentError("give one of --requests N or --duration SECONDS");
   }
   if (o.max_tokens < 1) return absl::InvalidArgumentError("-n must be >= 1");
+  if (!(o.cancel_fraction >= 0 && o.cancel_fraction <= 1) || !(o.malformed_fraction >= 0 && o.malformed_fraction <= 1) ||
+      o.sessions < 0) {
+    return absl::InvalidArgumentError("--cancel_fraction and --malformed_fraction must be in [0, 1], --sessions >= 0");
+  }
+  if (o.direct && (o.cancel_fraction > 0 || o.malformed_fraction > 0 || o.sessions > 0)) {
+    return absl::InvalidArgumentError("--direct runs plain requests: no --cancel_fraction, --malformed_fraction or --sessions");
+  }
   std::unique_ptr<Driver> driver;
   if (o.direct) {
     FERRY_ASSIGN_OR_RETURN(driver, DirectDriver::Create(o));
@@ -229,10 +276,28 @@ absl::StatusOr<LoadgenReport> RunLoadgen(const LoadgenOptions& o) {
   std::vector<std::thread> workers;
   for (int w = 0; w < o.concurrency; ++w) {
     workers.emplace_back([&, w] {
+      std::mt19937_64 rng(o.seed * 1000003 + w);
+      std::uniform_real_distribution<double> unit(0, 1);
       for (;;) {
         if (o.requests > 0 ? next.fetch_add(1) >= o.requests : Clock::now() >= end) return;
-        const Outcome out = driver->Run(w);
+        Mix plan;
+        if (unit(rng) < o.malformed_fraction) {
+          plan.malformed = static_cast<int>(rng() % kMalformations);
+        } else if (unit(rng) < o.cancel_fraction) {
+          plan.cancel_after = static_cast<int>(rng() % (o.max_tokens + 1));
+        }
+        if (o.sessions > 0) plan.session = static_cast<int>(rng() % o.sessions);
+        const Outcome out = driver->Run(w, plan);
         std::lock_guard<std::mutex> l(mu);
+        if (out.malformed) {
+          ++report.malformed;
+          ++report.malformed_codes[out.code];
+          continue;
+        }
+        if (out.cancelled) {
+          ++report.cancelled;
+          if (out.code == "OK" || out.code == "CANCELLED") continue;  // it may end before the cancel lands
+        }
         if (out.code != "OK") {
           ++report.errors[out.code];
           continue;
@@ -260,6 +325,12 @@ std::string LoadgenText(const LoadgenOptions& o, const LoadgenReport& r) {
   absl::StrAppend(&out, absl::StrFormat("requests: %d ok", r.ok));
   for (const auto& [code, n] : r.errors) absl::StrAppend(&out, ", ", n, " ", code);
   absl::StrAppend(&out, absl::StrFormat(" in %.2f s (%.2f requests/s)\n", r.wall_s, r.wall_s > 0 ? r.ok / r.wall_s : 0));
+  if (r.cancelled > 0 || r.malformed > 0) {
+    absl::StrAppend(&out, absl::StrFormat("mix: %d cancelled by loadgen; %d sent malformed, answered", r.cancelled,
+                                          r.malformed));
+    for (const auto& [code, n] : r.malformed_codes) absl::StrAppend(&out, " ", n, " ", code);
+    absl::StrAppend(&out, "\n");
+  }
   absl::StrAppend(&out, absl::StrFormat("throughput: %.1f tokens/s (%llu tokens)\n", r.tokens_per_s(),
                                         static_cast<unsigned long long>(r.tokens)));
   const auto line = [&](const char* name, const std::vector<double>& v) {

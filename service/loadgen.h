@@ -4,7 +4,9 @@
 // p99), tokens/s and errors by status code. It only talks to the --target
 // it is given (default loopback). With --direct it drives the same load
 // through an in-process runtime instead (no gRPC), the baseline for the
-// service's overhead.
+// service's overhead. For soak runs it can mix in what real clients do
+// wrong: cancels, requests of a few sessions (prefix reuse, slot
+// preference), and malformed requests that must come back INVALID_ARGUMENT.
 #pragma once
 
 #include <map>
@@ -28,6 +30,13 @@ struct LoadgenOptions {
   bool ignore_eos = true;   // every request generates max_tokens (fixed work)
   std::string tls_ca, tls_cert, tls_key;  // PEM files; tls_ca set = TLS
   std::string auth_token;
+  // The mix (gRPC only): a share of requests cancelled after a random number
+  // of tokens (0 = before the first), a session id out of `sessions` on the
+  // others (0 = none), and a share sent malformed.
+  double cancel_fraction = 0;
+  int sessions = 0;
+  double malformed_fraction = 0;
+  uint64_t seed = 1;
   // --direct: an in-process runtime on this model instead of --target.
   bool direct = false;
   std::string model_path;
@@ -37,7 +46,10 @@ struct LoadgenOptions {
 
 struct LoadgenReport {
   int ok = 0;
-  std::map<std::string, int> errors;  // status code name -> count
+  std::map<std::string, int> errors;  // status code name -> count, over requests sent well-formed and not cancelled
+  int cancelled = 0;                  // cancelled by loadgen (any code)
+  int malformed = 0;                  // sent malformed
+  std::map<std::string, int> malformed_codes;  // what those got back (INVALID_ARGUMENT expected)
   double wall_s = 0;
   uint64_t tokens = 0;                // generated, over successful requests
   std::vector<double> ttft_s;         // per successful request

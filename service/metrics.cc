@@ -13,6 +13,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "service/status_codes.h"
@@ -30,6 +32,10 @@ constexpr runtime::FinishReason kReasons[] = {
     runtime::FinishReason::kError};
 
 Histogram::BucketBoundaries Buckets(std::initializer_list<double> b) { return Histogram::BucketBoundaries(b); }
+
+// The HTTP server's workers and how long a request may take to arrive (Start says why).
+constexpr int kMetricsThreads = 16;
+constexpr int kMetricsRequestTimeoutMs = 500;
 
 // /healthz and /readyz answered before the exposer's handlers see the request.
 std::atomic<bool> g_ready{false};
@@ -86,6 +92,9 @@ class Metrics::Impl : public prometheus::Collectable {
     compute_ = &counter("ferry_compute_seconds_total",
                         "Time the device spent computing steps (kernels; on the cpu device, the step's wall time)")
                     .Add({});
+    cpu_compute_ = &counter("ferry_cpu_compute_seconds_total",
+                            "Time the CPU spent computing the layers placed on it (--placement cpu or mixed)")
+                        .Add({});
     stream_bw_ = &gauge("ferry_stream_bandwidth_bytes_per_second",
                         "Host-to-device bandwidth achieved while copying, over the last 32 steps")
                       .Add({});
@@ -171,8 +180,10 @@ class Metrics::Impl : public prometheus::Collectable {
     const double copy = c.copy_busy_s - last_.copy_busy_s;
     const double wait = c.compute_wait_s - last_.compute_wait_s;
     const double compute = c.compute_s - last_.compute_s;
+    const double cpu_compute = c.cpu_compute_s - last_.cpu_compute_s;
     last_ = c;
     if (compute > 0) compute_->Increment(compute);
+    if (cpu_compute > 0) cpu_compute_->Increment(cpu_compute);
     if (bytes <= 0) return;
     stream_bytes_->Increment(bytes);
     if (copy > 0) stream_copy_->Increment(copy);
@@ -221,7 +232,7 @@ class Metrics::Impl : public prometheus::Collectable {
   std::function<runtime::RuntimeStats()> stats_;
   Gauge *gpu_total_, *gpu_used_, *pinned_, *kv_usage_, *stream_bw_, *overlap_, *running_, *waiting_;
   std::map<std::string, Gauge*> planned_, layers_;
-  Counter *stream_bytes_, *stream_copy_, *stream_wait_, *compute_, *prompt_tokens_, *gen_tokens_;
+  Counter *stream_bytes_, *stream_copy_, *stream_wait_, *compute_, *cpu_compute_, *prompt_tokens_, *gen_tokens_;
   std::map<std::string, Counter*> requests_;
   std::array<Counter*, 8> finish_{};
   Histogram *transfer_, *batch_, *ttft_, *tpot_, *duration_, *queue_;
@@ -247,8 +258,19 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& host,
       host.find(':') != std::string::npos ? absl::StrCat("[", host, "]:", port) : absl::StrCat(host, ":", port);
   std::unique_ptr<Metrics> m(new Metrics());
   m->impl_ = std::make_shared<Impl>();
+  // civetweb gives each connection a worker thread from accept until the
+  // response is written, and waits request_timeout_ms for a request to
+  // arrive in full (30 s by default). With its 2 threads, two sockets that
+  // sent half a request line silenced /healthz (a liveness failure) for 30 s.
+  // Now: 16 workers, so a handful of idle or slow connections leaves most
+  // free, and 500 ms for a request to arrive, so even when every worker is
+  // held a probe waits at most about that long per 16 held connections.
+  // A scrape's request is one small packet; a loopback or in-cluster
+  // scraper sends it in well under a millisecond.
+  const std::vector<std::string> options = {"listening_ports", address, "num_threads", std::to_string(kMetricsThreads),
+                                            "request_timeout_ms", std::to_string(kMetricsRequestTimeoutMs)};
   try {  // civetweb reports a port it cannot bind by throwing
-    m->exposer_ = std::make_unique<prometheus::Exposer>(address, 2, &callbacks);
+    m->exposer_ = std::make_unique<prometheus::Exposer>(options, &callbacks);
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", address, ": ", e.what()));
   }

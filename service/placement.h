@@ -1,38 +1,14 @@
-// --device and the placement flags, shared by generate and bench: opens the
-// device, plans what is resident with the planner (the same byte rules the
-// executor allocates by) and says what it chose before any weight moves.
+// Transitional: the engine's placement arguments and planning step under
+// their old service names, for the front ends not yet on engine::OpenEngine.
 #pragma once
 
-#include <cstdint>
-#include <memory>
-#include <optional>
-#include <string>
-
-#include "absl/status/statusor.h"
-#include "engine/backend/device.h"
-#include "engine/exec/forward.h"
-#include "engine/model/weights.h"
-#include "engine/plan/planner.h"
+#include "engine/engine/engine.h"
 
 namespace ferry::service {
 
-struct DeviceFlags {
-  std::string device = "cpu";          // cpu | sim[:key=value,...] | cuda[:N]
-  int gpu_layers = -1;                 // exactly N layers resident (+ the head); -1: as many as fit
-  bool stream_head = false;            // with gpu_layers 0: stream the head too
-  std::optional<uint64_t> gpu_memory;  // budget; unset: the device's memory
-  int ring_depth = 2;
-};
-
-// The planner's view of an opened device (memory, overhead, bandwidths).
-plan::DeviceSpec SpecOf(const backend::Device& device);
-
-// Plans `forward` (n_ctx already resolved) on `device`; the plan's
-// placement goes into forward->placement. The cpu device needs no plan.
-absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& model, const backend::Device& device,
-                                                        const DeviceFlags& flags, exec::ForwardOptions* forward);
-
-// The model's context length when --ctx is 0 (at most 4096).
-int DefaultContext(const model::Model& model);
+using DeviceFlags = engine::PlacementArgs;
+using engine::PlanPlacement;
+using engine::SpecOf;
+inline int DefaultContext(const model::Model& model) { return model.config.default_context(); }
 
 }  // namespace ferry::service

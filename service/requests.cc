@@ -1,5 +1,6 @@
 #include "service/requests.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -18,77 +19,64 @@ absl::Status Finite(float v, absl::string_view field) {
   return absl::InvalidArgumentError(absl::StrCat(field, " = ", v, " is not a finite number"));
 }
 
+// Text that cannot fit the prompt limit, refused before it is tokenized.
+absl::Status TextFits(size_t bytes, absl::string_view what, const RequestContext& ctx) {
+  const size_t limit = PromptTextByteLimit(ctx);
+  if (bytes <= limit) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(what, " has ", bytes, " bytes; at most ", limit, " bytes fit in ",
+                                                 PromptTokenLimit(ctx), " tokens (", ctx.max_token_bytes,
+                                                 " bytes in the longest token)"));
+}
+
+absl::Status Cancelled(const std::function<bool()>& cancelled) {
+  if (cancelled && cancelled()) return absl::CancelledError("the client cancelled the call");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
+int PromptTokenLimit(const RequestContext& ctx) {
+  return ctx.limits.max_prompt_tokens > 0 ? std::min(ctx.limits.max_prompt_tokens, ctx.n_ctx) : ctx.n_ctx;
+}
+
+size_t MaxTokenBytes(const text::Tokenizer& tok) {
+  size_t most = 1;
+  for (int id = 0; id < tok.n_vocab(); ++id) most = std::max(most, tok.piece(id).size());
+  return most;
+}
+
+size_t PromptTextByteLimit(const RequestContext& ctx) {
+  return static_cast<size_t>(std::max(PromptTokenLimit(ctx), 0)) * std::max<size_t>(ctx.max_token_bytes, 1);
+}
+
+absl::Status TokenizeText(const v1::TokenizeRequest& in, const RequestContext& ctx, v1::TokenizeResponse* out,
+                          const std::function<bool()>& cancelled) {
+  const text::Tokenizer& tok = *ctx.tokenizer;
+  if (absl::Status s = TextFits(in.text().size(), "text", ctx); !s.ok()) return s;
+  if (absl::Status s = Utf8(in.text(), "text"); !s.ok()) return s;
+  const std::vector<int32_t> ids = tok.Encode(in.text(), in.has_add_bos() ? in.add_bos() : tok.add_bos());
+  if (absl::Status s = Cancelled(cancelled); !s.ok()) return s;
+  for (int32_t id : ids) {
+    out->add_ids(id);
+    out->add_pieces(text::SanitizeUtf8(tok.TokenBytes(id)));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in, const RequestContext& ctx,
-                                               uint64_t random_seed) {
+                                               uint64_t random_seed, const std::function<bool()>& cancelled) {
   const text::Tokenizer& tok = *ctx.tokenizer;
   const int n_vocab = tok.n_vocab();
+  const int prompt_limit = PromptTokenLimit(ctx);
   PreparedRequest out;
   runtime::Request& r = out.request;
 
-  // The prompt.
-  switch (in.prompt_case()) {
-    case v1::GenerateRequest::kText: {
-      if (in.text().empty()) return absl::InvalidArgumentError("prompt text is empty");
-      if (absl::Status s = Utf8(in.text(), "prompt text"); !s.ok()) return s;
-      r.prompt = tok.Encode(in.text(), tok.add_bos());
-      out.prompt_text = in.text();
-      r.text_at_start = false;
-      break;
-    }
-    case v1::GenerateRequest::kTokens: {
-      if (in.tokens().ids().empty()) return absl::InvalidArgumentError("prompt tokens are empty");
-      for (int i = 0; i < in.tokens().ids_size(); ++i) {
-        const int32_t id = in.tokens().ids(i);
-        if (id < 0 || id >= n_vocab) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("prompt token ", i, " = ", id, " is outside the vocabulary [0, ", n_vocab, ")"));
-        }
-      }
-      r.prompt.assign(in.tokens().ids().begin(), in.tokens().ids().end());
-      out.prompt_text = tok.Decode(r.prompt);
-      // Only BOS (or nothing) before the generated text: it starts the text.
-      r.text_at_start = out.prompt_text.empty();
-      break;
-    }
-    case v1::GenerateRequest::kChat: {
-      if (!ctx.chat.ok()) return ctx.chat.status();
-      if (in.chat().messages().empty()) return absl::InvalidArgumentError("chat prompt has no messages");
-      std::vector<text::ChatMessage> messages;
-      for (int i = 0; i < in.chat().messages_size(); ++i) {
-        const v1::ChatMessage& m = in.chat().messages(i);
-        if (absl::Status s = Utf8(m.content(), absl::StrCat("chat message ", i, " content")); !s.ok()) return s;
-        messages.push_back({m.role(), m.content()});
-      }
-      const bool gen = !in.chat().has_add_generation_prompt() || in.chat().add_generation_prompt();
-      absl::StatusOr<std::string> text = text::RenderChat(*ctx.chat, messages, gen);
-      if (!text.ok()) return text.status();
-      r.prompt = tok.Encode(*text, tok.add_bos());
-      out.prompt_text = *text;
-      r.text_at_start = true;
-      break;
-    }
-    case v1::GenerateRequest::PROMPT_NOT_SET:
-      return absl::InvalidArgumentError("prompt is empty: set text, tokens or chat");
-  }
-  if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
-  const int prompt_limit = ctx.limits.max_prompt_tokens > 0 ? std::min(ctx.limits.max_prompt_tokens, ctx.n_ctx) : ctx.n_ctx;
-  if (static_cast<int64_t>(r.prompt.size()) > prompt_limit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the prompt has ", r.prompt.size(), " tokens; the limit is ", prompt_limit));
-  }
-
-  // Length and stops.
+  // Every field but the prompt first: a malformed request costs no tokenizing.
   const int output_limit = ctx.limits.max_output_tokens > 0 ? ctx.limits.max_output_tokens : ctx.n_ctx;
   r.max_tokens = in.has_max_tokens() ? in.max_tokens() : std::min(128, output_limit);
   if (r.max_tokens < 0 || r.max_tokens > output_limit) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens = ", r.max_tokens, " is outside [0, ", output_limit, "]"));
-  }
-  if (static_cast<int64_t>(r.prompt.size()) + r.max_tokens > ctx.n_ctx) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt (", r.prompt.size(), " tokens) + max_tokens (", r.max_tokens,
-                                                   ") exceeds the context of ", ctx.n_ctx, " tokens per request"));
   }
   if (in.stop_size() > ctx.limits.max_stops) {
     return absl::InvalidArgumentError(
@@ -104,6 +92,10 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in, co
     if (absl::Status st = Utf8(s, absl::StrCat("stop sequence ", i)); !st.ok()) return st;
     r.stops.push_back(s);
   }
+  if (in.stop_token_ids_size() > ctx.limits.max_stop_token_ids) {
+    return absl::InvalidArgumentError(absl::StrCat(in.stop_token_ids_size(), " stop token ids; the limit is ",
+                                                   ctx.limits.max_stop_token_ids));
+  }
   for (int i = 0; i < in.stop_token_ids_size(); ++i) {
     const int32_t id = in.stop_token_ids(i);
     if (id < 0 || id >= n_vocab) {
@@ -111,9 +103,6 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in, co
           absl::StrCat("stop_token_ids ", i, " = ", id, " is outside the vocabulary [0, ", n_vocab, ")"));
     }
     r.stop_ids.push_back(id);
-  }
-  if (in.stop_token_ids_size() > 64) {
-    return absl::InvalidArgumentError(absl::StrCat(in.stop_token_ids_size(), " stop token ids; the limit is 64"));
   }
   r.ignore_eos = in.ignore_eos();
 
@@ -150,10 +139,79 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in, co
   out.logprobs = in.logprobs();
   r.logprobs = in.logprobs();
 
-  if (in.session_id().size() > 256) {
-    return absl::InvalidArgumentError(absl::StrCat("session_id has ", in.session_id().size(), " bytes; the limit is 256"));
+  if (in.session_id().size() > static_cast<size_t>(ctx.limits.max_session_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("session_id has ", in.session_id().size(), " bytes; the limit is ",
+                                                   ctx.limits.max_session_bytes));
   }
   r.session = in.session_id();
+
+  // The prompt, the one step whose cost grows with the request.
+  switch (in.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      if (in.text().empty()) return absl::InvalidArgumentError("prompt text is empty");
+      if (absl::Status s = TextFits(in.text().size(), "prompt text", ctx); !s.ok()) return s;
+      if (absl::Status s = Utf8(in.text(), "prompt text"); !s.ok()) return s;
+      r.prompt = tok.Encode(in.text(), tok.add_bos());
+      out.prompt_text = in.text();
+      r.text_at_start = false;
+      break;
+    }
+    case v1::GenerateRequest::kTokens: {
+      if (in.tokens().ids().empty()) return absl::InvalidArgumentError("prompt tokens are empty");
+      if (in.tokens().ids_size() > prompt_limit) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the prompt has ", in.tokens().ids_size(), " tokens; the limit is ", prompt_limit));
+      }
+      for (int i = 0; i < in.tokens().ids_size(); ++i) {
+        const int32_t id = in.tokens().ids(i);
+        if (id < 0 || id >= n_vocab) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("prompt token ", i, " = ", id, " is outside the vocabulary [0, ", n_vocab, ")"));
+        }
+      }
+      r.prompt.assign(in.tokens().ids().begin(), in.tokens().ids().end());
+      out.prompt_text = tok.Decode(r.prompt);
+      // Only BOS (or nothing) before the generated text: it starts the text.
+      r.text_at_start = out.prompt_text.empty();
+      break;
+    }
+    case v1::GenerateRequest::kChat: {
+      if (!ctx.chat.ok()) return ctx.chat.status();
+      if (in.chat().messages().empty()) return absl::InvalidArgumentError("chat prompt has no messages");
+      size_t content_bytes = 0;
+      for (const v1::ChatMessage& m : in.chat().messages()) content_bytes += m.content().size();
+      if (absl::Status s = TextFits(content_bytes, "the chat messages' content", ctx); !s.ok()) return s;
+      std::vector<text::ChatMessage> messages;
+      for (int i = 0; i < in.chat().messages_size(); ++i) {
+        const v1::ChatMessage& m = in.chat().messages(i);
+        if (absl::Status s = Utf8(m.content(), absl::StrCat("chat message ", i, " content")); !s.ok()) return s;
+        messages.push_back({m.role(), m.content()});
+      }
+      text::ChatOptions options;
+      options.add_generation_prompt = !in.chat().has_add_generation_prompt() || in.chat().add_generation_prompt();
+      options.enable_thinking = !in.chat().has_enable_thinking() || in.chat().enable_thinking();
+      absl::StatusOr<std::string> text = text::RenderChat(*ctx.chat, messages, options);
+      if (!text.ok()) return text.status();
+      if (absl::Status s = TextFits(text->size(), "the rendered chat prompt", ctx); !s.ok()) return s;
+      r.prompt = tok.Encode(*text, tok.add_bos());
+      out.prompt_text = *text;
+      r.text_at_start = true;
+      break;
+    }
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      return absl::InvalidArgumentError("prompt is empty: set text, tokens or chat");
+  }
+  if (absl::Status s = Cancelled(cancelled); !s.ok()) return s;
+  if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
+  if (static_cast<int64_t>(r.prompt.size()) > prompt_limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", r.prompt.size(), " tokens; the limit is ", prompt_limit));
+  }
+
+  if (static_cast<int64_t>(r.prompt.size()) + r.max_tokens > ctx.n_ctx) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", r.prompt.size(), " tokens) + max_tokens (", r.max_tokens,
+                                                   ") exceeds the context of ", ctx.n_ctx, " tokens per request"));
+  }
   return out;
 }
 

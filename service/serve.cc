@@ -41,6 +41,13 @@ int Serve(const ServeOptions& options, absl::Duration drain) {
   std::printf("ferry: listening on %s (gRPC%s%s); health NOT_SERVING while %s loads\n", where.c_str(),
               options.tls_cert.empty() ? "" : options.tls_client_ca.empty() ? ", TLS" : ", mutual TLS",
               options.auth_token.empty() ? "" : ", bearer token", options.model_path.c_str());
+  // Plaintext without a token on an address other hosts reach: say so.
+  const bool loopback = options.host == "127.0.0.1" || options.host == "::1" || options.host == "localhost";
+  if (!loopback && options.tls_cert.empty() && options.auth_token.empty()) {
+    std::printf("ferry: warning: %s is reachable beyond this host and takes every call in plaintext without a token "
+                "(--tls_cert/--tls_key, --auth_token_file)\n",
+                where.c_str());
+  }
   if ((*server)->metrics_port() >= 0) {
     std::printf("ferry: metrics on http://%s:%d/metrics (/healthz, /readyz)\n", options.metrics_host.c_str(),
                 (*server)->metrics_port());
@@ -55,10 +62,14 @@ int Serve(const ServeOptions& options, absl::Duration drain) {
     loaded.store(true);
   });
   while (!loaded.load()) {
-    if (WaitSignal(set, absl::Milliseconds(50)) != 0) {
-      std::fprintf(stderr, "ferry serve: signal during model load: exiting\n");
+    if (const int sig = WaitSignal(set, absl::Milliseconds(50)); sig != 0) {
+      std::fprintf(stderr, "ferry serve: %s during model load: exiting without serving\n",
+                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
       std::fflush(nullptr);
-      _exit(0);  // the loader cannot be interrupted; nothing has been served
+      // The loader cannot be interrupted. Not 0: the service never ran, and
+      // a supervisor must not take this for a clean stop. 128 + the signal,
+      // as a shell reports a process the signal ended.
+      _exit(128 + sig);
     }
   }
   loader.join();

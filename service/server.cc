@@ -25,6 +25,7 @@
 #include "engine/text/chat.h"
 #include "engine/text/tokenizer.h"
 #include "ferry/v1/inference.grpc.pb.h"
+#include "service/auth.h"
 #include "service/requests.h"
 #include "service/status_codes.h"
 
@@ -63,13 +64,6 @@ grpc::Status FinalStatus(const runtime::Update& u) {
       return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("device fault: ", u.error.message()));
     default: return grpc::Status::OK;
   }
-}
-
-bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view what) {
@@ -154,13 +148,11 @@ class Server::Service final : public v1::Inference::CallbackService {
   // The engine, or why the call cannot run now.
   absl::StatusOr<Engine*> Ready(grpc::CallbackServerContext* ctx) const {
     if (!options_.auth_token.empty()) {
-      const auto& md = ctx->client_metadata();
-      auto it = md.find("authorization");
-      const std::string want = absl::StrCat("Bearer ", options_.auth_token);
-      if (it == md.end()) return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
-      if (!ConstantTimeEquals(absl::string_view(it->second.data(), it->second.size()), want)) {
-        return absl::UnauthenticatedError("the bearer token is not valid");
-      }
+      // Every value: with several, gRPC's multimap keeps them all and any wrong one fails the call.
+      std::vector<absl::string_view> values;
+      const auto [begin, end] = ctx->client_metadata().equal_range("authorization");
+      for (auto it = begin; it != end; ++it) values.emplace_back(it->second.data(), it->second.size());
+      if (absl::Status s = CheckBearer(values, options_.auth_token); !s.ok()) return s;
     }
     if (draining_.load()) return absl::UnavailableError("the server is shutting down");
     Engine* e = engine_.load(std::memory_order_acquire);
@@ -175,13 +167,7 @@ class Server::Service final : public v1::Inference::CallbackService {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
                                      v1::TokenizeResponse* resp) override {
     return Unary(ctx, [&](Engine& e) {
-      const text::Tokenizer& tok = *e.tokenizer;
-      if (text::SanitizeUtf8(req->text()) != req->text()) return absl::InvalidArgumentError("text is not valid UTF-8");
-      for (int32_t id : tok.Encode(req->text(), req->has_add_bos() ? req->add_bos() : tok.add_bos())) {
-        resp->add_ids(id);
-        resp->add_pieces(text::SanitizeUtf8(tok.TokenBytes(id)));
-      }
-      return absl::OkStatus();
+      return TokenizeText(*req, e.request_ctx, resp, [ctx] { return ctx->IsCancelled(); });
     });
   }
 
@@ -529,7 +515,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* Server::Service::Generate(grpc::
     return call;
   }
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  absl::StatusOr<PreparedRequest> prepared = PrepareRequest(*request, (*e)->request_ctx, rng());
+  absl::StatusOr<PreparedRequest> prepared =
+      PrepareRequest(*request, (*e)->request_ctx, rng(), [ctx] { return ctx->IsCancelled(); });
   if (!prepared.ok()) {
     call->FinishNow(ToGrpc(prepared.status()));
     return call;
@@ -619,8 +606,12 @@ absl::Status Server::Load() {
   e->request_ctx.tokenizer = e->tokenizer.get();
   e->request_ctx.n_ctx = e->executor->n_ctx();
   e->request_ctx.limits = options_.limits;
+  e->request_ctx.max_token_bytes = MaxTokenBytes(*e->tokenizer);
   absl::StatusOr<absl::string_view> tmpl = f.GetString("tokenizer.chat_template");
-  e->request_ctx.chat = text::DetectChatFamily(tmpl.ok() ? *tmpl : absl::string_view());
+  const text::Tokenizer& tok = *e->tokenizer;
+  e->request_ctx.chat = text::ParseChatTemplate(tmpl.ok() ? *tmpl : absl::string_view(),
+                                                tok.bos() >= 0 ? tok.piece(tok.bos()) : "",
+                                                tok.eos() >= 0 ? tok.piece(tok.eos()) : "");
 
   v1::ModelInfo& info = e->info;
   info.set_path(options_.model_path);
@@ -648,14 +639,15 @@ absl::Status Server::Load() {
   info.set_vocab(c.n_vocab);
   info.set_layers(c.n_layer);
   info.set_layers_resident(e->executor->resident_layers());
-  info.set_layers_streamed(c.n_layer - e->executor->resident_layers());
+  info.set_layers_streamed(e->executor->streamed_layers());
+  info.set_layers_cpu(e->executor->cpu_layers());
   info.set_head_resident(e->executor->head_resident());
   info.set_ring_depth(e->executor->ring_depth());
   info.set_device(e->device->Describe());
   info.set_placement(e->executor->PlacementSummary());
   info.set_slots(e->executor->n_seq());
   info.set_max_batch_tokens(e->executor->max_batch());
-  if (e->request_ctx.chat.ok()) info.set_chat_template(text::ChatFamilyName(*e->request_ctx.chat));
+  if (e->request_ctx.chat.ok()) info.set_chat_template(text::ChatFamilyName(e->request_ctx.chat->family));
   info.set_tokenizer(std::string(e->tokenizer->model()));
   info.set_bos(e->tokenizer->bos());
   info.set_eos(e->tokenizer->eos());
@@ -667,8 +659,7 @@ absl::Status Server::Load() {
   m->set_kv_cache_bytes(u.kv_cache);
   m->set_workspace_bytes(u.workspace);
   m->set_overhead_bytes(e->spec.overhead_bytes);
-  // Page-locked only where the device has memory of its own.
-  const uint64_t pinned = e->device->computes_on_host_memory() ? 0 : e->executor->host_pinned_bytes();
+  const uint64_t pinned = e->executor->host_pinned_bytes();
   m->set_pinned_host_bytes(pinned);
 
   if (metrics_) {
@@ -687,13 +678,10 @@ absl::Status Server::Load() {
     li.planned = e->executor->usage();
     li.overhead = e->spec.overhead_bytes;
     li.pinned_host = pinned;
-    if (e->device->computes_on_host_memory()) {
-      li.layers_cpu = c.n_layer;
-    } else {
-      li.layers_resident = e->executor->resident_layers();
-      li.layers_streamed = c.n_layer - li.layers_resident;
-    }
-    li.streamed_units = li.layers_streamed + (e->executor->head_resident() ? 0 : 1);
+    li.layers_resident = e->executor->resident_layers();
+    li.layers_streamed = e->executor->streamed_layers();
+    li.layers_cpu = e->executor->cpu_layers();
+    li.streamed_units = e->executor->placement().count(plan::Home::kStreamed);
     backend::Device* dev = e->device.get();
     runtime::Runtime* rt = e->runtime.get();
     metrics_->OnLoaded(li, [dev] { return dev->used(); }, [rt] { return rt->Stats(); });

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 
@@ -19,8 +20,8 @@ struct Result {
 };
 
 // Runs `ferry ARGS` with optional VAR=value assignments in front.
-Result RunFerry(const std::string& args, const std::string& env = "") {
-  const std::string cmd = env + " " + std::string(FERRY_BINARY) + " " + args + " 2>&1";
+Result RunFerry(const std::string& args, const std::string& env = "", bool with_stderr = true) {
+  const std::string cmd = env + " " + std::string(FERRY_BINARY) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
   FILE* p = popen(cmd.c_str(), "r");
   Result r{-1, ""};
   if (p == nullptr) return r;
@@ -85,8 +86,11 @@ TEST(Cli, PlanFromAHeaderOnlyFile) {
   r = RunFerry("plan --model " + path);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("llama, 32 layers"));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB +[0-9]+/32 "));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex("80.00 GiB +32/32 +100.0%"));
+  // A row per strategy (stream, cpu, mixed): layers resident / streamed / on the CPU.
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ >]stream +[0-9]+\\+h / [0-9]+ / 0 "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ >]cpu +[0-9]+\\+h / 0 / [0-9]+ "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex(" 8.00 GiB [ >]mixed "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("80.00 GiB [ >]stream +32\\+h / 0 / 0 +100.0%"));
   r = RunFerry("plan --json --gpu_memory=8GiB --model " + path);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("\"budget_bytes\":8589934592"));
@@ -129,25 +133,37 @@ TEST(Cli, DemoModelIsMadeOnFirstUse) {
   EXPECT_THAT(r.output, HasSubstr("using the demo model"));
 }
 
-TEST(Cli, GenerateGreedyStoriesAndFigures) {
-  const std::string path = testing::SharedModel("stories260K-f32.gguf");
-  FERRY_REQUIRE_SHARED_MODEL(path);
-  Result r = RunFerry("generate --model " + path + " --temperature 0 -n 50");
+// The text `ferry generate ARGS` prints on stdout (the prompt, if any, then
+// what it generated and a new line; the figures go to stderr).
+std::string GeneratedText(const std::string& args) {
+  const Result r = RunFerry("generate " + args, "", /*with_stderr=*/false);
+  EXPECT_EQ(r.exit_code, 0) << args;
+  return r.output;
+}
+
+// On a model of stories260K's shape (random weights, generated here).
+TEST(Cli, GenerateGreedyStopsSeedsAndFigures) {
+  const std::string path = testing::StoriesShapedModel();
+  ASSERT_FALSE(path.empty());
+  Result r = RunFerry("generate --model " + path + " --temperature 0 --ignore_eos -n 50");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("Once upon a time, there was a little girl named Lily."));
   EXPECT_THAT(r.output, ::testing::ContainsRegex(
                             "prompt 1 tokens, generated 50 tokens \\(length\\); prefill [0-9.]+ tokens/s, decode "
                             "[0-9.]+ tokens/s; peak memory [0-9.]+ MiB"));
-  // A stop sequence ends generation before it is printed.
-  r = RunFerry("generate --model " + path + " --temperature 0 -n 80 --stop=Lily.");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("Once upon a time, there was a little girl named \n"));
+  // A stop sequence (a run of letters from the second half of the greedy
+  // text) ends generation before it is printed.
+  const std::string text = GeneratedText("--model " + path + " --temperature 0 --ignore_eos -n 50");
+  size_t at = text.size() / 2;
+  while (at < text.size() && !std::isalpha(static_cast<unsigned char>(text[at]))) ++at;
+  size_t len = 0;
+  while (at + len < text.size() && len < 6 && std::isalpha(static_cast<unsigned char>(text[at + len]))) ++len;
+  ASSERT_GE(len, 2u) << "no letters in the second half of: " << text;
+  const std::string stop = text.substr(at, len);
+  EXPECT_EQ(GeneratedText("--model " + path + " --temperature 0 --ignore_eos -n 50 --stop=" + stop),
+            text.substr(0, text.find(stop)) + "\n")
+      << "stop " << stop;
+  r = RunFerry("generate --model " + path + " --temperature 0 --ignore_eos -n 50 --stop=" + stop);
   EXPECT_THAT(r.output, HasSubstr("(stop_sequence)"));
-  // A stop token id ends generation (13 is "\n" in this vocabulary: <0x0A>).
-  r = RunFerry("generate --model " + path + " --temperature 0 -n 80 --stop_token_ids=13");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("too high.\nprompt 1 tokens"));
-  EXPECT_THAT(r.output, HasSubstr("(stop)"));
   r = RunFerry("generate --model " + path + " --stop_token_ids=512");
   EXPECT_THAT(r.output, HasSubstr("stop token id 512 is outside the vocabulary [0, 512)"));
   // Same seed, same text.
@@ -162,16 +178,35 @@ TEST(Cli, GenerateGreedyStoriesAndFigures) {
   EXPECT_THAT(r.output, HasSubstr("tokenizer: llama (SentencePiece-style), 512 tokens, bos 1, eos 2"));
 }
 
-TEST(Cli, GenerateOnTheSimDeviceStreamsLayersAndSaysWhere) {
+// The real stories260K (../shared/models): its author's documented text,
+// and a stop token of its vocabulary.
+TEST(Cli, GenerateStoriesGolden) {
   const std::string path = testing::SharedModel("stories260K-f32.gguf");
   FERRY_REQUIRE_SHARED_MODEL(path);
+  Result r = RunFerry("generate --model " + path + " --temperature 0 -n 50");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("Once upon a time, there was a little girl named Lily."));
+  r = RunFerry("generate --model " + path + " --temperature 0 -n 80 --stop=Lily.");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("Once upon a time, there was a little girl named \n"));
+  // A stop token id ends generation (13 is "\n" in this vocabulary: <0x0A>).
+  r = RunFerry("generate --model " + path + " --temperature 0 -n 80 --stop_token_ids=13");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("too high.\nprompt 1 tokens"));
+  EXPECT_THAT(r.output, HasSubstr("(stop)"));
+}
+
+TEST(Cli, GenerateOnTheSimDeviceStreamsLayersAndSaysWhere) {
+  const std::string path = testing::StoriesShapedModel();
+  ASSERT_FALSE(path.empty());
   // 2 of 5 layers resident, the rest streamed: the same greedy text as the cpu.
-  Result r = RunFerry("generate --model " + path +
-                      " --temperature 0 -n 50 --device sim:mem=64MiB,overhead=1MiB,h2d=10GB/s,poison=1 --gpu_layers 2");
+  const std::string sim = " --device sim:mem=64MiB,overhead=1MiB,h2d=10GB/s,poison=1 --gpu_layers 2 --placement stream";
+  const std::string greedy = "--model " + path + " --temperature 0 --ignore_eos -n 50";
+  EXPECT_EQ(GeneratedText(greedy + sim), GeneratedText(greedy));
+  Result r = RunFerry("generate " + greedy + sim);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("offloaded 2/5 layers + output head"));
   EXPECT_THAT(r.output, HasSubstr("3 streamed unit(s) through a ring of 2 x"));
-  EXPECT_THAT(r.output, HasSubstr("Once upon a time, there was a little girl named Lily."));
   // A placement that cannot fit is refused at load with what is missing.
   r = RunFerry("generate --model " + path + " --device sim:mem=2MiB,overhead=1MiB --gpu_layers 5 --ctx 256");
   EXPECT_EQ(r.exit_code, 1);
@@ -184,8 +219,9 @@ TEST(Cli, GenerateOnTheSimDeviceStreamsLayersAndSaysWhere) {
                "--prompt_tokens 4 --gen_tokens 4 --repetitions 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("streamed GB/s"));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 +0 +0%"));
-  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 +5\\+head +100%"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 stream +0 +0 +0%"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 cpu +0 +5 +0%"));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\n +2 stream +5\\+head +0 +100%"));
 }
 
 TEST(Cli, InspectRealModelAndRefuseV1) {

@@ -1,14 +1,17 @@
-// The CPU forward pass against the double-precision reference, for every
-// architecture x weight type on seeded random models from make-model; greedy
-// agreement; and batching that does not change any sequence's result.
+// The forward pass against the double-precision reference, on every backend
+// (cpu, sim, and cuda where a GPU is: one suite, the device a parameter), for
+// every architecture x weight type on seeded random models from make-model;
+// greedy agreement; and batching that does not change any sequence's result.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/qdot.h"
+#include "engine/backend/device.h"
 #include "engine/backend/cpu/kernels.h"
 #include "engine/exec/forward.h"
 #include "tests/in_memory_model.h"
@@ -47,9 +50,13 @@ std::vector<int32_t> Prompt(int n, int vocab, uint32_t seed) {
   return out;
 }
 
-// Logits after each token, computed as one prefill batch.
-std::vector<float> Prefill(const model::Model& m, exec::KvType kv, const std::vector<int32_t>& prompt) {
-  auto fwd = exec::Executor::Create(m, nullptr, {.max_batch = 64, .n_seq = 1, .n_ctx = 64, .kv_type = kv});
+// Logits after each token, computed as one prefill batch on `device`
+// (nullptr: a cpu device of the executor's own), every unit resident.
+std::vector<float> Prefill(const model::Model& m, exec::KvType kv, const std::vector<int32_t>& prompt,
+                           backend::Device* device = nullptr) {
+  auto fwd = exec::Executor::Create(m, device, {.max_batch = 64, .n_seq = 1, .n_ctx = 64, .kv_type = kv});
+  EXPECT_TRUE(fwd.ok()) << fwd.status();
+  if (!fwd.ok()) return {};
   std::vector<exec::BatchToken> batch;
   for (size_t i = 0; i < prompt.size(); ++i) batch.push_back({prompt[i], 0, static_cast<int32_t>(i), true});
   std::vector<float> logits(prompt.size() * m.config.n_vocab);
@@ -83,6 +90,7 @@ Errors Compare(const std::vector<float>& ours, const std::vector<std::vector<dou
 struct Case {
   const char* arch;
   TensorType type;
+  const char* device = "cpu";  // OpenDevice's spec
 };
 
 // Tolerances. Both sides decode the same weights, so the error is the
@@ -98,7 +106,11 @@ struct Case {
 struct Bound {
   double max_f32_cache, max_f16_cache, nmse;
 };
-Bound BoundFor(TensorType type) {
+// - cuda: a 10-token prefill runs the cuBLAS TF32 GEMM on every type (10-bit
+//   mantissas, ~5e-4 relative a product): ~1e-3 of the logits' scale;
+//   bounds 2e-2 and 1e-4 (cuda_test's), far below what a wrong kernel gives.
+Bound BoundFor(TensorType type, absl::string_view device = "cpu") {
+  if (absl::StartsWith(device, "cuda")) return {2e-2, 2e-2, 1e-4};
   if (cpu::GetQDot(type, cpu::ActiveIsa() != cpu::Isa::kScalar) != nullptr) return {0.15, 0.15, 1e-3};
   return {5e-5, 5e-3, 1e-6};
 }
@@ -107,37 +119,49 @@ class VersusReference : public ::testing::TestWithParam<Case> {};
 
 TEST_P(VersusReference, LogitsWithinTolerance) {
   const Case c = GetParam();
+  absl::StatusOr<std::unique_ptr<backend::Device>> device = backend::OpenDevice(c.device, 2);
+  if (!device.ok() && absl::StartsWith(c.device, "cuda")) GTEST_SKIP() << "no GPU: " << device.status().message();
+  ASSERT_TRUE(device.ok()) << device.status();
   Built b = Build(c.arch, c.type);
   auto gguf_ref = testing::ReferenceModel::Load(*b.model->file);
   ASSERT_TRUE(gguf_ref.ok()) << gguf_ref.status();
   const std::vector<int32_t> prompt = Prompt(10, b.model->config.n_vocab, 3);
   const auto ref = gguf_ref->Logits(prompt);
-  const Errors e32 = Compare(Prefill(*b.model, exec::KvType::kF32, prompt), ref);
-  const Errors e16 = Compare(Prefill(*b.model, exec::KvType::kF16, prompt), ref);
-  std::printf("%s %s: max normalized logit error %.2e / NMSE %.1e (f32 cache), %.2e / %.1e (f16 cache)\n", c.arch,
-              std::string(quant::Info(c.type).name).c_str(), e32.max_normalized, e32.nmse, e16.max_normalized,
-              e16.nmse);
-  const Bound bound = BoundFor(c.type);
+  const std::vector<float> f32 = Prefill(*b.model, exec::KvType::kF32, prompt, device->get());
+  const std::vector<float> f16 = Prefill(*b.model, exec::KvType::kF16, prompt, device->get());
+  ASSERT_FALSE(f32.empty() || f16.empty());
+  const Errors e32 = Compare(f32, ref), e16 = Compare(f16, ref);
+  std::printf("%s %s on %s: max normalized logit error %.2e / NMSE %.1e (f32 cache), %.2e / %.1e (f16 cache)\n",
+              c.arch, std::string(quant::Info(c.type).name).c_str(), c.device, e32.max_normalized, e32.nmse,
+              e16.max_normalized, e16.nmse);
+  const Bound bound = BoundFor(c.type, c.device);
   EXPECT_LT(e32.max_normalized, bound.max_f32_cache);
   EXPECT_LT(e16.max_normalized, bound.max_f16_cache);
   EXPECT_LT(e32.nmse, bound.nmse);
   EXPECT_LT(e16.nmse, std::max(bound.nmse, 1e-5));
 }
 
+// Every architecture x type on each backend: the cpu device; the sim (the
+// cpu kernels on device memory in the file's layout, all resident); cuda
+// where a GPU is (tests/gpu/run.sh runs this suite there).
 std::vector<Case> AllCases() {
   std::vector<Case> out;
-  for (const char* arch : {"llama", "qwen2", "gemma2", "qwen3", "gemma3"}) {
-    for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
-                         TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ4_K,
-                         TensorType::kQ5_K, TensorType::kQ6_K}) {
-      out.push_back({arch, t});
+  for (const char* device : {"cpu", "sim:mem=256MiB,overhead=0", "cuda:0,mem=1GiB"}) {
+    for (const char* arch : {"llama", "qwen2", "gemma2", "qwen3", "gemma3"}) {
+      for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
+                           TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ4_K,
+                           TensorType::kQ5_K, TensorType::kQ6_K}) {
+        out.push_back({arch, t, device});
+      }
     }
   }
   return out;
 }
 
 INSTANTIATE_TEST_SUITE_P(ArchByType, VersusReference, ::testing::ValuesIn(AllCases()), [](const auto& info) {
-  return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
+  const absl::string_view device = info.param.device;
+  return absl::StrCat(device.substr(0, device.find(':')), "_", info.param.arch, "_",
+                      quant::Info(info.param.type).name);
 });
 
 // Rope scaling as llama.cpp's converters write it: linear (a position

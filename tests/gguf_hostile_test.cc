@@ -3,11 +3,18 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <string>
+#include <thread>
 
 #include "engine/gguf/gguf.h"
 #include "engine/gguf/writer.h"
@@ -315,6 +322,32 @@ TEST(GgufHostile, EmptyFileAndDirectoryOnDisk) {
   EXPECT_THAT(std::string(f.status().message()), HasSubstr("not a regular file"));
   f = File::Open((dir / "missing.gguf").string());
   EXPECT_EQ(f.status().code(), absl::StatusCode::kNotFound);
+}
+
+// Issue 17, item 6: --model naming a FIFO blocked forever in open() (the
+// regular-file check came after it). The open runs on a thread; if it has
+// not returned after 10 s the test opens the FIFO's other end to release
+// it, and fails.
+TEST(GgufHostile, AFifoIsRefusedWithoutBlocking) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "ferry_hostile_test";
+  std::filesystem::create_directories(dir);
+  const std::string fifo = (dir / ("model-" + std::to_string(::getpid()) + ".fifo")).string();
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::promise<absl::Status> opened;
+  std::future<absl::Status> result = opened.get_future();
+  std::thread t([&] { opened.set_value(File::Open(fifo).status()); });
+  const bool returned = result.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  if (!returned) {
+    const int w = ::open(fifo.c_str(), O_WRONLY);  // lets the blocked open return
+    if (w >= 0) ::close(w);
+  }
+  t.join();
+  ::unlink(fifo.c_str());
+  ASSERT_TRUE(returned) << "File::Open blocked on a FIFO";
+  const absl::Status s = result.get();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("not a regular file"));
 }
 
 }  // namespace

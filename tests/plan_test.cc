@@ -252,5 +252,113 @@ TEST(Planner, ReadsAHeaderOnlyFileOnDisk) {
   EXPECT_TRUE(MakePlan(**f, *c, {}, {"8 GiB", 8 * kGiB, 400ull << 20}).ok());
 }
 
+// Issue 17, item 6: KvLayerBytes multiplied four ints in 64 bits; a huge
+// context x slots wrapped around to a small KV cache that planned as if it
+// fit. Sizes past 2^60 bytes are refused with what was asked for.
+TEST(Planner, SizesBeyond64BitsAreRefusedNotWrapped) {
+  const Header h = Make("llama3.1-70b", model::Mix::kQ4_K_M);
+  const DeviceSpec d{"80 GiB", 80 * kGiB, 500ull << 20};
+  PlanRequest r;
+  r.n_ctx = 1 << 30;
+  r.n_slots = 1 << 30;  // 2^60 positions x 1024 values x 2 bytes: 2^71 bytes a layer
+  absl::StatusOr<Plan> p = MakePlan(*h.file, h.config, r, d);
+  ASSERT_FALSE(p.ok()) << "planned a KV cache of " << p->kv_cache << " bytes";
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("the KV cache of 80 layers x 1073741824 positions"));
+  EXPECT_EQ(KvLayerBytes(1 << 30, 1 << 30, 1024, 2), kUnplannableBytes);
+  EXPECT_EQ(KvLayerBytes(4096, 8, 1024, 2), 4096ull * 8 * 1024 * 2);
+  // The attention scores of one step: batch x heads x context.
+  r.n_ctx = 1 << 30;
+  r.n_slots = 1;
+  r.max_batch = 1 << 30;
+  p = MakePlan(*h.file, h.config, r, d);
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(std::string(p.status().message()), HasSubstr("beyond any device"));
+  // At the largest sizes the Plan RPC takes, the plan is exact and refused for want of memory.
+  r.n_ctx = 1 << 20;
+  r.n_slots = 4096;
+  r.max_batch = 65536;
+  r.kv_bytes_per_elem = 4;
+  p = MakePlan(*h.file, h.config, r, d);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
+}
+
+}  // namespace
+}  // namespace ferry::plan
+
+namespace ferry::plan {
+namespace {
+
+// The mixed plan against a brute-force search over every placement (each
+// unit resident, streamed or on the CPU: 3^(n+1) of them) with the same
+// byte accounting (Plan::Place) and speed model (Predict): what the
+// planner picks fits, and is within 2 % of the fastest that fits when the
+// layers are alike, within 10 % in a Q4_K_M mix: the planner spreads the
+// resident and CPU layers evenly (for the overlap the sums do not model)
+// instead of picking the mix's larger layers (those with q6_K tensors) to
+// keep resident.
+TEST(Planner, MixedSplitAgainstEveryPlacement) {
+  for (model::Mix mix : {model::Mix::kUniform, model::Mix::kQ4_K_M}) {
+    model::SynthOptions o;
+    o.arch = "llama";
+    o.n_layer = 6;
+    o.n_embd = 1024;
+    o.n_head = 8;
+    o.n_head_kv = 4;
+    o.n_ff = 2816;
+    o.n_vocab = 8192;
+    o.mix = mix;
+    o.type = mix == model::Mix::kUniform ? quant::TensorType::kQ8_0 : quant::TensorType::kQ4_K;
+    gguf::Writer w;
+    ASSERT_TRUE(model::BuildSyntheticModel(o, &w).ok());
+    const std::string bytes = w.HeaderBytes();
+    auto f = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
+                                    {.header_only = true});
+    ASSERT_TRUE(f.ok());
+    const model::ModelConfig c = *model::LoadConfig(**f);
+    DeviceSpec card = *DeviceProfile("rtx4060-8g");
+    card.overhead_bytes = 0;
+    const HostSpec host{.memory_gbps = 30, .gflops = 300};
+    for (uint64_t budget_mib : {110, 130, 150}) {
+      for (int batch : {1, 8, 32}) {
+        SCOPED_TRACE(absl::StrCat(mix == model::Mix::kUniform ? "q8_0" : "q4_K_M", ", ", budget_mib, " MiB, batch ",
+                                  batch));
+        card.memory_bytes = budget_mib << 20;
+        PlanRequest r{.n_ctx = 256, .n_slots = 1, .max_batch = 32, .strategy = Strategy::kMixed, .batch = batch,
+                      .host = host};
+        absl::StatusOr<Plan> chosen = MakePlan(**f, c, r, card);
+        ASSERT_TRUE(chosen.ok()) << chosen.status();
+        const double chosen_s = Predict(*chosen, card, host, batch).step_s;
+        Plan trial = *chosen;
+        double best = 1e30;
+        std::string best_homes;
+        const int units = c.n_layer + 1;
+        int count = 1;
+        for (int i = 0; i < units; ++i) count *= 3;
+        for (int code = 0; code < count; ++code) {
+          std::vector<Home> homes;
+          for (int u = 0, x = code; u < units; ++u, x /= 3) homes.push_back(static_cast<Home>(x % 3));
+          trial.Place(*Placement(homes, r.ring_depth).Resolve(c.n_layer));
+          if (trial.total > trial.budget) continue;
+          const double t = Predict(trial, card, host, batch).step_s;
+          if (t < best) {
+            best = t;
+            best_homes.clear();
+            for (Home h : homes) best_homes += HomeName(h)[0];
+          }
+        }
+        EXPECT_LE(chosen->total, chosen->budget);
+        EXPECT_LE(chosen_s, best * (mix == model::Mix::kUniform ? 1.02 : 1.10)) << "the planner's " << chosen->placement.Describe() << " ("
+                                         << chosen->resident_layers << " resident) vs the best of every placement, "
+                                         << best_homes;
+        std::printf("%s %llu MiB batch %d: planner %.3f ms (%d resident, %d on the CPU), best of all %.3f ms\n",
+                    mix == model::Mix::kUniform ? "q8_0" : "q4_K_M", static_cast<unsigned long long>(budget_mib),
+                    batch, chosen_s * 1e3, chosen->resident_layers, chosen->cpu_layers, best * 1e3);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ferry::plan

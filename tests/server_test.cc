@@ -30,6 +30,8 @@
 #include "absl/strings/str_cat.h"
 #include "ferry/v1/inference.grpc.pb.h"
 #include "health_client.grpc.pb.h"
+#include "tests/reference_forward.h"
+#include "tests/server_process.h"
 #include "tests/shared_models.h"
 
 namespace ferry {
@@ -39,174 +41,22 @@ using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
 constexpr char kStories[] = "stories260K-f32.gguf";
-// Every layer streamed at 20 MB/s: about 50 ms per step for stories260K.
-constexpr char kSlowDevice[] = "--device sim:mem=64MiB,overhead=0,h2d=0.02GB/s --gpu_layers 0";
-
-std::string TempDir() {
-  const fs::path dir = fs::temp_directory_path() / ("ferry_server_test_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-// A `ferry serve` child process; its output is collected by a thread.
-class ServerProcess {
- public:
-  explicit ServerProcess(const std::string& args) {
-    int out[2];
-    if (pipe(out) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], 1);
-      dup2(out[1], 2);
-      close(out[0]);
-      const std::string cmd = std::string("exec ") + FERRY_BINARY + " serve --port 0 --metrics_port 0 " + args;
-      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(out[1]);
-    fd_ = out[0];
-    reader_ = std::thread([this] {
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(fd_, buf, sizeof(buf))) > 0) {
-        std::lock_guard<std::mutex> l(mu_);
-        output_.append(buf, n);
-      }
-    });
-  }
-  ~ServerProcess() {
-    if (pid_ > 0 && exit_code_ == kRunning) {
-      kill(pid_, SIGKILL);
-      Wait();
-    }
-    if (reader_.joinable()) reader_.join();
-    if (fd_ >= 0) close(fd_);
-  }
-
-  // Waits for "serving" (true) or the process to end (false); sets port().
-  bool WaitServing() {
-    for (int i = 0; i < 600; ++i) {
-      const std::string out = output();
-      std::smatch m;
-      static const std::regex listening("listening on [^ ]*:([0-9]+)");
-      if (std::regex_search(out, m, listening)) port_ = std::stoi(m[1]);
-      if (out.find("ferry: serving") != std::string::npos) return port_ > 0;
-      int status;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        return false;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
-  }
-
-  int Wait() {
-    if (exit_code_ != kRunning) return exit_code_;
-    int status;
-    waitpid(pid_, &status, 0);
-    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return exit_code_;
-  }
-  void Signal(int sig) { kill(pid_, sig); }
-  int port() const { return port_; }
-  std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
-  std::string output() {
-    std::lock_guard<std::mutex> l(mu_);
-    return output_;
-  }
-
- private:
-  static constexpr int kRunning = -1000;
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  int port_ = 0;
-  int exit_code_ = kRunning;
-  std::mutex mu_;
-  std::string output_;
-  std::thread reader_;
-};
-
-struct Generated {
-  grpc::Status status;
-  std::string text;
-  std::vector<int32_t> ids;
-  v1::GenerateResponse last;
-  int messages = 0;
-};
-
-// Runs a Generate call to the end. `each` sees every message (and the
-// context, to cancel); `setup` adjusts the context before the call.
-Generated Generate(v1::Inference::Stub& stub, const v1::GenerateRequest& req,
-                   const std::function<void(grpc::ClientContext&)>& setup = {},
-                   const std::function<void(const v1::GenerateResponse&, grpc::ClientContext&)>& each = {}) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-  if (setup) setup(ctx);
-  Generated g;
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub.Generate(&ctx, req);
-  v1::GenerateResponse m;
-  while (reader->Read(&m)) {
-    ++g.messages;
-    if (!m.echo_prompt()) {
-      g.text += m.text();
-      g.ids.insert(g.ids.end(), m.token_ids().begin(), m.token_ids().end());
-    }
-    g.last = m;
-    if (each) each(m, ctx);
-  }
-  g.status = reader->Finish();
-  return g;
-}
-
-v1::GenerateRequest Greedy(const std::string& text, int max_tokens) {
-  v1::GenerateRequest r;
-  r.set_text(text);
-  r.set_max_tokens(max_tokens);
-  r.mutable_sampling()->set_temperature(0);
-  return r;
-}
-
-v1::Stats GetStats(v1::Inference::Stub& stub) {
-  grpc::ClientContext ctx;
-  v1::Stats s;
-  const grpc::Status st = stub.GetStats(&ctx, {}, &s);
-  EXPECT_TRUE(st.ok()) << st.error_message();
-  return s;
-}
-
-// Polls until `pred` holds (true) or 30 s pass (false): the server acts at
-// its next step, not at once.
-bool Eventually(const std::function<bool()>& pred) {
-  for (int i = 0; i < 600; ++i) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
-}
-
-std::unique_ptr<v1::Inference::Stub> Connect(const std::string& target) {
-  return v1::Inference::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
-}
+// Every layer streamed at 20 MB/s: about 50 ms per step for a model of
+// stories260K's shape (testing::StoriesShapedModel, the servers' model here).
+constexpr char kSlowDevice[] = "--device sim:mem=64MiB,overhead=0,h2d=0.02GB/s --gpu_layers 0 --placement stream";
 
 // Shared servers, started once for the suite.
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const std::string model = testing::SharedModel(kStories);
-    if (!fs::exists(model)) return;
-    fast_ = new ServerProcess("--model " + model + " --ctx 256 --slots 4 --max_queue 8");
+    fast_ = new ServerProcess("--model " + testing::StoriesShapedModel() + " --ctx 256 --slots 4 --max_queue 8");
     ASSERT_TRUE(fast_->WaitServing()) << fast_->output();
   }
   static void TearDownTestSuite() {
     delete fast_;
     fast_ = nullptr;
   }
-  void SetUp() override {
-    const std::string model = testing::SharedModel(kStories);
-    FERRY_REQUIRE_SHARED_MODEL(model);
-    stub_ = Connect(fast_->target());
-  }
+  void SetUp() override { stub_ = Connect(fast_->target()); }
   static ServerProcess* fast_;
   std::unique_ptr<v1::Inference::Stub> stub_;
 };
@@ -225,7 +75,7 @@ std::string FerryGenerate(const std::string& args) {
 }
 
 TEST_F(ServerTest, StreamedTextEqualsFerryGenerate) {
-  const std::string model = testing::SharedModel(kStories);
+  const std::string model = testing::StoriesShapedModel();
   for (const std::string prompt : {"Once upon a time", "The little dog", "Lily and Ben went to"}) {
     const Generated g = Generate(*stub_, Greedy(prompt, 48));
     ASSERT_TRUE(g.status.ok()) << g.status.error_message();
@@ -236,19 +86,59 @@ TEST_F(ServerTest, StreamedTextEqualsFerryGenerate) {
   }
 }
 
-TEST_F(ServerTest, DocumentedGreedyTextFromBos) {
+// The double-precision reference's greedy continuation of `tokens`; every
+// step's top-2 logit margin must clear `min_margin` (far above ferry's f32
+// rounding, ~1e-5 of a logit on this model), or the golden would not be one.
+std::vector<int32_t> ReferenceGreedy(const std::string& path, std::vector<int32_t> tokens, int n, double min_margin) {
+  auto file = gguf::File::Open(path);
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return {};
+  auto ref = testing::ReferenceModel::Load(**file);
+  EXPECT_TRUE(ref.ok()) << ref.status();
+  if (!ref.ok()) return {};
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    const std::vector<double> z = ref->Logits(tokens).back();
+    std::vector<double> sorted = z;
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
+    EXPECT_GT(sorted[0] - sorted[1], min_margin) << "a near-tie at step " << i;
+    const int32_t best = static_cast<int32_t>(std::max_element(z.begin(), z.end()) - z.begin());
+    out.push_back(best);
+    tokens.push_back(best);
+  }
+  return out;
+}
+
+TEST_F(ServerTest, GreedyFromBosIsTheReferenceGreedy) {
   v1::GenerateRequest r;
   r.mutable_tokens()->add_ids(1);  // BOS alone
   r.set_max_tokens(60);
+  r.set_ignore_eos(true);
   r.mutable_sampling()->set_temperature(0);
   const Generated g = Generate(*stub_, r);
   ASSERT_TRUE(g.status.ok()) << g.status.error_message();
-  EXPECT_THAT(g.text, ::testing::StartsWith("Once upon a time, there was a little girl named Lily. She loved to play "
-                                           "outside in the park."));
+  EXPECT_EQ(g.ids, ReferenceGreedy(testing::StoriesShapedModel(), {1}, 60, 1e-3));
   EXPECT_EQ(g.last.finish_reason(), v1::FINISH_REASON_LENGTH);
   EXPECT_EQ(g.last.usage().prompt_tokens(), 1);
   EXPECT_EQ(g.last.usage().completion_tokens(), 60);
   EXPECT_EQ(static_cast<int>(g.ids.size()), 60);
+}
+
+// The real stories260K (../shared/models): its author's documented text.
+TEST(StoriesGolden, DocumentedGreedyTextFromBos) {
+  const std::string model = testing::SharedModel(kStories);
+  FERRY_REQUIRE_SHARED_MODEL(model);
+  ServerProcess server("--model " + model + " --ctx 256");
+  ASSERT_TRUE(server.WaitServing()) << server.output();
+  v1::GenerateRequest r;
+  r.mutable_tokens()->add_ids(1);  // BOS alone
+  r.set_max_tokens(60);
+  r.mutable_sampling()->set_temperature(0);
+  const Generated g = Generate(*Connect(server.target()), r);
+  ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+  EXPECT_THAT(g.text, ::testing::StartsWith("Once upon a time, there was a little girl named Lily. She loved to play "
+                                           "outside in the park."));
+  EXPECT_EQ(g.last.usage().completion_tokens(), 60);
 }
 
 // Temperature 0, and a fixed seed at temperature 0.9: each request's output
@@ -282,8 +172,25 @@ TEST_F(ServerTest, ConcurrentRequestsEachEqualTheirOutputAlone) {
 }
 
 TEST_F(ServerTest, StopSequencesLogprobsEchoAndSeed) {
-  v1::GenerateRequest r = Greedy("Once upon a time", 60);
-  r.add_stop("Lily");
+  // A stop sequence taken from the middle of the unstopped greedy text: the
+  // text then ends just before its first occurrence.
+  v1::GenerateRequest free_run = Greedy("Once upon a time", 60);
+  free_run.set_ignore_eos(true);
+  const Generated full = Generate(*stub_, free_run);
+  ASSERT_TRUE(full.status.ok()) << full.status.error_message();
+  ASSERT_GT(full.text.size(), 24u) << full.text;
+  // Whole characters from the middle, at least 4 bytes.
+  auto char_start = [&](size_t i) {
+    while (i > 0 && i < full.text.size() && (static_cast<unsigned char>(full.text[i]) & 0xc0) == 0x80) --i;
+    return i;
+  };
+  const size_t cut = char_start(full.text.size() / 2);
+  size_t end = cut + 4;
+  while (end < full.text.size() && (static_cast<unsigned char>(full.text[end]) & 0xc0) == 0x80) ++end;
+  const std::string stop = full.text.substr(cut, end - cut);
+  const std::string expected = full.text.substr(0, full.text.find(stop));
+  v1::GenerateRequest r = free_run;
+  r.add_stop(stop);
   r.set_logprobs(true);
   r.set_top_logprobs(3);
   r.set_echo(true);
@@ -292,7 +199,8 @@ TEST_F(ServerTest, StopSequencesLogprobsEchoAndSeed) {
   v1::GenerateResponse m;
   std::vector<v1::GenerateResponse> all;
   while (reader->Read(&m)) all.push_back(m);
-  ASSERT_TRUE(reader->Finish().ok());
+  const grpc::Status finished = reader->Finish();
+  ASSERT_TRUE(finished.ok()) << finished.error_message() << " (stop '" << stop << "')";
   ASSERT_GE(all.size(), 2u);
   EXPECT_TRUE(all[0].echo_prompt());
   EXPECT_EQ(all[0].text(), "Once upon a time");
@@ -308,8 +216,8 @@ TEST_F(ServerTest, StopSequencesLogprobsEchoAndSeed) {
     }
   }
   EXPECT_EQ(all.back().finish_reason(), v1::FINISH_REASON_STOP_SEQUENCE);
-  EXPECT_THAT(text, ::testing::Not(HasSubstr("Lily")));
-  EXPECT_EQ(text, ", there was a little girl named ");
+  EXPECT_THAT(text, ::testing::Not(HasSubstr(stop)));
+  EXPECT_EQ(text, expected) << "stop " << stop;
 }
 
 TEST_F(ServerTest, SessionReusesTheCachedPromptPrefixWithTheSameOutput) {
@@ -474,8 +382,7 @@ TEST_F(ServerTest, AClientThatStopsReadingDoesNotStallOthers) {
 // reason would travel in trailers behind the data it does not read, so the
 // server resets the stream instead of holding it open.
 TEST(ServerCutOff, AClientThatStopsReadingIsCutOffAndItsSlotFreed) {
-  const std::string model = testing::SharedModel(kStories);
-  FERRY_REQUIRE_SHARED_MODEL(model);
+  const std::string model = testing::StoriesShapedModel();
   ServerProcess server("--model " + model + " --ctx 256 --slots 2 --max_buffered_tokens 4");
   ASSERT_TRUE(server.WaitServing()) << server.output();
   grpc::ChannelArguments args;
@@ -532,8 +439,7 @@ TEST_F(ServerTest, LoadgenReportsLatencyPercentilesAndErrorsByCode) {
 class SlowServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    model_ = testing::SharedModel(kStories);
-    FERRY_REQUIRE_SHARED_MODEL(model_);
+    model_ = testing::StoriesShapedModel();
   }
   std::unique_ptr<ServerProcess> Start(const std::string& extra) {
     auto s = std::make_unique<ServerProcess>("--model " + model_ + " --ctx 256 " + kSlowDevice + " " + extra);
@@ -706,7 +612,7 @@ TEST_F(SlowServerTest, SigtermDrainsInFlightThenEndsTheRestUnavailableAndExitsZe
 // exits non-zero instead of serving errors.
 TEST_F(SlowServerTest, ADeviceFaultIsInternalAndTheProcessExitsNonZero) {
   auto server = std::make_unique<ServerProcess>("--model " + model_ +
-                                                " --ctx 256 --device sim:mem=64MiB,overhead=0,fault=500 --gpu_layers 0");
+                                                " --ctx 256 --device sim:mem=64MiB,overhead=0,fault=500 --gpu_layers 0 --placement stream");
   ASSERT_TRUE(server->WaitServing()) << server->output();
   auto stub = Connect(server->target());
   v1::GenerateRequest r = Greedy("Once upon a time", 100);
@@ -785,8 +691,7 @@ grpc::Status Tokenize(v1::Inference::Stub& stub, const std::string& token = "") 
 }
 
 TEST(ServeSecurity, TlsAndMutualTls) {
-  const std::string model = testing::SharedModel(kStories);
-  FERRY_REQUIRE_SHARED_MODEL(model);
+  const std::string model = testing::StoriesShapedModel();
   Certs certs;
   ASSERT_TRUE(certs.Make()) << "openssl could not make the test certificates";
   const std::string d = certs.dir;
@@ -810,10 +715,10 @@ TEST(ServeSecurity, TlsAndMutualTls) {
 }
 
 TEST(ServeSecurity, BearerToken) {
-  const std::string model = testing::SharedModel(kStories);
-  FERRY_REQUIRE_SHARED_MODEL(model);
+  const std::string model = testing::StoriesShapedModel();
   const std::string token_file = TempDir() + "/token";
   std::ofstream(token_file) << "s3cret-token\n";
+  fs::permissions(token_file, fs::perms::owner_read | fs::perms::owner_write);  // serve refuses a file others can read
   ServerProcess s("--model " + model + " --ctx 128 --auth_token_file " + token_file);
   ASSERT_TRUE(s.WaitServing()) << s.output();
   auto stub = Connect(s.target());

@@ -213,6 +213,75 @@ INSTANTIATE_TEST_SUITE_P(Archs, EveryPlacement,
                            return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
                          });
 
+// Units on the CPU beside resident and streamed ones: every mix, in any
+// order along the layers (the head on the CPU or streamed too), with ring
+// depths 1..4, gives the cpu backend's logits bit for bit: the CPU units run
+// the same kernels on host memory and the residual stream crosses exactly.
+// The steps include a sequence that rewrites its cache from position 2
+// (what prefix reuse does) and cross the sliding window (4).
+std::vector<float> StepsWithPrefixReuse(const model::Model& m, backend::Device* device, const exec::ForwardOptions& o) {
+  std::vector<float> all = RunSteps(m, device, o);
+  auto fwd = exec::Executor::Create(m, device, o);
+  EXPECT_TRUE(fwd.ok()) << fwd.status();
+  if (!fwd.ok()) return {};
+  const int V = m.config.n_vocab;
+  std::vector<float> logits(2 * V);
+  std::vector<exec::BatchToken> batch;
+  for (int p = 0; p < 7; ++p) batch.push_back({(11 * p + 3) % V, 0, p, p == 6});
+  EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
+  all.insert(all.end(), logits.begin(), logits.begin() + V);
+  batch.clear();  // the same sequence again from position 2: its first two positions reused
+  for (int p = 2; p < 6; ++p) batch.push_back({(7 * p + 5) % V, 0, p, p == 5});
+  EXPECT_TRUE((*fwd)->Forward(batch, logits).ok());
+  all.insert(all.end(), logits.begin(), logits.begin() + V);
+  return all;
+}
+
+class MixedPlacement : public ::testing::TestWithParam<ArchType> {};
+
+TEST_P(MixedPlacement, CpuUnitsBesideResidentAndStreamedGiveTheCpuBackendsLogitsBitForBit) {
+  const Built b = Build(Tiny(GetParam().arch, GetParam().type));
+  const int L = b.model->config.n_layer;
+  const std::vector<float> cpu = StepsWithPrefixReuse(*b.model, nullptr, Options(true, -1, 1));
+  ASSERT_FALSE(cpu.empty());
+  std::mt19937 rng(GetParam().type == TensorType::kQ4_0 ? 5 : 9);
+  std::vector<std::vector<plan::Home>> mixes;
+  using plan::Home;
+  // Every layer on the CPU with the head resident, streamed, on the CPU;
+  // then random mixes of the three homes.
+  for (Home head : {Home::kResident, Home::kStreamed, Home::kCpu}) {
+    std::vector<Home> h(L, Home::kCpu);
+    h.push_back(head);
+    mixes.push_back(h);
+  }
+  for (int i = 0; i < 6; ++i) {
+    std::vector<Home> h;
+    for (int u = 0; u <= L; ++u) h.push_back(static_cast<Home>(rng() % 3));
+    mixes.push_back(h);
+  }
+  for (const std::vector<Home>& homes : mixes) {
+    for (int ring = 1; ring <= 4; ++ring) {
+      std::string names;
+      for (Home h : homes) absl::StrAppend(&names, plan::HomeName(h), " ");
+      SCOPED_TRACE(absl::StrCat("ring ", ring, ", homes ", names));
+      std::unique_ptr<backend::SimDevice> sim = Sim();
+      exec::ForwardOptions o = Options(true, -1, ring);
+      o.placement = plan::Placement(homes, ring);
+      const std::vector<float> got = StepsWithPrefixReuse(*b.model, sim.get(), o);
+      ASSERT_EQ(got.size(), cpu.size());
+      EXPECT_EQ(std::memcmp(got.data(), cpu.data(), cpu.size() * sizeof(float)), 0);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, MixedPlacement,
+                         ::testing::Values(ArchType{"llama", TensorType::kQ4_0}, ArchType{"qwen2", TensorType::kQ8_0},
+                                           ArchType{"gemma2", TensorType::kQ4_K}, ArchType{"qwen3", TensorType::kF16},
+                                           ArchType{"gemma3", TensorType::kQ6_K}),
+                         [](const auto& info) {
+                           return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
+                         });
+
 TEST(Executor, StreamsEachStreamedByteOncePerStepAndWrapsIntoTheNextStep) {
   const Built b = Build(Tiny("llama", TensorType::kQ8_0, 6));
   std::unique_ptr<backend::SimDevice> sim = Sim();
@@ -239,9 +308,7 @@ TEST(Executor, PoisonedSlotsExposeAScheduleThatSkipsTheReadyEvent) {
   const std::vector<float> cpu = RunSteps(*b.model, nullptr, Options(true, -1, 1));
   // A slow copy engine: the compute side is always ahead of it.
   std::unique_ptr<backend::SimDevice> sim = Sim(64 << 20, 0.2);
-  exec::ForwardOptions o = Options(true, 0, 2);
-  o.testing_skip_ready_wait = true;
-  const std::vector<float> got = RunSteps(*b.model, sim.get(), o);
+  const std::vector<float> got = RunSteps(*b.model, sim.get(), Options(true, 0, 2), 5, {.skip_ready_wait = true});
   ASSERT_EQ(got.size(), cpu.size());
   // Compute read slots mid-transfer (poison) or still holding an earlier
   // layer (stale weights): either way not the model's logits.
@@ -252,9 +319,8 @@ TEST(Executor, PoisonedSlotsExposeASlotReleasedBeforeItsLayerRan) {
   const Built b = Build(Tiny("llama", TensorType::kQ8_0));
   const std::vector<float> cpu = RunSteps(*b.model, nullptr, Options(true, -1, 1));
   std::unique_ptr<backend::SimDevice> sim = Sim(64 << 20, 0.2);
-  exec::ForwardOptions o = Options(true, 0, 1);
-  o.testing_release_slot_early = true;  // the refill's poison lands while the layer reads
-  const std::vector<float> got = RunSteps(*b.model, sim.get(), o);
+  // The refill's poison lands while the layer reads.
+  const std::vector<float> got = RunSteps(*b.model, sim.get(), Options(true, 0, 1), 5, {.release_slot_early = true});
   ASSERT_EQ(got.size(), cpu.size());
   EXPECT_NE(std::memcmp(got.data(), cpu.data(), cpu.size() * sizeof(float)), 0);
 }
@@ -274,6 +340,9 @@ void ExpectExecutorHoldsThePlan(const model::Model& m, backend::SimDevice& sim, 
   EXPECT_LE(sim.peak() + p.margin, sim.options().memory_bytes);
   EXPECT_EQ(sim.page_locked_bytes(), p.host_pinned) << "page-locked host memory as the plan says";
   EXPECT_EQ((*fwd)->host_pinned_bytes(), p.host_pinned);
+  EXPECT_EQ((*fwd)->cpu_weight_bytes(), p.host_cpu_weights) << "the CPU units' regrouped weights";
+  EXPECT_EQ((*fwd)->cpu_kv_bytes(), p.host_cpu_kv) << "the CPU units' KV cache";
+  EXPECT_EQ((*fwd)->cpu_layers(), p.cpu_layers);
   std::vector<float> logits(m.config.n_vocab);
   const exec::BatchToken t{1, 0, 0, true};
   EXPECT_TRUE((*fwd)->Forward({&t, 1}, logits).ok());
@@ -284,14 +353,44 @@ TEST(Executor, HoldsExactlyWhatThePlannerNamed) {
     const Built b = Build(Tiny(arch, TensorType::kQ4_K, 5));
     for (int layers : {0, 2, 5}) {
       SCOPED_TRACE(absl::StrCat(arch, ", ", layers, " layers"));
-      plan::PlanRequest r{.policy = plan::Policy::kLayers, .gpu_layers = layers, .n_ctx = 16, .n_slots = 2,
-                          .kv_bytes_per_elem = 2, .max_batch = 8, .ring_depth = 2};
+      plan::PlanRequest r;
+      r.policy = plan::Policy::kLayers;
+      r.gpu_layers = layers;
+      r.n_ctx = 16;
+      r.n_slots = 2;
+      r.kv_bytes_per_elem = 2;
+      r.max_batch = 8;
+      r.ring_depth = 2;
       plan::DeviceSpec spec{"sim", 64 << 20, 1 << 20};
       auto p = plan::MakePlan(*b.model->file, b.model->config, r, spec);
       ASSERT_TRUE(p.ok()) << p.status();
       auto sim = backend::SimDevice::Create({.memory_bytes = 64 << 20, .overhead_bytes = 1 << 20, .h2d_gbps = 100}, 2);
       ASSERT_TRUE(sim.ok());
       ExpectExecutorHoldsThePlan(*b.model, **sim, *p, Options(true, layers, 2));
+    }
+    // The rest on the CPU, or split: device bytes as before the CPU units
+    // left it, host bytes as the plan names them.
+    for (const auto& [strategy, cpu_layers] : {std::pair{plan::Strategy::kCpu, -1}, {plan::Strategy::kMixed, 2}}) {
+      SCOPED_TRACE(absl::StrCat(arch, ", ", plan::StrategyName(strategy), ", 1 layer resident"));
+      plan::PlanRequest r;
+      r.policy = plan::Policy::kLayers;
+      r.gpu_layers = 1;
+      r.n_ctx = 16;
+      r.n_slots = 2;
+      r.kv_bytes_per_elem = 2;
+      r.max_batch = 8;
+      r.ring_depth = 2;
+      r.strategy = strategy;
+      r.cpu_layers = cpu_layers;
+      plan::DeviceSpec spec{"sim", 64 << 20, 1 << 20};
+      auto p = plan::MakePlan(*b.model->file, b.model->config, r, spec);
+      ASSERT_TRUE(p.ok()) << p.status();
+      EXPECT_GT(p->cpu_layers, 0);
+      auto sim = backend::SimDevice::Create({.memory_bytes = 64 << 20, .overhead_bytes = 1 << 20, .h2d_gbps = 100}, 2);
+      ASSERT_TRUE(sim.ok());
+      exec::ForwardOptions o = Options(true, 1, 2);
+      o.placement = p->placement;
+      ExpectExecutorHoldsThePlan(*b.model, **sim, *p, o);
     }
   }
 }
@@ -356,6 +455,43 @@ TEST(Executor, HoldsStreamedWeightsOnceInHostMemory) {
   EXPECT_LE(after + streamed_matrices * 9 / 10, before) << "before " << before << ", after " << after;
 }
 
+// Weights computed on the CPU are held once in host memory too: regrouped
+// for the CPU's kernels, and the file mapping's pages of what was regrouped
+// dropped (the cpu device, and layers placed on the CPU beside a device).
+TEST(Executor, HoldsCpuWeightsOnceInHostMemory) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0, 6));
+  const std::string path = ::testing::TempDir() + "/cpu_once.gguf";
+  std::ofstream(path, std::ios::binary) << b.bytes;
+  for (const bool on_cpu_device : {true, false}) {
+    SCOPED_TRACE(on_cpu_device ? "cpu device" : "sim device, 5 layers and the head on the CPU");
+    auto m = model::LoadModel(path);
+    ASSERT_TRUE(m.ok()) << m.status();
+    const std::span<const uint8_t> file = (*m)->file->bytes();
+    volatile uint8_t sink = 0;  // read every page, so the mapping is resident
+    for (size_t i = 0; i < file.size(); i += 4096) sink = sink + file[i];
+    const uint64_t before = MappedRss(file);
+    ASSERT_GT(before, file.size() / 2) << "the mapping should be resident after reading it";
+    std::unique_ptr<backend::SimDevice> sim = Sim();
+    exec::ForwardOptions o = Options(true, -1, 2);
+    std::vector<plan::Home> homes(7, plan::Home::kCpu);
+    homes[0] = plan::Home::kResident;
+    o.placement = plan::Placement(homes, 2);
+    auto e = exec::Executor::Create(**m, on_cpu_device ? nullptr : sim.get(), o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    const uint64_t regrouped = on_cpu_device ? 0 : (*e)->cpu_weight_bytes();
+    if (!on_cpu_device) {
+      ASSERT_GT(regrouped, 0u);
+    }
+    uint64_t matrices = 0;  // what the CPU computes from its regrouped copy
+    for (int l = on_cpu_device ? 0 : 1; l < 6; ++l) {
+      const model::LayerWeights& w = (*m)->weights.layers[l];
+      for (const model::Matrix* x : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down}) matrices += x->bytes;
+    }
+    const uint64_t after = MappedRss(file);
+    EXPECT_LE(after + matrices * 9 / 10, before) << "before " << before << ", after " << after;
+  }
+}
+
 // Forward(batch) gives the logits Forward(batch, logits) writes, in the
 // executor's own buffer (from AllocateHost), also for a step that wants
 // more rows than it holds (n_seq).
@@ -395,7 +531,11 @@ TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
     ASSERT_TRUE(hf.ok());
     plan::DeviceSpec card = *plan::DeviceProfile("rtx4060-8g");
     card.memory_bytes = gib << 30;
-    plan::PlanRequest r{.policy = plan::Policy::kAuto, .n_ctx = 4096, .n_slots = 1, .max_batch = 512};
+    plan::PlanRequest r;
+    r.policy = plan::Policy::kAuto;
+    r.n_ctx = 4096;
+    r.n_slots = 1;
+    r.max_batch = 512;
     auto bp = plan::MakePlan(**hf, *model::LoadConfig(**hf), r, card);
     ASSERT_TRUE(bp.ok()) << bp.status();
     streamed_plans += bp->resident_layers < bp->n_layers;
@@ -404,8 +544,13 @@ TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
     tiny.mix = big.mix;
     tiny.tied_output = big.tied_output;
     const Built b = Build(tiny);
-    plan::PlanRequest tr{.policy = plan::Policy::kLayers, .gpu_layers = bp->resident_layers, .n_ctx = 32,
-                         .n_slots = 1, .max_batch = 8, .ring_depth = r.ring_depth};
+    plan::PlanRequest tr;
+    tr.policy = plan::Policy::kLayers;
+    tr.gpu_layers = bp->resident_layers;
+    tr.n_ctx = 32;
+    tr.n_slots = 1;
+    tr.max_batch = 8;
+    tr.ring_depth = r.ring_depth;
     const uint64_t overhead = 1 << 20;
     auto tp = plan::MakePlan(*b.model->file, b.model->config, tr, {"probe", 1ull << 40, overhead});
     ASSERT_TRUE(tp.ok()) << tp.status();

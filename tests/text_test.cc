@@ -2,7 +2,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <time.h>
+
 #include <cmath>
+#include <functional>
 #include <map>
 
 #include "engine/gguf/writer.h"
@@ -135,6 +138,31 @@ TEST(Sampler, ValidateNamesTheField) {
   EXPECT_TRUE(Validate(SamplingParams{}, 100).ok());
 }
 
+// Issue 17, item 4: +-inf and 3.4e38 were accepted (only NaN was refused)
+// and gave NaN log-probabilities.
+TEST(Sampler, LogitBiasBeyondHundredIsRefusedAndTheBoundGivesFiniteLogprobs) {
+  for (float bias : {INFINITY, -INFINITY, 3.4e38f, -3.4e38f, 100.5f}) {
+    SamplingParams p = Plain(1.0f);
+    p.logit_bias = {{3, bias}};
+    const absl::Status s = Validate(p, 5);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bias;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("is outside [-100, 100]")) << bias;
+  }
+  for (float temperature : {0.0f, 1.0f}) {
+    SamplingParams p = Plain(temperature);
+    p.logprobs = true;
+    p.top_logprobs = 5;
+    p.logit_bias = {{0, 100.0f}, {1, -100.0f}, {2, -100.0f}, {3, -100.0f}, {4, -100.0f}};
+    ASSERT_TRUE(Validate(p, 5).ok());
+    Sampler s(p, 5);
+    std::vector<float> l = Logits();
+    const Sampled t = s.Sample(l, {});
+    EXPECT_EQ(t.token, 0);
+    EXPECT_TRUE(std::isfinite(t.logprob)) << t.logprob;
+    for (const TokenLogprob& alt : t.top) EXPECT_TRUE(std::isfinite(alt.logprob)) << alt.token;
+  }
+}
+
 TEST(StopMatcher, HoldsBackPossibleStopsAndCutsAtTheFirst) {
   StopMatcher m({"o w", "END"});
   bool stopped = false;
@@ -231,6 +259,147 @@ TEST(Tokenizer, HostileMetadataIsRefusedOrTamed) {
                                   {"tokenizer.ggml.tokens", gguf::MetaValue::StringArray(tokens)}},
                                  &bytes);
   EXPECT_THAT(std::string(bpe_without_merges.status().message()), HasSubstr("tokenizer.ggml.merges' not found"));
+}
+
+// GPT-2's printable stand-in for a byte (the map byte-level BPE vocabularies are written in).
+std::string ByteChar(int b) {
+  int next = 256;
+  for (int x = 0; x < 256; ++x) {
+    const bool printable = (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255);
+    const int cp = printable ? x : next++;
+    if (x != b) continue;
+    std::string out;
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else {
+      out += static_cast<char>(0xc0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3f));
+    }
+    return out;
+  }
+  return "";
+}
+
+// Loads a tokenizer from metadata alone; `file` keeps the parsed file alive.
+std::unique_ptr<Tokenizer> FromMeta(const std::vector<std::pair<std::string, gguf::MetaValue>>& meta,
+                                    std::string* storage, std::unique_ptr<gguf::File>* file) {
+  gguf::Writer w;
+  for (const auto& [k, v] : meta) EXPECT_TRUE(w.Set(k, v).ok());
+  *storage = *w.WriteToString();
+  *file = std::move(*gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(storage->data()), storage->size())));
+  auto t = Tokenizer::FromGguf(**file);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? std::move(*t) : nullptr;
+}
+
+// Byte-level BPE: the 256 byte stand-ins, merges that build runs of 'a' up
+// to 16 and "he"/"hehe", a control token <|a|> and a user-defined one <|b|>.
+std::unique_ptr<Tokenizer> CostBpe(std::string* storage, std::unique_ptr<gguf::File>* file) {
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  for (int b = 0; b < 256; ++b) tokens.push_back(ByteChar(b)), types.push_back(1);
+  const std::vector<std::string> merges = {"a a", "aa aa", "aaaa aaaa", "aaaaaaaa aaaaaaaa", "h e", "he he"};
+  for (const std::string& m : merges) {
+    const size_t sp = m.find(' ');
+    tokens.push_back(m.substr(0, sp) + m.substr(sp + 1));
+    types.push_back(1);
+  }
+  tokens.push_back("<|a|>"), types.push_back(3);
+  tokens.push_back("<|b|>"), types.push_back(4);
+  return FromMeta({{"tokenizer.ggml.model", gguf::MetaValue::Str("gpt2")},
+                   {"tokenizer.ggml.pre", gguf::MetaValue::Str("gpt-2")},
+                   {"tokenizer.ggml.tokens", gguf::MetaValue::StringArray(tokens)},
+                   {"tokenizer.ggml.token_type", gguf::MetaValue::Array(types)},
+                   {"tokenizer.ggml.merges", gguf::MetaValue::StringArray(merges)}},
+                  storage, file);
+}
+
+// SentencePiece: "▁", "h", "e", "he", "hehe", "hehehehe" scored so that
+// longer pieces win, byte tokens, a control token <|a|> and user-defined
+// <|b|> and <|c|>.
+std::unique_ptr<Tokenizer> CostSpm(std::string* storage, std::unique_ptr<gguf::File>* file) {
+  std::vector<std::string> tokens = {"<unk>", "<s>", "</s>", "<|a|>", "<|b|>", "<|c|>", "\xe2\x96\x81", "h", "e",
+                                     "he", "hehe", "hehehehe", "\xe2\x96\x81he"};
+  std::vector<int32_t> types = {2, 3, 3, 3, 4, 4, 1, 1, 1, 1, 1, 1, 1};
+  std::vector<float> scores = {0, 0, 0, 0, 0, 0, -10, -9, -9, -3, -2, -1, -4};
+  for (int b = 0; b < 256; ++b) {
+    char buf[8];
+    std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
+    tokens.push_back(buf), types.push_back(6), scores.push_back(0);
+  }
+  return FromMeta({{"tokenizer.ggml.model", gguf::MetaValue::Str("llama")},
+                   {"tokenizer.ggml.tokens", gguf::MetaValue::StringArray(tokens)},
+                   {"tokenizer.ggml.scores", gguf::MetaValue::Array(scores)},
+                   {"tokenizer.ggml.token_type", gguf::MetaValue::Array(types)}},
+                  storage, file);
+}
+
+std::string Repeat(absl::string_view s, size_t n) {
+  std::string out;
+  out.reserve(s.size() * n);
+  for (size_t i = 0; i < n; ++i) out.append(s.data(), s.size());
+  return out;
+}
+
+// CPU seconds this thread has used: unlike wall time, not counting while
+// other work on the machine holds the core.
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// The least CPU time of encoding `short_text` and of encoding `long_text`
+// over seven alternating runs (alternating, so that a busy spell on the
+// machine, through caches and clock speed, falls on both alike).
+std::pair<double, double> EncodeSeconds(const Tokenizer& t, const std::string& short_text,
+                                        const std::string& long_text, size_t* short_tokens, size_t* long_tokens) {
+  double best_short = 1e30, best_long = 1e30;
+  for (int rep = 0; rep < 7; ++rep) {
+    double start = ThreadCpuSeconds();
+    *short_tokens = t.Encode(short_text, false).size();
+    best_short = std::min(best_short, ThreadCpuSeconds() - start);
+    start = ThreadCpuSeconds();
+    *long_tokens = t.Encode(long_text, false).size();
+    best_long = std::min(best_long, ThreadCpuSeconds() - start);
+  }
+  return {best_short, best_long};
+}
+
+// Tokenizing 4x the text must cost about 4x, not 16x: each case is timed at
+// n and 4n in this run and the ratio of the two is checked (linear: 4,
+// n log n: a little more, quadratic: 16). The texts are the adversarial
+// shapes of issue 17: one long pre-token chunk, many special tokens with one
+// more at the very end, many short words.
+TEST(TokenizerCost, GrowsNearLinearlyWithTheText) {
+  std::string bpe_bytes, spm_bytes;
+  std::unique_ptr<gguf::File> bpe_file, spm_file;
+  std::unique_ptr<Tokenizer> bpe = CostBpe(&bpe_bytes, &bpe_file);
+  std::unique_ptr<Tokenizer> spm = CostSpm(&spm_bytes, &spm_file);
+  ASSERT_TRUE(bpe && spm);
+  struct Case {
+    const char* name;
+    const Tokenizer* tok;
+    size_t n;                                 // bytes: the time at n should be a millisecond or more
+    std::function<std::string(size_t)> text;  // of about n bytes
+  };
+  const std::vector<Case> cases = {
+      {"bpe: one chunk of 'a' x n", bpe.get(), 1 << 14, [](size_t k) { return std::string(k, 'a'); }},
+      {"bpe: 'he<|a|>' x n/7 then <|b|>", bpe.get(), 1 << 16,
+       [](size_t k) { return Repeat("he<|a|>", k / 7) + "<|b|>"; }},
+      {"bpe: 'he ' x n/3", bpe.get(), 1 << 16, [](size_t k) { return Repeat("he ", k / 3); }},
+      {"spm: 'he' x n/2", spm.get(), 1 << 14, [](size_t k) { return Repeat("he", k / 2); }},
+      {"spm: 'he<|b|>' x n/7 then <|c|>", spm.get(), 1 << 16,
+       [](size_t k) { return Repeat("he<|b|>", k / 7) + "<|c|>"; }},
+  };
+  for (const Case& c : cases) {
+    size_t tokens_n = 0, tokens_4n = 0;
+    const auto [t_n, t_4n] = EncodeSeconds(*c.tok, c.text(c.n), c.text(4 * c.n), &tokens_n, &tokens_4n);
+    std::printf("%-34s n=%zu: %.3f ms (%zu tokens), 4n: %.3f ms (%zu tokens), ratio %.2f\n", c.name, c.n, t_n * 1e3,
+                tokens_n, t_4n * 1e3, tokens_4n, t_4n / t_n);
+    EXPECT_GT(tokens_4n, 3 * tokens_n) << c.name;
+    EXPECT_LT(t_4n / t_n, 8.0) << c.name << ": " << t_n * 1e3 << " ms at n, " << t_4n * 1e3 << " ms at 4n";
+  }
 }
 
 TEST(Tokenizer, StoriesRoundTrip) {

@@ -51,8 +51,8 @@ inline StepTokens MakeStepTokens(int n_vocab, int first) {
 // Runs those steps; the logits of every step (sequence 0's row, then
 // sequence 1's), concatenated.
 inline std::vector<float> RunSteps(const model::Model& m, backend::Device* device, const exec::ForwardOptions& options,
-                                   int first = 5) {
-  auto fwd = exec::Executor::Create(m, device, options);
+                                   int first = 5, stream::ScheduleFaults faults = {}) {
+  auto fwd = exec::Executor::Create(m, device, options, faults);
   EXPECT_TRUE(fwd.ok()) << fwd.status();
   if (!fwd.ok()) return {};
   const int V = m.config.n_vocab;

@@ -1,5 +1,7 @@
 #include "engine/backend/device.h"
 
+#include <fstream>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -7,11 +9,37 @@
 #include "engine/backend/cpu/cpu_device.h"
 #include "engine/backend/cuda/options.h"
 #include "engine/backend/sim/sim_device.h"
+#include "engine/units.h"
 #if FERRY_HAVE_CUDA
 #include "engine/backend/cuda/cuda_device.h"
 #endif
 
 namespace ferry::backend {
+
+uint64_t AvailableHostMemory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+absl::StatusOr<AdoptedWeights> Device::AdoptInPlace(std::span<model::Matrix* const>,
+                                                    const std::function<void(const model::Matrix&)>&) {
+  return AdoptedWeights();
+}
+
+std::string AdoptedWeights::Describe() const {
+  if (bytes > 0) return absl::StrCat(" (", HumanBytes(bytes), " of matrices regrouped for the kernels)");
+  if (needed > 0) {
+    return absl::StrCat(" (matrices read as the file stores them: regrouping them needs ", HumanBytes(needed),
+                        ", more than 90% of the memory available)");
+  }
+  return "";
+}
 
 DeviceFacts Device::facts() const {
   DeviceFacts f;

@@ -3,7 +3,7 @@
 // (compute and copy) ordered by events with CUDA's semantics, and kernels
 // have the same signatures on every backend. The cpu backend computes on
 // host memory in place; sim puts CPU kernels behind a capped arena and a
-// copy engine thread; cuda (issue 5) maps these one to one onto streams.
+// copy engine thread; cuda maps these one to one onto streams.
 #pragma once
 
 #include <cstddef>
@@ -100,7 +100,13 @@ struct DeviceFacts {
   double latency_us = 0;        // per copy
   double memory_gbps = 0;       // device memory
   double tflops = 0;            // matrix throughput
+  // Its kernels are the host CPU's (sim): what it computes takes what the
+  // CPU takes, whatever the figures above (which plan for the card it imitates).
+  bool host_kernels = false;
+  int threads = 0;              // the CPU threads its kernels use (cpu, sim)
 };
+
+struct AdoptedWeights;
 
 class Device {
  public:
@@ -113,13 +119,14 @@ class Device {
   // True when kernels read host memory directly (the cpu backend): weights
   // are used in place and nothing needs uploading.
   virtual bool computes_on_host_memory() const = 0;
-  // Such a device may keep a matrix it reads in place in a layout of its
-  // own (the cpu device groups rows for its kernels): the bytes that copy
-  // needs, 0 to read the file's bytes as they are.
-  virtual uint64_t InPlaceLayoutBytes(const model::Matrix&) const { return 0; }
-  // Writes `m` in that layout to `dst` (InPlaceLayoutBytes(m) bytes from
-  // Allocate) and returns the matrix that reads it.
-  virtual model::Matrix ToInPlaceLayout(const model::Matrix& m, uint8_t* /*dst*/) { return m; }
+  // For such a device: the matrices it will read in place, rewritten to read
+  // a layout of its own where it has one (the cpu device groups rows for its
+  // kernels) and the copies fit in the memory the system has available;
+  // the result holds those copies. `copied(was)` is told of each matrix as
+  // soon as its copy is made (the caller may then drop the original's pages,
+  // so the two are not both resident for long). Default: read as they are.
+  virtual absl::StatusOr<AdoptedWeights> AdoptInPlace(
+      std::span<model::Matrix* const> matrices, const std::function<void(const model::Matrix& was)>& copied);
   virtual uint64_t capacity() const = 0;  // bytes the arena holds (after any context overhead)
   virtual uint64_t used() const = 0;
   virtual uint64_t peak() const = 0;
@@ -265,6 +272,10 @@ struct PageAllocator {
 template <typename T>
 using PageVector = std::vector<T, PageAllocator<T>>;
 
+// MemAvailable of /proc/meminfo in bytes (what the system can give without
+// swapping, the page cache's reclaimable pages included); 0 when unknown.
+uint64_t AvailableHostMemory();
+
 // Opens "cpu", "sim[:key=value,...]" or "cuda[:N]". `threads` sizes the CPU
 // kernels' pool (0: one per hardware thread).
 absl::StatusOr<std::unique_ptr<Device>> OpenDevice(absl::string_view spec, int threads);
@@ -311,5 +322,14 @@ class OwnedBuffer {
 };
 using DeviceBuffer = OwnedBuffer<false>;
 using HostBuffer = OwnedBuffer<true>;
+
+// What Device::AdoptInPlace made: copies of matrices in the device's own
+// layout (0 bytes: none), or why none were made.
+struct AdoptedWeights {
+  std::vector<DeviceBuffer> buffers;
+  uint64_t bytes = 0;       // the copies' bytes
+  uint64_t needed = 0;      // what the copies would take (0: the device has no layout of its own for these)
+  std::string Describe() const;  // " (1.2 GiB of matrices regrouped for the kernels)", "" or why not
+};
 
 }  // namespace ferry::backend

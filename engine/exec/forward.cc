@@ -1,17 +1,15 @@
 #include "engine/exec/forward.h"
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "engine/backend/arena.h"
 #include "engine/backend/cpu/cpu_device.h"
+#include "engine/stream/layout.h"
 #include "engine/plan/planner.h"
 #include "engine/quant/quantize.h"
 #include "engine/status.h"
@@ -21,112 +19,35 @@ namespace ferry::exec {
 
 using backend::AlignDevice;
 using backend::Queue;
-
-absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const model::Model& model, backend::Device* device,
-                                                           const ForwardOptions& options) {
-  const model::ModelConfig& c = model.config;
-  if (options.max_batch <= 0 || options.n_seq <= 0 || options.n_ctx < 0) {
-    return absl::InvalidArgumentError("max_batch and n_seq must be positive, n_ctx non-negative");
-  }
-  if (options.placement.ring_depth <= 0) return absl::InvalidArgumentError("the staging ring needs at least one slot");
-  if (options.placement.resident_layers > c.n_layer) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.placement.resident_layers, " resident layers: the model has ", c.n_layer));
-  }
-  if (!options.placement.head_resident && options.placement.resident_layers != 0) {
-    return absl::InvalidArgumentError("the output head becomes resident before any layer: a streamed head needs 0 "
-                                      "resident layers");
-  }
-  const int n_ctx = options.n_ctx > 0 ? options.n_ctx : std::min(c.n_ctx_train, 4096);
-  std::unique_ptr<Executor> e(new Executor(model, device, options, n_ctx));
-  FERRY_RETURN_IF_ERROR(e->Init());
-  return e;
-}
+using plan::Home;
+using stream::InPlace;
+using stream::LayOut;
+using stream::MatricesOf;
+using stream::Piece;
+using stream::StagedUpload;
+using stream::UnitBytes;
+using stream::UnitImage;
 
 namespace {
-
-// MemAvailable from /proc/meminfo in bytes; 0 when it cannot be read.
-uint64_t AvailableHostMemory() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  uint64_t kib = 0;
-  std::string unit;
-  while (in >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib * 1024;
-  }
-  return 0;
-}
 
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
-// Host-to-device copies of the resident weights through two page-locked
-// staging buffers: the host fills one while the other crosses, so uploads
-// run at the pinned rate whatever the source (a file mapping is pageable
-// memory, which a GPU driver would bounce through its own small buffers).
-class StagedUpload {
- public:
-  static constexpr uint64_t kBufferBytes = uint64_t{64} << 20;
-
-  absl::Status Init(backend::Device& d, uint64_t total) {
-    d_ = &d;
-    size_ = std::min(kBufferBytes, std::max<uint64_t>(total, 1));
-    for (int b = 0; b < 2; ++b) {
-      FERRY_ASSIGN_OR_RETURN(buffer_[b], backend::HostBuffer::Make(d, size_, "upload staging"));
-      FERRY_ASSIGN_OR_RETURN(done_[b], d.CreateEvent());
-    }
-    return absl::OkStatus();
-  }
-  void Add(uint8_t* dst, const void* src, uint64_t bytes) {
-    const auto* from = static_cast<const uint8_t*>(src);
-    while (bytes > 0) {
-      const uint64_t take = std::min(bytes, size_ - fill_);
-      std::memcpy(buffer_[cur_].bytes() + fill_, from, take);
-      copies_.push_back({dst, fill_, take});
-      fill_ += take, dst += take, from += take, bytes -= take;
-      if (fill_ == size_) Flush();
-    }
-  }
-  // Returns when every copy has landed.
-  void Finish() {
-    if (fill_ > 0) Flush();
-    WaitPending();
-  }
-  // Also on an early return (a failed allocation): no copy may still read
-  // the buffers when they go.
-  ~StagedUpload() { WaitPending(); }
-
- private:
-  struct Copy {
-    uint8_t* dst;
-    uint64_t offset, bytes;
-  };
-  void WaitPending() {
-    for (int b = 0; b < 2; ++b) {
-      if (pending_[b]) d_->Synchronize(done_[b]);
-      pending_[b] = false;
-    }
-  }
-  void Flush() {
-    for (const Copy& c : copies_) d_->CopyToDevice(backend::Queue::kCompute, c.dst, buffer_[cur_].bytes() + c.offset, c.bytes);
-    d_->Record(done_[cur_], backend::Queue::kCompute);
-    pending_[cur_] = true;
-    copies_.clear();
-    fill_ = 0;
-    cur_ ^= 1;
-    if (pending_[cur_]) d_->Synchronize(done_[cur_]);  // its last copies read it
-  }
-  backend::Device* d_ = nullptr;
-  uint64_t size_ = 0, fill_ = 0;
-  int cur_ = 0;
-  backend::HostBuffer buffer_[2];
-  backend::Event done_[2] = {0, 0};
-  bool pending_[2] = {false, false};
-  std::vector<Copy> copies_;
-};
-
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const model::Model& model, backend::Device* device,
+                                                           const ForwardOptions& options,
+                                                           stream::ScheduleFaults faults) {
+  const model::ModelConfig& c = model.config;
+  if (options.max_batch <= 0 || options.n_seq <= 0 || options.n_ctx < 0) {
+    return absl::InvalidArgumentError("max_batch and n_seq must be positive, n_ctx non-negative");
+  }
+  const int n_ctx = options.n_ctx > 0 ? options.n_ctx : c.default_context();
+  std::unique_ptr<Executor> e(new Executor(model, device, options, n_ctx));
+  FERRY_RETURN_IF_ERROR(e->Init(faults));
+  return e;
+}
 
 Executor::Executor(const model::Model& model, backend::Device* device, const ForwardOptions& options, int n_ctx)
     : model_(model), config_(model.config), options_(options), n_ctx_(n_ctx), device_(device) {
@@ -140,93 +61,11 @@ Executor::~Executor() {
   // Copies in flight read host memory this object owns and write its slots.
   device_->SynchronizeAll();
   if (!embd_host_.empty()) device_->UnregisterHost(embd_host_.data());
+  if (cpu_device_ != nullptr) device_->UnregisterHost(cpu_lane_.act.x);
   device_->ReleaseKernelScratch();
 }
 
-uint64_t Executor::LayOut(int unit, uintptr_t base, DeviceLayer* view, std::vector<Piece>* pieces) const {
-  // plan::UnitDeviceBytes's rule: the matrices as one span of the file when
-  // they lie together in it (one copy), else each on a 256-byte boundary;
-  // then the norms and biases as f32, each on a 256-byte boundary.
-  const model::ModelWeights& w = model_.weights;
-  std::vector<const model::Matrix*> mats;
-  std::vector<const std::vector<float>*> vecs;
-  if (unit == kHead) {
-    mats = {&w.output};
-    vecs = {&w.output_norm};
-  } else {
-    const model::LayerWeights& L = w.layers[unit];
-    mats = {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down};
-    vecs = {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.post_attn_norm, &L.ffn_norm, &L.post_ffn_norm, &L.q_norm, &L.k_norm};
-  }
-  const uint8_t* file = model_.file->bytes().data();
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (const model::Matrix* m : mats) ranges.push_back({static_cast<uint64_t>(m->data - file), m->bytes});
-  const plan::UnitSpan span = plan::SpanOf(ranges);
-
-  uint64_t offset = 0;
-  std::vector<uintptr_t> mat_at(mats.size());
-  if (span.contiguous) {
-    if (pieces) pieces->push_back({file + span.begin, span.bytes, 0});
-    for (size_t i = 0; i < mats.size(); ++i) mat_at[i] = base + (ranges[i].first - span.begin);
-    offset = AlignDevice(span.bytes);
-  } else {
-    for (size_t i = 0; i < mats.size(); ++i) {
-      if (pieces) pieces->push_back({mats[i]->data, mats[i]->bytes, offset});
-      mat_at[i] = base + offset;
-      offset += AlignDevice(mats[i]->bytes);
-    }
-  }
-  std::vector<const float*> vec_at(vecs.size(), nullptr);
-  for (size_t i = 0; i < vecs.size(); ++i) {
-    if (vecs[i]->empty()) continue;
-    const uint64_t bytes = vecs[i]->size() * sizeof(float);
-    if (pieces) pieces->push_back({vecs[i]->data(), bytes, offset});
-    vec_at[i] = reinterpret_cast<const float*>(base + offset);
-    offset += AlignDevice(bytes);
-  }
-  if (view) {
-    auto mat = [&](size_t i) {
-      model::Matrix d = *mats[i];
-      d.data = reinterpret_cast<const uint8_t*>(mat_at[i]);
-      return d;
-    };
-    DeviceLayer v;
-    if (unit == kHead) {
-      v.output = mat(0);
-      v.output_norm = vec_at[0];
-    } else {
-      v.wq = mat(0), v.wk = mat(1), v.wv = mat(2), v.wo = mat(3), v.w_gate = mat(4), v.w_up = mat(5), v.w_down = mat(6);
-      v.attn_norm = vec_at[0], v.bq = vec_at[1], v.bk = vec_at[2], v.bv = vec_at[3];
-      v.post_attn_norm = vec_at[4], v.ffn_norm = vec_at[5], v.post_ffn_norm = vec_at[6];
-      v.q_norm = vec_at[7], v.k_norm = vec_at[8];
-    }
-    *view = v;
-  }
-  return offset;
-}
-
-Executor::DeviceLayer Executor::InPlace(int unit) const {
-  const model::ModelWeights& w = model_.weights;
-  auto vec = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
-  DeviceLayer v;
-  if (unit == kHead) {
-    v.output_norm = vec(w.output_norm);
-    v.output = w.output;
-    return v;
-  }
-  const model::LayerWeights& L = w.layers[unit];
-  v.attn_norm = vec(L.attn_norm);
-  v.wq = L.wq, v.wk = L.wk, v.wv = L.wv, v.wo = L.wo;
-  v.bq = vec(L.bq), v.bk = vec(L.bk), v.bv = vec(L.bv);
-  v.q_norm = vec(L.q_norm), v.k_norm = vec(L.k_norm);
-  v.post_attn_norm = vec(L.post_attn_norm);
-  v.ffn_norm = vec(L.ffn_norm);
-  v.w_gate = L.w_gate, v.w_up = L.w_up, v.w_down = L.w_down;
-  v.post_ffn_norm = vec(L.post_ffn_norm);
-  return v;
-}
-
-absl::Status Executor::Init() {
+absl::Status Executor::Init(stream::ScheduleFaults faults) {
   const model::ModelConfig& c = config_;
   backend::Device& d = *device_;
   FERRY_RETURN_IF_ERROR(d.ReserveKernelScratch(plan::MaxMatrixRows(c), plan::MaxMatrixWidth(c), options_.max_batch));
@@ -245,167 +84,42 @@ absl::Status Executor::Init() {
   }
   rope_ = {inv_freq_.data(), c.rope_dims, c.rope_layout == model::RopeLayout::kNeox, c.head_dim, c.rope_sets(), 0};
 
+  // A device that computes on host memory (cpu) reads every unit in place.
   in_place_ = d.computes_on_host_memory();
-  resident_.resize(c.n_layer + 1);  // [n_layer] is the head
+  FERRY_ASSIGN_OR_RETURN(placement_, (in_place_ ? plan::Placement() : options_.placement).Resolve(c.n_layer));
+  resident_.assign(c.n_layer + 1, {});
   if (in_place_) {
-    resident_layers_ = c.n_layer;
-    head_resident_ = true;
-    for (int l = 0; l < c.n_layer; ++l) resident_[l] = InPlace(l);
-    resident_[c.n_layer] = InPlace(kHead);
-    // The device's own layout of the matrices it reads in place, if any,
-    // when the copy fits in the memory the system has available (the
-    // file's pages count as available: they can be dropped); otherwise the
-    // kernels read the mapped file as it is, which also works for a model
-    // larger than RAM.
-    auto matrices = [](DeviceLayer& unit) {
-      return std::array<model::Matrix*, 8>{&unit.wq, &unit.wk, &unit.wv, &unit.wo, &unit.w_gate, &unit.w_up,
-                                           &unit.w_down, &unit.output};
-    };
-    for (DeviceLayer& unit : resident_) {
-      for (model::Matrix* m : matrices(unit)) relayout_bytes_ += m->present() ? d.InPlaceLayoutBytes(*m) : 0;
-    }
-    const uint64_t available = AvailableHostMemory();
-    relayout_ = relayout_bytes_ > 0 && (available == 0 || relayout_bytes_ + available / 10 <= available);
-    for (DeviceLayer& unit : resident_) {
-      for (model::Matrix* m : matrices(unit)) {
-        const uint64_t bytes = relayout_ && m->present() ? d.InPlaceLayoutBytes(*m) : 0;
-        if (bytes == 0) continue;
-        backend::DeviceBuffer buf;
-        FERRY_ASSIGN_OR_RETURN(buf, backend::DeviceBuffer::Make(d, bytes, m->name));
-        *m = d.ToInPlaceLayout(*m, buf.bytes());
-        resident_buffers_.push_back(std::move(buf));
-      }
-    }
+    std::vector<int> all(c.n_layer + 1);
+    for (int u = 0; u <= c.n_layer; ++u) all[u] = u;
+    FERRY_RETURN_IF_ERROR(AdoptInPlace(d, all, &resident_, &adopted_));
   } else {
-    const Placement& p = options_.placement;
-    resident_layers_ = p.resident_layers < 0 ? c.n_layer : p.resident_layers;
-    head_resident_ = p.head_resident;
-    // Resident units: uploaded once, on the compute queue, before any step,
-    // through page-locked staging (StagedUpload).
-    const auto upload_start = std::chrono::steady_clock::now();
-    uint64_t resident_bytes = 0;
-    if (head_resident_) resident_bytes += LayOut(kHead, 0, nullptr, nullptr);
-    for (int l = 0; l < c.n_layer; ++l) {
-      if (LayerIsResident(l)) resident_bytes += LayOut(l, 0, nullptr, nullptr);
-    }
-    Progress(absl::StrCat("uploading ", HumanBytes(resident_bytes), " of resident weights"));
-    StagedUpload staged;
-    FERRY_RETURN_IF_ERROR(staged.Init(d, resident_bytes));
-    std::vector<Piece> pieces;
-    auto upload = [&](int unit, const std::string& what) -> absl::Status {
-      const uint64_t size = LayOut(unit, 0, nullptr, nullptr);
-      backend::DeviceBuffer buf;
-      FERRY_ASSIGN_OR_RETURN(buf, backend::DeviceBuffer::Make(d, size, what));
-      pieces.clear();
-      LayOut(unit, reinterpret_cast<uintptr_t>(buf.bytes()), &resident_[unit == kHead ? c.n_layer : unit], &pieces);
-      for (const Piece& piece : pieces) staged.Add(buf.bytes() + piece.offset, piece.src, piece.bytes);
-      usage_.weights_resident += AlignDevice(size);
-      resident_buffers_.push_back(std::move(buf));
-      return absl::OkStatus();
-    };
-    if (head_resident_) FERRY_RETURN_IF_ERROR(upload(kHead, "the output head"));
-    for (int l = 0; l < c.n_layer; ++l) {
-      if (LayerIsResident(l)) FERRY_RETURN_IF_ERROR(upload(l, absl::StrCat("layer ", l, " weights")));
-    }
-    staged.Finish();
-    load_.uploaded_bytes = resident_bytes;
-    load_.upload_s = Seconds(upload_start);
+    FERRY_RETURN_IF_ERROR(UploadResident());
+  }
+  std::vector<int> streamed, on_cpu;
+  for (int u = 0; u <= c.n_layer; ++u) {
+    if (placement_.home(u) == Home::kStreamed) streamed.push_back(u);
+    if (placement_.home(u) == Home::kCpu) on_cpu.push_back(u);
+  }
+  FERRY_RETURN_IF_ERROR(ring_.Init(d, model_, streamed, placement_.ring_depth(), faults, options_.progress));
+  usage_.staging = ring_.staging_bytes();
+  load_.packed_bytes = ring_.packed_bytes();
+  load_.pack_s = ring_.pack_seconds();
 
-    // Streamed units, in the order a step computes them.
-    for (int l = 0; l < c.n_layer; ++l) {
-      if (!LayerIsResident(l)) streamed_.push_back(l);
-    }
-    if (!head_resident_) streamed_.push_back(kHead);
-    const int S = static_cast<int>(streamed_.size());
-    ring_depth_ = std::min(p.ring_depth, S);
-    for (int unit : streamed_) slot_bytes_ = std::max(slot_bytes_, LayOut(unit, 0, nullptr, nullptr));
-    for (int s = 0; s < ring_depth_; ++s) {
-      backend::DeviceBuffer buf;
-      FERRY_ASSIGN_OR_RETURN(buf, backend::DeviceBuffer::Make(d, slot_bytes_, absl::StrCat("staging slot ", s)));
-      usage_.staging += AlignDevice(slot_bytes_);
-      slots_.push_back(std::move(buf));
-      backend::Event ready = 0, free = 0;
-      FERRY_ASSIGN_OR_RETURN(ready, d.CreateEvent());
-      FERRY_ASSIGN_OR_RETURN(free, d.CreateEvent());
-      ready_.push_back(ready);
-      free_.push_back(free);
-    }
-    // Host side of streaming: every streamed unit packed, exactly as it
-    // sits in a slot, into one page-locked buffer allocated by the device
-    // (cudaHostAlloc on a GPU), so each unit crosses in one copy at the
-    // pinned rate. Why copies and not cudaHostRegister on the mapped file:
-    // registering a file mapping needs read-only registration support and
-    // its cost depends on the system, while the driver's own allocation is
-    // the documented fast path; the copy costs one pass over the streamed
-    // bytes at load. The mapping's pages of the copied matrices are then
-    // dropped (File::DropPages), so host memory for streaming is the packed
-    // copy (1.0x the streamed bytes, plus 256-byte alignment gaps) and the
-    // staging ring is on the device.
-    const auto pack_start = std::chrono::steady_clock::now();
-    streamed_views_.assign(S, std::vector<DeviceLayer>(ring_depth_));
-    std::vector<uint64_t> unit_offset(S), unit_bytes(S);
-    uint64_t packed = 0;
-    for (int i = 0; i < S; ++i) {
-      unit_bytes[i] = LayOut(streamed_[i], 0, nullptr, nullptr);
-      unit_offset[i] = packed;
-      packed += AlignDevice(unit_bytes[i]);
-    }
-    if (packed > 0) {
-      Progress(absl::StrCat("copying ", HumanBytes(packed), " of streamed weights to page-locked host memory"));
-      FERRY_ASSIGN_OR_RETURN(host_streamed_, backend::HostBuffer::Make(d, packed, "the streamed layers' weights"));
-    }
-    const std::span<const uint8_t> file = model_.file->bytes();
-    for (int i = 0; i < S; ++i) {
-      pieces.clear();
-      for (int s = 0; s < ring_depth_; ++s) {
-        LayOut(streamed_[i], reinterpret_cast<uintptr_t>(slots_[s].bytes()), &streamed_views_[i][s],
-               s == 0 ? &pieces : nullptr);
-      }
-      uint8_t* image = host_streamed_.bytes() + unit_offset[i];
-      for (const Piece& piece : pieces) {
-        std::memcpy(image + piece.offset, piece.src, piece.bytes);
-        const auto* src = static_cast<const uint8_t*>(piece.src);
-        if (src >= file.data() && src < file.data() + file.size()) model_.file->DropPages(src, piece.bytes);
-      }
-      streamed_images_.emplace_back(image, unit_bytes[i]);
-    }
-    load_.packed_bytes = packed;
-    load_.pack_s = Seconds(pack_start);
+  FERRY_RETURN_IF_ERROR(MakeLane(d, Home::kResident, &lane_, &lane_buffers_, &usage_.kv_cache, &usage_.workspace));
+  if (!on_cpu.empty()) {
+    // The CPU's units: read in place from host memory (regrouped for its
+    // kernels, never also packed), their KV cache in host memory.
+    cpu_device_ = std::make_unique<backend::CpuDevice>(options_.threads);
+    FERRY_RETURN_IF_ERROR(AdoptInPlace(*cpu_device_, on_cpu, &cpu_views_, &cpu_weights_));
+    FERRY_RETURN_IF_ERROR(cpu_device_->ReserveKernelScratch(plan::MaxMatrixRows(c), plan::MaxMatrixWidth(c),
+                                                           options_.max_batch));
+    uint64_t workspace = 0;
+    FERRY_RETURN_IF_ERROR(MakeLane(*cpu_device_, Home::kCpu, &cpu_lane_, &cpu_buffers_, &cpu_kv_bytes_, &workspace));
+    // The residual stream crosses between the lanes from page-locked memory.
+    FERRY_RETURN_IF_ERROR(
+        d.RegisterHost(cpu_lane_.act.x, static_cast<uint64_t>(options_.max_batch) * c.n_embd * sizeof(float)));
   }
 
-  // KV cache, one K and one V buffer per layer.
-  const int elem = options_.kv_type == KvType::kF16 ? 2 : 4;
-  for (int l = 0; l < c.n_layer; ++l) {
-    backend::DeviceBuffer k, v;
-    FERRY_ASSIGN_OR_RETURN(k, backend::DeviceBuffer::Make(d, plan::KvLayerBytes(n_ctx_, options_.n_seq, c.kv_dim(), elem),
-                                                          absl::StrCat("KV cache (K) of layer ", l)));
-    FERRY_ASSIGN_OR_RETURN(v, backend::DeviceBuffer::Make(d, plan::KvLayerBytes(n_ctx_, options_.n_seq, c.v_dim(), elem),
-                                                          absl::StrCat("KV cache (V) of layer ", l)));
-    usage_.kv_cache += k.size() + v.size();
-    kv_.push_back({k.bytes(), v.bytes(), elem == 2, n_ctx_, c.kv_dim()});
-    k_cache_.push_back(std::move(k));
-    v_cache_.push_back(std::move(v));
-  }
-
-  // Activations of the largest step.
-  plan::Workspace ws = plan::WorkspaceFor(c, options_.max_batch, n_ctx_);
-  ws.scores = d.AttentionScratchFloats(options_.max_batch, c.n_head, n_ctx_);
-  auto make = [&](backend::DeviceBuffer* b, uint64_t floats) -> absl::Status {
-    FERRY_ASSIGN_OR_RETURN(*b, backend::DeviceBuffer::Make(d, floats * sizeof(float), "activation workspace"));
-    usage_.workspace += AlignDevice(floats * sizeof(float));
-    return absl::OkStatus();
-  };
-  FERRY_RETURN_IF_ERROR(make(&x_, ws.x));
-  FERRY_RETURN_IF_ERROR(make(&xn_, ws.xn));
-  FERRY_RETURN_IF_ERROR(make(&out_, ws.out));
-  FERRY_RETURN_IF_ERROR(make(&q_, ws.q));
-  FERRY_RETURN_IF_ERROR(make(&attn_, ws.attn));
-  FERRY_RETURN_IF_ERROR(make(&k_, ws.k));
-  FERRY_RETURN_IF_ERROR(make(&v_, ws.v));
-  FERRY_RETURN_IF_ERROR(make(&gate_, ws.gate));
-  FERRY_RETURN_IF_ERROR(make(&up_, ws.up));
-  FERRY_RETURN_IF_ERROR(make(&logits_, ws.logits));
-  FERRY_RETURN_IF_ERROR(make(&scores_, ws.scores));
   // The step's host buffers, as plan::HostStepBufferBytes counts them.
   embd_host_.resize(static_cast<size_t>(options_.max_batch) * c.n_embd);
   FERRY_RETURN_IF_ERROR(d.RegisterHost(embd_host_.data(), embd_host_.size() * sizeof(float)));
@@ -414,105 +128,111 @@ absl::Status Executor::Init() {
   FERRY_ASSIGN_OR_RETURN(logits_out_, backend::HostBuffer::Make(d, static_cast<uint64_t>(options_.n_seq) * c.n_vocab *
                                                                         sizeof(float),
                                                                 "the logits"));
-
-  // The copy queue starts ring_depth units ahead of the first step.
-  for (int u = 0; u < ring_depth_; ++u) EnqueueUpload(u);
   return absl::OkStatus();
 }
 
-void Executor::EnqueueUpload(uint64_t u) {
-  backend::Device& d = *device_;
-  const int slot = static_cast<int>(u % ring_depth_);
-  const std::span<const uint8_t> image = streamed_images_[u % streamed_.size()];
-  uint8_t* base = slots_[slot].bytes();
-  // The slot is reused only after the layer that read it has run.
-  d.Wait(Queue::kCopy, free_[slot]);
-  d.PoisonOnReuse(base, slot_bytes_);
-  d.CopyToDevice(Queue::kCopy, base, image.data(), image.size());
-  d.Record(ready_[slot], Queue::kCopy);
-}
-
-const Executor::DeviceLayer& Executor::Acquire(int unit, int* slot) {
-  *slot = -1;
-  const int index = unit == kHead ? config_.n_layer : unit;
-  if (UnitIsResident(index)) return resident_[index];
-  *slot = static_cast<int>(cursor_ % ring_depth_);
-  const DeviceLayer& view = streamed_views_[cursor_ % streamed_.size()][*slot];
-  if (!options_.testing_skip_ready_wait) device_->Wait(Queue::kCompute, ready_[*slot]);
-  if (options_.testing_release_slot_early) {
-    Release(*slot);
-    *slot = -1;
+// Units computed from host memory as they are, in the device's own layout
+// where it has one; the file's pages of what was copied are dropped, so a
+// weight is held once.
+absl::Status Executor::AdoptInPlace(backend::Device& d, const std::vector<int>& units,
+                                   std::vector<model::UnitView>* views, backend::AdoptedWeights* adopted) {
+  views->resize(config_.n_layer + 1);
+  std::vector<model::Matrix*> matrices;
+  for (int u : units) {
+    (*views)[u] = InPlace(model_, u);
+    for (model::Matrix* m : MatricesOf((*views)[u])) matrices.push_back(m);
   }
-  return view;
+  const std::span<const uint8_t> file = model_.file->bytes();
+  auto drop = [&](const model::Matrix& was) {
+    // A tied head regroups token_embd: the embedding rows are still read from the file.
+    const bool embedding = was.data == model_.weights.token_embd.data;
+    if (!embedding && was.data >= file.data() && was.data < file.data() + file.size()) {
+      model_.file->DropPages(was.data, was.bytes);
+    }
+  };
+  FERRY_ASSIGN_OR_RETURN(*adopted, d.AdoptInPlace(matrices, drop));
+  return absl::OkStatus();
 }
 
-void Executor::Release(int slot) {
-  if (slot < 0) return;
-  // After the unit's last kernel: the copy queue may refill the slot with
-  // the unit ring_depth ahead (in this step or, wrapping, the next).
-  device_->Record(free_[slot], Queue::kCompute);
-  EnqueueUpload(cursor_ + ring_depth_);
-  ++cursor_;
-}
-
-void Executor::Layer(int l, const DeviceLayer& L, int n) {
+// Resident units: uploaded once, on the compute queue, before any step,
+// through page-locked staging (StagedUpload).
+absl::Status Executor::UploadResident() {
   const model::ModelConfig& c = config_;
   backend::Device& d = *device_;
-  const int E = c.n_embd;
-  float *x = x_.floats(), *xn = xn_.floats(), *q = q_.floats(), *k = k_.floats(), *v = v_.floats();
-  float *attn = attn_.floats(), *out = out_.floats(), *gate = gate_.floats(), *up = up_.floats();
-  const std::span<const backend::TokenPos> tokens(tokens_);
-  d.RmsNormBefore(L.wq, x, n, E, L.attn_norm, c.norm_eps, xn);
-  const backend::MatMulOut qkv[] = {{&L.wq, q, c.q_dim()}, {&L.wk, k, c.kv_dim()}, {&L.wv, v, c.v_dim()}};
-  d.MatMulShared(qkv, xn, E, n);
-  if (c.qkv_bias) {
-    d.AddRowBias(q, n, c.q_dim(), L.bq);
-    d.AddRowBias(k, n, c.kv_dim(), L.bk);
-    d.AddRowBias(v, n, c.v_dim(), L.bv);
+  const auto start = std::chrono::steady_clock::now();
+  uint64_t total = 0;
+  for (int u = 0; u <= c.n_layer; ++u) {
+    if (placement_.home(u) == Home::kResident) total += UnitBytes(model_, u);
   }
-  if (c.qk_norm) {  // each head of q and k on its own: rows of head_dim
-    d.RmsNorm(q, n * c.n_head, c.head_dim, L.q_norm, c.norm_eps, q);
-    d.RmsNorm(k, n * c.n_head_kv, c.head_dim, L.k_norm, c.norm_eps, k);
+  if (options_.progress) options_.progress(absl::StrCat("uploading ", HumanBytes(total), " of resident weights"));
+  StagedUpload staged;
+  FERRY_RETURN_IF_ERROR(staged.Init(d, total));
+  // The head first: it is the first unit to become resident.
+  for (int i = 0; i <= c.n_layer; ++i) {
+    const int u = i == 0 ? c.n_layer : i - 1;
+    if (placement_.home(u) != Home::kResident) continue;
+    const uint64_t size = UnitBytes(model_, u);
+    backend::DeviceBuffer buf;
+    FERRY_ASSIGN_OR_RETURN(buf, backend::DeviceBuffer::Make(d, size, u == c.n_layer ? std::string("the output head")
+                                                                                   : absl::StrCat("layer ", u, " weights")));
+    UnitImage img = LayOut(model_, u, reinterpret_cast<uintptr_t>(buf.bytes()));
+    for (const Piece& piece : img.pieces) staged.Add(buf.bytes() + piece.offset, piece.src, piece.bytes);
+    resident_[u] = img.view;
+    usage_.weights_resident += AlignDevice(size);
+    resident_buffers_.push_back(std::move(buf));
   }
-  d.RopeQK(q, c.n_head, k, c.n_head_kv, n, tokens, rope_.WithSet(c.LayerRopeSet(l)));
-  d.StoreKv(kv_[l], k, v, tokens);
-  const backend::AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim, c.query_scale, c.attn_softcap,
-                                      c.LayerIsSliding(l) ? c.sliding_window : 0};
-  d.Attention(q, kv_[l], tokens, shape, scores_.floats(), attn);
-  if (c.post_norms) {
-    d.MatMul(L.wo, attn, c.q_dim(), n, out, E);
-    d.RmsNorm(out, n, E, L.post_attn_norm, c.norm_eps, out);
-    d.Add(x, out, static_cast<int64_t>(n) * E);
-  } else {
-    d.MatMulAdd(L.wo, attn, c.q_dim(), n, out, x, E);
-  }
-  d.RmsNormBefore(L.w_gate, x, n, E, L.ffn_norm, c.norm_eps, xn);
-  d.GatedMatMul(L.w_gate, L.w_up, xn, E, n, gate, up, c.n_ff, c.activation);
-  if (c.post_norms) {
-    d.MatMul(L.w_down, gate, c.n_ff, n, out, E);
-    d.RmsNorm(out, n, E, L.post_ffn_norm, c.norm_eps, out);
-    d.Add(x, out, static_cast<int64_t>(n) * E);
-  } else {
-    d.MatMulAdd(L.w_down, gate, c.n_ff, n, out, x, E);
-  }
+  staged.Finish();
+  load_.uploaded_bytes = total;
+  load_.upload_s = Seconds(start);
+  return absl::OkStatus();
 }
 
-void Executor::Unit(int u, const DeviceLayer& view, int n, int m) {
-  if (u == config_.n_layer) {
-    Head(view, m);
-  } else {
-    Layer(u, view, n);
-  }
-}
-
-void Executor::Head(const DeviceLayer& H, int m) {
+// A lane's KV cache (one K and one V buffer for each layer whose home is
+// `home`, or not on the CPU for the device's lane) and the activations of
+// the largest step.
+absl::Status Executor::MakeLane(backend::Device& d, Home home, Lane* lane, std::vector<backend::DeviceBuffer>* buffers,
+                                uint64_t* kv_bytes, uint64_t* workspace_bytes) {
   const model::ModelConfig& c = config_;
-  backend::Device& d = *device_;
-  // The head only for the tokens that want logits, packed in batch order.
-  d.GatherRows(x_.floats(), logit_rows_, c.n_embd, out_.floats());
-  d.RmsNormBefore(H.output, out_.floats(), m, c.n_embd, H.output_norm, c.norm_eps, xn_.floats());
-  d.MatMul(H.output, xn_.floats(), c.n_embd, m, logits_.floats(), c.n_vocab);
-  if (c.final_softcap > 0.0f) d.SoftCap(logits_.floats(), static_cast<int64_t>(m) * c.n_vocab, c.final_softcap);
+  lane->device = &d;
+  const int elem = options_.kv_type == KvType::kF16 ? 2 : 4;
+  lane->kv.assign(c.n_layer, {});
+  for (int l = 0; l < c.n_layer; ++l) {
+    if ((placement_.home(l) == Home::kCpu) != (home == Home::kCpu)) continue;
+    backend::DeviceBuffer k, v;
+    FERRY_ASSIGN_OR_RETURN(k, backend::DeviceBuffer::Make(d, plan::KvLayerBytes(n_ctx_, options_.n_seq, c.kv_dim(), elem),
+                                                          absl::StrCat("KV cache (K) of layer ", l)));
+    FERRY_ASSIGN_OR_RETURN(v, backend::DeviceBuffer::Make(d, plan::KvLayerBytes(n_ctx_, options_.n_seq, c.v_dim(), elem),
+                                                          absl::StrCat("KV cache (V) of layer ", l)));
+    *kv_bytes += k.size() + v.size();
+    lane->kv[l] = {k.bytes(), v.bytes(), elem == 2, n_ctx_, c.kv_dim()};
+    buffers->push_back(std::move(k));
+    buffers->push_back(std::move(v));
+  }
+  plan::Workspace ws = plan::WorkspaceFor(c, options_.max_batch, n_ctx_);
+  ws.scores = d.AttentionScratchFloats(options_.max_batch, c.n_head, n_ctx_);
+  auto make = [&](float** at, uint64_t floats) -> absl::Status {
+    backend::DeviceBuffer b;
+    FERRY_ASSIGN_OR_RETURN(b, backend::DeviceBuffer::Make(d, floats * sizeof(float), "activation workspace"));
+    *workspace_bytes += AlignDevice(floats * sizeof(float));
+    *at = b.floats();
+    buffers->push_back(std::move(b));
+    return absl::OkStatus();
+  };
+  Activations& a = lane->act;
+  if (home == Home::kCpu) {
+    // The residual stream on pages of its own: the device registers it to
+    // copy from (Device::RegisterHost; PageVector says why).
+    cpu_x_.resize(ws.x);
+    a.x = cpu_x_.data();
+  } else {
+    FERRY_RETURN_IF_ERROR(make(&a.x, ws.x));
+  }
+  for (auto [at, floats] : {std::pair{&a.xn, ws.xn}, {&a.out, ws.out}, {&a.q, ws.q}, {&a.attn, ws.attn}, {&a.k, ws.k},
+                            {&a.v, ws.v}, {&a.gate, ws.gate}, {&a.up, ws.up}, {&a.logits, ws.logits},
+                            {&a.scores, ws.scores}}) {
+    FERRY_RETURN_IF_ERROR(make(at, floats));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Executor::Forward(std::span<const BatchToken> batch, std::span<float> logits) {
@@ -541,6 +261,7 @@ absl::Status Executor::Forward(std::span<const BatchToken> batch, std::span<floa
   }
   const auto start = std::chrono::steady_clock::now();
   const backend::DeviceStats before = device_->stats();
+  const double cpu_before = cpu_device_ ? cpu_device_->stats().compute_s : 0;
   backend::Device& d = *device_;
   tokens_.clear();
   logit_rows_.clear();
@@ -561,45 +282,76 @@ absl::Status Executor::Forward(std::span<const BatchToken> batch, std::span<floa
     }
   }
   d.BeginStep(tokens_, logit_rows_, rope_);
-  d.CopyToDevice(Queue::kCompute, x_.floats(), embd_host_.data(), static_cast<uint64_t>(n) * E * sizeof(float));
+  const uint64_t x_bytes = static_cast<uint64_t>(n) * E * sizeof(float);
+  bool x_on_cpu = placement_.home(0) == Home::kCpu;
+  if (x_on_cpu) {
+    std::memcpy(cpu_lane_.act.x, embd_host_.data(), x_bytes);
+  } else {
+    d.CopyToDevice(Queue::kCompute, lane_.act.x, embd_host_.data(), x_bytes);
+  }
+  // The residual stream follows the units between the device and the CPU
+  // (a few KB a token each way).
+  auto cross = [&](bool to_cpu) {
+    if (to_cpu == x_on_cpu) return;
+    if (to_cpu) {
+      d.CopyToHost(cpu_lane_.act.x, lane_.act.x, x_bytes);
+    } else {
+      d.CopyToDevice(Queue::kCompute, lane_.act.x, cpu_lane_.act.x, x_bytes);
+    }
+    x_on_cpu = to_cpu;
+  };
 
-  // Units 0..n_layer (the last is the head) in runs the device may record
-  // once and replay (a CUDA graph): each run of resident units is one, and
-  // each streamed unit one per staging slot (its weights' address), between
-  // the waits and records that order it with the copy queue. The key names
-  // the run and the slot; the device adds the step's shape.
-  const int units = c.n_layer + 1, m = static_cast<int>(n_logits);
+  // Units 0..n_layer (the last is the head). The device's run in pieces it
+  // may record once and replay (a CUDA graph): each run of resident units
+  // is one, and each streamed unit one per staging slot (its weights'
+  // address), between the waits and records that order it with the copy
+  // queue. The key names the run and the slot; the device adds the step's
+  // shape. Units on the CPU run on its threads while the copy queue fills
+  // the ring ahead.
+  const StepShape step{tokens_, logit_rows_, &rope_};
+  const int units = c.n_layer + 1;
   auto key = [&](int first, int end, int slot) {
-    return (static_cast<uint64_t>(first) * (units + 1) + end) * (ring_depth_ + 1) + (slot + 1);
+    return (static_cast<uint64_t>(first) * (units + 1) + end) * (ring_.depth() + 1) + (slot + 1);
   };
   for (int u = 0; u < units;) {
-    if (UnitIsResident(u)) {
+    const Home home = placement_.home(u);
+    cross(home == Home::kCpu);
+    if (home == Home::kCpu) {
+      RunUnit(c, u, cpu_views_[u], step, cpu_lane_);
+      ++u;
+    } else if (home == Home::kResident) {
       int end = u + 1;
-      while (end < units && UnitIsResident(end)) ++end;
+      while (end < units && placement_.home(end) == Home::kResident) ++end;
       d.RunRecorded(key(u, end, -1), [&, u, end] {
-        for (int i = u; i < end; ++i) Unit(i, resident_[i], n, m);
+        for (int i = u; i < end; ++i) RunUnit(c, i, resident_[i], step, lane_);
       });
       u = end;
-      continue;
+    } else {
+      const int ring_slot = ring_.next_slot();
+      int slot = -1;
+      const model::UnitView& view = ring_.Acquire(&slot);
+      d.RunRecorded(key(u, u + 1, ring_slot), [&, u] { RunUnit(c, u, view, step, lane_); });
+      ring_.Release(slot);
+      ++u;
     }
-    const int ring_slot = static_cast<int>(cursor_ % ring_depth_);
-    int slot = -1;
-    const DeviceLayer& view = Acquire(u == c.n_layer ? kHead : u, &slot);
-    d.RunRecorded(key(u, u + 1, ring_slot), [&, u] { Unit(u, view, n, m); });
-    Release(slot);
-    ++u;
   }
-  d.CopyToHost(logits.data(), logits_.floats(), n_logits * c.n_vocab * sizeof(float));
+  const uint64_t logit_bytes = n_logits * c.n_vocab * sizeof(float);
+  if (placement_.head() == Home::kCpu) {
+    std::memcpy(logits.data(), cpu_lane_.act.logits, logit_bytes);
+  } else {
+    d.CopyToHost(logits.data(), lane_.act.logits, logit_bytes);
+  }
   // A faulted device's results are garbage: the step fails, and so will every later one.
   if (absl::Status h = d.health(); !h.ok()) return absl::InternalError(absl::StrCat("device fault: ", h.message()));
 
   const backend::DeviceStats after = device_->stats();
   ++stats_.steps;
-  stats_.step_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats_.step_s += Seconds(start);
   stats_.bytes_streamed += after.bytes_to_device - before.bytes_to_device;
   stats_.copy_busy_s += after.copy_busy_s - before.copy_busy_s;
   stats_.compute_s += after.compute_s - before.compute_s;
   stats_.compute_wait_s += after.compute_wait_s - before.compute_wait_s;
+  if (cpu_device_) stats_.cpu_compute_s += cpu_device_->stats().compute_s - cpu_before;
   return absl::OkStatus();
 }
 
@@ -618,35 +370,33 @@ absl::StatusOr<std::span<float>> Executor::Forward(std::span<const BatchToken> b
 
 std::string Executor::PlacementSummary() const {
   if (in_place_) {
-    std::string layout;
-    if (relayout_bytes_ > 0) {
-      layout = relayout_ ? absl::StrCat(" (", HumanBytes(relayout_bytes_), " of matrices regrouped for the kernels)")
-                         : absl::StrCat(" (matrices read as the file stores them: regrouping them needs ",
-                                        HumanBytes(relayout_bytes_), ", more than 90% of the memory available)");
-    }
     return absl::StrCat(device_->Describe(), ": all ", config_.n_layer, " layers computed in place from host memory",
-                        layout);
+                        adopted_.Describe());
   }
+  const plan::Placement& p = placement_;
+  const int resident = p.layers(Home::kResident), on_cpu = p.layers(Home::kCpu);
   std::string which;
-  if (!streamed_.empty() && resident_layers_ > 0) {
-    std::vector<std::string> names;
-    for (int unit : streamed_) {
-      if (unit != kHead) names.push_back(absl::StrCat(unit));
-    }
-    if (names.size() > 12) names.resize(12), names.push_back("...");
-    which = absl::StrCat(" (layers ", absl::StrJoin(names, ", "), " streamed)");
+  if ((resident > 0 || on_cpu > 0) && !p.Describe().empty()) which = absl::StrCat(" (", p.Describe(), ")");
+  std::string cpu;
+  if (on_cpu > 0 || p.head() == Home::kCpu) {
+    cpu = absl::StrCat(", ", on_cpu, " layer(s)", p.head() == Home::kCpu ? " and the head" : "",
+                       " on the CPU (KV cache ", HumanBytes(cpu_kv_bytes_), " in host memory)", cpu_weights_.Describe());
   }
+  const char* head = p.head() == Home::kResident ? " + output head" : p.head() == Home::kCpu ? " (head on the CPU)"
+                                                                                             : " (head streamed)";
   return absl::StrFormat(
-      "%s: offloaded %d/%d layers%s%s, %s resident, %d streamed unit(s) through a ring of %d x %s; device holds %s "
-      "(KV cache %s, workspace %s) of %s",
-      device_->Describe(), resident_layers_, config_.n_layer, head_resident_ ? " + output head" : " (head streamed)",
-      which, HumanBytes(usage_.weights_resident), streamed_.size(), ring_depth_, HumanBytes(slot_bytes_),
-      HumanBytes(device_->used()), HumanBytes(usage_.kv_cache), HumanBytes(usage_.workspace),
-      HumanBytes(device_->capacity())) + LoadSummary();
+             "%s: offloaded %d/%d layers%s%s, %s resident, %d streamed unit(s) through a ring of %d x %s%s; device "
+             "holds %s (KV cache %s, workspace %s) of %s",
+             device_->Describe(), resident, config_.n_layer, head, which, HumanBytes(usage_.weights_resident),
+             p.count(Home::kStreamed), ring_.depth(), HumanBytes(ring_.slot_bytes()), cpu, HumanBytes(device_->used()),
+             HumanBytes(usage_.kv_cache), HumanBytes(usage_.workspace), HumanBytes(device_->capacity())) +
+         LoadSummary();
 }
 
 uint64_t Executor::host_pinned_bytes() const {
-  return host_streamed_.size() + embd_host_.size() * sizeof(float) + logits_out_.size();
+  if (in_place_) return 0;
+  return ring_.packed_bytes() + embd_host_.size() * sizeof(float) + logits_out_.size() +
+         (cpu_device_ ? cpu_x_.size() * sizeof(float) : 0);
 }
 
 std::string Executor::LoadSummary() const {

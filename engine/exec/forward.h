@@ -1,10 +1,12 @@
 // The forward pass over a Device and a placement: one step over a batch of
 // tokens from many sequences, each at its own position, with a KV cache per
-// sequence slot. Resident units (the output head first, then layers from
-// the first) are uploaded once; streamed units cross to the device every
-// step through a ring of staging slots that the copy queue refills ahead of
-// compute, wrapping into the next step. Every buffer is sized at creation
-// with the planner's layout rules (plan/planner.h); a step allocates nothing.
+// sequence slot. The placement (plan/placement.h) gives every unit (the
+// layers, then the output head) a home: resident units are uploaded once;
+// streamed ones cross every step through the staging ring (stream/ring.h);
+// units on the CPU are computed by a CPU device on host memory while the
+// copy queue keeps filling the ring. The executor composes those pieces and
+// the layer arithmetic (exec/layer.h); every buffer is sized at creation
+// with the planner's rules (plan/planner.h), and a step allocates nothing.
 #pragma once
 
 #include <cstdint>
@@ -16,32 +18,23 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend/device.h"
+#include "engine/exec/layer.h"
 #include "engine/model/weights.h"
-#include "engine/plan/planner.h"
+#include "engine/plan/placement.h"
+#include "engine/stream/ring.h"
 
 namespace ferry::exec {
 
 enum class KvType { kF16, kF32 };
-
-struct Placement {
-  bool head_resident = true;  // the head is the first unit to become resident
-  int resident_layers = -1;   // layers 0..n-1 resident, the rest streamed; -1: all
-  int ring_depth = 2;         // staging slots (clamped to the number of streamed units)
-};
 
 struct ForwardOptions {
   int max_batch = 64;   // tokens per step
   int n_seq = 1;        // sequence slots, each with its own KV cache
   int n_ctx = 0;        // positions per slot; 0 = the model's training context, at most 4096
   KvType kv_type = KvType::kF16;
-  int threads = 0;      // cpu device made by Create when none is given: 0 = one per hardware thread
-  Placement placement = {};  // ignored on the cpu device, which reads every weight in place
-  // Deliberately broken schedules, for tests that prove the sim device's
-  // poisoning catches them: compute on a slot without waiting for its
-  // "ready" event; release a slot (record "free", start its refill) before
-  // the layer that reads it has run.
-  bool testing_skip_ready_wait = false;
-  bool testing_release_slot_early = false;
+  int threads = 0;      // the CPU's threads (cpu device made by Create, CPU units): 0 = one per hardware thread
+  // Ignored on the cpu device, which computes every unit in place.
+  plan::Placement placement = {};
   // Told what a long step of loading is about to do ("uploading 6.8 GiB of
   // resident weights"); the CLI prints it.
   std::function<void(const std::string&)> progress = nullptr;
@@ -69,15 +62,18 @@ struct StreamStats {
   uint64_t bytes_streamed = 0;  // copied to staging slots
   double step_s = 0;            // wall time of the steps
   double copy_busy_s = 0;       // copy engine moving bytes
-  double compute_s = 0;         // kernels
+  double compute_s = 0;         // kernels on the device
   double compute_wait_s = 0;    // compute standing at a slot's "ready" event
+  double cpu_compute_s = 0;     // kernels of the units on the CPU
 };
 
 class Executor {
  public:
   // `device` must outlive the executor; nullptr: a cpu device of its own.
+  // `faults` breaks the streaming schedule on purpose (tests only).
   static absl::StatusOr<std::unique_ptr<Executor>> Create(const model::Model& model, backend::Device* device,
-                                                          const ForwardOptions& options);
+                                                          const ForwardOptions& options,
+                                                          stream::ScheduleFaults faults = {});
   ~Executor();
 
   // Runs one step. `logits` receives n_vocab floats for each token with
@@ -97,10 +93,15 @@ class Executor {
   backend::Device& device() const { return *device_; }
   const DeviceUsage& usage() const { return usage_; }
   const StreamStats& stats() const { return stats_; }
-  int resident_layers() const { return resident_layers_; }
-  bool head_resident() const { return head_resident_; }
-  int ring_depth() const { return ring_depth_; }
-  uint64_t slot_bytes() const { return slot_bytes_; }
+  const plan::Placement& placement() const { return placement_; }
+  // Layers by where they are computed; a device that computes on host
+  // memory (cpu) computes them all on the CPU.
+  int resident_layers() const { return in_place_ ? 0 : placement_.layers(plan::Home::kResident); }
+  int streamed_layers() const { return placement_.layers(plan::Home::kStreamed); }
+  int cpu_layers() const { return in_place_ ? config_.n_layer : placement_.layers(plan::Home::kCpu); }
+  bool head_resident() const { return placement_.head() == plan::Home::kResident; }
+  int ring_depth() const { return ring_.depth(); }
+  uint64_t slot_bytes() const { return ring_.slot_bytes(); }
   // "offloaded 30/46 layers + head, 7.4 GiB resident, ring 4 x 212 MiB"
   std::string PlacementSummary() const;
   // What loading the weights onto the device took.
@@ -113,49 +114,24 @@ class Executor {
   const LoadTimes& load_times() const { return load_; }
   // Host memory the executor holds from the device's AllocateHost or
   // RegisterHost (page-locked on a GPU): the packed streamed weights and
-  // the step's buffers, as the plan's host_pinned names them.
+  // the step's buffers, as the plan's host_pinned names them; 0 on a device
+  // that computes on host memory (nothing there is page-locked).
   uint64_t host_pinned_bytes() const;
+  // Host memory the units on the CPU hold: their weights in the CPU's own
+  // layout (what is regrouped; the rest is read from the file mapping) and
+  // their KV cache.
+  uint64_t cpu_weight_bytes() const { return cpu_weights_.bytes; }
+  uint64_t cpu_kv_bytes() const { return cpu_kv_bytes_; }
   std::string LoadSummary() const;  // "; loaded 6.8 GiB in 1.2 s, 5.9 GB/s, ..."
 
  private:
-  struct Piece {
-    const void* src;
-    uint64_t bytes;
-    uint64_t offset;
-  };
-  // One unit's weights where the kernels read them (device memory).
-  struct DeviceLayer {
-    const float* attn_norm = nullptr;       // (n_embd)
-    model::Matrix wq, wk, wv, wo;
-    const float *bq = nullptr, *bk = nullptr, *bv = nullptr;
-    const float *q_norm = nullptr, *k_norm = nullptr;  // qwen3, gemma3
-    const float* post_attn_norm = nullptr;  // gemma2
-    const float* ffn_norm = nullptr;
-    model::Matrix w_gate, w_up, w_down;
-    const float* post_ffn_norm = nullptr;   // gemma2
-    const float* output_norm = nullptr;     // the head
-    model::Matrix output;
-  };
-  static constexpr int kHead = -1;
-
   Executor(const model::Model& model, backend::Device* device, const ForwardOptions& options, int n_ctx);
-  absl::Status Init();
-  // Lays unit `unit` (a layer, or kHead) out from `base`: the view, and the
-  // copies that fill it. Returns its size.
-  uint64_t LayOut(int unit, uintptr_t base, DeviceLayer* view, std::vector<Piece>* pieces) const;
-  DeviceLayer InPlace(int unit) const;  // the cpu device: host memory as is
-  void EnqueueUpload(uint64_t u);        // streamed unit u (counted over all steps) into slot u % ring
-  const DeviceLayer& Acquire(int unit, int* slot);
-  void Release(int slot);
-  void Layer(int l, const DeviceLayer& L, int n);
-  void Head(const DeviceLayer& H, int m);
-  // Unit u of a step (a layer, or u == n_layer: the head) for n tokens, m of them wanting logits.
-  void Unit(int u, const DeviceLayer& view, int n, int m);
-  bool UnitIsResident(int u) const { return u == config_.n_layer ? head_resident_ : LayerIsResident(u); }
-  bool LayerIsResident(int l) const { return plan::LayerResident(l, config_.n_layer, resident_layers_); }
-  void Progress(const std::string& what) const {
-    if (options_.progress) options_.progress(what);
-  }
+  absl::Status Init(stream::ScheduleFaults faults);
+  absl::Status UploadResident();
+  absl::Status AdoptInPlace(backend::Device& d, const std::vector<int>& units, std::vector<model::UnitView>* views,
+                            backend::AdoptedWeights* adopted);
+  absl::Status MakeLane(backend::Device& d, plan::Home home, Lane* lane, std::vector<backend::DeviceBuffer>* buffers,
+                        uint64_t* kv_bytes, uint64_t* workspace_bytes);
 
   const model::Model& model_;
   const model::ModelConfig& config_;
@@ -163,36 +139,33 @@ class Executor {
   const int n_ctx_;
   std::unique_ptr<backend::Device> owned_device_;
   backend::Device* device_;
-  bool in_place_ = false;
-  uint64_t relayout_bytes_ = 0;  // in place: the device's own layout of the matrices would take this much
-  bool relayout_ = false;        // and it is used
-  int resident_layers_ = 0;
-  bool head_resident_ = true;
-  // Resident units' views (index l, or n_layer for the head).
-  std::vector<DeviceLayer> resident_;
+  plan::Placement placement_;
+  bool in_place_ = false;  // the device computes on host memory: every unit in place
+  // Units the device computes from its memory: resident ones (index u;
+  // n_layer is the head), uploaded once, or adopted in place on a device
+  // that computes on host memory.
+  std::vector<model::UnitView> resident_;
   std::vector<backend::DeviceBuffer> resident_buffers_;
-  // Streamed units in step order, each one's packed image in host_streamed_
-  // (one copy fills a slot), and a view per ring slot.
-  std::vector<int> streamed_;
-  std::vector<std::span<const uint8_t>> streamed_images_;
-  std::vector<std::vector<DeviceLayer>> streamed_views_;  // [unit][slot]
-  std::vector<backend::DeviceBuffer> slots_;
-  std::vector<backend::Event> ready_, free_;
-  int ring_depth_ = 0;
-  uint64_t slot_bytes_ = 0;
-  uint64_t cursor_ = 0;  // streamed units computed so far, over all steps
-  backend::HostBuffer host_streamed_;  // every streamed unit as it sits in a slot, page-locked
+  backend::AdoptedWeights adopted_;
+  stream::StagingRing ring_;
   LoadTimes load_;
-  // KV cache per layer and activations, in device memory.
-  std::vector<backend::DeviceBuffer> k_cache_, v_cache_;
-  std::vector<backend::KvLayer> kv_;
-  backend::DeviceBuffer x_, xn_, out_, q_, attn_, k_, v_, gate_, up_, logits_, scores_;
+  // The device's lane, and the CPU's for the units placed there.
+  Lane lane_;
+  std::vector<backend::DeviceBuffer> lane_buffers_;
+  std::unique_ptr<backend::Device> cpu_device_;
+  Lane cpu_lane_;
+  std::vector<backend::DeviceBuffer> cpu_buffers_;
+  std::vector<model::UnitView> cpu_views_;  // [u] for units on the CPU
+  backend::PageVector<float> cpu_x_;        // the CPU lane's residual stream, registered with the device
+  backend::AdoptedWeights cpu_weights_;
+  uint64_t cpu_kv_bytes_ = 0;
+  // Step tables and host buffers.
   backend::PageVector<float> embd_host_;     // (max_batch, n_embd): rows gathered on the host
   std::vector<backend::TokenPos> tokens_;
   std::vector<int32_t> logit_rows_;
   backend::HostBuffer logits_out_;      // n_seq rows of logits (Forward(batch))
   std::vector<float> logits_overflow_;  // a step that wants more rows
-  std::vector<float> inv_freq_;      // rope: one frequency per rotated pair, per table (RopeParams)
+  std::vector<float> inv_freq_;         // rope: one frequency per rotated pair, per table (RopeParams)
   backend::RopeParams rope_;
   DeviceUsage usage_;
   StreamStats stats_;

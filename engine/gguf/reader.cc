@@ -297,7 +297,10 @@ std::string TensorInfo::ShapeString() const {
 }
 
 absl::StatusOr<std::unique_ptr<File>> File::Open(const std::string& path, const OpenOptions& options) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading blocks until a writer comes, and
+  // the regular-file check below needs the descriptor first. It changes
+  // nothing for a regular file, which is only mapped.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     const std::string msg = absl::StrCat(path, ": cannot open: ", std::strerror(err));
@@ -506,6 +509,16 @@ absl::Status File::Parse() {
   for (const TensorInfo& t : tensors_) by_offset.push_back(&t);
   std::sort(by_offset.begin(), by_offset.end(),
             [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
+  // The tensors tile the data section: each starts where the one before
+  // ends, rounded up to the alignment (the layout every GGUF writer
+  // produces, and which llama.cpp's reader requires). A gap means the
+  // header's types or shapes do not describe the bytes there: a tensor's
+  // type changed from f32 to q8_0 leaves most of its old bytes unread.
+  if (!by_offset.empty() && by_offset[0]->offset != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", Escaped(by_offset[0]->name, 80),
+                                                   "' is the first in the data section but starts at offset ",
+                                                   by_offset[0]->offset, ", not 0"));
+  }
   for (size_t i = 1; i < by_offset.size(); ++i) {
     const TensorInfo& a = *by_offset[i - 1];
     const TensorInfo& b = *by_offset[i];
@@ -513,6 +526,13 @@ absl::Status File::Parse() {
       return absl::InvalidArgumentError(absl::StrCat(
           "tensors '", Escaped(a.name, 80), "' [", a.offset, ", ", a.offset + a.bytes, ") and '",
           Escaped(b.name, 80), "' [", b.offset, ", ", b.offset + b.bytes, ") overlap"));
+    }
+    const uint64_t next = (a.offset + a.bytes + alignment_ - 1) / alignment_ * alignment_;  // <= b.offset: no overflow
+    if (b.offset != next) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", Escaped(b.name, 80), "' starts at offset ", b.offset, " but '", Escaped(a.name, 80), "' (",
+          quant::Info(a.type).name, ", ", a.bytes, " bytes) ends at ", next, ": ", b.offset - next,
+          " bytes between them belong to no tensor (a type or shape in the header does not match the data)"));
     }
   }
   return absl::OkStatus();

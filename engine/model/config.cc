@@ -194,6 +194,17 @@ absl::StatusOr<ModelConfig> LoadConfig(const gguf::File& f) {
   } else if (const gguf::TensorInfo* embd = f.FindTensor("token_embd.weight"); embd != nullptr) {
     c.n_vocab = static_cast<int>(embd->dims[1]);
   }
+  // A vocabulary size in the metadata must be the one the tokenizer and the
+  // embedding have (llama.cpp converters write it; it is not otherwise read).
+  if (const std::string key = p + "vocab_size"; f.Has(key)) {
+    int declared = 0;
+    if (absl::Status s = ReadInt(f, key, &declared, true, 0); !s.ok()) return s;
+    if (declared != c.n_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("model metadata '", key, "' = ", declared, ", but the ",
+                                                     tokens.ok() ? "tokenizer has " : "token embedding has ",
+                                                     c.n_vocab, " tokens"));
+    }
+  }
   c.tied_output = f.FindTensor("output.weight") == nullptr;
   return c;
 }

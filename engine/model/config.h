@@ -62,6 +62,9 @@ struct ModelConfig {
   // Which rope table a layer rotates with: 0 the model's, 1 the sliding layers' own.
   int LayerRopeSet(int layer) const { return rope_base_local > 0.0f && LayerIsSliding(layer) ? 1 : 0; }
   int rope_sets() const { return rope_base_local > 0.0f ? 2 : 1; }
+  // Positions per sequence when none are asked for: the training context,
+  // at most 4096 (a 128k-context model's KV cache would not fit most cards).
+  int default_context() const { return n_ctx_train < 4096 ? n_ctx_train : 4096; }
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }
   int v_dim() const { return n_head_kv * head_dim_v; }

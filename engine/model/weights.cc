@@ -1,6 +1,8 @@
 #include "engine/model/weights.h"
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "engine/model/unit_tensors.h"
 #include "engine/quant/quantize.h"
 #include "engine/status.h"
 
@@ -34,7 +36,7 @@ class Loader {
                                                    ", which ferry cannot compute with (supported: ",
                                                    quant::ConvertibleTypeNames(), ")"));
     }
-    bytes_ += t->bytes;
+    if (counted_.insert(name).second) bytes_ += t->bytes;  // a tied head reads token_embd again
     return Matrix{t->data, t->type, cols, rows, t->bytes, name};
   }
 
@@ -51,6 +53,7 @@ class Loader {
  private:
   const gguf::File& file_;
   uint64_t bytes_ = 0;
+  absl::flat_hash_set<std::string> counted_;
 };
 
 }  // namespace
@@ -68,39 +71,18 @@ absl::StatusOr<ModelWeights> LoadWeights(const gguf::File& file, const ModelConf
   Loader l(file);
   ModelWeights w;
   FERRY_ASSIGN_OR_RETURN(w.token_embd, l.Mat("token_embd.weight", c.n_embd, c.n_vocab));
-  FERRY_RETURN_IF_ERROR(l.Vec("output_norm.weight", c.n_embd, &w.output_norm));
-  if (c.tied_output) {
-    w.output = w.token_embd;
-  } else {
-    FERRY_ASSIGN_OR_RETURN(w.output, l.Mat("output.weight", c.n_embd, c.n_vocab));
-  }
   if (c.rope_freq_factors) FERRY_RETURN_IF_ERROR(l.Vec("rope_freqs.weight", c.rope_dims / 2, &w.rope_freq_factors));
   w.layers.resize(c.n_layer);
-  for (int i = 0; i < c.n_layer; ++i) {
-    LayerWeights& L = w.layers[i];
-    const std::string p = absl::StrCat("blk.", i, ".");
-    FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_norm.weight", c.n_embd, &L.attn_norm));
-    FERRY_ASSIGN_OR_RETURN(L.wq, l.Mat(p + "attn_q.weight", c.n_embd, c.q_dim()));
-    FERRY_ASSIGN_OR_RETURN(L.wk, l.Mat(p + "attn_k.weight", c.n_embd, c.kv_dim()));
-    FERRY_ASSIGN_OR_RETURN(L.wv, l.Mat(p + "attn_v.weight", c.n_embd, c.v_dim()));
-    FERRY_ASSIGN_OR_RETURN(L.wo, l.Mat(p + "attn_output.weight", c.q_dim(), c.n_embd));
-    if (c.qkv_bias) {
-      FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_q.bias", c.q_dim(), &L.bq));
-      FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_k.bias", c.kv_dim(), &L.bk));
-      FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_v.bias", c.v_dim(), &L.bv));
+  for (int u = 0; u <= c.n_layer; ++u) {
+    UnitWeights& unit = u == c.n_layer ? w.head : w.layers[u];
+    for (const UnitTensor* t : TensorsOf(c, u)) {
+      const std::string name = TensorName(c, *t, u);
+      if (t->is_matrix()) {
+        FERRY_ASSIGN_OR_RETURN(unit.*(t->matrix), l.Mat(name, t->cols(c), t->rows(c)));
+      } else {
+        FERRY_RETURN_IF_ERROR(l.Vec(name, t->cols(c), &(unit.*(t->vector))));
+      }
     }
-    if (c.qk_norm) {
-      FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_q_norm.weight", c.head_dim, &L.q_norm));
-      FERRY_RETURN_IF_ERROR(l.Vec(p + "attn_k_norm.weight", c.head_dim, &L.k_norm));
-    }
-    if (c.post_norms) {
-      FERRY_RETURN_IF_ERROR(l.Vec(p + "post_attention_norm.weight", c.n_embd, &L.post_attn_norm));
-      FERRY_RETURN_IF_ERROR(l.Vec(p + "post_ffw_norm.weight", c.n_embd, &L.post_ffn_norm));
-    }
-    FERRY_RETURN_IF_ERROR(l.Vec(p + "ffn_norm.weight", c.n_embd, &L.ffn_norm));
-    FERRY_ASSIGN_OR_RETURN(L.w_gate, l.Mat(p + "ffn_gate.weight", c.n_embd, c.n_ff));
-    FERRY_ASSIGN_OR_RETURN(L.w_up, l.Mat(p + "ffn_up.weight", c.n_embd, c.n_ff));
-    FERRY_ASSIGN_OR_RETURN(L.w_down, l.Mat(p + "ffn_down.weight", c.n_ff, c.n_embd));
   }
   w.bytes = l.bytes();
   return w;

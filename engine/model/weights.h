@@ -34,7 +34,9 @@ struct Matrix {
   const uint8_t* row(int64_t r) const { return data + r * row_bytes(); }
 };
 
-struct LayerWeights {
+// One unit of a step: a layer (the fields down to post_ffn_norm) or the
+// head (output_norm, output). unit_tensors.h has the table of them all.
+struct UnitWeights {
   std::vector<float> attn_norm;       // (n_embd)
   Matrix wq;                          // (n_head * head_dim, n_embd)
   Matrix wk;                          // (n_head_kv * head_dim, n_embd)
@@ -48,15 +50,19 @@ struct LayerWeights {
   Matrix w_up;                        // (n_ff, n_embd)
   Matrix w_down;                      // (n_embd, n_ff)
   std::vector<float> post_ffn_norm;   // gemma2, gemma3: (n_embd)
+  std::vector<float> output_norm;     // the head: (n_embd)
+  Matrix output;                      // the head: (n_vocab, n_embd); token_embd when tied
 };
+using LayerWeights = UnitWeights;
 
 struct ModelWeights {
   Matrix token_embd;                  // (n_vocab, n_embd)
-  std::vector<float> output_norm;     // (n_embd)
-  Matrix output;                      // (n_vocab, n_embd); token_embd when tied
   std::vector<float> rope_freq_factors;  // llama3: (rope_dims / 2), empty if none
-  std::vector<LayerWeights> layers;
+  std::vector<UnitWeights> layers;
+  UnitWeights head;
   uint64_t bytes = 0;                 // all tensor bytes the forward pass reads
+  // Unit u of a step: layer u, or the head (u == layers.size()).
+  const UnitWeights& unit(int u) const { return u == static_cast<int>(layers.size()) ? head : layers[u]; }
 };
 
 // Finds and checks every tensor `config` needs. Small 1-D tensors (norms,

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/config.h"
+#include "engine/plan/placement.h"
 
 namespace ferry::plan {
 
@@ -22,6 +23,9 @@ struct DeviceSpec {
   double latency_us = 10.0;       // per copy
   double memory_gbps = 500.0;     // device memory bandwidth
   double tflops = 50.0;           // matrix throughput
+  // Its kernels are the host CPU's (the sim device computes with ferry's CPU
+  // kernels): the speed model then costs a unit on it as on the CPU.
+  bool host_kernels = false;
 };
 
 // A named device profile (backend/profiles.h): "rtx4060-8g", "h100-80g", ...
@@ -34,6 +38,27 @@ enum class Policy {
   kBudget,   // the most layers that fit gpu_memory bytes
 };
 
+// Where the units that are not resident go.
+enum class Strategy {
+  kStream,  // all streamed over PCIe every step
+  kCpu,     // all computed on the CPU from host memory, as llama.cpp (LM Studio) offloads
+  kMixed,   // some of each, both at once: the split the speed model predicts fastest at `batch`
+};
+const char* StrategyName(Strategy strategy);
+absl::StatusOr<Strategy> ParseStrategy(absl::string_view name);  // stream, cpu, mixed
+
+// What the host can do for the speed model: the weight bandwidth and the
+// arithmetic rate ferry's own CPU kernels reach.
+struct HostSpec {
+  double memory_gbps = 20.0;  // decode: weight bytes read per second
+  double gflops = 100.0;      // prefill: matrix arithmetic per second
+  double kernel_s = 0;        // a kernel's fixed cost (thread pool start and finish)
+};
+// Kernels a unit runs on the CPU (a layer's norms, products, rope, cache
+// store, attention, gating and adds; the head has fewer): what their fixed
+// costs add up to, with HostSpec::kernel_s.
+inline constexpr int kCpuKernelsPerUnit = 14;
+
 struct PlanRequest {
   Policy policy = Policy::kAuto;
   int gpu_layers = 0;            // kLayers
@@ -45,6 +70,11 @@ struct PlanRequest {
   int max_batch = 512;           // tokens per step (sizes the activation workspace)
   int ring_depth = 2;            // staging slots for streamed layers
   double margin_fraction = 0.02; // safety margin, of the device memory
+  Strategy strategy = Strategy::kStream;
+  int cpu_layers = -1;           // kMixed: exactly this many of the non-resident layers on the CPU; -1: fastest
+  int batch = 1;                 // kMixed: tokens a decode step carries (the slots a server keeps busy)
+  HostSpec host;                 // kMixed: the CPU's speed (MeasureHost)
+  uint64_t host_available = 0;   // host memory a plan may take (Plan::host_total); 0: not checked
 };
 
 // How one unit (a layer, or the head) sits in device memory. Its matrices
@@ -90,23 +120,24 @@ int64_t MaxMatrixWidth(const model::ModelConfig& config);
 // holds exactly this.
 uint64_t HostStepBufferBytes(const model::ModelConfig& config, int max_batch, int n_slots);
 
-// One layer's K or V cache: (n_slots, n_ctx, width) elements, aligned.
+// A size no device has (1 EiB): what a product that overflows, or comes
+// near overflowing, is reported as, so that sums of plan sizes stay exact.
+constexpr uint64_t kUnplannableBytes = 1ull << 60;
+
+// One layer's K or V cache: (n_slots, n_ctx, width) elements, aligned;
+// kUnplannableBytes when that is 2^60 bytes or more.
 uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem);
 
-// Which layers stay on the device when `resident_layers` of `n_layer` do:
-// the streamed ones are spread evenly over the step (Bresenham: layer l is
-// streamed when floor((l+1) S / n) > floor(l S / n), S = n - resident), so
-// the copy queue refills a slot while the resident layers between two
-// streamed ones compute, instead of idling through a resident block and
-// then holding compute up at a streamed tail. The planner, the executor and
-// the speed model all use this one rule.
-bool LayerResident(int layer, int n_layer, int resident_layers);
-
 struct Plan {
+  // What the executor takes: every unit's home and the ring; the three
+  // fields after it summarize it.
+  Placement placement;
   int n_layers = 0;
   int resident_layers = 0;       // this many layers stay on the device (LayerResident says which)
   bool head_resident = false;    // output norm + output matrix: the first unit to become resident
   int ring_depth = 0;            // staging slots in use: min(requested, streamed units)
+  int cpu_layers = 0;            // layers computed on the CPU
+  Strategy strategy = Strategy::kStream;
   uint64_t slot_bytes = 0;       // the largest streamed unit
   // Device bytes by category; total = their sum.
   uint64_t weights_resident = 0; // resident layers + head
@@ -120,9 +151,18 @@ struct Plan {
   // Page-locked host memory held while serving: the streamed units packed
   // as they sit in a slot, plus the step's buffers (host_step_buffers).
   uint64_t host_pinned = 0;
-  // The embedding rows a step gathers (max_batch x n_embd floats) and the
-  // logits that come back (n_slots rows of n_vocab floats).
+  // The embedding rows a step gathers (max_batch x n_embd floats), the
+  // logits that come back (n_slots rows of n_vocab floats) and, with units
+  // on the CPU, the residual stream that crosses (max_batch x n_embd).
   uint64_t host_step_buffers = 0;
+  // Host memory the units on the CPU hold: their matrices copied into the
+  // CPU kernels' layout (regrouped), what they read where it is (matrices
+  // of types without such a layout, from the file's pages; vectors), and
+  // their KV cache.
+  uint64_t host_cpu_weights = 0;
+  uint64_t host_cpu_mapped = 0;
+  uint64_t host_cpu_kv = 0;
+  uint64_t host_total() const { return host_pinned + host_cpu_weights + host_cpu_mapped + host_cpu_kv; }
   // Model bytes, as in the file.
   uint64_t model_bytes = 0;      // every tensor in the file
   uint64_t layer_bytes_total = 0;
@@ -139,6 +179,18 @@ struct Plan {
   // memory bandwidth.
   std::vector<double> layer_kernel_bytes;
   double head_kernel_bytes = 0;
+  // Each unit's host bytes on the CPU (host_cpu_weights' and
+  // host_cpu_mapped's rules); [n_layers]: the head.
+  std::vector<uint64_t> unit_cpu_bytes, unit_cpu_mapped;
+  // What every placement shares: one layer's KV cache, the step's host
+  // buffers, the residual stream that crosses to units on the CPU.
+  uint64_t kv_layer_bytes = 0;
+  uint64_t step_buffer_bytes = 0;
+  uint64_t crossing_bytes = 0;
+
+  // Sets `placement` (resolved for this model) and every byte count that
+  // follows from it: resident weights, ring, KV cache, host memory, total.
+  void Place(const Placement& placement);
 
   double gpu_fraction() const;   // share of the layers' and head's device bytes resident
 };
@@ -146,18 +198,16 @@ struct Plan {
 // Plans `request` on `device` from the model's header. kLayers with more
 // than fits fails with an error that says how much is missing and what to
 // change; kAuto/kBudget choose the most that fits: the head first, then
-// layers (possibly nothing resident).
+// layers (possibly nothing resident). The units left over are streamed,
+// computed on the CPU or split between the two by request.strategy: the
+// split's CPU units spread evenly among them (Spread), and kMixed weighs
+// every split of every resident count that fits by Predict at
+// request.batch.
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& config, const PlanRequest& request,
                               const DeviceSpec& device);
 
-// What the host can do for the speed model: the weight bandwidth and the
-// arithmetic rate ferry's own CPU kernels reach.
-struct HostSpec {
-  double memory_gbps = 20.0;  // decode: weight bytes read per second
-  double gflops = 100.0;      // prefill: matrix arithmetic per second
-};
-// Measures both with ferry's matmul kernels (a 64 MiB q8_0 matrix at batch 1
-// and batch 32; about a quarter of a second).
+// Measures them with ferry's matmul kernels (a 64 MiB q8_0 matrix at batch
+// 1 and batch 32, a small one many times; about a quarter of a second).
 HostSpec MeasureHost(int threads);
 
 struct Prediction {
@@ -166,6 +216,7 @@ struct Prediction {
   double tokens_per_s = 0;
   double copy_s = 0;           // of which the copy engine is busy
   double compute_s = 0;        // and the device computes
+  double cpu_s = 0;            // and the CPU computes (units placed there)
   double cpu_tokens_per_s = 0; // every layer on the CPU instead
   // The smallest batch at which streaming a non-resident layer beats
   // computing it on the CPU (0: streaming never wins below 4096).
@@ -173,37 +224,33 @@ struct Prediction {
 };
 
 // The share of the device's copy bandwidth (read + write) that ferry's CUDA
-// decode matvec reaches on weights of `type`: measured by tests/gpu/run.sh
-// (cuda_kernel_bench, 1 x 16384 x 8192) on an H200 on 2026-11-26 with the
-// matvec each type takes by default: the int8 one for q8_0 0.79, q4_K 0.62,
-// q5_K 0.59, q4_0 0.57, q6_K 0.44 (the run of 03:05 UTC, after the fused
-// launches); the float one for f16/bf16 0.90, f32 1.0 (it read 1.2), q5_1
-// 0.20, q5_0 0.19, q4_1 0.18. Update it when the kernels change (the script
-// prints the new figures).
+// decode matvec reaches on weights of `type`, with the matvec each type
+// takes by default, as tests/gpu/run.sh's kernel stage measures it (the
+// values and the run: docs/measurements.md). Update both when the kernels
+// change (the script prints the new figures).
 double KernelEfficiency(quant::TensorType type);
 
 // What a unit (layer or head) computed on the device costs beyond its
 // weights' bytes: its ~14 small kernels (norms, rope, attention, adds,
-// quantizing) and the gaps between launches, 45 us. Measured on the H200
-// (2026-11-26): the 8B-shaped q8_0 model all resident took 4.60 ms of
-// kernels a decode step at batch 1, its weights at the efficiency above
-// 3.12 ms; 1.48 ms over 33 units.
+// quantizing) and the gaps between launches: a decode step's kernel time
+// less its weights' time over the units, on an H200 (docs/measurements.md).
 inline constexpr double kUnitOverheadS = 45e-6;
 
 // What the decode products compute per second at most (2 operations a
 // parameter and token): each weight is dotted with every token's int8
 // activations, so at a few tokens a step the kernels stop being bound by
-// memory. Measured on the H200 (2026-11-26): the same model all resident at
-// batch 8 took 8.43 ms of kernels a step, 6.94 ms beyond the per-unit
-// overhead, for 8 x 2 x 8.0e9 operations: 18.5e12 a second. Capped by the
-// profile's own matrix rate.
+// memory. From a batch-8 step on an H200 (docs/measurements.md); capped by
+// the profile's own matrix rate.
 inline constexpr double kDecodeOpsPerS = 18.5e12;
 
 // Roofline per unit (layer or head): time = max(kernel bytes / bandwidth,
 // 2 x params x batch / flops), kernel bytes being the device bytes over
 // KernelEfficiency; streamed units also need bytes / h2d + latency
 // on the copy engine, which overlaps all compute (the ring runs ahead and
-// wraps into the next step): step = max(sum of compute, sum of copies).
+// wraps into the next step). Units on the CPU take max(bytes / the host's
+// weight bandwidth, 2 x params x batch / its flops) in the chain, plus a
+// copy latency each way where the residual stream crosses:
+// step = max(sum of copies, sum of device compute + sum of CPU compute).
 // Attention over the cache is not modelled (small at short contexts).
 Prediction Predict(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int batch);
 
@@ -211,9 +258,8 @@ Prediction Predict(const Plan& plan, const DeviceSpec& device, const HostSpec& h
 // kMatVecMaxTokens the device decodes each weight chunk to an f32 tile that
 // cuBLAS multiplies in TF32: each parameter costs its stored bytes plus
 // kTileBytesPerParam of tile traffic (written, then read), at the full
-// device bandwidth, against half the profile's (bf16) matrix rate. The
-// H200 run of 2026-11-26: 8B q8_0 all resident, 128 prompt tokens in steps
-// of 64, 2172 tok/s; this model says 3030 at its 3466 GB/s (0.72x).
+// device bandwidth, against half the profile's (bf16) matrix rate (it
+// predicts 1.4x what an H200 measured: docs/measurements.md).
 inline constexpr double kTileBytesPerParam = 8.0;
 Prediction PredictPrefill(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int tokens_per_step);
 

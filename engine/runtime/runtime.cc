@@ -29,13 +29,15 @@ text::SamplingParams WithLogprobs(text::SamplingParams p, bool logprobs) {
 }
 }  // namespace
 
+// A request. It holds nothing the size of the vocabulary: the sampler's
+// scratch belongs to the slot it is given (a queued request costs its
+// prompt and a few hundred bytes, whatever the vocabulary).
 struct Runtime::Sequence {
-  Sequence(Request r, Sink s, const text::Tokenizer& tok, int n_vocab)
+  Sequence(Request r, Sink s, const text::Tokenizer& tok)
       : req(std::move(r)),
         sink(std::move(s)),
         handle(std::make_shared<Handle>()),
         tokens(req.prompt),
-        sampler(WithLogprobs(req.sampling, req.logprobs), n_vocab),
         detok(tok, req.text_at_start),
         stops(req.stops) {}
 
@@ -47,7 +49,7 @@ struct Runtime::Sequence {
   int n_past = 0;               // tokens[0..n_past) are in the slot's KV cache
   int cached = 0;               // of which reused from the slot's previous request
   int generated = 0;
-  text::Sampler sampler;
+  text::Sampler* sampler = nullptr;  // the slot's, from admission on
   text::Detokenizer detok;
   text::StopMatcher stops;
   absl::Time submitted, admitted, first_token;
@@ -74,6 +76,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(exec::Executor* executo
   r->running_.resize(slots);
   r->slot_tokens_.resize(slots);
   r->slot_session_.resize(slots);
+  r->slot_last_use_.assign(slots, 0);
+  for (int i = 0; i < slots; ++i) {
+    r->slot_samplers_.push_back(std::make_unique<text::Sampler>(text::SamplingParams{}, executor->config().n_vocab));
+  }
   r->batch_.reserve(executor->max_batch());
   r->batch_seq_.reserve(executor->max_batch());
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
@@ -112,9 +118,8 @@ absl::StatusOr<std::shared_ptr<Handle>> Runtime::Submit(Request request, Sink si
                                                    executor_->n_ctx(), " tokens per request"));
   }
   if (absl::Status s = text::Validate(request.sampling, n_vocab); !s.ok()) return s;
-  auto seq = std::make_unique<Sequence>(std::move(request), std::move(sink), *tokenizer_, n_vocab);
-  seq->submitted = absl::Now();
-  std::shared_ptr<Handle> handle = seq->handle;
+  const absl::Time now = absl::Now();
+  std::shared_ptr<Handle> handle;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (!healthy_.load()) return absl::UnavailableError("the engine is unhealthy after a device fault");
@@ -126,8 +131,12 @@ absl::StatusOr<std::shared_ptr<Handle>> Runtime::Submit(Request request, Sink si
                                                        options_.max_queue, ") and all ", slots,
                                                        " slots busy; retry later"));
     }
+    auto seq = std::make_unique<Sequence>(std::move(request), std::move(sink), *tokenizer_);
+    seq->submitted = now;
+    handle = seq->handle;
     queue_.push_back(std::move(seq));
     n_waiting_.store(static_cast<int>(queue_.size()));
+    poked_ = true;
   }
   wake_.notify_one();
   return handle;
@@ -152,6 +161,7 @@ void Runtime::CancelAll(FinishReason reason) {
   {
     std::lock_guard<std::mutex> l(mu_);
     cancel_all_ = reason;
+    poked_ = true;
   }
   wake_.notify_all();
 }
@@ -173,15 +183,27 @@ RuntimeStats Runtime::Stats() const {
   return s;
 }
 
+// The scheduler sleeps whenever a pass did nothing: it wakes for a new
+// request, CancelAll or stop, and on its own only to expire a queued
+// request's deadline (or every kIdlePoll, for a cancelled one). A pass that
+// ran a step goes straight on to the next.
 void Runtime::Loop() {
+  bool worked = true;
   for (;;) {
     {
       std::unique_lock<std::mutex> l(mu_);
+      if (!worked) {
+        absl::Time until = absl::Now() + kIdlePoll;
+        for (const auto& q : queue_) until = std::min(until, q->req.deadline);
+        wake_.wait_for(l, absl::ToChronoNanoseconds(std::max(absl::ZeroDuration(), until - absl::Now())),
+                       [&] { return stop_ || poked_; });
+      }
       wake_.wait(l, [&] { return stop_ || !queue_.empty() || n_running_.load() > 0 || cancel_all_ != FinishReason::kNone; });
       if (stop_) break;
+      poked_ = false;
     }
-    Admit();
-    Step();
+    const bool admitted = Admit();
+    worked = Step() || admitted;
   }
   // Stopping: whatever is left ends now.
   std::deque<std::unique_ptr<Sequence>> queued;
@@ -197,11 +219,15 @@ void Runtime::Loop() {
   idle_.notify_all();
 }
 
-// Moves queued requests into free slots. A request whose session matches a
-// free slot's previous request reuses the KV of their common prompt prefix:
-// a position's K and V depend only on the tokens at and before it, so the
-// cached rows are exactly what prefill would compute again.
-void Runtime::Admit() {
+// Moves queued requests, oldest first, into free slots: while a slot is
+// free nobody waits. A session's cache is a preference, never a
+// reservation. The slot a request gets is, best first: one of its own
+// session holding the longest common prefix (its KV is reused: a
+// position's K and V depend only on the tokens at and before it, so the
+// cached rows are exactly what prefill would compute again); one holding no
+// session's cache; the one whose cache was used longest ago (evicted).
+bool Runtime::Admit() {
+  bool admitted = false;
   std::vector<std::unique_ptr<Sequence>> ended;
   FinishReason cancel_all;
   {
@@ -220,35 +246,47 @@ void Runtime::Admit() {
     }
     const int slots = static_cast<int>(running_.size());
     while (!queue_.empty()) {
-      int best = -1, best_common = -1;
+      // Ranked by (kind, common prefix, -last use): 2 = own session, 1 = no
+      // session's cache, 0 = another session's.
+      int best = -1, best_kind = -1, best_common = 0;
+      uint64_t best_use = 0;
       Sequence& s = *queue_.front();
       for (int slot = 0; slot < slots; ++slot) {
         if (running_[slot]) continue;
-        int common = 0;
+        int kind = 0, common = 0;
         if (!s.req.session.empty() && s.req.session == slot_session_[slot]) {
+          kind = 2;
           const std::vector<int32_t>& c = slot_tokens_[slot];
           const size_t n = std::min(c.size(), s.tokens.size());
           while (common < static_cast<int>(n) && c[common] == s.tokens[common]) ++common;
-        } else if (!slot_session_[slot].empty()) {
-          common = -1;  // keep another session's cache while a plain slot is free
+        } else if (slot_session_[slot].empty()) {
+          kind = 1;
         }
-        if (common > best_common) {
+        const uint64_t use = slot_last_use_[slot];
+        if (best < 0 || kind > best_kind || (kind == best_kind && (common > best_common ||
+                                                                   (common == best_common && use < best_use)))) {
           best = slot;
+          best_kind = kind;
           best_common = common;
+          best_use = use;
         }
       }
-      if (best < 0) break;
+      if (best < 0) break;  // every slot runs a request
       std::unique_ptr<Sequence> seq = std::move(queue_.front());
       queue_.pop_front();
       seq->slot = best;
       // At least the last prompt token is computed again: its logits are needed.
-      seq->n_past = std::clamp(best_common, 0, static_cast<int>(seq->tokens.size()) - 1);
+      seq->n_past = best_kind == 2 ? std::clamp(best_common, 0, static_cast<int>(seq->tokens.size()) - 1) : 0;
       seq->cached = seq->n_past;
       seq->admitted = absl::Now();
+      seq->sampler = slot_samplers_[best].get();
+      seq->sampler->Reset(WithLogprobs(seq->req.sampling, seq->req.logprobs));
       slot_tokens_[best].clear();
       slot_session_[best] = seq->req.session;
+      slot_last_use_[best] = ++admissions_;
       running_[best] = std::move(seq);
       n_running_.fetch_add(1);
+      admitted = true;
     }
     n_waiting_.store(static_cast<int>(queue_.size()));
   }
@@ -265,6 +303,7 @@ void Runtime::Admit() {
   for (auto& s : running_) {
     if (s && s->req.max_tokens == 0) Finish(*s, FinishReason::kLength);
   }
+  return admitted || !ended.empty() || cancel_all != FinishReason::kNone;
 }
 
 bool Runtime::Step() {
@@ -335,7 +374,7 @@ bool Runtime::Step() {
   for (size_t row = 0; row < batch_seq_.size(); ++row) {
     Sequence& s = *batch_seq_[row];
     const std::span<float> logits = out->subspan(row * static_cast<size_t>(n_vocab), n_vocab);
-    const text::Sampled t = s.sampler.Sample(logits, s.tokens);
+    const text::Sampled t = s.sampler->Sample(logits, s.tokens);
     Emit(s, t);
   }
   info.generated_tokens = static_cast<int>(generated_tokens_.load(std::memory_order_relaxed) - generated_before);

@@ -126,6 +126,10 @@ struct RuntimeStats {
 
 class Runtime {
  public:
+  // An idle scheduler looks at its queue this often (a request cancelled
+  // while queued behind busy slots is also seen at the next step).
+  static constexpr absl::Duration kIdlePoll = absl::Milliseconds(100);
+
   // `executor` (n_seq slots, max_batch >= n_seq) and `tokenizer` must outlive the runtime.
   static absl::StatusOr<std::unique_ptr<Runtime>> Create(exec::Executor* executor, const text::Tokenizer* tokenizer,
                                                          const RuntimeOptions& options);
@@ -153,7 +157,7 @@ class Runtime {
   struct Sequence;
   Runtime(exec::Executor* executor, const text::Tokenizer* tokenizer, const RuntimeOptions& options);
   void Loop();
-  void Admit();                         // under mu_
+  bool Admit();                         // false when it changed nothing
   bool Step();                          // one forward pass; false when nothing ran
   // Sends the request's last update (`last`'s token and text, when given, with
   // the finish) and frees its slot.
@@ -169,6 +173,7 @@ class Runtime {
   std::condition_variable idle_;       // a request finished
   std::deque<std::unique_ptr<Sequence>> queue_;
   bool stop_ = false;
+  bool poked_ = false;                 // Submit or CancelAll since the scheduler last looked
   bool draining_ = false;
   FinishReason cancel_all_ = FinishReason::kNone;
 
@@ -176,6 +181,9 @@ class Runtime {
   std::vector<std::unique_ptr<Sequence>> running_;  // by slot; null = free
   std::vector<std::vector<int32_t>> slot_tokens_;   // what each slot's KV cache holds (positions 0..n-1)
   std::vector<std::string> slot_session_;
+  std::vector<uint64_t> slot_last_use_;              // admission count when each slot was last given out
+  uint64_t admissions_ = 0;
+  std::vector<std::unique_ptr<text::Sampler>> slot_samplers_;  // vocabulary-sized scratch, one per slot
   std::vector<exec::BatchToken> batch_;
   std::vector<Sequence*> batch_seq_;                // the sequence of each logits row
 

@@ -34,6 +34,13 @@ absl::Status Validate(const SamplingParams& p, int n_vocab) {
                                                      n_vocab, ")"));
     }
     if (std::isnan(bias)) return absl::InvalidArgumentError(absl::StrCat("logit_bias for token ", token, " is NaN"));
+    // OpenAI's bound: +-100 already forces or bans a token (logits are tens
+    // at most), and keeps every biased logit finite, so the log-normalizer
+    // and the draw never see inf - inf.
+    if (!(std::fabs(bias) <= kMaxLogitBias)) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias for token ", token, " = ", bias, " is outside [-",
+                                                     kMaxLogitBias, ", ", kMaxLogitBias, "]"));
+    }
   }
   return absl::OkStatus();
 }
@@ -44,6 +51,12 @@ Sampler::Sampler(const SamplingParams& params, int n_vocab) : p_(params), rng_(p
   probs_.reserve(n_vocab);
   order_.reserve(n_vocab);
   counts_.assign(n_vocab, 0);
+}
+
+void Sampler::Reset(const SamplingParams& params) {
+  p_ = params;
+  rng_.seed(params.seed);
+  // counts_ is all zeros between calls (Sample clears what it counted).
 }
 
 Sampled Sampler::Sample(std::span<float> logits, std::span<const int32_t> history) {

@@ -35,6 +35,9 @@ struct SamplingParams {
   bool logprobs = false;
 };
 
+// The largest |logit_bias| accepted.
+constexpr float kMaxLogitBias = 100.0f;
+
 // Checks every field; the error names the field and its allowed range.
 absl::Status Validate(const SamplingParams& p, int n_vocab);
 
@@ -52,6 +55,10 @@ struct Sampled {
 class Sampler {
  public:
   Sampler(const SamplingParams& params, int n_vocab);
+  // Starts another request on the same scratch (its parameters, its seed):
+  // the runtime keeps one sampler per slot, so a request holds no
+  // vocabulary-sized memory until it is given a slot.
+  void Reset(const SamplingParams& params);
   // Picks the next token. `logits` (n_vocab) is used as scratch and changed;
   // `history` holds the tokens so far (prompt and generated).
   Sampled Sample(std::span<float> logits, std::span<const int32_t> history);

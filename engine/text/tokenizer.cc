@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <queue>
 
@@ -116,6 +117,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   t->pieces_.reserve(n);
   t->kinds_.reserve(n);
   std::fill(std::begin(t->byte_ids_), std::end(t->byte_ids_), -1);
+  std::fill(std::begin(t->byte_char_ids_), std::end(t->byte_char_ids_), -1);
   for (size_t i = 0; i < n; ++i) {
     t->pieces_.emplace_back((*tokens)[i]);
     const TokenKind kind = kinds.empty() ? TokenKind::kNormal : static_cast<TokenKind>(kinds[i]);
@@ -129,7 +131,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   }
   auto id = [&](const char* key, int32_t fallback, int32_t* out) -> absl::Status {
     if (!f.Has(key)) {
-      *out = fallback;
+      *out = fallback < static_cast<int64_t>(n) ? fallback : -1;  // a default the vocabulary lacks: none
       return absl::OkStatus();
     }
     absl::StatusOr<uint64_t> v = f.GetUint(key);
@@ -151,18 +153,41 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const gguf::File&
   if (f.Has("tokenizer.ggml.add_space_prefix")) {
     FERRY_ASSIGN_OR_RETURN(t->add_space_prefix_, f.GetBool("tokenizer.ggml.add_space_prefix"));
   }
-  // Special tokens are matched verbatim: control and user-defined tokens for
-  // BPE vocabularies (as Hugging Face's added tokens), user-defined ones for
-  // SentencePiece (as the sentencepiece library does).
+  // Special tokens are matched verbatim in the text: control, user-defined
+  // and unknown tokens, as llama.cpp's server tokenizes a prompt (with
+  // parse_special): a chat template's <start_of_turn> or <|im_start|> is one
+  // token in either kind of vocabulary.
   for (size_t i = 0; i < n; ++i) {
     const TokenKind k = t->kinds_[i];
-    if ((k == TokenKind::kUserDefined || (t->bpe_ && k == TokenKind::kControl)) && !t->pieces_[i].empty()) {
-      t->specials_.emplace_back(t->pieces_[i], static_cast<int32_t>(i));
+    if ((k == TokenKind::kUserDefined || k == TokenKind::kControl || k == TokenKind::kUnknown) &&
+        !t->pieces_[i].empty()) {
+      t->specials_.Add(t->pieces_[i], static_cast<int32_t>(i));
     }
   }
-  std::stable_sort(t->specials_.begin(), t->specials_.end(),
-                   [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   return t;
+}
+
+void Tokenizer::SpecialTrie::Add(absl::string_view text, int32_t id) {
+  int32_t node = 0;
+  for (unsigned char c : text) {
+    auto [it, inserted] = child.try_emplace((static_cast<uint64_t>(node) << 8) | c, static_cast<int32_t>(token.size()));
+    if (inserted) token.push_back(-1);
+    node = it->second;
+  }
+  if (token[node] < 0) token[node] = id;  // the first of duplicate texts wins
+  starts[static_cast<unsigned char>(text[0])] = true;
+}
+
+std::pair<size_t, int32_t> Tokenizer::SpecialTrie::LongestAt(absl::string_view text, size_t at) const {
+  std::pair<size_t, int32_t> best = {0, -1};
+  int32_t node = 0;
+  for (size_t i = at; i < text.size(); ++i) {
+    auto it = child.find((static_cast<uint64_t>(node) << 8) | static_cast<unsigned char>(text[i]));
+    if (it == child.end()) break;
+    node = it->second;
+    if (token[node] >= 0) best = {i - at + 1, token[node]};
+  }
+  return best;
 }
 
 // GPT-2's byte <-> character map: printable bytes stand for themselves, the
@@ -182,6 +207,8 @@ absl::Status Tokenizer::InitBpe(const gguf::File& f) {
     }
     byte_chars_[b].assign(buf, len);
     char_bytes_[cp] = static_cast<uint8_t>(b);
+    auto it = ids_.find(byte_chars_[b]);
+    byte_char_ids_[b] = it != ids_.end() ? it->second : -1;
   }
   std::vector<absl::string_view> merges;
   FERRY_ASSIGN_OR_RETURN(merges, f.GetStringArray("tokenizer.ggml.merges"));
@@ -204,48 +231,64 @@ absl::Status Tokenizer::InitBpe(const gguf::File& f) {
     FERRY_ASSIGN_OR_RETURN(p, f.GetString("tokenizer.ggml.pre"));
     pre = std::string(p);
   }
-  std::string pattern;
-  FERRY_ASSIGN_OR_RETURN(pattern, PreTokenizerPattern(pre));
-  FERRY_ASSIGN_OR_RETURN(pre_, PreTokenizer::Create(pattern));
-  ignore_merges_ = pre == "llama-bpe" || pre == "llama3";
+  PreTokenizerSpec spec;
+  FERRY_ASSIGN_OR_RETURN(spec, FindPreTokenizer(pre));
+  FERRY_ASSIGN_OR_RETURN(pre_, PreTokenizer::Create(spec.patterns));
+  ignore_merges_ = spec.ignore_merges;
   return absl::OkStatus();
 }
 
 // One pre-token: its bytes as stand-in characters, then the lowest-ranked
-// adjacent pair merged (leftmost first) until no pair has a merge.
+// adjacent pair merged (leftmost first) until no pair has a merge. Pairs wait
+// in a priority queue ordered by (rank, position), as in Hugging Face's and
+// llama.cpp's BPE: an entry whose sides changed since it was queued is
+// skipped when it comes up, so a chunk of n bytes costs O(n log n).
 void Tokenizer::EncodeBpeChunk(absl::string_view chunk, std::vector<int32_t>* out) const {
-  std::string mapped;
-  for (unsigned char c : chunk) mapped += byte_chars_[c];
   if (ignore_merges_) {
+    std::string mapped;
+    for (unsigned char c : chunk) mapped += byte_chars_[c];
     if (auto it = ids_.find(mapped); it != ids_.end()) {
       out->push_back(it->second);
       return;
     }
   }
-  std::vector<int32_t> ids;
-  ids.reserve(chunk.size());
-  for (unsigned char c : chunk) {
-    auto it = ids_.find(byte_chars_[c]);
-    ids.push_back(it != ids_.end() ? it->second : unk_);
+  struct Symbol {
+    int32_t id;          // -1: a byte whose stand-in is not in the vocabulary (dropped, never merged)
+    int32_t prev, next;  // neighbours in the chain, -1 at the ends
+  };
+  const int32_t n = static_cast<int32_t>(chunk.size());
+  std::vector<Symbol> sym(n);
+  for (int32_t i = 0; i < n; ++i) sym[i] = {byte_char_ids_[static_cast<unsigned char>(chunk[i])], i - 1, i + 1};
+  if (n > 0) sym[n - 1].next = -1;
+  struct Pair {
+    int32_t rank, left, right;
+    int32_t left_id, right_id;  // the sides when queued: the entry is stale once either changed
+    bool operator>(const Pair& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+  };
+  std::priority_queue<Pair, std::vector<Pair>, std::greater<Pair>> queue;
+  auto push = [&](int32_t left, int32_t right) {
+    if (left < 0 || right < 0 || sym[left].id < 0 || sym[right].id < 0) return;
+    const uint64_t key = (static_cast<uint64_t>(sym[left].id) << 32) | static_cast<uint32_t>(sym[right].id);
+    auto it = merges_.find(key);
+    if (it != merges_.end()) queue.push({it->second.first, left, right, sym[left].id, sym[right].id});
+  };
+  for (int32_t i = 0; i + 1 < n; ++i) push(i, i + 1);
+  while (!queue.empty()) {
+    const Pair p = queue.top();
+    queue.pop();
+    Symbol& l = sym[p.left];
+    Symbol& r = sym[p.right];
+    if (l.next != p.right || l.id != p.left_id || r.id != p.right_id) continue;  // stale
+    l.id = merges_.find((static_cast<uint64_t>(p.left_id) << 32) | static_cast<uint32_t>(p.right_id))->second.second;
+    l.next = r.next;
+    if (r.next >= 0) sym[r.next].prev = p.left;
+    r.id = -1;
+    r.prev = r.next = -1;
+    push(l.prev, p.left);
+    push(p.left, l.next);
   }
-  for (;;) {
-    int32_t best_rank = INT32_MAX, best_id = -1;
-    size_t best_at = 0;
-    for (size_t i = 0; i + 1 < ids.size(); ++i) {
-      const uint64_t key = (static_cast<uint64_t>(ids[i]) << 32) | static_cast<uint32_t>(ids[i + 1]);
-      auto it = merges_.find(key);
-      if (it != merges_.end() && it->second.first < best_rank) {
-        best_rank = it->second.first;
-        best_id = it->second.second;
-        best_at = i;
-      }
-    }
-    if (best_id < 0) break;
-    ids[best_at] = best_id;
-    ids.erase(ids.begin() + best_at + 1);
-  }
-  for (int32_t id : ids) {
-    if (id >= 0) out->push_back(id);
+  for (int32_t i = 0; i >= 0 && i < n; i = sym[i].next) {
+    if (sym[i].id >= 0) out->push_back(sym[i].id);
   }
 }
 
@@ -268,6 +311,7 @@ void Tokenizer::EncodeSpm(absl::string_view raw, std::vector<int32_t>* out) cons
     size_t begin, len;
   };
   std::vector<Symbol> sym;
+  sym.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
     const size_t len = std::min(Utf8Len(static_cast<unsigned char>(text[i])), text.size() - i);
     sym.push_back({static_cast<int>(sym.size()) - 1, static_cast<int>(sym.size()) + 1, i, len});
@@ -281,7 +325,9 @@ void Tokenizer::EncodeSpm(absl::string_view raw, std::vector<int32_t>* out) cons
     size_t len;
   };
   auto worse = [](const Bigram& a, const Bigram& b) { return a.score < b.score || (a.score == b.score && a.left > b.left); };
-  std::priority_queue<Bigram, std::vector<Bigram>, decltype(worse)> queue(worse);
+  std::vector<Bigram> storage;
+  storage.reserve(2 * sym.size());
+  std::priority_queue<Bigram, std::vector<Bigram>, decltype(worse)> queue(worse, std::move(storage));
   auto try_add = [&](int left, int right) {
     if (left < 0 || right < 0) return;
     const size_t len = sym[left].len + sym[right].len;
@@ -316,9 +362,6 @@ void Tokenizer::EncodeSpm(absl::string_view raw, std::vector<int32_t>* out) cons
 std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool add_bos) const {
   std::vector<int32_t> out;
   if (add_bos && bos_ >= 0) out.push_back(bos_);
-  // Split out special tokens (longest match at the earliest position), then
-  // encode the text between them.
-  size_t done = 0;
   auto encode_text = [&](absl::string_view part) {
     if (part.empty()) return;
     if (bpe_) {
@@ -327,17 +370,17 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool add_bos) con
       EncodeSpm(part, &out);
     }
   };
-  while (done < text.size() && !specials_.empty()) {
-    size_t best_at = absl::string_view::npos;
-    const std::pair<std::string, int32_t>* best = nullptr;
-    for (const auto& special : specials_) {
-      const size_t at = text.find(special.first, done);
-      if (at < best_at) best_at = at, best = &special;
-    }
-    if (best == nullptr) break;
-    encode_text(text.substr(done, best_at - done));
-    out.push_back(best->second);
-    done = best_at + best->first.size();
+  // Split out special tokens (the longest at the leftmost position where
+  // one starts), then encode the text between them: one pass over the text.
+  size_t done = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (!specials_.starts[static_cast<unsigned char>(text[i])]) continue;
+    const auto [len, id] = specials_.LongestAt(text, i);
+    if (len == 0) continue;
+    encode_text(text.substr(done, i - done));
+    out.push_back(id);
+    done = i + len;
+    i = done - 1;
   }
   encode_text(text.substr(done));
   return out;

@@ -2,7 +2,9 @@
 // interface: SentencePiece-style ("llama", "gemma": score-driven merges with
 // byte fallback) and byte-level BPE ("gpt2": ranked merges over bytes mapped
 // to printable characters, after a Unicode pre-tokenizer regex chosen by
-// tokenizer.ggml.pre). Special tokens in the text are kept whole.
+// tokenizer.ggml.pre). Special tokens in the text are kept whole. Every
+// step costs about linearly in the text (merges through a priority queue),
+// so a long or hostile prompt cannot hold a thread for its length squared.
 #pragma once
 
 #include <cstdint>
@@ -52,15 +54,27 @@ class Tokenizer {
   void EncodeBpe(absl::string_view text, std::vector<int32_t>* out) const;
   void EncodeBpeChunk(absl::string_view chunk, std::vector<int32_t>* out) const;
 
+  // Special tokens (control, user-defined, unknown) are matched verbatim in
+  // the text before anything else, leftmost first, then longest, as Hugging
+  // Face's added-token matcher does: a byte trie walked from each position.
+  struct SpecialTrie {
+    absl::flat_hash_map<uint64_t, int32_t> child;  // (node << 8 | byte) -> node; node 0 is the root
+    std::vector<int32_t> token = {-1};             // node -> the special that ends there, or -1
+    bool starts[256] = {};                         // the first bytes of specials
+    void Add(absl::string_view text, int32_t id);
+    // The longest special that starts at text[at]: its length (0 if none) and id.
+    std::pair<size_t, int32_t> LongestAt(absl::string_view text, size_t at) const;
+  };
+
   bool bpe_ = false;
   // BPE: merge rank and result of each mergeable pair of ids.
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
   std::string byte_chars_[256];              // byte -> its printable stand-in (UTF-8)
+  int32_t byte_char_ids_[256];               // byte -> the token of its stand-in, or -1
   absl::flat_hash_map<uint32_t, uint8_t> char_bytes_;  // stand-in code point -> byte
   std::unique_ptr<PreTokenizer> pre_;
-  bool ignore_merges_ = false;               // Llama 3: a chunk that is a whole token stays whole
-  // Tokens matched verbatim in the text before anything else, longest first.
-  std::vector<std::pair<std::string, int32_t>> specials_;
+  bool ignore_merges_ = false;               // a chunk that is a whole token stays whole (Llama 3, Tekken)
+  SpecialTrie specials_;
 
   std::string model_;
   std::vector<std::string> pieces_;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the GGUF fuzzer for a bounded time on a scratch copy of the seed corpus.
+# Runs a fuzzer for a bounded time on a scratch copy of its seed corpus.
 # Any crash, sanitizer report, leak, timeout or allocation above the limit
-# (a reader that over-allocates for a small hostile file) fails the test.
+# (code that over-allocates for a small hostile input) fails the test.
 # usage: run.sh FUZZER SECONDS SEED_DIR WORK_DIR
 set -euo pipefail
 fuzzer=$1 seconds=$2 seeds=$3 work=$4

@@ -22,6 +22,36 @@ def load_stubs(proto_dir, workdir):
     return inference_pb2, inference_pb2_grpc
 
 
+def stories_shaped_model(ferry, workdir):
+    """A model of stories260K's shape with make-model's random weights (as
+    tests/shared_models.h's StoriesShape: llama, 5 layers, embd 64, ff 172,
+    8/4 heads, vocab 512, f32): the fast model of the server tests."""
+    path = os.path.join(workdir, "stories-shaped-f32.gguf")
+    subprocess.run([ferry, "make-model", f"--out={path}", "--arch=llama", "--layers=5", "--embd=64", "--heads=8",
+                    "--kv_heads=4", "--ff=172", "--vocab=512", "--context=2048", "--type=f32", "--weights_seed=260"],
+                   check=True, capture_output=True)
+    return path
+
+
+def reference_greedy(reference_dump, model, tokens, n, min_margin=1e-3):
+    """The double-precision reference's greedy continuation (tests/tools/
+    reference_dump); every step's top-2 margin must clear min_margin, or the
+    golden would not be one."""
+    import numpy as np
+    tokens = list(tokens)
+    out = []
+    for _ in range(n):
+        raw = subprocess.run([reference_dump, model] + [str(t) for t in tokens], check=True,
+                             capture_output=True).stdout
+        z = np.frombuffer(raw, dtype="<f4").reshape(len(tokens), -1)[-1]
+        top = np.sort(z)[-2:]
+        if top[1] - top[0] <= min_margin:
+            raise RuntimeError(f"the reference's step {len(out)} is a near-tie ({top[1] - top[0]:.2e})")
+        out.append(int(np.argmax(z)))
+        tokens.append(out[-1])
+    return out
+
+
 class Server:
     """`ferry serve --port 0 --metrics_port 0 ARGS`, waited for until it serves."""
 

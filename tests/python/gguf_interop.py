@@ -5,8 +5,9 @@ Writes files with ferry (the sample with every value and tensor type, and
 `ferry make-model` models), reads them with the `gguf` package from PyPI and
 checks that it sees the same keys, value types and values, tensor names,
 types, shapes, sizes and offsets as ferry's own reader (`ferry inspect
---json`). The real stories260K file, written by llama.cpp's tooling, is
-compared the same way when ../shared/models is present.
+--json`). Real files written by llama.cpp's tooling are compared the same
+way: the two real models the test setup installs from PyPI, and stories260K
+when ../shared/models is present.
 """
 import argparse
 import json
@@ -102,6 +103,7 @@ def main():
     ap.add_argument("--sample", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--shared-models", required=True)
+    ap.add_argument("--test-models", required=True, help="the real models from PyPI (FERRY_TEST_MODELS_DIR)")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
 
@@ -114,6 +116,13 @@ def main():
         subprocess.check_call([args.ferry, "make-model", "--out", path, "--type", typ, "--layers", "2",
                                "--embd", "64", "--heads", "4", "--kv_heads", "2", "--ff", "128", "--vocab", "320"],
                               stderr=subprocess.DEVNULL)
+        files.append(path)
+    # Real downloads written by llama.cpp's tooling, from PyPI: always there.
+    for name in ("SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"):
+        path = os.path.join(args.test_models, name)
+        if not os.path.exists(path):
+            print(f"FAIL: {path} is missing: deploy/install-deps.sh --for-tests installs it from PyPI")
+            return 1
         files.append(path)
     stories = os.path.join(args.shared_models, "stories260K-f32.gguf")
     if os.path.exists(stories):

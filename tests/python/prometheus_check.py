@@ -1,4 +1,4 @@
-"""ferry's metrics as Prometheus sees them. Starts `ferry serve` (stories260K
+"""ferry's metrics as Prometheus sees them. Starts `ferry serve` (a model of stories260K's shape
 on the sim device with 3 of 5 layers resident, so streaming metrics move)
 and a real Prometheus server (Debian's package) on loopback with a generated
 config, sends concurrent requests through grpcio, then checks:
@@ -132,20 +132,18 @@ class Prometheus:
 
 
 def main():
-    ferry, proto_dir, dashboard, workdir, models = sys.argv[1:6]
-    model = os.path.join(models, "stories260K-f32.gguf")
-    if not os.path.exists(model):
-        print(f"SKIP: needs {model} (the ../shared/models folder beside the repo)")
-        return 0
+    ferry, proto_dir, dashboard, workdir = sys.argv[1:5]
     for tool in ("prometheus", "promtool"):
         if shutil.which(tool) is None:
             print(f"FAIL: {tool} not found (Debian package 'prometheus'; deploy/install-deps.sh installs it)")
             return 1
     os.makedirs(workdir, exist_ok=True)
+    model = ferry_server.stories_shaped_model(ferry, workdir)
     pb, pbg = ferry_server.load_stubs(proto_dir, workdir)
     failures = []
     args = ["--model", model, "--ctx", "256", "--slots", "4", "--gpu_layers", "3",
-            "--device", "sim:mem=64MiB,overhead=8MiB,h2d=0.05GB/s,lat=5us"]
+            "--device", "sim:mem=64MiB,overhead=8MiB,h2d=0.05GB/s,lat=5us",
+            "--placement", "mixed", "--cpu_layers", "1"]  # of the 2 layers not resident: 1 streamed, 1 on the CPU
     with ferry_server.Server(ferry, args) as server:
         metrics_url = f"http://127.0.0.1:{server.metrics_port}"
         for path in ("/healthz", "/readyz"):
@@ -208,18 +206,22 @@ def main():
                 "ferry_pinned_host_memory_bytes": info.memory.pinned_host_bytes,
                 'ferry_layers{placement="resident"}': info.layers_resident,
                 'ferry_layers{placement="streamed"}': info.layers_streamed,
+                'ferry_layers{placement="cpu"}': info.layers_cpu,
                 "ferry_gpu_memory_used_bytes": info.memory.used_bytes,
             }
             for expr, value in expect.items():
                 got = prom.value(expr)
                 if got != value:
                     failures.append(f"{expr} = {got}, GetModelInfo says {value}")
-            if info.layers_streamed != 2 or info.memory.staging_bytes == 0 or info.memory.pinned_host_bytes == 0:
+            if (info.layers_streamed != 1 or info.layers_cpu != 1 or info.memory.staging_bytes == 0
+                    or info.memory.pinned_host_bytes == 0):
                 failures.append(f"the placement is not the one asked for: {info}")
             if not (prom.value("ferry_stream_bytes_total") or 0) > 0:
                 failures.append("no streamed bytes counted")
             if not (prom.value("ferry_compute_seconds_total") or 0) > 0:
                 failures.append("no compute time counted")
+            if not (prom.value("ferry_cpu_compute_seconds_total") or 0) > 0:
+                failures.append("no CPU compute time counted for the layer on the CPU")
 
             # promtool on a scrape after real traffic.
             final = http_get(metrics_url + "/metrics")[1]

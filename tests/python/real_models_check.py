@@ -38,20 +38,26 @@ within a few tenths of a nat, so:
   of the two engines' top-2 margins over the teacher-forced positions (0.51
   seen), so a step whose margin is above it cannot flip.
 
-usage: real_models_check.py LOGITS_DUMP REFERENCE_DUMP MODELS_DIR
+3. Chat (models whose file carries tokenizer.chat_template): the prompt's
+   token ids as ferry makes them (tests/tools/chat_render, then
+   tests/tools/tokenize_lines) equal llama.cpp's tokens of jinja2 rendering
+   the model's own template, and that prompt's greedy answer passes check 2.
+
+usage: real_models_check.py LOGITS_DUMP REFERENCE_DUMP CHAT_RENDER TOKENIZE_LINES MODELS_DIR
 """
-import ctypes
-import math
 import os
 import subprocess
 import sys
+import tempfile
 
+import jinja2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llamacpp_ref  # noqa: E402
 import llama_cpp as L  # noqa: E402
 
+CHATS = ["What is the capital of France?", "Name three primary colors."]
 MODELS = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
 BOUNDS = {"reference": (0.075, 5e-3), "llama.cpp": (0.15, 1e-2)}  # max |dp|, mean KL
 MARGIN = 1.2
@@ -77,8 +83,18 @@ class LlamaCpp:
         self.vocab = L.llama_model_get_vocab(self.model)
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
 
-    def tokenize(self, text):
-        return llamacpp_ref.tokenize(self.vocab, text, add_special=True, parse_special=False)
+    def tokenize(self, text, parse_special=False):
+        return llamacpp_ref.tokenize(self.vocab, text, add_special=True, parse_special=parse_special)
+
+    def meta(self, key):
+        buf = (L.ctypes.c_char * 65536)()
+        n = L.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return bytes(buf[:n]).decode("utf-8") if n >= 0 else None
+
+    def piece(self, token):
+        buf = (L.ctypes.c_char * 256)()
+        n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+        return bytes(buf[:n]).decode("utf-8")
 
     def _context(self, n_ctx):
         cp = L.llama_context_default_params()
@@ -159,7 +175,7 @@ def ferry_greedy(dump, path, tokens, n):
 
 
 def main():
-    dump, reference_dump, models_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    dump, reference_dump, chat_render, tokenize_lines, models_dir = sys.argv[1:6]
     failed = False
 
     def check(ok, line):
@@ -191,8 +207,32 @@ def main():
                                          f"{margin_diff:.3f} nats (MARGIN {MARGIN} must be at least twice that)")
         # 2. Greedy continuations.
         forced_total = [0]
-        for prompt in PROMPTS:
-            tokens = ref.tokenize(prompt)
+        prompts = [(repr(p), ref.tokenize(p)) for p in PROMPTS]
+        # 3. Chat: the prompt's ids, then its greedy answer like the prompts above.
+        template = ref.meta("tokenizer.chat_template")
+        if template is None:
+            print(f"info: {name}: no tokenizer.chat_template in the file: no chat check")
+        else:
+            bos, eos = ref.piece(L.llama_vocab_bos(ref.vocab)), ref.piece(L.llama_vocab_eos(ref.vocab))
+            for question in CHATS:
+                messages = [{"role": "user", "content": question}]
+                theirs = ref.tokenize(jinja2.Template(template).render(messages=messages, add_generation_prompt=True,
+                                                                       bos_token=bos, eos_token=eos),
+                                      parse_special=True)
+                with tempfile.NamedTemporaryFile("w", suffix=".jinja") as f:
+                    f.write(template)
+                    f.flush()
+                    out = subprocess.run([chat_render, f"--template_file={f.name}", f"--bos={bos}", f"--eos={eos}",
+                                          "--", "user", question], capture_output=True, check=True).stdout
+                rendered = out.split(b"\0")[2]
+                ids = subprocess.run([tokenize_lines, path], input=rendered.hex() + "\n", capture_output=True,
+                                     text=True, check=True).stdout.split()
+                ours = ([L.llama_vocab_bos(ref.vocab)] if L.llama_vocab_get_add_bos(ref.vocab) else []) + \
+                    [int(i) for i in ids]
+                check(ours == theirs, f"{name}: chat {question!r}: ferry's prompt ids equal llama.cpp's tokens of "
+                                      f"the jinja2 rendering of the model's template ({len(theirs)} tokens)")
+                prompts.append((f"chat {question!r}", theirs))
+        for label, tokens in prompts:
             a, b = ferry_greedy(dump, path, tokens, GREEDY_TOKENS), ref.greedy(tokens, GREEDY_TOKENS)
             compared, verdict, ok = 0, "identical", True
             for (ta, ma), (tb, mb) in zip(a, b):
@@ -204,12 +244,12 @@ def main():
                     verdict, ok = f"DIFFER at token {compared} ({ta} vs {tb}; margins {ma:.3f} / {mb:.3f})", False
                     break
                 compared += 1
-            check(ok, f"{name}: greedy {prompt!r}: {compared} tokens identical, {verdict}")
+            check(ok, f"{name}: greedy {label}: {compared} tokens identical, {verdict}")
             forced = ferry_logits(dump, path, tokens + [t for t, _ in b], ref.n_vocab)[len(tokens) - 1:-1]
             decided = [(step, t) for step, (t, margin) in enumerate(b) if margin >= MARGIN]
             wrong = [(step, t, int(forced[step].argmax())) for step, t in decided if forced[step].argmax() != t]
             forced_total[0] += len(decided)
-            check(not wrong, f"{name}: llama.cpp's continuation of {prompt!r} teacher-forced: ferry's best token is "
+            check(not wrong, f"{name}: llama.cpp's continuation of {label} teacher-forced: ferry's best token is "
                              f"llama.cpp's at {len(decided) - len(wrong)}/{len(decided)} steps with margin >= {MARGIN}"
                              f"{' (differ at ' + str(wrong[:3]) + ')' if wrong else ''}")
         check(forced_total[0] >= 50, f"{name}: {forced_total[0]} greedy steps compared in all (at least 50 wanted)")

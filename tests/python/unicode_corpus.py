@@ -73,3 +73,33 @@ def english_like(n, seed):
         sep = rng.choice([" ", " ", " ", "  ", ", ", "\n"])
         out.append(sep.join(words) + rng.choice([".", "!", "?", "", " ", "..."]))
     return out
+
+
+# Text of the shapes pre-tokenizers treat differently: code with indentation
+# and tabs, whitespace runs before words and at line ends, digit runs of
+# every length, case changes inside words, contractions in any case,
+# combining marks, CJK with kana and Hangul, full-width forms, CRLF lines.
+MIXED = [
+    "def fib(n: int) -> int:\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n",
+    "for (size_t i = 0; i < v.size(); ++i) {\n\tsum += v[i] * 0x1F;  // accumulate\n}\n",
+    "    indented\n\t\ttabbed\n   \n\n\n    \t  mixed   \t\n",
+    "SELECT id, name FROM users WHERE age >= 18 AND name LIKE '%son';",
+    "<div class=\"x\">&nbsp;Hello</div>\r\n<br/>\r\n",
+    "x = [1, 22, 333, 4444, 55555, 666666, 7777777, 88888888, 999999999, 1234567890123]",
+    "3.14159265358979 2.71828 6.022e23 -0.000001 1e-9 100% $1,234.56 ¥5000 €12,50",
+    "HelloWorld camelCaseIdentifier XMLHttpRequest iPhone McDONALD's ABCdef abcDEF",
+    "I'M HERE. YOU'RE THERE. WE'VE SEEN IT, DON'T WE? She'd say it's THEY'LL",
+    "e\u0301 a\u0308 n\u0303 combining: cafe\u0301 na\u0308ive \u0915\u094d\u0937 \u0e01\u0e34\u0e19",
+    "東京は日本の首都です。カタカナとひらがな、漢字。한국어와 日本語 mixed with English123",
+    "ＦＵＬＬ　ｗｉｄｔｈ　ｔｅｘｔ！？（１２３）「引用」『二重』",
+    "Ελληνικά κείμενα, Ἀθῆναι ῥήτωρ; Українська мова; Ქართული; Հայերեն",
+    "tabs\t\tbetween\t words   and  trailing spaces   \n  next line",
+    "  \n\n  \r\n\r\n\t\n \u00a0\u2003\u3000 odd spaces\u200b zero-width",
+    "emoji 👍🏽 👨‍👩‍👧 🏳️‍🌈 ✓✗ ★☆ →← ∀x∈ℝ: x²≥0, ½ ¼ ¾ ⅓ ①②③ ⁴⁵",
+    "path/to/file.txt ../up C:\\Windows\\System32 https://a.b/c?d=e&f=g#h",
+    "a" * 200,
+    " " * 100 + "x",
+    "1" * 100,
+    "word " * 60,
+    "mixed123abc456DEF789 v1.2.3-rc.4 2024-01-31T12:34:56Z",
+]

@@ -8,10 +8,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/arena.h"
 #include "engine/quant/half.h"
+#include "engine/status.h"
 
 namespace ferry::backend {
 
@@ -70,16 +72,36 @@ void CpuDevice::Free(void* p) {
   std::free(p);
 }
 
-uint64_t CpuDevice::InPlaceLayoutBytes(const model::Matrix& m) const {
-  if (!cpu::HasGroupedLayout(m.type) || m.rows < cpu::kGroupRows || m.group_bytes != 0 ||
-      m.cols % quant::Info(m.type).block_elems != 0 || cpu::GroupBytes(m.type, m.cols) == 0) {
-    return 0;
-  }
-  const int64_t groups = m.rows / cpu::kGroupRows;
-  return groups * cpu::GroupBytes(m.type, m.cols) + (m.rows - groups * cpu::kGroupRows) * m.row_bytes();
+namespace {
+
+// The grouped copy's bytes; 0 when the matrix keeps the file's layout.
+uint64_t GroupedBytes(const model::Matrix& m) {
+  return m.group_bytes != 0 ? 0 : cpu::GroupedMatrixBytes(m.type, m.rows, m.cols);
 }
 
-model::Matrix CpuDevice::ToInPlaceLayout(const model::Matrix& m, uint8_t* dst) {
+}  // namespace
+
+absl::StatusOr<AdoptedWeights> CpuDevice::AdoptInPlace(std::span<model::Matrix* const> matrices,
+                                                       const std::function<void(const model::Matrix&)>& copied) {
+  AdoptedWeights out;
+  for (const model::Matrix* m : matrices) out.needed += m->present() ? GroupedBytes(*m) : 0;
+  const uint64_t available = AvailableHostMemory();
+  if (out.needed == 0 || (available > 0 && out.needed + available / 10 > available)) return out;
+  for (model::Matrix* m : matrices) {
+    const uint64_t bytes = m->present() ? GroupedBytes(*m) : 0;
+    if (bytes == 0) continue;
+    DeviceBuffer buf;
+    FERRY_ASSIGN_OR_RETURN(buf, DeviceBuffer::Make(*this, bytes, m->name));
+    const model::Matrix was = *m;
+    *m = Grouped(was, buf.bytes());
+    if (copied) copied(was);
+    out.bytes += bytes;
+    out.buffers.push_back(std::move(buf));
+  }
+  return out;
+}
+
+model::Matrix CpuDevice::Grouped(const model::Matrix& m, uint8_t* dst) {
   const int64_t groups = m.rows / cpu::kGroupRows;
   const uint64_t group_bytes = cpu::GroupBytes(m.type, m.cols);
   const uint64_t row_bytes = m.row_bytes();
@@ -101,6 +123,13 @@ void CpuDevice::CopyToDevice(Queue, void* dst, const void* src, uint64_t bytes) 
 }
 void CpuDevice::CopyToHost(void* dst, const void* src, uint64_t bytes) {
   if (bytes > 0) std::memcpy(dst, src, bytes);
+}
+
+DeviceFacts CpuDevice::facts() const {
+  DeviceFacts f = Device::facts();
+  f.host_kernels = true;
+  f.threads = threads();
+  return f;
 }
 
 DeviceStats CpuDevice::stats() const {

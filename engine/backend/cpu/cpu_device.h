@@ -24,13 +24,18 @@ class CpuDevice : public Device {
   ~CpuDevice() override;
 
   std::string Describe() const override;
+  DeviceFacts facts() const override;
   int threads() const { return pool_.size(); }
 
   bool computes_on_host_memory() const override { return true; }
-  // Matrices of the integer kernels' types (cpu::HasGroupedLayout) of 8 rows or more go to the grouped layout
-  // of cpu/qdot.h (a copy: the mapping is read-only and may be shared).
-  uint64_t InPlaceLayoutBytes(const model::Matrix& m) const override;
-  model::Matrix ToInPlaceLayout(const model::Matrix& m, uint8_t* dst) override;
+  // Matrices of the types with a grouped layout (cpu/qdot.h) and 8 rows or
+  // more are copied into it (the mapping is read-only and may be shared),
+  // when the copies fit in the memory the system has available (the file's
+  // pages count as available: they can be dropped); otherwise the kernels
+  // read the file as it is, which also works for a model larger than RAM.
+  absl::StatusOr<AdoptedWeights> AdoptInPlace(
+      std::span<model::Matrix* const> matrices,
+      const std::function<void(const model::Matrix& was)>& copied) override;
   uint64_t capacity() const override;
   uint64_t used() const override { return used_; }
   uint64_t peak() const override { return peak_; }
@@ -90,6 +95,8 @@ class CpuDevice : public Device {
   cpu::ThreadPool pool_;
 
  private:
+  // `m` in the grouped layout, written to `dst` (GroupedBytes(m) bytes).
+  model::Matrix Grouped(const model::Matrix& m, uint8_t* dst);
   std::unique_ptr<cpu::MatMulScratch> scratch_;
   std::mutex mu_;
   std::unordered_map<void*, uint64_t> sizes_;

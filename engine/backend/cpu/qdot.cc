@@ -314,6 +314,15 @@ uint64_t GroupBytes(TensorType type, int64_t n) {
   }
 }
 
+uint64_t GroupedMatrixBytes(TensorType type, int64_t rows, int64_t n) {
+  if (!HasGroupedLayout(type) || rows < kGroupRows || n % quant::Info(type).block_elems != 0 ||
+      GroupBytes(type, n) == 0) {
+    return 0;
+  }
+  const int64_t groups = rows / kGroupRows;
+  return groups * GroupBytes(type, n) + (rows - groups * kGroupRows) * *quant::RowBytes(type, n);
+}
+
 void GroupRows(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t n, uint8_t* group) {
   if (IsFloatType(type)) return GroupFloatRows(type, rows, row_bytes, n, group);
   const uint8_t* row[kGroupRows];

@@ -77,6 +77,10 @@ bool HasGroupedLayout(quant::TensorType type);
 // ones 32 bytes more per super-block (scales and mins unpacked to one byte
 // each).
 uint64_t GroupBytes(quant::TensorType type, int64_t n);
+// Bytes of a matrix of `rows` rows of n elements in the grouped layout (its
+// groups of 8 rows, then the rows past the last full group as in the file);
+// 0 when the type has none or the matrix is too small or oddly shaped.
+uint64_t GroupedMatrixBytes(quant::TensorType type, int64_t rows, int64_t n);
 // Interleaves 8 rows of n elements (file layout, row_bytes apart) into one
 // group of GroupBytes(type, n) bytes.
 void GroupRows(quant::TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t n, uint8_t* group);

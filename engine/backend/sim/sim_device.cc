@@ -170,6 +170,8 @@ DeviceFacts SimDevice::facts() const {
   f.overhead_bytes = options_.overhead_bytes;
   f.h2d_gbps = options_.h2d_gbps;
   f.latency_us = options_.latency_us;
+  f.host_kernels = true;
+  f.threads = threads();
   if (absl::StatusOr<GpuProfile> p = FindGpuProfile(options_.profile); p.ok()) {
     f.memory_gbps = p->memory_gbps;
     f.tflops = p->tflops;
