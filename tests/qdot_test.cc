@@ -9,6 +9,7 @@
 #include <limits>
 #include <random>
 
+#include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/qdot.h"
 #include "engine/quant/half.h"
 #include "engine/quant/quantize.h"
@@ -24,7 +25,7 @@ TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
   const TensorType type = GetParam();
   std::mt19937 rng(17);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  const int n = 256 * 8 + (GetParam() == TensorType::kQ4_0 || GetParam() == TensorType::kQ8_0 ? 32 : 0);  // odd block count too
+  const int n = 256 * 8 + (quant::Info(type).block_elems == 32 ? 32 : 0);  // odd block count too
   for (int trial = 0; trial < 20; ++trial) {
     std::vector<float> w(n), x(n);
     for (float& v : w) v = normal(rng);
@@ -66,9 +67,11 @@ TEST_P(QDot, ScalarAndSimdEqualTheDecodedFloatDot) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, QDot,
-                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K,
-                                           TensorType::kQ6_K),
+// Every type with an integer kernel.
+constexpr TensorType kIntegerTypes[] = {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,
+                                        TensorType::kQ5_1, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K};
+
+INSTANTIATE_TEST_SUITE_P(Types, QDot, ::testing::ValuesIn(kIntegerTypes),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
 TEST(QuantizeActivations, SimdGivesTheScalarBytes) {
@@ -119,7 +122,8 @@ namespace ferry::cpu {
 namespace {
 
 // Rows of random bytes (every bit pattern of the weights, q8_0's -128
-// included) with finite scales: d (and q4_K's dmin) set to +-[0.5, 2).
+// included) with finite scales: d (and q4_K's dmin, q4_1's m) set to
+// +-[0.5, 2).
 std::vector<uint8_t> RandomRows(quant::TensorType type, int rows, int64_t n, std::mt19937& rng) {
   const uint64_t row_bytes = *quant::RowBytes(type, n);
   std::vector<uint8_t> data(row_bytes * rows);
@@ -128,7 +132,8 @@ std::vector<uint8_t> RandomRows(quant::TensorType type, int rows, int64_t n, std
   std::uniform_real_distribution<float> scale(0.5f, 2.0f);
   for (uint64_t at = 0; at < data.size(); at += info.block_bytes) {
     // Where the f16 scales are: d (and dmin) first, q6_K's d last.
-    const bool two = type == quant::TensorType::kQ4_K || type == quant::TensorType::kQ5_K;
+    const bool two = type == quant::TensorType::kQ4_K || type == quant::TensorType::kQ5_K ||
+                     type == quant::TensorType::kQ4_1 || type == quant::TensorType::kQ5_1;
     const uint64_t first = type == quant::TensorType::kQ6_K ? info.block_bytes - 2 : 0;
     for (int k = 0; k < (two ? 2 : 1); ++k) {
       const uint16_t h = quant::FloatToHalf(scale(rng) * (rng() % 2 ? 1.0f : -1.0f));
@@ -205,10 +210,130 @@ TEST_P(Grouped, EveryKernelGivesTheScalarRowResultBitForBit) {
   EXPECT_GT(compared, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, Grouped,
-                         ::testing::Values(quant::TensorType::kQ8_0, quant::TensorType::kQ4_0, quant::TensorType::kQ4_K,
-                                           quant::TensorType::kQ5_K, quant::TensorType::kQ6_K),
+INSTANTIATE_TEST_SUITE_P(Types, Grouped, ::testing::ValuesIn(kIntegerTypes),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
+
+// The 512-bit kernels for two groups and a token or two (the 32-element
+// types, where the CPU has AVX-512 VNNI): the scalar row kernel's bits.
+class Pair : public ::testing::TestWithParam<quant::TensorType> {};
+
+TEST_P(Pair, GivesTheScalarRowResultBitForBit) {
+  const quant::TensorType type = GetParam();
+  if (GetGroupPairDot(type) == nullptr) GTEST_SKIP() << "no AVX-512 VNNI and BW on this CPU";
+  std::mt19937 rng(43);
+  const int64_t n = 256 * 3, blocks = n / 32;
+  const uint64_t row_bytes = *quant::RowBytes(type, n), group_bytes = GroupBytes(type, n);
+  const std::vector<uint8_t> rows = RandomRows(type, 2 * kGroupRows, n, rng);
+  std::vector<uint8_t> pair(2 * group_bytes);
+  for (int g = 0; g < 2; ++g) {
+    GroupRows(type, rows.data() + g * kGroupRows * row_bytes, row_bytes, n, pair.data() + g * group_bytes);
+  }
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<BlockQ8> act(kPairMaxTokens * blocks);
+  const BlockQ8* xs[kPairMaxTokens];
+  for (int t = 0; t < kPairMaxTokens; ++t) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng) * (t % 2 ? 3.0f : 0.2f);
+    QuantizeActivations(x.data(), n, act.data() + t * blocks);
+    xs[t] = act.data() + t * blocks;
+  }
+  int compared = 0;
+  for (int nt = 1; nt <= kPairMaxTokens; ++nt) {
+    std::vector<float> out(nt * 2 * kGroupRows, NAN);
+    GetGroupPairDot(type)(pair.data(), group_bytes, xs, nt, n, out.data());
+    for (int t = 0; t < nt; ++t) {
+      for (int r = 0; r < 2 * kGroupRows; ++r, ++compared) {
+        float want;
+        GetQDot(type, false)(rows.data() + r * row_bytes, &xs[t], 1, n, &want);
+        ASSERT_EQ(std::bit_cast<uint32_t>(out[t * 2 * kGroupRows + r]), std::bit_cast<uint32_t>(want))
+            << nt << " tokens: token " << t << " row " << r;
+      }
+    }
+  }
+  EXPECT_GT(compared, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, Pair,
+                         ::testing::Values(quant::TensorType::kQ8_0, quant::TensorType::kQ4_0, quant::TensorType::kQ4_1,
+                                           quant::TensorType::kQ5_0, quant::TensorType::kQ5_1),
+                         [](const auto& info) { return std::string(quant::Info(info.param).name); });
+
+// The AMX kernel, two groups at a time, at token counts around its tile of
+// 16: the scalar row kernel's results bit for bit.
+TEST_P(Grouped, AmxGivesTheScalarRowResultBitForBit) {
+  if (!CpuHasAmx()) GTEST_SKIP() << "no AMX-INT8 on this CPU (or the kernel refuses the tile state)";
+  const quant::TensorType type = GetParam();
+  std::mt19937 rng(31);
+  const int64_t n = 256 * 3, blocks = n / 32;
+  const uint64_t row_bytes = *quant::RowBytes(type, n), group_bytes = GroupBytes(type, n);
+  const std::vector<uint8_t> rows = RandomRows(type, 2 * kGroupRows, n, rng);
+  std::vector<uint8_t> pair(2 * group_bytes);
+  for (int g = 0; g < 2; ++g) {
+    GroupRows(type, rows.data() + g * kGroupRows * row_bytes, row_bytes, n, pair.data() + g * group_bytes);
+  }
+  constexpr int kMaxTokens = 2 * kAmxTokens + 3;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<BlockQ8> act(kMaxTokens * blocks);
+  for (int t = 0; t < kMaxTokens; ++t) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng) * (t % 3 ? 4.0f : 0.3f);
+    QuantizeActivations(x.data(), n, act.data() + t * blocks);
+  }
+  std::vector<uint8_t> panel(AmxPanelBytes(n)), tokens(AmxTokenBytes(kMaxTokens, n));
+  int compared = 0;
+  for (int nt : {1, 7, kAmxTokens, kAmxTokens + 1, kMaxTokens}) {
+    std::vector<float> y(nt * 2 * kGroupRows, NAN);
+    PackAmxTokens(act.data(), nt, n, tokens.data());
+    GetAmxPairDot(type)(pair.data(), group_bytes, tokens.data(), nt, n, panel.data(), y.data(), 2 * kGroupRows);
+    for (int t = 0; t < nt; ++t) {
+      const BlockQ8* xs[1] = {act.data() + t * blocks};
+      for (int r = 0; r < 2 * kGroupRows; ++r, ++compared) {
+        float want;
+        GetQDot(type, false)(rows.data() + r * row_bytes, xs, 1, n, &want);
+        ASSERT_EQ(std::bit_cast<uint32_t>(y[t * 2 * kGroupRows + r]), std::bit_cast<uint32_t>(want))
+            << nt << " tokens: token " << t << " row " << r << ": " << y[t * 2 * kGroupRows + r] << " vs " << want;
+      }
+    }
+  }
+  EXPECT_GT(compared, 0);
+}
+
+// cpu::MatMul on a matrix in the grouped layout with an odd number of
+// groups and rows past the last one, and in the file's: every token count
+// (AMX from 16 tokens where the CPU has it, the group and row kernels
+// otherwise and for the rows AMX leaves) gives each token's result alone.
+TEST_P(Grouped, MatMulIsTheSameInEitherLayoutAndAnyBatch) {
+  const quant::TensorType type = GetParam();
+  std::mt19937 rng(12);
+  const int64_t n = 256 * 2, n_rows = 5 * kGroupRows + 3;
+  const uint64_t row_bytes = *quant::RowBytes(type, n), group_bytes = GroupBytes(type, n);
+  const std::vector<uint8_t> rows = RandomRows(type, n_rows, n, rng);
+  std::vector<uint8_t> grouped(5 * group_bytes + 3 * row_bytes);
+  for (int g = 0; g < 5; ++g) {
+    GroupRows(type, rows.data() + g * kGroupRows * row_bytes, row_bytes, n, grouped.data() + g * group_bytes);
+  }
+  std::memcpy(grouped.data() + 5 * group_bytes, rows.data() + 5 * kGroupRows * row_bytes, 3 * row_bytes);
+  model::Matrix file{rows.data(), type, n, n_rows, rows.size(), "file"};
+  model::Matrix in_place = file;
+  in_place.data = grouped.data();
+  in_place.group_bytes = group_bytes;
+  constexpr int kMaxTokens = 2 * kAmxTokens + 9;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(kMaxTokens * n);
+  for (float& v : x) v = normal(rng);
+  ThreadPool pool(2);
+  MatMulScratch scratch(pool.size(), n, kMaxTokens);
+  std::vector<float> alone(kMaxTokens * n_rows);
+  for (int t = 0; t < kMaxTokens; ++t) MatMul(file, x.data() + t * n, n, 1, alone.data() + t * n_rows, n_rows, pool, scratch);
+  for (int tokens : {1, 2, 3, kQDotTile + 1, kAmxTokens, kAmxTokens + 1, kMaxTokens}) {
+    for (const model::Matrix* m : {&file, &in_place}) {
+      std::vector<float> y(tokens * n_rows, NAN);
+      MatMul(*m, x.data(), n, tokens, y.data(), n_rows, pool, scratch);
+      EXPECT_EQ(std::memcmp(y.data(), alone.data(), y.size() * sizeof(float)), 0)
+          << m->name << " layout, " << tokens << " tokens";
+    }
+  }
+}
 
 TEST(Grouped, GroupBytes) {
   // q4_0 and q8_0 groups are the 8 rows' bytes; q4_K adds 32 per super-block.
@@ -217,7 +342,13 @@ TEST(Grouped, GroupBytes) {
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ4_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ4_K, 4096) + 16 * 32);
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ5_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ5_K, 4096) + 16 * 32);
   EXPECT_EQ(GroupBytes(quant::TensorType::kQ6_K, 4096), 8 * *quant::RowBytes(quant::TensorType::kQ6_K, 4096));
-  EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kQ4_1));
+  for (quant::TensorType t : {quant::TensorType::kQ4_1, quant::TensorType::kQ5_0, quant::TensorType::kQ5_1}) {
+    EXPECT_EQ(GroupBytes(t, 4096), 8 * *quant::RowBytes(t, 4096)) << quant::Info(t).name;
+  }
+  // The float types' groups (fdot.h): exactly the 8 rows, for even widths.
+  EXPECT_EQ(GroupBytes(quant::TensorType::kF16, 4096), 8 * *quant::RowBytes(quant::TensorType::kF16, 4096));
+  EXPECT_EQ(GroupBytes(quant::TensorType::kBF16, 4095), 0u);
+  EXPECT_FALSE(HasGroupedLayout(quant::TensorType::kQ2_K));
 }
 
 }  // namespace

@@ -275,6 +275,9 @@ TEST(Int8Blocks, DotEqualsTheDecodedRowTimesTheActivations) {
   std::mt19937 rng(11);
   ExpectInt8DotMatchesTheDecodedRow<BlockQ8_0, Int8Q8_0>(32, rng);
   ExpectInt8DotMatchesTheDecodedRow<BlockQ4_0, Int8Q4_0>(32, rng);
+  ExpectInt8DotMatchesTheDecodedRow<BlockQ4_1, Int8Qx1<false>>(32, rng);
+  ExpectInt8DotMatchesTheDecodedRow<BlockQ5_0, Int8Q5_0>(32, rng);
+  ExpectInt8DotMatchesTheDecodedRow<BlockQ5_1, Int8Qx1<true>>(32, rng);
   ExpectInt8DotMatchesTheDecodedRow<BlockQ4_K, Int8K45<false>>(256, rng);
   ExpectInt8DotMatchesTheDecodedRow<BlockQ5_K, Int8K45<true>>(256, rng);
   ExpectInt8DotMatchesTheDecodedRow<BlockQ6_K, Int8Q6_K>(256, rng);

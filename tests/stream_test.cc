@@ -207,7 +207,8 @@ TEST_P(EveryPlacement, GivesTheCpuBackendsLogitsBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Archs, EveryPlacement,
                          ::testing::Values(ArchType{"llama", TensorType::kQ4_0}, ArchType{"qwen2", TensorType::kQ8_0},
                                            ArchType{"gemma2", TensorType::kQ4_K}, ArchType{"qwen3", TensorType::kQ5_K},
-                                           ArchType{"gemma3", TensorType::kQ6_K}),
+                                           ArchType{"gemma3", TensorType::kQ6_K}, ArchType{"llama", TensorType::kQ4_1},
+                                           ArchType{"qwen2", TensorType::kQ5_0}, ArchType{"gemma2", TensorType::kQ5_1}),
                          [](const auto& info) {
                            return absl::StrCat(info.param.arch, "_", quant::Info(info.param.type).name);
                          });

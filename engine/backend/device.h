@@ -224,6 +224,15 @@ class Device {
                       const RopeParams& rope);
   // out[r] = x[r] / rms(x[r]) * weight for n_rows rows of `width` (in place allowed).
   virtual void RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) = 0;
+  // RmsNorm whose output the next op reads as the input of a product with
+  // `next` (MatMul, MatMulShared or GatedMatMul, `next` the first matrix):
+  // a device may prepare that product's input in the same pass (the cuda
+  // device quantizes it when the product takes int8 input). Default: RmsNorm.
+  virtual void RmsNormBefore(const model::Matrix& next, const float* x, int n_rows, int64_t width,
+                             const float* weight, float eps, float* out) {
+    (void)next;
+    RmsNorm(x, n_rows, width, weight, eps, out);
+  }
   virtual void Add(float* x, const float* y, int64_t n) = 0;  // x += y
   virtual void AddRowBias(float* x, int n_rows, int64_t width, const float* bias) = 0;
   // Rotates `n_heads` heads of each of n_rows rows (row stride n_heads * head_dim) by its token's position.

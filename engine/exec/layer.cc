@@ -7,7 +7,7 @@ void RunLayer(const model::ModelConfig& c, int l, const model::UnitView& w, cons
   const Activations& a = lane.act;
   const int n = static_cast<int>(step.tokens.size());
   const int E = c.n_embd;
-  d.RmsNorm(a.x, n, E, w.attn_norm, c.norm_eps, a.xn);
+  d.RmsNormBefore(w.wq, a.x, n, E, w.attn_norm, c.norm_eps, a.xn);
   const backend::MatMulOut qkv[] = {{&w.wq, a.q, c.q_dim()}, {&w.wk, a.k, c.kv_dim()}, {&w.wv, a.v, c.v_dim()}};
   d.MatMulShared(qkv, a.xn, E, n);
   if (c.qkv_bias) {
@@ -33,7 +33,7 @@ void RunLayer(const model::ModelConfig& c, int l, const model::UnitView& w, cons
   } else {
     d.MatMulAdd(w.wo, a.attn, c.q_dim(), n, a.out, a.x, E);
   }
-  d.RmsNorm(a.x, n, E, w.ffn_norm, c.norm_eps, a.xn);
+  d.RmsNormBefore(w.w_gate, a.x, n, E, w.ffn_norm, c.norm_eps, a.xn);
   d.GatedMatMul(w.w_gate, w.w_up, a.xn, E, n, a.gate, a.up, c.n_ff, c.activation);
   if (c.post_norms) {
     d.MatMul(w.w_down, a.gate, c.n_ff, n, a.out, E);
@@ -49,7 +49,7 @@ void RunHead(const model::ModelConfig& c, const model::UnitView& w, const StepSh
   const Activations& a = lane.act;
   const int m = static_cast<int>(step.logit_rows.size());
   d.GatherRows(a.x, step.logit_rows, c.n_embd, a.out);
-  d.RmsNorm(a.out, m, c.n_embd, w.output_norm, c.norm_eps, a.xn);
+  d.RmsNormBefore(w.output, a.out, m, c.n_embd, w.output_norm, c.norm_eps, a.xn);
   d.MatMul(w.output, a.xn, c.n_embd, m, a.logits, c.n_vocab);
   if (c.final_softcap > 0.0f) d.SoftCap(a.logits, static_cast<int64_t>(m) * c.n_vocab, c.final_softcap);
 }

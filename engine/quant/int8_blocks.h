@@ -111,6 +111,55 @@ FERRY_UNROLL
   }
 };
 
+// The fifth bits of elements 4i..4i+3 of a q5_0 / q5_1 block (bits 4i..4i+3
+// of qh) at bit 4 of bytes 0..3: the multiply spreads 4 bits 7 apart with
+// no carries (bytes 0..3 take bits 0, 8, 16, 24).
+FERRY_HD inline uint32_t FifthBits4(uint32_t qh, int i) {
+  return ((((qh >> (4 * i)) & 0xFu) * 0x00204081u) & 0x01010101u) << 4;
+}
+
+// q5_0: x = d * (q - 16), q's fifth bit of element e is bit e of qh.
+// 22-byte blocks: 2-byte loads.
+struct Int8Q5_0 : Int8OneScale {
+  FERRY_HD static void Load(const uint8_t* row, int64_t s, W& w) {
+    const uint8_t* b = row + s * 22;
+    w.d = HalfToFloat(Load16(b));
+    const uint32_t qh = Load32(b + 2);
+FERRY_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t p = Load32(b + 6 + 4 * i);
+      w.q[i] = static_cast<int32_t>(Vsubss4((p & 0x0F0F0F0Fu) | FifthBits4(qh, i), 0x10101010u));
+      w.q[4 + i] = static_cast<int32_t>(Vsubss4(((p >> 4) & 0x0F0F0F0Fu) | FifthBits4(qh, 4 + i), 0x10101010u));
+    }
+  }
+};
+
+// q4_1 and q5_1 (kFive): x = d * q + m, so the block's share is d * dx *
+// dot(q, x) + m * dx * isum. 20- and 24-byte blocks: 4-byte aligned.
+template <bool kFive>
+struct Int8Qx1 {
+  struct W {
+    int32_t q[8];
+    float d, m;
+  };
+  FERRY_HD static void Load(const uint8_t* row, int64_t s, W& w) {
+    const uint8_t* b = row + s * (kFive ? 24 : 20);
+    w.d = HalfToFloat(Load16(b));
+    w.m = HalfToFloat(Load16(b + 2));
+    const uint32_t qh = kFive ? Load32Aligned(b + 4) : 0;
+    const uint8_t* qs = b + (kFive ? 8 : 4);
+FERRY_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t p = Load32Aligned(qs + 4 * i);
+      w.q[i] = static_cast<int32_t>((p & 0x0F0F0F0Fu) | (kFive ? FifthBits4(qh, i) : 0));
+      w.q[4 + i] = static_cast<int32_t>(((p >> 4) & 0x0F0F0F0Fu) | (kFive ? FifthBits4(qh, 4 + i) : 0));
+    }
+  }
+  FERRY_HD static float Dot(const W& w, const int32_t (&x)[8], float dx, int32_t isum) {
+    return static_cast<float>(Dp4a8(w.q, x, 0, 8)) * (w.d * dx) + w.m * (dx * static_cast<float>(isum));
+  }
+};
+
 // Q4_K and Q5_K: x = d * sc * q - dmin * m per sub-block; sub-block j of a
 // super-block is byte run j/2 of qs, low nibbles when j is even; Q5_K adds
 // bit j of qh[l] as the fifth bit. Super-blocks are 144 and 176 bytes, so

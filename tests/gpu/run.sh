@@ -91,7 +91,7 @@ failed=0
 [[ $rc == 0 ]] || failed=1
 
 echo "== 2/7 the CUDA test suite"
-if ! timeout 90 "$bin/cuda_test" 2>&1 | tee "$work/tests.txt" | grep -E '^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]'; then
+if ! timeout 150 "$bin/cuda_test" 2>&1 | tee "$work/tests.txt" | grep -E '^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]'; then
   failed=1
 fi
 grep -q '^\[  FAILED  \]' "$work/tests.txt" && failed=1

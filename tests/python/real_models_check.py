@@ -20,16 +20,20 @@ attention, no extra buffer types) and the double-precision reference
 
 Bounds, from the arithmetic. All three decode the same quantized weights
 exactly and differ in how they round activations: the reference not at all
-(double), ferry to f32 (q4_1, q5_0: float products) or to 8 bits in blocks of
-32 (q8_0, q4_K, q6_K), llama.cpp to 8 bits for every quantized product (q8_1 /
-q8_K blocks of 32 or 256 values, where a 256-value block's one scale rounds
-small values more coarsely). Probabilities move by at most a quarter of a
-logit error each (d softmax_i / d z_j <= 1/4), and logit errors of these
-roundings stay within a few tenths of a nat, so:
-- ferry vs reference: |dp| <= 0.05, mean KL <= 2e-3;
+(double), ferry and llama.cpp to 8 bits for every quantized product (ferry
+in blocks of 32 for every type; llama.cpp in q8_1 / q8_K blocks of 32 or
+256 values, where a 256-value block's one scale rounds small values more
+coarsely). Probabilities move by at most a quarter of a logit error each
+(d softmax_i / d z_j <= 1/4), and logit errors of these roundings stay
+within a few tenths of a nat, so:
 - ferry vs llama.cpp: the sum of the two sides' deviations from the
-  reference: |dp| <= 0.15, mean KL <= 1e-2 (llama.cpp's own deviation from
-  the reference is printed too: it is the larger of the two);
+  reference: |dp| <= 0.15, mean KL <= 1e-2;
+- ferry vs reference: one side's share of that, |dp| <= 0.075, mean KL <=
+  5e-3 (llama.cpp's own deviation from the reference is printed too: it is
+  the larger of the two, 0.063 / 2.9e-3 on SmolLM2 and 0.091 / 3.7e-3 on
+  Gemma 3 when this bound was set; ferry's was 0.049 / 2.4e-3 and 0.042 /
+  1.6e-3. Before q4_1 and q5_0 took 8-bit activations too, ferry's bound
+  was 0.05 / 2e-3);
 - MARGIN = 1.2 nats, asserted to be at least twice the largest difference
   of the two engines' top-2 margins over the teacher-forced positions (0.51
   seen), so a step whose margin is above it cannot flip.
@@ -55,7 +59,7 @@ import llama_cpp as L  # noqa: E402
 
 CHATS = ["What is the capital of France?", "Name three primary colors."]
 MODELS = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
-BOUNDS = {"reference": (0.05, 2e-3), "llama.cpp": (0.15, 1e-2)}  # max |dp|, mean KL
+BOUNDS = {"reference": (0.075, 5e-3), "llama.cpp": (0.15, 1e-2)}  # max |dp|, mean KL
 MARGIN = 1.2
 GREEDY_TOKENS = 32
 

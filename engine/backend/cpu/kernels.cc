@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "engine/backend/cpu/fdot.h"
 #include "engine/quant/half.h"
 #include "engine/quant/quantize.h"
 
@@ -98,6 +99,10 @@ using DotFn = float (*)(const float*, const float*, int64_t);
 // than it takes to wake the other threads.
 constexpr int64_t kSerialMatMulWork = 1 << 16;
 
+// From this many tokens a product goes to the AMX kernels (qdot_amx.cc),
+// whose tiles take 16 tokens at a time.
+constexpr int kAmxMinTokens = 16;
+
 Isa Detect() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
@@ -142,6 +147,71 @@ void AxpyF16(float a, const uint16_t* h, float* out, int64_t n) {
   }
 }
 
+namespace {
+
+// f32, f16 and bf16 (fdot.h), two groups of 8 rows a unit: groups of the
+// grouped layout as they are, rows in the file's layout (the sim device's,
+// the grouped layout's last rows) widened into an f32 group first. Every
+// kernel forms a row's result the same way, bit for bit.
+void MatMulFloat(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
+                 ThreadPool& pool, MatMulScratch& scratch) {
+  const int64_t cols = w.cols;
+  const uint64_t row_bytes = w.row_bytes();
+  const bool simd = g_isa != Isa::kScalar;
+  const FloatGroupDotFn group_dot = GetFloatGroupDot(w.type, simd);
+  const FloatGroupDotFn f32_dot = GetFloatGroupDot(quant::TensorType::kF32, simd);
+  const int64_t groups = w.group_bytes != 0 ? w.rows / kGroupRows : 0;
+  const int64_t all_groups = (w.rows + kGroupRows - 1) / kGroupRows;
+  const uint8_t* tail = w.data + groups * w.group_bytes;
+  // The activations by column pair, a tile of kFloatTile tokens after another.
+  float* paired = scratch.paired();
+  const int tiles = (n_tokens + kFloatTile - 1) / kFloatTile;
+  for (int i = 0; i < tiles; ++i) {
+    PairTokens(x + i * kFloatTile * x_stride, x_stride, std::min(kFloatTile, n_tokens - i * kFloatTile), cols,
+               paired + i * kFloatTile * cols);
+  }
+  pool.ParallelFor((all_groups + 1) / 2, [&](int thread, int64_t begin, int64_t end) {
+    float out[2 * kFloatTile * kGroupRows];
+    float* widened = scratch.row(thread);  // one group of 8 f32 rows
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t g0 = 2 * u;
+      const int n_groups = static_cast<int>(std::min<int64_t>(2, all_groups - g0));
+      auto store = [&](int64_t g, int t0, int nt, const float* from) {
+        const int64_t r0 = g * kGroupRows;
+        const int64_t n_rows = std::min<int64_t>(kGroupRows, w.rows - r0);
+        for (int t = 0; t < nt; ++t) std::copy_n(from + t * kGroupRows, n_rows, y + (t0 + t) * y_stride + r0);
+      };
+      if (g0 + n_groups <= groups) {  // all in place: both groups in one pass
+        for (int t0 = 0; t0 < n_tokens; t0 += kFloatTile) {
+          const int nt = std::min(kFloatTile, n_tokens - t0);
+          group_dot(w.data + g0 * w.group_bytes, w.group_bytes, n_groups, paired + t0 * cols, nt, cols, out);
+          for (int g = 0; g < n_groups; ++g) store(g0 + g, t0, nt, out + g * nt * kGroupRows);
+        }
+        continue;
+      }
+      for (int64_t g = g0; g < g0 + n_groups; ++g) {
+        const bool in_place = g < groups;
+        if (!in_place) {
+          const int64_t r0 = g * kGroupRows;
+          GroupFloatRowsAsF32(w.type, tail + (r0 - groups * kGroupRows) * row_bytes, row_bytes,
+                              static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - r0)), cols, widened);
+        }
+        for (int t0 = 0; t0 < n_tokens; t0 += kFloatTile) {
+          const int nt = std::min(kFloatTile, n_tokens - t0);
+          if (in_place) {
+            group_dot(w.data + g * w.group_bytes, 0, 1, paired + t0 * cols, nt, cols, out);
+          } else {
+            f32_dot(reinterpret_cast<const uint8_t*>(widened), 0, 1, paired + t0 * cols, nt, cols, out);
+          }
+          store(g, t0, nt, out);
+        }
+      }
+    }
+  }, w.rows * cols * std::max(n_tokens, 1), kSerialMatMulWork);
+}
+
+}  // namespace
+
 void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
             ThreadPool& pool, MatMulScratch& scratch) {
   const int64_t cols = w.cols;
@@ -161,29 +231,65 @@ void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_toke
     const int64_t groups = group_dot != nullptr ? w.rows / kGroupRows : 0;
     const uint8_t* tail = w.data + groups * w.group_bytes;
     const int64_t units = (w.rows + kGroupRows - 1) / kGroupRows;
-    pool.ParallelFor(units, [&](int, int64_t begin, int64_t end) {
+    // Steps of many tokens go to AMX where the CPU has it, two groups at a
+    // time; an odd last group and the rows past the last group stay below.
+    int64_t first = 0;
+    const AmxPairDotFn amx =
+        g_isa == Isa::kAvx512 && groups >= 2 && n_tokens >= kAmxMinTokens && CpuHasAmx() ? GetAmxPairDot(w.type)
+                                                                                        : nullptr;
+    if (amx != nullptr) {
+      uint8_t* tokens = scratch.amx_tokens();
+      PackAmxTokens(act, n_tokens, cols, tokens);
+      pool.ParallelFor(groups / 2, [&](int thread, int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+          amx(w.data + 2 * p * w.group_bytes, w.group_bytes, tokens, n_tokens, cols, scratch.panel(thread),
+              y + 2 * p * kGroupRows, y_stride);
+        }
+      }, work, kSerialMatMulWork);
+      first = groups / 2 * 2;
+      if (first == units) return;
+    }
+    // A token or two: two groups at a time in 512-bit registers where the
+    // CPU has them (a span of 2 units; otherwise 1).
+    const GroupPairDotFn pair_dot =
+        group_dot != nullptr && n_tokens <= kPairMaxTokens && g_isa == Isa::kAvx512 ? GetGroupPairDot(w.type) : nullptr;
+    const int64_t span = pair_dot != nullptr ? 2 : 1;
+    pool.ParallelFor((units - first + span - 1) / span, [&](int, int64_t begin, int64_t end) {
       const BlockQ8* xs[kQDotTile];
-      float out[kQDotTile * kGroupRows];
-      // Tokens innermost: a unit's weights stay in cache for every tile.
-      for (int64_t u = begin; u < end; ++u) {
-        const int64_t r0 = u * kGroupRows;
-        for (int t0 = 0; t0 < n_tokens; t0 += kQDotTile) {
-          const int nt = std::min(kQDotTile, n_tokens - t0);
-          for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
-          if (u < groups) {
-            group_dot(w.data + u * w.group_bytes, xs, nt, cols, out);
-            for (int t = 0; t < nt; ++t) std::copy_n(out + t * kGroupRows, kGroupRows, y + (t0 + t) * y_stride + r0);
-            continue;
+      float out[kQDotTile * 2 * kGroupRows];
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t u0 = first + i * span;
+        if (span == 2 && u0 + 1 < groups) {
+          for (int t = 0; t < n_tokens; ++t) xs[t] = act + t * blocks;
+          pair_dot(w.data + u0 * w.group_bytes, w.group_bytes, xs, n_tokens, cols, out);
+          for (int t = 0; t < n_tokens; ++t) {
+            std::copy_n(out + t * 2 * kGroupRows, 2 * kGroupRows, y + t * y_stride + u0 * kGroupRows);
           }
-          for (int64_t r = r0; r < std::min(r0 + kGroupRows, w.rows); ++r) {
-            qdot(tail + (r - groups * kGroupRows) * row_bytes, xs, nt, cols, out);
-            for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
+          continue;
+        }
+        // Tokens innermost: a unit's weights stay in cache for every tile.
+        for (int64_t u = u0; u < std::min(u0 + span, units); ++u) {
+          const int64_t r0 = u * kGroupRows;
+          for (int t0 = 0; t0 < n_tokens; t0 += kQDotTile) {
+            const int nt = std::min(kQDotTile, n_tokens - t0);
+            for (int t = 0; t < nt; ++t) xs[t] = act + (t0 + t) * blocks;
+            if (u < groups) {
+              group_dot(w.data + u * w.group_bytes, xs, nt, cols, out);
+              for (int t = 0; t < nt; ++t) std::copy_n(out + t * kGroupRows, kGroupRows, y + (t0 + t) * y_stride + r0);
+              continue;
+            }
+            for (int64_t r = r0; r < std::min(r0 + kGroupRows, w.rows); ++r) {
+              qdot(tail + (r - groups * kGroupRows) * row_bytes, xs, nt, cols, out);
+              for (int t = 0; t < nt; ++t) y[(t0 + t) * y_stride + r] = out[t];
+            }
           }
         }
       }
     }, work, kSerialMatMulWork);
     return;
   }
+  if (IsFloatType(w.type) && cols % 2 == 0) return MatMulFloat(w, x, x_stride, n_tokens, y, y_stride, pool, scratch);
+  // Odd widths of the float types and the types without an integer kernel.
   const quant::DequantizeFn decode = quant::GetDequantizer(w.type);
   const DotFn dot = g_dot;
   pool.ParallelFor(w.rows, [&](int thread, int64_t begin, int64_t end) {

@@ -1,5 +1,7 @@
 #include "engine/backend/cpu/qdot.h"
 
+#include "engine/backend/cpu/fdot.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -39,17 +41,49 @@ float DotQ8_0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
   return acc;
 }
 
-float DotQ4_0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
+// q4_0 (kFive false) and q5_0 (true): w = d * (q - 8) or d * (q - 16), so
+// dot = d * dx * (sum(q * qx) - 8 or 16 * isum). q5_0's fifth bit of
+// element j is bit j of qh.
+template <bool kFive>
+float DotQx0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
+  using Block = std::conditional_t<kFive, BlockQ5_0, BlockQ4_0>;
   float acc = 0.0f;
   for (int64_t i = 0; i < n / kQK; ++i) {
-    const BlockQ4_0 w = Load<BlockQ4_0>(row + i * sizeof(BlockQ4_0));
+    const Block w = Load<Block>(row + i * sizeof(Block));
+    uint32_t qh = 0;
+    if constexpr (kFive) qh = LoadQh(w.qh);
     int32_t s = 0;
-    for (int j = 0; j < kQK / 2; ++j) s += (w.qs[j] & 0x0f) * x[i].qs[j] + (w.qs[j] >> 4) * x[i].qs[j + 16];
-    s -= 8 * x[i].isum();
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int lo = (w.qs[j] & 0x0f) | ((qh >> j) & 1) << 4, hi = (w.qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
+      s += lo * x[i].qs[j] + hi * x[i].qs[j + 16];
+    }
+    s -= (kFive ? 16 : 8) * x[i].isum();
     const float p = HalfToFloat(w.d) * x[i].d;
     acc = std::fma(static_cast<float>(s), p, acc);
   }
   return acc;
+}
+
+// q4_1 (kFive false) and q5_1 (true): w = d * q + m, so dot = d * dx *
+// sum(q * qx) + m * sum(x); the offsets' terms go to a second sum.
+template <bool kFive>
+float DotQx1Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
+  using Block = std::conditional_t<kFive, BlockQ5_1, BlockQ4_1>;
+  float acc = 0.0f, offs = 0.0f;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const Block w = Load<Block>(row + i * sizeof(Block));
+    uint32_t qh = 0;
+    if constexpr (kFive) qh = LoadQh(w.qh);
+    int32_t s = 0;
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int lo = (w.qs[j] & 0x0f) | ((qh >> j) & 1) << 4, hi = (w.qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
+      s += lo * x[i].qs[j] + hi * x[i].qs[j + 16];
+    }
+    const float p = HalfToFloat(w.d) * x[i].d;
+    acc = std::fma(static_cast<float>(s), p, acc);
+    offs = std::fma(HalfToFloat(w.m), x[i].sum(), offs);
+  }
+  return acc + offs;
 }
 
 // Q4_K (kQ5 false): sub-block j of 32 has w = d*sc_j*q - dmin*m_j, so
@@ -115,24 +149,46 @@ void Tile(const uint8_t* row, const BlockQ8* const* xs, int nt, int64_t n, float
 }
 
 // ---------------- grouped layout ----------------
-// A q4_0 / q8_0 group, per block of 32 columns: the 8 rows' scales (f16),
-// then the rows' weight bytes in runs of 4: run k holds bytes 4k..4k+3 of
-// row 0, then of row 1, ..., row 7. q4_0 keeps its nibbles (low nibble of
-// byte j = element j, high = element j + 16); q8_0 stores w + 128 (w ^ 0x80)
-// so the bytes are the unsigned operand of VNNI's multiply-add.
-// A q4_K group, per super-block of 256: d (8 x f16), dmin (8 x f16), the 8
-// sub-block scales for the 8 rows (sc[j][r], one byte each), the mins
-// (m[j][r]), then for each 32-byte run p of the rows' qs, 8 runs of 4 bytes
-// as above (low nibbles: sub-block 2p, high: 2p + 1). A q5_K group has the
-// same head, then the rows' qh bytes in 8 runs of 4 (run k: bytes 4k..4k+3;
-// bit j of a byte is the fifth bit of the element at that position in
-// sub-block j), then the qs runs as q4_K.
-// A q6_K group, per super-block: d (8 x f16), the 16 scales for the 8 rows
-// (sc[sub][r], int8), the rows' ql in 32 runs of 4, their qh in 16 runs of
-// 4: exactly the 8 rows' bytes.
+// A group of a 32-element type, per block of 32 columns: the 8 rows' d
+// (f16), q4_1 / q5_1 then their m (f16), q5_0 / q5_1 then their fifth bits
+// (4 bytes a row, see GroupQh), then the rows' weight bytes in runs of 4:
+// run k holds bytes 4k..4k+3 of row 0, then of row 1, ..., row 7. The
+// 4-bit types keep their nibbles (low nibble of byte j = element j, high =
+// element j + 16); q8_0 stores w + 128 (w ^ 0x80) so the bytes are the
+// unsigned operand of VNNI's multiply-add. Exactly the 8 rows' bytes.
 constexpr uint64_t kGroupHeadK = 16 + 16 + 64 + 64;
 constexpr uint64_t kGroupQhK = 8 * 32;
 constexpr uint64_t kGroupQlAt6 = 16 + 128, kGroupQhAt6 = kGroupQlAt6 + 1024;
+
+// Where the parts of a 32-element type's group block lie (qdot_simd.inc
+// spells the same offsets).
+struct BlockGroup {
+  int m, qh, qs, bytes;  // offsets of the m, qh and qs parts; bytes of the block
+  bool offset, five;     // w = d * q + m (q4_1, q5_1); a fifth bit (q5_0, q5_1)
+};
+constexpr BlockGroup BlockGroupOf(TensorType type) {
+  const bool offset = type == TensorType::kQ4_1 || type == TensorType::kQ5_1;
+  const bool five = type == TensorType::kQ5_0 || type == TensorType::kQ5_1;
+  const int qh = 16 + (offset ? 16 : 0), qs = qh + (five ? 32 : 0);
+  return {16, qh, qs, qs + (type == TensorType::kQ8_0 ? 256 : 128), offset, five};
+}
+
+// q5_0 / q5_1 fifth bits as the grouped kernels read them: bit k of byte b
+// is element 4k + b's, bit 4 + k element 16 + 4k + b's (the low and high
+// nibble of byte b of run k), so one shift and a mask put a run's fifth bits
+// at bit 4 of their bytes, in every row's lane at once.
+uint32_t GroupQh(uint32_t qh) {
+  uint32_t out = 0;
+  for (int b = 0; b < 4; ++b) {
+    for (int k = 0; k < 4; ++k) {
+      out |= ((qh >> (4 * k + b)) & 1) << (8 * b + k);
+      out |= ((qh >> (16 + 4 * k + b)) & 1) << (8 * b + 4 + k);
+    }
+  }
+  return out;
+}
+
+float GroupHalf(const uint8_t* p, int r) { return HalfToFloat(static_cast<uint16_t>(p[2 * r] | p[2 * r + 1] << 8)); }
 
 void Interleave4(const uint8_t* const* rows, int bytes, uint8_t xor_mask, uint8_t* out) {
   for (int k = 0; k < bytes / 4; ++k) {
@@ -199,12 +255,14 @@ void GroupDotScalar(TensorType type, const uint8_t* g, const BlockQ8* const* xs,
         out[t * kGroupRows + r] = acc - mins;
         continue;
       }
+      // 32-element blocks: the arithmetic of DotQ8_0Scalar, DotQx0Scalar and
+      // DotQx1Scalar.
       const bool q8 = type == TensorType::kQ8_0;
-      const uint64_t block_bytes = GroupBytes(type, kQK);
+      const BlockGroup L = BlockGroupOf(type);
+      float offs = 0.0f;
       for (int64_t i = 0; i < n / kQK; ++i) {
-        const uint8_t* b = g + i * block_bytes;
-        const float dw = HalfToFloat(static_cast<uint16_t>(b[2 * r] | b[2 * r + 1] << 8));
-        const uint8_t* qs = b + 16;
+        const uint8_t* b = g + i * L.bytes;
+        const uint8_t* qs = b + L.qs;
         int32_t s = 0;
         if (q8) {
           for (int l = 0; l < kQK; ++l) {
@@ -213,14 +271,21 @@ void GroupDotScalar(TensorType type, const uint8_t* g, const BlockQ8* const* xs,
         } else {
           for (int l = 0; l < kQK / 2; ++l) {
             const uint8_t byte = qs[32 * (l / 4) + 4 * r + l % 4];
-            s += (byte & 0x0f) * x[i].qs[l] + (byte >> 4) * x[i].qs[l + 16];
+            int lo = byte & 0x0f, hi = byte >> 4;
+            if (L.five) {
+              const uint8_t h = b[L.qh + 4 * r + l % 4];
+              lo |= ((h >> (l / 4)) & 1) << 4;
+              hi |= ((h >> (4 + l / 4)) & 1) << 4;
+            }
+            s += lo * x[i].qs[l] + hi * x[i].qs[l + 16];
           }
-          s -= 8 * x[i].isum();
+          if (!L.offset) s -= (L.five ? 16 : 8) * x[i].isum();
         }
-        const float p = dw * x[i].d;
+        const float p = GroupHalf(b, r) * x[i].d;
         acc = std::fma(static_cast<float>(s), p, acc);
+        if (L.offset) offs = std::fma(GroupHalf(b + L.m, r), x[i].sum(), offs);
       }
-      out[t * kGroupRows + r] = acc;
+      out[t * kGroupRows + r] = L.offset ? acc + offs : acc;
     }
   }
 }
@@ -232,30 +297,34 @@ void GroupDotScalarOf(const uint8_t* g, const BlockQ8* const* xs, int nt, int64_
 
 }  // namespace
 
-bool HasGroupedLayout(TensorType type) {
-  return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 || type == TensorType::kQ4_K ||
-         type == TensorType::kQ5_K || type == TensorType::kQ6_K;
-}
+bool HasGroupedLayout(TensorType type) { return GroupBytes(type, kQK_K) != 0; }
 
 uint64_t GroupBytes(TensorType type, int64_t n) {
   switch (type) {
-    case TensorType::kQ4_0: return static_cast<uint64_t>(n / kQK) * kGroupRows * sizeof(BlockQ4_0);
-    case TensorType::kQ8_0: return static_cast<uint64_t>(n / kQK) * kGroupRows * sizeof(BlockQ8_0);
+    case TensorType::kQ4_0:
+    case TensorType::kQ4_1:
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1:
+    case TensorType::kQ8_0: return static_cast<uint64_t>(n / kQK) * BlockGroupOf(type).bytes;
     case TensorType::kQ4_K: return static_cast<uint64_t>(n / kQK_K) * (kGroupHeadK + kGroupRows * kQK_K / 2);
     case TensorType::kQ5_K:
       return static_cast<uint64_t>(n / kQK_K) * (kGroupHeadK + kGroupQhK + kGroupRows * kQK_K / 2);
     case TensorType::kQ6_K: return static_cast<uint64_t>(n / kQK_K) * kGroupRows * sizeof(BlockQ6_K);
-    default: return 0;
+    default: return FloatGroupBytes(type, n);
   }
 }
 
 uint64_t GroupedMatrixBytes(TensorType type, int64_t rows, int64_t n) {
-  if (!HasGroupedLayout(type) || rows < kGroupRows || n % quant::Info(type).block_elems != 0) return 0;
+  if (!HasGroupedLayout(type) || rows < kGroupRows || n % quant::Info(type).block_elems != 0 ||
+      GroupBytes(type, n) == 0) {
+    return 0;
+  }
   const int64_t groups = rows / kGroupRows;
   return groups * GroupBytes(type, n) + (rows - groups * kGroupRows) * *quant::RowBytes(type, n);
 }
 
 void GroupRows(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t n, uint8_t* group) {
+  if (IsFloatType(type)) return GroupFloatRows(type, rows, row_bytes, n, group);
   const uint8_t* row[kGroupRows];
   if (type == TensorType::kQ6_K) {
     const uint8_t* qh[kGroupRows];
@@ -292,15 +361,23 @@ void GroupRows(TensorType type, const uint8_t* rows, uint64_t row_bytes, int64_t
     }
     return;
   }
-  const uint64_t block_bytes = type == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+  // 32-element blocks: d at 0, m at 2 (q4_1, q5_1), qh next (q5_0, q5_1), qs last.
+  const BlockGroup L = BlockGroupOf(type);
+  const uint64_t block_bytes = Info(type).block_bytes;
+  const int m_at = 2, qh_at = L.offset ? 4 : 2, qs_at = qh_at + (L.five ? 4 : 0);
   for (int64_t i = 0; i < n / kQK; ++i) {
-    uint8_t* out = group + i * kGroupRows * block_bytes;
+    uint8_t* out = group + i * L.bytes;
     for (int r = 0; r < kGroupRows; ++r) {
       const uint8_t* b = rows + r * row_bytes + i * block_bytes;
       std::memcpy(out + 2 * r, b, 2);
-      row[r] = b + 2;
+      if (L.offset) std::memcpy(out + L.m + 2 * r, b + m_at, 2);
+      if (L.five) {
+        const uint32_t qh = GroupQh(LoadQh(b + qh_at));
+        for (int k = 0; k < 4; ++k) out[L.qh + 4 * r + k] = static_cast<uint8_t>(qh >> (8 * k));
+      }
+      row[r] = b + qs_at;
     }
-    Interleave4(row, static_cast<int>(block_bytes - 2), type == TensorType::kQ8_0 ? 0x80 : 0, out + 16);
+    Interleave4(row, static_cast<int>(block_bytes) - qs_at, type == TensorType::kQ8_0 ? 0x80 : 0, out + L.qs);
   }
 }
 
@@ -404,12 +481,20 @@ QDotFn GetQDot(TensorType type, bool simd) {
   }
   switch (type) {
     case TensorType::kQ8_0: return Tile<DotQ8_0Scalar>;
-    case TensorType::kQ4_0: return Tile<DotQ4_0Scalar>;
+    case TensorType::kQ4_0: return Tile<DotQx0Scalar<false>>;
+    case TensorType::kQ5_0: return Tile<DotQx0Scalar<true>>;
+    case TensorType::kQ4_1: return Tile<DotQx1Scalar<false>>;
+    case TensorType::kQ5_1: return Tile<DotQx1Scalar<true>>;
     case TensorType::kQ4_K: return Tile<DotK45Scalar<false>>;
     case TensorType::kQ5_K: return Tile<DotK45Scalar<true>>;
     case TensorType::kQ6_K: return Tile<DotQ6_KScalar>;
     default: return nullptr;
   }
+}
+
+GroupPairDotFn GetGroupPairDot(TensorType type) {
+  static const bool avx512bw = __builtin_cpu_supports("avx512bw");
+  return CpuHasVnni() && avx512bw ? GetGroupPairDotVnni(type) : nullptr;
 }
 
 GroupDotFn GetGroupDot(TensorType type, bool simd) {
@@ -420,6 +505,9 @@ GroupDotFn GetGroupDot(TensorType type, bool simd) {
   switch (type) {
     case TensorType::kQ8_0: return GroupDotScalarOf<TensorType::kQ8_0>;
     case TensorType::kQ4_0: return GroupDotScalarOf<TensorType::kQ4_0>;
+    case TensorType::kQ4_1: return GroupDotScalarOf<TensorType::kQ4_1>;
+    case TensorType::kQ5_0: return GroupDotScalarOf<TensorType::kQ5_0>;
+    case TensorType::kQ5_1: return GroupDotScalarOf<TensorType::kQ5_1>;
     case TensorType::kQ4_K: return GroupDotScalarOf<TensorType::kQ4_K>;
     case TensorType::kQ5_K: return GroupDotScalarOf<TensorType::kQ5_K>;
     case TensorType::kQ6_K: return GroupDotScalarOf<TensorType::kQ6_K>;

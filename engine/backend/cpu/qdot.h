@@ -5,7 +5,7 @@
 //
 // Two layouts of a weight matrix:
 // - the file's: row after row (what the sim and CUDA devices upload);
-// - grouped (q4_0, q8_0, q4_K, q5_K, q6_K; made by GroupRows for the cpu device, which
+// - grouped (every type here; made by GroupRows for the cpu device, which
 //   reads its weights in place): 8 rows interleaved in 4-byte runs, so one
 //   256-bit register holds 4 consecutive weights of each of 8 rows and one
 //   multiply-add against 4 broadcast activations advances 8 rows at once,
@@ -17,14 +17,17 @@
 // what else is in the step.
 //
 // Per row and token, with dot_b the exact integer product of block b:
-//   q8_0, q4_0: acc = fma(float(dot_b), dw_b * dx_b, acc) over blocks b
+//   q8_0, q4_0, q5_0: acc = fma(float(dot_b), dw_b * dx_b, acc) over blocks b
+//   q4_1, q5_1: the same, and offs = fma(m_b, dx_b * isum_b, offs) over
+//               blocks b (the offset's share, m_b times the block's sum of
+//               x); result acc + offs
 //   q4_K, q5_K: acc = fma(float(dot_j), (d * sc_j) * dx_j, acc) and
 //               mins = fma(dmin * m_j, dx_j * isum_j, mins) over sub-blocks
 //               j of 32; result acc - mins
 //   q6_K:       acc = fma(float(sc_a * dot_a + sc_b * dot_b), d * dx_c, acc)
 //               over chunks c of 32 (halves a, b of 16 with their scales)
-// (q4_0 dots use the unsigned nibbles and subtract 8 * isum, q6_K ones the
-// unsigned 6-bit values and 32 * the half's sum.)
+// (q4_0 / q5_0 dots use the unsigned 4- / 5-bit values and subtract 8 / 16
+// * isum, q6_K ones the unsigned 6-bit values and 32 * the half's sum.)
 #pragma once
 
 #include <cstdint>
@@ -64,11 +67,15 @@ QDotFn GetQDot(quant::TensorType type, bool simd);
 
 // Grouped layout.
 inline constexpr int kGroupRows = 8;
-// True for the types that have it (q4_0, q8_0, q4_K, q5_K, q6_K).
+// True for the types that have it (q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K,
+// q6_K: those with an integer kernel; and f32, f16, bf16, whose groups are
+// fdot.h's).
 bool HasGroupedLayout(quant::TensorType type);
 // Bytes of one group of 8 rows of n elements (n a multiple of the type's
-// block); q4_0, q8_0 and q6_K groups are exactly 8 rows, q4_K and q5_K ones 32
-// bytes more per super-block (scales and mins unpacked to one byte each).
+// block, and even for the float types; else 0); groups of the 32-element
+// types, of q6_K and of the float types are exactly 8 rows, q4_K and q5_K
+// ones 32 bytes more per super-block (scales and mins unpacked to one byte
+// each).
 uint64_t GroupBytes(quant::TensorType type, int64_t n);
 // Bytes of a matrix of `rows` rows of n elements in the grouped layout (its
 // groups of 8 rows, then the rows past the last full group as in the file);
@@ -81,6 +88,38 @@ void GroupRows(quant::TensorType type, const uint8_t* rows, uint64_t row_bytes, 
 // (<= kQDotTile).
 using GroupDotFn = void (*)(const uint8_t* group, const BlockQ8* const* xs, int n_tokens, int64_t n, float* out);
 GroupDotFn GetGroupDot(quant::TensorType type, bool simd);
+
+// Two adjacent groups at once (16 rows, the second group_bytes after the
+// first) for up to kPairMaxTokens tokens, in 512-bit registers (AVX-512
+// VNNI), for the 32-element types: out[t * 16 + r]. Where the unpacking of
+// the weights is shared by few tokens this halves the instructions a row;
+// the same float operations per row as the group kernels. nullptr where
+// the type or the CPU has none.
+inline constexpr int kPairMaxTokens = 2;
+using GroupPairDotFn = void (*)(const uint8_t* pair, uint64_t group_bytes, const BlockQ8* const* xs, int n_tokens,
+                                int64_t n, float* out);
+GroupPairDotFn GetGroupPairDot(quant::TensorType type);
+GroupPairDotFn GetGroupPairDotVnni(quant::TensorType type);
+
+// AMX (qdot_amx.cc): a step of many tokens against two groups at a time
+// (16 rows; the second group_bytes after the first), y[t * y_stride + r]
+// for t < n_tokens and r < 16. The tokens as PackAmxTokens lays them out;
+// `panel` holds AmxPanelBytes(n) bytes of the calling thread's own. The
+// same float operations per row and token as every other kernel.
+inline constexpr int kAmxTokens = 16;
+// Per tile of 16 tokens and block of 32 values: their 16 x 32 quantized
+// values (AMX's A operand), their 16 scales d and 16 sums of x.
+inline constexpr int kAmxTokenEntry = 512 + 64 + 64;
+inline uint64_t AmxTokenBytes(int n_tokens, int64_t n) {
+  return static_cast<uint64_t>((n_tokens + kAmxTokens - 1) / kAmxTokens) * (n / 32) * kAmxTokenEntry;
+}
+void PackAmxTokens(const BlockQ8* act, int n_tokens, int64_t n, uint8_t* out);
+inline uint64_t AmxPanelBytes(int64_t n) { return static_cast<uint64_t>(n / 32) * 704; }
+using AmxPairDotFn = void (*)(const uint8_t* pair, uint64_t group_bytes, const uint8_t* tokens, int n_tokens,
+                              int64_t n, uint8_t* panel, float* y, int64_t y_stride);
+// True where the CPU has AMX-INT8 and the kernel lets this process use it.
+bool CpuHasAmx();
+AmxPairDotFn GetAmxPairDot(quant::TensorType type);  // nullptr: no AMX kernel for the type
 
 // The SIMD kernel sets, each in its own translation unit compiled for its
 // instruction set (qdot_avx2.cc, qdot_vnni.cc); callers use GetQDot and

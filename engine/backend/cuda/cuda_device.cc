@@ -162,7 +162,9 @@ std::string CudaDevice::Describe() const {
       "cuda:%d %s (sm_%d%d, %s; %s for ferry, context %s; %.1f GB/s host-to-device, %.0f GB/s on the device%s%s)",
       options_.index, prop_.name, prop_.major, prop_.minor, HumanBytes(total_), HumanBytes(arena_.capacity()),
       HumanBytes(overhead_), h2d_gbps_, d2d_gbps_,
-      absl::StrCat(options_.int8 ? "; int8 matvec" : "; float matvec", options_.graphs ? "" : "; no CUDA graphs"),
+      absl::StrCat(options_.int8 ? (options_.int8_more ? "; int8 matvec (q4_1, q5_0, q5_1 too)" : "; int8 matvec")
+                                 : "; float matvec",
+                   options_.graphs ? "" : "; no CUDA graphs"),
       lib_ ? "" : absl::StrCat("; no cuBLAS, prefill runs the matvec kernel: ", blas_missing_));
 }
 
@@ -693,7 +695,7 @@ bool CudaDevice::Int8Fits(int n_rows, int64_t width) const {
 bool CudaDevice::Int8Takes(std::span<const model::Matrix* const> ws, int n_tokens) const {
   if (ws.empty() || !Int8Fits(n_tokens, ws[0]->cols)) return false;
   const model::Matrix& a = *ws[0];
-  if (!cuda::MatVecInt8Supports(a.type)) return false;
+  if (!cuda::MatVecInt8Supports(a.type, options_.int8_more)) return false;
   for (const model::Matrix* w : ws) {
     if (w->type != a.type || w->cols != a.cols || w->data == nullptr) return false;
   }
@@ -774,11 +776,23 @@ void CudaDevice::RopeQK(float* q, int n_head, float* k, int n_head_kv, int n_row
 }
 
 void CudaDevice::RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) {
+  NormAndQuantize(x, n_rows, width, weight, eps, out, false);
+}
+
+void CudaDevice::RmsNormBefore(const model::Matrix& next, const float* x, int n_rows, int64_t width,
+                               const float* weight, float eps, float* out) {
+  // Quantized only where the next product takes int8 input (a q4_1 model
+  // without int8_more=1, an f16 head, a prefill step do not).
+  const model::Matrix* ws[1] = {&next};
+  NormAndQuantize(x, n_rows, width, weight, eps, out, options_.fuse && next.cols == width && Int8Takes(ws, n_rows));
+}
+
+void CudaDevice::NormAndQuantize(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out,
+                                 bool quantize) {
   if (Faulted()) return;
   BeginCompute();
-  // Decode: the output also goes to the int8 buffer, which the next int8
-  // product of `out` then reads as it is (int8_input_).
-  const bool quantize = options_.fuse && Int8Fits(n_rows, width);
+  // With `quantize` the output also goes to the int8 buffer, which the next
+  // int8 product of `out` then reads as it is (int8_input_).
   Launched(cuda::LaunchRmsNorm(x, n_rows, width, weight, eps, out, compute_, quantize ? int8_.q : nullptr,
                                quantize ? int8_.d : nullptr, quantize ? int8_.isum : nullptr),
            "rmsnorm");

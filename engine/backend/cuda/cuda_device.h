@@ -107,6 +107,8 @@ class CudaDevice : public Device {
   void RopeQK(float* q, int n_head, float* k, int n_head_kv, int n_rows, std::span<const TokenPos> tokens,
               const RopeParams& rope) override;
   void RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) override;
+  void RmsNormBefore(const model::Matrix& next, const float* x, int n_rows, int64_t width, const float* weight,
+                     float eps, float* out) override;
   void Add(float* x, const float* y, int64_t n) override;
   void AddRowBias(float* x, int n_rows, int64_t width, const float* bias) override;
   void Rope(float* x, int n_rows, int n_heads, std::span<const TokenPos> tokens, const RopeParams& rope) override;
@@ -137,8 +139,6 @@ class CudaDevice : public Device {
   // `cols` wide) in one launch: one supported type and width, room in the
   // int8 buffer.
   bool Int8Takes(std::span<const model::Matrix* const> ws, int n_tokens) const;
-  // Launches them (cuda::LaunchMatVecInt8Rows), quantizing x unless the
-  // int8 buffer holds it already.
   // Launches them (cuda::LaunchMatVecInt8Rows) after BeginCompute,
   // quantizing x unless the int8 buffer holds it already; `outs` is each
   // output's extent, for the next product's reuse of the quantized x.
@@ -146,6 +146,9 @@ class CudaDevice : public Device {
                       int64_t cols, int n_tokens, int gated, const char* what);
   // Whether the int8 buffer can take a step's n_rows rows of `width`.
   bool Int8Fits(int n_rows, int64_t width) const;
+  // RmsNorm, and with `quantize` its output also into the int8 buffer.
+  void NormAndQuantize(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out,
+                       bool quantize);
   const void* UploadTokens(std::span<const TokenPos> tokens);
   // A table that differs from the step's, met while capturing: the write
   // cannot be frozen into a graph, so the capture fails.

@@ -12,6 +12,9 @@ using Q4_0 = quant::Int8Q4_0;
 template <bool kFive>
 using K45 = quant::Int8K45<kFive>;
 using Q6_K = quant::Int8Q6_K;
+using Q5_0 = quant::Int8Q5_0;
+template <bool kFive>
+using Qx1 = quant::Int8Qx1<kFive>;
 
 
 // One warp per 32 activations (QuantizeBlock32).
@@ -86,6 +89,7 @@ template <class F, bool kGated>
 void Launch(const Int8Rows& m, int64_t cols, int n, const Int8Activations& act, bool gelu, cudaStream_t stream) {
   int64_t rows = 0;
   for (int p = 0; p < (kGated ? 1 : m.count); ++p) rows += m.part[p].rows;
+  if (rows == 0) return;  // a zero-size grid is a launch error
   const dim3 grid = WarpRowGrid(rows), block(32 * kWarpsPerBlock);
   auto launch = [&](auto kernel) { kernel<<<grid, block, 0, stream>>>(m, cols, act.q, act.d, act.isum, n, gelu); };
   if (n <= 1) launch(MatVecInt8Kernel<F, 1, kGated>);
@@ -103,6 +107,9 @@ cudaError_t LaunchFor(quant::TensorType type, const Int8Rows& m, int64_t cols, i
     case TensorType::kQ4_K: Launch<K45<false>, kGated>(m, cols, n, act, gelu, stream); break;
     case TensorType::kQ5_K: Launch<K45<true>, kGated>(m, cols, n, act, gelu, stream); break;
     case TensorType::kQ6_K: Launch<Q6_K, kGated>(m, cols, n, act, gelu, stream); break;
+    case TensorType::kQ4_1: Launch<Qx1<false>, kGated>(m, cols, n, act, gelu, stream); break;
+    case TensorType::kQ5_0: Launch<Q5_0, kGated>(m, cols, n, act, gelu, stream); break;
+    case TensorType::kQ5_1: Launch<Qx1<true>, kGated>(m, cols, n, act, gelu, stream); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
@@ -117,7 +124,8 @@ void Quantize(const float* x, int64_t x_stride, int64_t cols, int n, const Int8A
 
 }  // namespace
 
-bool MatVecInt8Supports(TensorType type) {
+bool MatVecInt8Supports(TensorType type, bool more) {
+  if (type == TensorType::kQ4_1 || type == TensorType::kQ5_0 || type == TensorType::kQ5_1) return more;
   return type == TensorType::kQ8_0 || type == TensorType::kQ4_0 || type == TensorType::kQ4_K ||
          type == TensorType::kQ5_K || type == TensorType::kQ6_K;
 }
@@ -126,7 +134,7 @@ cudaError_t LaunchMatVecInt8Rows(quant::TensorType type, const Int8Rows& m, cons
                                  int64_t cols, int n, const Int8Activations& act, bool quantized, int gated,
                                  cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  if (!MatVecInt8Supports(type) || n > kMatVecMaxTokens || cols % 32 != 0 || m.count < 1 || m.count > 3 ||
+  if (!MatVecInt8Supports(type, true) || n > kMatVecMaxTokens || cols % 32 != 0 || m.count < 1 || m.count > 3 ||
       (gated >= 0 && (m.count != 2 || m.part[0].rows != m.part[1].rows))) {
     return cudaErrorInvalidValue;
   }

@@ -3,7 +3,8 @@
 // the cpu backend's cpu::QuantizeActivations, byte for byte), weights taken
 // as their integer quants, four products per __dp4a, one float multiply per
 // 32 values. For q8_0, q4_0, q4_K, q5_K and q6_K at up to kMatVecMaxTokens
-// tokens; the float matvec (matmul.cuh) does everything else. Its result is
+// tokens, and q4_1, q5_0, q5_1 where asked (`more`: not yet run on a GPU);
+// the float matvec (matmul.cuh) does everything else. Its result is
 // the exact product of the weights with the quantized activations, up to
 // float rounding (tests/cuda_test.cc checks that against a host emulation).
 #pragma once
@@ -17,7 +18,7 @@
 
 namespace ferry::backend::cuda {
 
-bool MatVecInt8Supports(quant::TensorType type);
+bool MatVecInt8Supports(quant::TensorType type, bool more);
 
 // Room for the quantized activations of `tokens` rows of `width` values:
 // q (tokens x width int8), then d (float) and isum (int32) per 32 values.
@@ -27,7 +28,8 @@ struct Int8Activations {
   int32_t* isum = nullptr;
 };
 
-// Quantizes x (n rows of `cols` values, x_stride apart; n <= kMatVecMaxTokens)
+// (Any type MatVecInt8Supports(type, true) takes.) Quantizes x (n rows of
+// `cols` values, x_stride apart; n <= kMatVecMaxTokens)
 // into `act`, unless `quantized` says `act` holds exactly that already (the
 // last product read the same activations), then, on the integers, up to
 // three matrices of one type and width in one launch:

@@ -26,7 +26,8 @@ absl::StatusOr<CudaOptions> ParseCudaOptions(absl::string_view spec) {
     }
     // The on/off keys.
     const std::pair<const char*, bool*> switches[] = {
-        {"poison", &o.poison}, {"int8", &o.int8}, {"graphs", &o.graphs}, {"fuse", &o.fuse}};
+        {"poison", &o.poison}, {"int8", &o.int8}, {"int8_more", &o.int8_more}, {"graphs", &o.graphs},
+        {"fuse", &o.fuse}};
     bool* on = nullptr;
     for (const auto& [name, field] : switches) {
       if (kv.first == name) on = field;
@@ -41,7 +42,7 @@ absl::StatusOr<CudaOptions> ParseCudaOptions(absl::string_view spec) {
       if (o.memory_bytes == 0) return absl::InvalidArgumentError("cuda: mem must be more than 0 bytes");
     } else {
       return absl::InvalidArgumentError(
-          absl::StrCat("cuda: unknown key '", kv.first, "' (want cuda[:N][,mem=SIZE][,poison=1][,int8=0][,graphs=0][,fuse=0])"));
+          absl::StrCat("cuda: unknown key '", kv.first, "' (want cuda[:N][,mem=SIZE][,poison=1][,int8=0][,int8_more=1][,graphs=0][,fuse=0])"));
     }
   }
   return o;
