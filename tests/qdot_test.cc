@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -325,6 +326,11 @@ TEST_P(Grouped, MatMulIsTheSameInEitherLayoutAndAnyBatch) {
   MatMulScratch scratch(pool.size(), n, kMaxTokens);
   std::vector<float> alone(kMaxTokens * n_rows);
   for (int t = 0; t < kMaxTokens; ++t) MatMul(file, x.data() + t * n, n, 1, alone.data() + t * n_rows, n_rows, pool, scratch);
+  for (const model::Matrix* m : {&file, &in_place}) {  // no tokens: nothing read or written
+    std::vector<float> y(n_rows, NAN);
+    MatMul(*m, x.data(), n, 0, y.data(), n_rows, pool, scratch);
+    EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](float v) { return std::isnan(v); })) << m->name << " layout, 0 tokens";
+  }
   for (int tokens : {1, 2, 3, kQDotTile + 1, kAmxTokens, kAmxTokens + 1, kMaxTokens}) {
     for (const model::Matrix* m : {&file, &in_place}) {
       std::vector<float> y(tokens * n_rows, NAN);

@@ -155,6 +155,9 @@ namespace {
 // kernel forms a row's result the same way, bit for bit.
 void MatMulFloat(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
                  ThreadPool& pool, MatMulScratch& scratch) {
+  // No tokens (a prompt chunk that wants no logits reaches the head so):
+  // nothing to compute, and the kernels below assume at least one token.
+  if (n_tokens <= 0) return;
   const int64_t cols = w.cols;
   const uint64_t row_bytes = w.row_bytes();
   const bool simd = g_isa != Isa::kScalar;
@@ -214,6 +217,9 @@ void MatMulFloat(const model::Matrix& w, const float* x, int64_t x_stride, int n
 
 void MatMul(const model::Matrix& w, const float* x, int64_t x_stride, int n_tokens, float* y, int64_t y_stride,
             ThreadPool& pool, MatMulScratch& scratch) {
+  // No tokens (a prompt chunk that wants no logits reaches the head so):
+  // nothing to compute, and the kernels below assume at least one token.
+  if (n_tokens <= 0) return;
   const int64_t cols = w.cols;
   const uint64_t row_bytes = w.row_bytes();
   const int64_t work = w.rows * cols * std::max(n_tokens, 1);
