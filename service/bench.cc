@@ -24,7 +24,7 @@ double Overlap(double step_s, double copy_s, double compute_s) {
 namespace {
 
 absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& device, const BenchOptions& o,
-                                 const plan::HostSpec& host, DeviceFlags flags, int batch, std::mt19937& rng) {
+                                 const plan::HostSpec& host, engine::PlacementArgs flags, int batch, std::mt19937& rng) {
   const int vocab = model.config.n_vocab;
   exec::ForwardOptions fo = o.forward;
   fo.n_seq = batch;
@@ -32,7 +32,7 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
   fo.max_batch = std::max(fo.max_batch, batch);
   BenchRow row;
   row.batch = batch;
-  absl::StatusOr<std::optional<plan::Plan>> p = PlanPlacement(model, device, flags, &fo);
+  absl::StatusOr<std::optional<plan::Plan>> p = engine::PlanPlacement(model, device, flags, &fo);
   if (!p.ok()) {
     row.fits = std::string(p.status().message());
     return row;
@@ -50,7 +50,7 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
   row.head_resident = fwd->head_resident();
   row.gpu_fraction = p->has_value() ? (*p)->gpu_fraction() : 1.0;
   if (p->has_value()) {
-    plan::DeviceSpec spec = SpecOf(device);
+    plan::DeviceSpec spec = engine::SpecOf(device);
     spec.host_kernels = device.facts().host_kernels;  // as the run is costed, not the card
     row.predicted_tokens_per_s = plan::Predict(**p, spec, host, batch).tokens_per_s;
   }
@@ -115,7 +115,7 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   std::unique_ptr<model::Model> model;
   FERRY_ASSIGN_OR_RETURN(model, model::LoadModel(o.model_path));
   std::unique_ptr<backend::Device> device;
-  FERRY_ASSIGN_OR_RETURN(device, backend::OpenDevice(o.device.device, o.forward.threads));
+  FERRY_ASSIGN_OR_RETURN(device, backend::OpenDevice(o.placement.device, o.forward.threads));
   BenchResult result;
   result.model = o.model_path;
   result.device = device->Describe();
@@ -132,11 +132,11 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   const plan::HostSpec host = facts.h2d_gbps > 0 ? plan::MeasureHost(o.forward.threads) : plan::HostSpec();
   std::mt19937 rng(1);
   const int L = model->config.n_layer;
-  std::vector<DeviceFlags> placements;
+  std::vector<engine::PlacementArgs> placements;
   if (o.sweep) {
     for (int percent : {0, 25, 50, 75, 100}) {
       for (const char* strategy : {"stream", "cpu", "mixed"}) {
-        DeviceFlags f = o.device;
+        engine::PlacementArgs f = o.placement;
         f.gpu_layers = (L * percent + 50) / 100;
         f.stream_head = percent == 0;
         f.placement = strategy;
@@ -144,9 +144,9 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
       }
     }
   } else {
-    placements.push_back(o.device);
+    placements.push_back(o.placement);
   }
-  for (const DeviceFlags& f : placements) {
+  for (const engine::PlacementArgs& f : placements) {
     for (int batch : o.batches) {
       if (batch <= 0) return absl::InvalidArgumentError("batch sizes must be positive");
       BenchRow row;

@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/exec/forward.h"
-#include "service/placement.h"
+#include "engine/engine/engine.h"
 
 namespace ferry::service {
 
@@ -23,7 +23,7 @@ struct BenchOptions {
   int gen_tokens = 32;                // decode steps
   int repetitions = 2;                // best of
   exec::ForwardOptions forward;       // threads, KV type
-  DeviceFlags device;
+  engine::PlacementArgs placement;
   bool sweep = false;
 };
 

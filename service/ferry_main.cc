@@ -83,7 +83,7 @@ ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-generat
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "generate: token ids that end generation, comma-separated");
 ABSL_FLAG(int, threads, 0, "generate, bench, serve: CPU threads; 0 = one per hardware thread");
 ABSL_FLAG(int, ctx, 0, "generate, plan, serve: context length (per request slot); 0 = the model's, at most 4096");
-ABSL_FLAG(std::string, kv_type, "f16", "generate, plan: KV cache element type, f16 or f32");
+ABSL_FLAG(std::string, kv_type, "f16", "generate, serve, loadgen --direct, plan: KV cache element type, f16 or f32");
 ABSL_FLAG(int, batch, 64, "generate, bench, plan: prompt tokens per forward step; serve: tokens per step over all requests (decode tokens + prompt chunks)");
 ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "8"}),
           "bench: sequences decoded together, comma-separated");
@@ -427,9 +427,7 @@ absl::Status RunBench() {
   o.forward.threads = absl::GetFlag(FLAGS_threads);
   o.forward.progress = PrintProgress;
   o.forward.max_batch = absl::GetFlag(FLAGS_batch);
-  absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
-  if (!device.ok()) return device.status();
-  o.device = *device;
+  FERRY_ASSIGN_OR_RETURN(o.placement, DeviceFlagsFromCommandLine());
   o.sweep = absl::GetFlag(FLAGS_sweep);
   std::fprintf(stderr, "bench: %d prompt tokens and %d decode steps per batch size, best of %d\n", o.prompt_tokens,
                o.gen_tokens, o.repetitions);
@@ -462,33 +460,14 @@ absl::Status RunPlan() {
   o.request.max_batch = absl::GetFlag(FLAGS_batch);
   o.request.ring_depth = absl::GetFlag(FLAGS_ring_depth);
   o.threads = absl::GetFlag(FLAGS_threads);
-  const std::string kv = absl::GetFlag(FLAGS_kv_type);
-  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
-  o.request.kv_bytes_per_elem = kv == "f16" ? 2 : 4;
+  exec::KvType kv = exec::KvType::kF16;
+  FERRY_ASSIGN_OR_RETURN(kv, engine::ParseKvType(absl::GetFlag(FLAGS_kv_type)));
+  o.request.kv_bytes_per_elem = kv == exec::KvType::kF16 ? 2 : 4;
   o.json = absl::GetFlag(FLAGS_json);
   absl::StatusOr<std::string> text = service::RunPlan(o);
   if (!text.ok()) return text.status();
   std::fwrite(text->data(), 1, text->size(), stdout);
   return absl::OkStatus();
-}
-
-// The engine of `serve` (and of `loadgen --direct`): threads, context,
-// slots, the per-step token budget and the KV type from the flags.
-absl::StatusOr<exec::ForwardOptions> ServingForward() {
-  exec::ForwardOptions f;
-  f.progress = PrintProgress;
-  f.threads = absl::GetFlag(FLAGS_threads);
-  f.n_ctx = absl::GetFlag(FLAGS_ctx);
-  f.max_batch = absl::GetFlag(FLAGS_batch);
-  f.n_seq = absl::GetFlag(FLAGS_slots);
-  if (f.max_batch < f.n_seq) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch (", f.max_batch, " tokens per step) must be at least --slots (",
-                                                   f.n_seq, "): each running request decodes a token per step"));
-  }
-  const std::string kv = absl::GetFlag(FLAGS_kv_type);
-  if (kv != "f16" && kv != "f32") return absl::InvalidArgumentError("--kv_type must be f16 or f32, got '" + kv + "'");
-  f.kv_type = kv == "f16" ? exec::KvType::kF16 : exec::KvType::kF32;
-  return f;
 }
 
 // The bearer token in --auth_token_file (service/auth.h checks the file),
@@ -514,12 +493,10 @@ absl::StatusOr<int> RunServe() {
   if (o.metrics_port < -1 || o.metrics_port > 65535) {
     return absl::InvalidArgumentError("--metrics_port must be in [0, 65535], or -1 for none");
   }
-  absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
-  if (!device.ok()) return device.status();
-  o.device = *device;
-  absl::StatusOr<exec::ForwardOptions> forward = ServingForward();
-  if (!forward.ok()) return forward.status();
-  o.forward = *forward;
+  FERRY_ASSIGN_OR_RETURN(o.placement, DeviceFlagsFromCommandLine());
+  FERRY_ASSIGN_OR_RETURN(o.runtime, RuntimeArgsFromCommandLine());
+  FERRY_RETURN_IF_ERROR(engine::Validate(o.runtime));
+  o.progress = PrintProgress;
   service::ServeLimits& l = o.limits;
   l.max_queue = absl::GetFlag(FLAGS_max_queue);
   l.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
@@ -567,12 +544,9 @@ absl::Status RunLoadgen() {
     absl::StatusOr<std::string> path = ModelPath();
     if (!path.ok()) return path.status();
     o.model_path = *path;
-    absl::StatusOr<service::DeviceFlags> device = DeviceFlagsFromCommandLine();
-    if (!device.ok()) return device.status();
-    o.device = *device;
-    absl::StatusOr<exec::ForwardOptions> forward = ServingForward();
-    if (!forward.ok()) return forward.status();
-    o.forward = *forward;
+    FERRY_ASSIGN_OR_RETURN(o.placement, DeviceFlagsFromCommandLine());
+    FERRY_ASSIGN_OR_RETURN(o.runtime, RuntimeArgsFromCommandLine());
+    FERRY_RETURN_IF_ERROR(engine::Validate(o.runtime));
   }
   absl::StatusOr<service::LoadgenReport> r = service::RunLoadgen(o);
   if (!r.ok()) return r.status();

@@ -145,18 +145,13 @@ class DirectDriver final : public Driver {
  public:
   static absl::StatusOr<std::unique_ptr<DirectDriver>> Create(const LoadgenOptions& o) {
     auto d = std::unique_ptr<DirectDriver>(new DirectDriver(o));
-    FERRY_ASSIGN_OR_RETURN(d->model_, model::LoadModel(o.model_path));
-    FERRY_ASSIGN_OR_RETURN(d->tokenizer_, text::Tokenizer::FromGguf(*d->model_->file));
-    exec::ForwardOptions fo = o.forward;
-    FERRY_ASSIGN_OR_RETURN(d->device_, backend::OpenDevice(o.device.device, fo.threads));
-    if (fo.n_ctx <= 0) fo.n_ctx = DefaultContext(*d->model_);
-    if (absl::StatusOr<std::optional<plan::Plan>> p = PlanPlacement(*d->model_, *d->device_, o.device, &fo); !p.ok()) {
-      return p.status();
-    }
-    FERRY_ASSIGN_OR_RETURN(d->executor_, exec::Executor::Create(*d->model_, d->device_.get(), fo));
-    FERRY_ASSIGN_OR_RETURN(d->runtime_, runtime::Runtime::Create(d->executor_.get(), d->tokenizer_.get(),
-                                                                 {.max_queue = 1 << 20, .observer = {}}));
-    d->prompt_ = d->tokenizer_->Encode(o.prompt, d->tokenizer_->add_bos());
+    engine::EngineSpec spec;
+    spec.model_path = o.model_path;
+    spec.placement = o.placement;
+    spec.runtime = o.runtime;
+    spec.runtime.max_queue = 1 << 20;
+    FERRY_ASSIGN_OR_RETURN(d->engine_, engine::OpenEngine(spec));
+    d->prompt_ = d->engine_->tokenizer->Encode(o.prompt, d->engine_->tokenizer->add_bos());
     return d;
   }
 
@@ -175,7 +170,7 @@ class DirectDriver final : public Driver {
     r.text_at_start = false;
     Outcome out;
     out.start = Clock::now();
-    absl::StatusOr<std::shared_ptr<runtime::Handle>> h = runtime_->Submit(std::move(r), [inbox](runtime::Update&& u) {
+    absl::StatusOr<std::shared_ptr<runtime::Handle>> h = engine_->runtime->Submit(std::move(r), [inbox](runtime::Update&& u) {
       {
         std::lock_guard<std::mutex> l(inbox->mu);
         inbox->updates.push_back(std::move(u));
@@ -204,11 +199,7 @@ class DirectDriver final : public Driver {
  private:
   explicit DirectDriver(const LoadgenOptions& o) : o_(o) {}
   const LoadgenOptions& o_;
-  std::unique_ptr<model::Model> model_;
-  std::unique_ptr<text::Tokenizer> tokenizer_;
-  std::unique_ptr<backend::Device> device_;
-  std::unique_ptr<exec::Executor> executor_;
-  std::unique_ptr<runtime::Runtime> runtime_;
+  std::unique_ptr<engine::Engine> engine_;
   std::vector<int32_t> prompt_;
 };
 

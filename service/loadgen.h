@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/engine/engine.h"
 #include "service/server.h"
 
 namespace ferry::service {
@@ -44,8 +45,8 @@ struct LoadgenOptions {
   // --direct: an in-process runtime on this model instead of --target.
   bool direct = false;
   std::string model_path;
-  DeviceFlags device;
-  exec::ForwardOptions forward;
+  engine::PlacementArgs placement;
+  engine::RuntimeArgs runtime;  // its max_queue is unbounded here: loadgen measures, it does not refuse
 };
 
 struct LoadgenReport {

@@ -86,8 +86,8 @@ int Serve(const ServeOptions& options, absl::Duration drain) {
   }
   std::printf("ferry: %s\n", (*server)->PlacementSummary().c_str());
   std::printf("ferry: serving ferry.v1.Inference on %s (loaded in %.1f s, %d slots, %d tokens per step)\n",
-              where.c_str(), absl::ToDoubleSeconds(absl::Now() - load_start), options.forward.n_seq,
-              options.forward.max_batch);
+              where.c_str(), absl::ToDoubleSeconds(absl::Now() - load_start), options.runtime.slots,
+              options.runtime.batch);
   std::fflush(stdout);
 
   for (;;) {

@@ -125,15 +125,8 @@ class Server::Dispatcher {
   std::thread thread_;
 };
 
-struct Server::Engine {
-  std::unique_ptr<model::Model> model;
-  std::unique_ptr<text::Tokenizer> tokenizer;
-  std::unique_ptr<backend::Device> device;
-  std::unique_ptr<exec::Executor> executor;
-  std::unique_ptr<runtime::Runtime> runtime;
-  std::optional<plan::Plan> plan;
-  plan::DeviceSpec spec;
-  exec::ForwardOptions forward;
+// The opened engine and what the service derives from it once.
+struct Server::Engine : engine::Engine {
   v1::ModelInfo info;
   RequestContext request_ctx;
 };
@@ -247,7 +240,7 @@ class Server::Service final : public v1::Inference::CallbackService {
     pr.n_ctx = req.has_context() ? req.context() : e.executor->n_ctx();
     pr.n_slots = req.has_slots() ? req.slots() : e.executor->n_seq();
     pr.max_batch = req.has_max_batch_tokens() ? req.max_batch_tokens() : e.executor->max_batch();
-    pr.ring_depth = req.has_ring_depth() ? req.ring_depth() : options_.device.ring_depth;
+    pr.ring_depth = req.has_ring_depth() ? req.ring_depth() : options_.placement.ring_depth;
     if (pr.n_ctx < 1 || pr.n_ctx > (1 << 20)) {
       return absl::InvalidArgumentError(absl::StrCat("context = ", pr.n_ctx, " is outside [1, 1048576]"));
     }
@@ -260,13 +253,9 @@ class Server::Service final : public v1::Inference::CallbackService {
     if (pr.ring_depth < 1 || pr.ring_depth > 64) {
       return absl::InvalidArgumentError(absl::StrCat("ring_depth = ", pr.ring_depth, " is outside [1, 64]"));
     }
-    if (req.kv_type().empty() || req.kv_type() == "f16") {
-      pr.kv_bytes_per_elem = 2;
-    } else if (req.kv_type() == "f32") {
-      pr.kv_bytes_per_elem = 4;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("kv_type must be f16 or f32, got '", req.kv_type(), "'"));
-    }
+    exec::KvType kv = exec::KvType::kF16;
+    if (!req.kv_type().empty()) FERRY_ASSIGN_OR_RETURN(kv, engine::ParseKvType(req.kv_type()));
+    pr.kv_bytes_per_elem = kv == exec::KvType::kF16 ? 2 : 4;
     if (req.has_gpu_layers()) {
       if (req.gpu_layers() < 0 || req.gpu_layers() > e.model->config.n_layer) {
         return absl::InvalidArgumentError(
@@ -590,19 +579,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
 }
 
 absl::Status Server::Load() {
+  engine::EngineSpec spec;
+  spec.model_path = options_.model_path;
+  spec.placement = options_.placement;
+  spec.runtime = options_.runtime;
+  spec.runtime.max_queue = options_.limits.max_queue;
+  if (metrics_) spec.observer = [m = metrics_.get()](const runtime::StepInfo& step) { m->OnStep(step); };
+  spec.progress = options_.progress;
+  std::unique_ptr<engine::Engine> opened;
+  FERRY_ASSIGN_OR_RETURN(opened, engine::OpenEngine(spec));
   auto e = std::make_unique<Engine>();
-  FERRY_ASSIGN_OR_RETURN(e->model, model::LoadModel(options_.model_path));
-  FERRY_ASSIGN_OR_RETURN(e->tokenizer, text::Tokenizer::FromGguf(*e->model->file));
-  e->forward = options_.forward;
-  FERRY_ASSIGN_OR_RETURN(e->device, backend::OpenDevice(options_.device.device, e->forward.threads));
-  if (e->forward.n_ctx <= 0) e->forward.n_ctx = DefaultContext(*e->model);
-  FERRY_ASSIGN_OR_RETURN(e->plan, PlanPlacement(*e->model, *e->device, options_.device, &e->forward));
-  e->spec = SpecOf(*e->device);
-  FERRY_ASSIGN_OR_RETURN(e->executor, exec::Executor::Create(*e->model, e->device.get(), e->forward));
-  runtime::RuntimeOptions ro;
-  ro.max_queue = options_.limits.max_queue;
-  if (metrics_) ro.observer = [m = metrics_.get()](const runtime::StepInfo& step) { m->OnStep(step); };
-  FERRY_ASSIGN_OR_RETURN(e->runtime, runtime::Runtime::Create(e->executor.get(), e->tokenizer.get(), ro));
+  static_cast<engine::Engine&>(*e) = std::move(*opened);
 
   const model::ModelConfig& c = e->model->config;
   const gguf::File& f = *e->model->file;
@@ -667,7 +654,7 @@ absl::Status Server::Load() {
 
   if (metrics_) {
     LoadedInfo li;
-    const std::string device = options_.device.device;
+    const std::string device = options_.placement.device;
     li.backend = device.substr(0, device.find(':'));
     li.architecture = c.arch_name;
     uint64_t most = 0;

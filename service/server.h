@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,7 +15,7 @@
 #include "engine/exec/forward.h"
 #include "service/limits.h"
 #include "service/metrics.h"
-#include "service/placement.h"
+#include "engine/engine/engine.h"
 
 namespace grpc {
 class Server;
@@ -28,8 +29,9 @@ struct ServeOptions {
   std::string model_path;
   std::string host = "127.0.0.1";
   int port = 50051;  // 0 = any free port (printed)
-  DeviceFlags device;
-  exec::ForwardOptions forward;  // n_seq = slots, max_batch = per-step token budget
+  engine::PlacementArgs placement;
+  engine::RuntimeArgs runtime;  // its max_queue is limits.max_queue
+  std::function<void(const std::string&)> progress;  // loading steps that take a while
   ServeLimits limits;
   std::string tls_cert, tls_key;  // PEM files: TLS
   std::string tls_client_ca;      // PEM file: also require client certificates signed by it (mutual TLS)

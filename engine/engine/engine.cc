@@ -36,7 +36,7 @@ absl::Status Validate(const RuntimeArgs& a) {
 absl::StatusOr<exec::KvType> ParseKvType(absl::string_view name) {
   if (name == "f16") return exec::KvType::kF16;
   if (name == "f32") return exec::KvType::kF32;
-  return absl::InvalidArgumentError(absl::StrCat("--kv_type must be f16 or f32, got '", name, "'"));
+  return absl::InvalidArgumentError(absl::StrCat("kv_type must be f16 or f32, got '", name, "'"));
 }
 
 plan::DeviceSpec SpecOf(const backend::Device& device) {

@@ -45,7 +45,8 @@ struct RuntimeArgs {
   int max_queue = 64;  // requests waiting for a slot
 };
 absl::Status Validate(const RuntimeArgs& args);
-absl::StatusOr<exec::KvType> ParseKvType(absl::string_view name);  // f16, f32
+// f16 or f32 (--kv_type, and GetPlan's kv_type); "" is not a type.
+absl::StatusOr<exec::KvType> ParseKvType(absl::string_view name);
 
 struct EngineSpec {
   std::string model_path;

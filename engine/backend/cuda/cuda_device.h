@@ -11,10 +11,9 @@
 // and drops the mapping's pages of what it copied, so host memory for
 // streaming is ~1.0x the streamed bytes and each unit crosses in one DMA.
 // Resident weights go up through two 64 MiB cudaHostAlloc staging buffers.
-// The first GPU runs (H200, 2026-11-26) registered the mapped file with
-// cudaHostRegister and uploaded resident weights from pageable memory: an
-// 8B model's bench did not get past loading within its 60 s limit; with the
-// driver's allocations it is ready in 1.5 s. The executor's small buffers
+// Registering the mapped file (cudaHostRegister) and uploading from
+// pageable memory instead made an 8B model's load take minutes
+// (docs/measurements.md). The executor's small buffers
 // (embedding rows) sit on pages of their own (PageVector) and are
 // registered: a copy from pageable memory makes the host wait.
 //

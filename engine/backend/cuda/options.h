@@ -15,9 +15,10 @@ struct CudaOptions {
   uint64_t memory_bytes = 0;  // at most this much device memory, context included; 0: all that is free
   bool poison = false;        // NaN-fill staging slots as they are refilled (debug)
   // Decode matvec on int8-quantized activations (matvec_int8.cuh) where the
-  // type has one; int8=0: the float matvec everywhere. On by default since
-  // the H200 run of 2026-11-26: 8B q8_0 all resident 156 vs 102 tok/s at
-  // batch 1, 698 vs 243 at batch 8, at the cpu backend's 8-bit error.
+  // type has one; int8=0: the float matvec everywhere. On by default: it
+  // reads a third of the float matvec's activation bytes and decodes 1.5-3x
+  // faster on the GPU suite's runs (docs/measurements.md), at the cpu
+  // backend's 8-bit error.
   bool int8 = true;
   // The int8 matvec also for q4_1, q5_0 and q5_1 (int8_more=1). Off until
   // the GPU suite has passed with them: they are compiled and tested
