@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <ostream>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -92,14 +93,17 @@ struct Case {
   TensorType type;
   const char* device = "cpu";  // OpenDevice's spec
 };
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.device << " " << c.arch << " " << quant::Info(c.type).name;
+}
 
 // Tolerances. Both sides decode the same weights, so the error is the
 // engine's arithmetic against double precision.
-// - Float path (f32, f16, bf16, q4_1, q5_0, q5_1, q5_K): float rounding,
+// - Float path (the types without an integer kernel, cpu::GetQDot): float rounding,
 //   ~1e-6 relative per operation, ~1e-5 of the logits' scale through two
 //   layers with an f32 cache. An f16 cache rounds k and v to 11 bits
 //   (2^-12 = 2.4e-4 relative): ~1e-3 on the logits. Bounds: 5e-5 and 5e-3.
-// - Integer path (q4_0, q8_0, q4_K, q6_K): activations are rounded to 8 bits
+// - Integer path (the quantized types with cpu::GetQDot): activations are rounded to 8 bits
 //   per block of 32 (step amax/127, about 0.5% of a normal block's rms),
 //   so each product is off by ~0.5% and the logits by a few percent at the
 //   worst entry (NMSE ~1e-4). Bounds: max 0.15, NMSE 1e-3, for either cache.
