@@ -462,7 +462,7 @@ absl::Status RunPlan() {
   o.threads = absl::GetFlag(FLAGS_threads);
   exec::KvType kv = exec::KvType::kF16;
   FERRY_ASSIGN_OR_RETURN(kv, engine::ParseKvType(absl::GetFlag(FLAGS_kv_type)));
-  o.request.kv_bytes_per_elem = kv == exec::KvType::kF16 ? 2 : 4;
+  o.request.kv_bytes_per_elem = exec::KvBytesPerElement(kv);
   o.json = absl::GetFlag(FLAGS_json);
   absl::StatusOr<std::string> text = service::RunPlan(o);
   if (!text.ok()) return text.status();

@@ -255,7 +255,7 @@ class Server::Service final : public v1::Inference::CallbackService {
     }
     exec::KvType kv = exec::KvType::kF16;
     if (!req.kv_type().empty()) FERRY_ASSIGN_OR_RETURN(kv, engine::ParseKvType(req.kv_type()));
-    pr.kv_bytes_per_elem = kv == exec::KvType::kF16 ? 2 : 4;
+    pr.kv_bytes_per_elem = exec::KvBytesPerElement(kv);
     if (req.has_gpu_layers()) {
       if (req.gpu_layers() < 0 || req.gpu_layers() > e.model->config.n_layer) {
         return absl::InvalidArgumentError(

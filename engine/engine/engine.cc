@@ -68,7 +68,7 @@ absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& mode
   }
   r.n_ctx = forward->n_ctx;
   r.n_slots = forward->n_seq;
-  r.kv_bytes_per_elem = forward->kv_type == exec::KvType::kF16 ? 2 : 4;
+  r.kv_bytes_per_elem = exec::KvBytesPerElement(forward->kv_type);
   r.max_batch = forward->max_batch;
   r.ring_depth = args.ring_depth;
   r.strategy = args.placement == "auto" ? plan::Strategy::kMixed : *plan::ParseStrategy(args.placement);

@@ -194,7 +194,7 @@ absl::Status Executor::MakeLane(backend::Device& d, Home home, Lane* lane, std::
                                 uint64_t* kv_bytes, uint64_t* workspace_bytes) {
   const model::ModelConfig& c = config_;
   lane->device = &d;
-  const int elem = options_.kv_type == KvType::kF16 ? 2 : 4;
+  const int elem = KvBytesPerElement(options_.kv_type);
   lane->kv.assign(c.n_layer, {});
   for (int l = 0; l < c.n_layer; ++l) {
     if ((placement_.home(l) == Home::kCpu) != (home == Home::kCpu)) continue;

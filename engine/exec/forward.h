@@ -26,6 +26,7 @@
 namespace ferry::exec {
 
 enum class KvType { kF16, kF32 };
+inline int KvBytesPerElement(KvType t) { return t == KvType::kF16 ? 2 : 4; }
 
 struct ForwardOptions {
   int max_batch = 64;   // tokens per step
