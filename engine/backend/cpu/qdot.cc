@@ -41,6 +41,21 @@ float DotQ8_0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
   return acc;
 }
 
+// sum(q * qx) over a q4_0/q4_1 (kFive false) or q5_0/q5_1 block: element
+// j < 16 in the low nibble of qs[j], element j + 16 in its high nibble, and
+// with kFive element j's fifth bit is bit j of qh.
+template <bool kFive, class Block>
+int32_t NibbleDot(const Block& w, const BlockQ8& x) {
+  uint32_t qh = 0;
+  if constexpr (kFive) qh = LoadQh(w.qh);
+  int32_t s = 0;
+  for (int j = 0; j < kQK / 2; ++j) {
+    const int lo = (w.qs[j] & 0x0f) | ((qh >> j) & 1) << 4, hi = (w.qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
+    s += lo * x.qs[j] + hi * x.qs[j + 16];
+  }
+  return s;
+}
+
 // q4_0 (kFive false) and q5_0 (true): w = d * (q - 8) or d * (q - 16), so
 // dot = d * dx * (sum(q * qx) - 8 or 16 * isum). q5_0's fifth bit of
 // element j is bit j of qh.
@@ -50,14 +65,7 @@ float DotQx0Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
   float acc = 0.0f;
   for (int64_t i = 0; i < n / kQK; ++i) {
     const Block w = Load<Block>(row + i * sizeof(Block));
-    uint32_t qh = 0;
-    if constexpr (kFive) qh = LoadQh(w.qh);
-    int32_t s = 0;
-    for (int j = 0; j < kQK / 2; ++j) {
-      const int lo = (w.qs[j] & 0x0f) | ((qh >> j) & 1) << 4, hi = (w.qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
-      s += lo * x[i].qs[j] + hi * x[i].qs[j + 16];
-    }
-    s -= (kFive ? 16 : 8) * x[i].isum();
+    const int32_t s = NibbleDot<kFive>(w, x[i]) - (kFive ? 16 : 8) * x[i].isum();
     const float p = HalfToFloat(w.d) * x[i].d;
     acc = std::fma(static_cast<float>(s), p, acc);
   }
@@ -72,13 +80,7 @@ float DotQx1Scalar(const uint8_t* row, const BlockQ8* x, int64_t n) {
   float acc = 0.0f, offs = 0.0f;
   for (int64_t i = 0; i < n / kQK; ++i) {
     const Block w = Load<Block>(row + i * sizeof(Block));
-    uint32_t qh = 0;
-    if constexpr (kFive) qh = LoadQh(w.qh);
-    int32_t s = 0;
-    for (int j = 0; j < kQK / 2; ++j) {
-      const int lo = (w.qs[j] & 0x0f) | ((qh >> j) & 1) << 4, hi = (w.qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
-      s += lo * x[i].qs[j] + hi * x[i].qs[j + 16];
-    }
+    const int32_t s = NibbleDot<kFive>(w, x[i]);
     const float p = HalfToFloat(w.d) * x[i].d;
     acc = std::fma(static_cast<float>(s), p, acc);
     offs = std::fma(HalfToFloat(w.m), x[i].sum(), offs);
