@@ -214,6 +214,21 @@ TEST_P(Grouped, EveryKernelGivesTheScalarRowResultBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Types, Grouped, ::testing::ValuesIn(kIntegerTypes),
                          [](const auto& info) { return std::string(quant::Info(info.param).name); });
 
+// Two groups of random rows: the rows in the file's layout and the same rows
+// as two adjacent groups, what the pair kernels (VNNI, AMX) take.
+struct GroupPair {
+  std::vector<uint8_t> rows, pair;
+  uint64_t row_bytes, group_bytes;
+};
+GroupPair RandomGroupPair(quant::TensorType type, int64_t n, std::mt19937& rng) {
+  GroupPair p{RandomRows(type, 2 * kGroupRows, n, rng), {}, *quant::RowBytes(type, n), GroupBytes(type, n)};
+  p.pair.resize(2 * p.group_bytes);
+  for (int g = 0; g < 2; ++g) {
+    GroupRows(type, p.rows.data() + g * kGroupRows * p.row_bytes, p.row_bytes, n, p.pair.data() + g * p.group_bytes);
+  }
+  return p;
+}
+
 // The 512-bit kernels for two groups and a token or two (the 32-element
 // types, where the CPU has AVX-512 VNNI): the scalar row kernel's bits.
 class Pair : public ::testing::TestWithParam<quant::TensorType> {};
@@ -223,12 +238,7 @@ TEST_P(Pair, GivesTheScalarRowResultBitForBit) {
   if (GetGroupPairDot(type) == nullptr) GTEST_SKIP() << "no AVX-512 VNNI and BW on this CPU";
   std::mt19937 rng(43);
   const int64_t n = 256 * 3, blocks = n / 32;
-  const uint64_t row_bytes = *quant::RowBytes(type, n), group_bytes = GroupBytes(type, n);
-  const std::vector<uint8_t> rows = RandomRows(type, 2 * kGroupRows, n, rng);
-  std::vector<uint8_t> pair(2 * group_bytes);
-  for (int g = 0; g < 2; ++g) {
-    GroupRows(type, rows.data() + g * kGroupRows * row_bytes, row_bytes, n, pair.data() + g * group_bytes);
-  }
+  const auto [rows, pair, row_bytes, group_bytes] = RandomGroupPair(type, n, rng);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<BlockQ8> act(kPairMaxTokens * blocks);
   const BlockQ8* xs[kPairMaxTokens];
@@ -266,12 +276,7 @@ TEST_P(Grouped, AmxGivesTheScalarRowResultBitForBit) {
   const quant::TensorType type = GetParam();
   std::mt19937 rng(31);
   const int64_t n = 256 * 3, blocks = n / 32;
-  const uint64_t row_bytes = *quant::RowBytes(type, n), group_bytes = GroupBytes(type, n);
-  const std::vector<uint8_t> rows = RandomRows(type, 2 * kGroupRows, n, rng);
-  std::vector<uint8_t> pair(2 * group_bytes);
-  for (int g = 0; g < 2; ++g) {
-    GroupRows(type, rows.data() + g * kGroupRows * row_bytes, row_bytes, n, pair.data() + g * group_bytes);
-  }
+  const auto [rows, pair, row_bytes, group_bytes] = RandomGroupPair(type, n, rng);
   constexpr int kMaxTokens = 2 * kAmxTokens + 3;
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<BlockQ8> act(kMaxTokens * blocks);
