@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/backend/device.h"
 #include "engine/model/config.h"
 #include "engine/status.h"
@@ -78,6 +79,19 @@ std::string Json(const plan::Plan& p, const std::vector<plan::Prediction>& d, co
       prefill.cpu_tokens_per_s, ",\"stream_beats_cpu_from_batch\":", d[0].stream_beats_cpu_from_batch, "}}");
 }
 
+// The host's measured products: per weight type and layout, seconds per
+// weight byte at each token count.
+std::string CurvesJson(const plan::HostSpec& host) {
+  std::string out = "[";
+  for (const plan::HostCurve& c : host.curves) {
+    absl::StrAppend(&out, out.size() > 1 ? "," : "", "{\"type\":\"", quant::Info(c.type).name, "\",\"layout\":\"",
+                    c.layout == plan::HostLayout::kFile ? "file" : "grouped", "\",\"tokens\":[",
+                    absl::StrJoin(plan::kHostTokens, ","), "],\"seconds_per_byte\":[",
+                    absl::StrJoin(c.seconds_per_byte, ","), "]}");
+  }
+  return out + "]";
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
@@ -89,7 +103,9 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   FERRY_ASSIGN_OR_RETURN(device, plan::DeviceProfile(o.gpu));
   // The speed model: the profile's bandwidths, this host's measured CPU
   // kernels (which also decide the mixed splits).
-  const plan::HostSpec host = plan::MeasureHost(o.threads);
+  uint64_t model_bytes = 0;
+  for (const gguf::TensorInfo& t : file->tensors()) model_bytes += t.bytes;
+  const plan::HostSpec host = plan::MeasureHost(o.threads, plan::HostProbesFor(*file, config), model_bytes, false);
   const uint64_t host_available = backend::AvailableHostMemory();
 
   plan::PlanRequest r = o.request;
@@ -146,6 +162,7 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   }
   if (o.json) {
     std::string out = absl::StrCat("{\"host\":{\"cpu_weight_gbps\":", host.memory_gbps, ",\"cpu_gflops\":", host.gflops,
+                                   ",\"cpu_kernel_seconds\":", host.kernel_s, ",\"cpu_products\":", CurvesJson(host),
                                    ",\"memory_available_bytes\":", host_available, "},\"expected_batch\":", r.batch,
                                    ",\"plans\":[");
     bool first = true;
@@ -190,11 +207,11 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
         "prefill tokens/s in steps of %d prompt tokens: %s profile (%.0f GB/s memory, %.0f GB/s host-to-device, %.0f "
         "TFLOPS; resident weights read at the share of it ferry's CUDA kernels reach per type), streamed layers "
         "overlapped with compute, layers on the CPU at this host's speed in the chain; CPU only on this host: %.1f "
-        "tok/s at batch 1, %.1f at batch 8, prefill %.0f (measured here: %.1f GB/s of weights, %.0f GFLOP/s). "
+        "tok/s at batch 1, %.1f at batch 8, prefill %.0f (measured here: %s). "
         "Streaming a layer beats computing it on this CPU from batch %d on.\n",
         r.batch, r.max_batch, device.name, device.memory_gbps, device.h2d_gbps, device.tflops,
         b.decode[0][0].cpu_tokens_per_s, b.decode[0][1].cpu_tokens_per_s, b.prefill[0].cpu_tokens_per_s,
-        host.memory_gbps, host.gflops, b.decode[0][0].stream_beats_cpu_from_batch));
+        host.Describe(), b.decode[0][0].stream_beats_cpu_from_batch));
   }
   if (o.gpu_layers < 0 && budgets.size() < o.budgets.size()) {
     absl::StrAppend(&out, "(budgets too small for the head, KV cache and workspace are left out)\n");

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -283,7 +285,6 @@ TEST(Planner, SizesBeyond64BitsAreRefusedNotWrapped) {
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.status().code(), absl::StatusCode::kResourceExhausted) << p.status();
 }
-
 }  // namespace
 }  // namespace ferry::plan
 
@@ -319,43 +320,119 @@ TEST(Planner, MixedSplitAgainstEveryPlacement) {
     const model::ModelConfig c = *model::LoadConfig(**f);
     DeviceSpec card = *DeviceProfile("rtx4060-8g");
     card.overhead_bytes = 0;
-    const HostSpec host{.memory_gbps = 30, .gflops = 300};
-    for (uint64_t budget_mib : {110, 130, 150}) {
-      for (int batch : {1, 8, 32}) {
-        SCOPED_TRACE(absl::StrCat(mix == model::Mix::kUniform ? "q8_0" : "q4_K_M", ", ", budget_mib, " MiB, batch ",
-                                  batch));
-        card.memory_bytes = budget_mib << 20;
-        PlanRequest r{.n_ctx = 256, .n_slots = 1, .max_batch = 32, .strategy = Strategy::kMixed, .batch = batch,
-                      .host = host};
-        absl::StatusOr<Plan> chosen = MakePlan(**f, c, r, card);
-        ASSERT_TRUE(chosen.ok()) << chosen.status();
-        const double chosen_s = Predict(*chosen, card, host, batch).step_s;
-        Plan trial = *chosen;
-        double best = 1e30;
-        std::string best_homes;
-        const int units = c.n_layer + 1;
-        int count = 1;
-        for (int i = 0; i < units; ++i) count *= 3;
-        for (int code = 0; code < count; ++code) {
-          std::vector<Home> homes;
-          for (int u = 0, x = code; u < units; ++u, x /= 3) homes.push_back(static_cast<Home>(x % 3));
-          trial.Place(*Placement(homes, r.ring_depth).Resolve(c.n_layer));
-          if (trial.total > trial.budget) continue;
-          const double t = Predict(trial, card, host, batch).step_s;
-          if (t < best) {
-            best = t;
-            best_homes.clear();
-            for (Home h : homes) best_homes += HomeName(h)[0];
+    // Priced by one roofline, and by per-type curves as MeasureHost makes
+    // them (made up here: a cost per byte that grows with the tokens).
+    HostSpec curved{.memory_gbps = 30, .gflops = 300, .kernel_s = 5e-6};
+    for (quant::TensorType t : {quant::TensorType::kQ8_0, quant::TensorType::kQ4_K, quant::TensorType::kQ6_K}) {
+      HostCurve curve{.type = t, .layout = HostLayout::kGrouped, .seconds_per_byte = {}};
+      for (size_t i = 0; i < kHostTokens.size(); ++i) curve.seconds_per_byte[i] = 2.5e-11 * (1 + 0.6 * kHostTokens[i]);
+      curved.curves.push_back(curve);
+    }
+    for (const HostSpec& host : {HostSpec{.memory_gbps = 30, .gflops = 300}, curved}) {
+      for (uint64_t budget_mib : {110, 130, 150}) {
+        for (int batch : {1, 8, 32}) {
+          SCOPED_TRACE(absl::StrCat(mix == model::Mix::kUniform ? "q8_0" : "q4_K_M", ", ", budget_mib, " MiB, batch ",
+                                    batch, host.curves.empty() ? ", roofline" : ", curves"));
+          card.memory_bytes = budget_mib << 20;
+          PlanRequest r{.n_ctx = 256, .n_slots = 1, .max_batch = 32, .strategy = Strategy::kMixed, .batch = batch,
+                        .host = host};
+          absl::StatusOr<Plan> chosen = MakePlan(**f, c, r, card);
+          ASSERT_TRUE(chosen.ok()) << chosen.status();
+          const double chosen_s = Predict(*chosen, card, host, batch).step_s;
+          Plan trial = *chosen;
+          double best = 1e30;
+          std::string best_homes;
+          const int units = c.n_layer + 1;
+          int count = 1;
+          for (int i = 0; i < units; ++i) count *= 3;
+          for (int code = 0; code < count; ++code) {
+            std::vector<Home> homes;
+            for (int u = 0, x = code; u < units; ++u, x /= 3) homes.push_back(static_cast<Home>(x % 3));
+            trial.Place(*Placement(homes, r.ring_depth).Resolve(c.n_layer));
+            if (trial.total > trial.budget) continue;
+            const double t = Predict(trial, card, host, batch).step_s;
+            if (t < best) {
+              best = t;
+              best_homes.clear();
+              for (Home h : homes) best_homes += HomeName(h)[0];
+            }
           }
+          EXPECT_LE(chosen->total, chosen->budget);
+          EXPECT_LE(chosen_s, best * (mix == model::Mix::kUniform ? 1.02 : 1.10)) << "the planner's " << chosen->placement.Describe() << " ("
+                                           << chosen->resident_layers << " resident) vs the best of every placement, "
+                                           << best_homes;
+          std::printf("%s %llu MiB batch %d: planner %.3f ms (%d resident, %d on the CPU), best of all %.3f ms\n",
+                      mix == model::Mix::kUniform ? "q8_0" : "q4_K_M", static_cast<unsigned long long>(budget_mib),
+                      batch, chosen_s * 1e3, chosen->resident_layers, chosen->cpu_layers, best * 1e3);
         }
-        EXPECT_LE(chosen->total, chosen->budget);
-        EXPECT_LE(chosen_s, best * (mix == model::Mix::kUniform ? 1.02 : 1.10)) << "the planner's " << chosen->placement.Describe() << " ("
-                                         << chosen->resident_layers << " resident) vs the best of every placement, "
-                                         << best_homes;
-        std::printf("%s %llu MiB batch %d: planner %.3f ms (%d resident, %d on the CPU), best of all %.3f ms\n",
-                    mix == model::Mix::kUniform ? "q8_0" : "q4_K_M", static_cast<unsigned long long>(budget_mib),
-                    batch, chosen_s * 1e3, chosen->resident_layers, chosen->cpu_layers, best * 1e3);
       }
+    }
+  }
+}
+
+TEST(HostSpec, ACurveIsLinearBetweenItsTokenCountsAndProportionalPastThem) {
+  HostCurve c;
+  for (size_t i = 0; i < kHostTokens.size(); ++i) c.seconds_per_byte[i] = 1.0 + i;  // 1 at 1 token ... 7 at 64
+  EXPECT_DOUBLE_EQ(c.SecondsPerByte(1), 1.0);
+  EXPECT_DOUBLE_EQ(c.SecondsPerByte(8), 4.0);
+  EXPECT_DOUBLE_EQ(c.SecondsPerByte(12), 4.5);   // halfway from 8 (4) to 16 (5)
+  EXPECT_DOUBLE_EQ(c.SecondsPerByte(3), 2.5);    // halfway from 2 (2) to 4 (3)
+  EXPECT_DOUBLE_EQ(c.SecondsPerByte(64), 7.0);
+  EXPECT_DOUBLE_EQ(c.SecondsPerByte(128), 14.0);  // compute-bound: in proportion
+}
+
+TEST(HostSpec, AProductIsItsCurveOrTheSlowerOfReadingAndArithmetic) {
+  HostSpec h{.memory_gbps = 10, .gflops = 100};
+  HostCurve c{.type = quant::TensorType::kQ8_0, .layout = HostLayout::kGrouped, .seconds_per_byte = {}};
+  c.seconds_per_byte.fill(0.05e-9);  // 20 GB/s up to 32 tokens, 5 GB/s at 64
+  c.seconds_per_byte.back() = 0.2e-9;
+  h.curves.push_back(c);
+  const uint64_t bytes = 1'000'000'000, params = 941'176'470;
+  EXPECT_DOUBLE_EQ(h.ProductSeconds(quant::TensorType::kQ8_0, HostLayout::kGrouped, bytes, params, 1), 0.05)
+      << "the curve holds the memory's part: memory_gbps is for types without one";
+  EXPECT_DOUBLE_EQ(h.ProductSeconds(quant::TensorType::kQ8_0, HostLayout::kGrouped, bytes, params, 64), 0.2);
+  EXPECT_DOUBLE_EQ(h.ProductSeconds(quant::TensorType::kQ4_K, HostLayout::kGrouped, bytes, params, 1), 0.1)
+      << "no curve, one token: 1 GB at 10 GB/s";
+  EXPECT_DOUBLE_EQ(h.ProductSeconds(quant::TensorType::kQ4_K, HostLayout::kGrouped, bytes, params, 64),
+                   2.0 * params * 64 / 100e9)
+      << "no curve for the type: the arithmetic rate";
+  EXPECT_DOUBLE_EQ(h.ProductSeconds(quant::TensorType::kQ8_0, HostLayout::kFile, bytes, params, 64),
+                   2.0 * params * 64 / 100e9)
+      << "no curve for the layout either";
+}
+
+TEST(HostSpec, ProbesAreEachTypesWidestMatrix) {
+  const Header h = Make("llama3.1-8b", model::Mix::kQ4_K_M);
+  std::map<quant::TensorType, int64_t> widest;  // from the file's own tensor list, not the unit table
+  for (const gguf::TensorInfo& t : h.file->tensors()) {
+    if (t.n_dims == 2 && t.name != "token_embd.weight") widest[t.type] = std::max<int64_t>(widest[t.type], t.dims[0]);
+  }
+  const std::vector<HostProbe> probes = HostProbesFor(*h.file, h.config);
+  ASSERT_EQ(probes.size(), widest.size());
+  for (const HostProbe& p : probes) {
+    EXPECT_EQ(p.cols, widest[p.type]) << quant::Info(p.type).name;
+    EXPECT_GT(p.rows, 0);
+  }
+}
+
+// The kernels measured as they run: in the grouped layout a step of 64
+// tokens costs far less than 64 steps of one (each weight is read once for
+// all of them; about 8 on this project's VM), and the file's layout is
+// measured apart from it. Ratios of timings in one run only.
+TEST(HostSpec, MeasuredOnFerrysKernels) {
+  const std::vector<HostProbe> probes = {{quant::TensorType::kQ8_0, 4096, 2048}, {quant::TensorType::kQ4_K, 4096, 2048}};
+  const HostSpec h = MeasureHost(2, probes, 0, true);
+  EXPECT_GT(h.memory_gbps, 0);
+  EXPECT_GT(h.gflops, 0);
+  EXPECT_GT(h.kernel_s, 0);
+  ASSERT_EQ(h.curves.size(), 4u);
+  for (const HostCurve& c : h.curves) {
+    SCOPED_TRACE(absl::StrCat(quant::Info(c.type).name, c.layout == HostLayout::kFile ? " file" : " grouped"));
+    for (double s : c.seconds_per_byte) EXPECT_TRUE(s > 0 && std::isfinite(s)) << s;
+    // (The file's layout has no many-token kernel: 64 tokens cost it about
+    // 80 one-token steps on this project's VM.)
+    if (c.layout == HostLayout::kGrouped) {
+      EXPECT_LT(c.SecondsPerByte(64), 24 * c.SecondsPerByte(1));
     }
   }
 }

@@ -75,7 +75,8 @@ absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& mode
   r.cpu_layers = args.cpu_layers;
   if (r.strategy != plan::Strategy::kStream) {
     r.batch = forward->n_seq;
-    r.host = plan::MeasureHost(forward->threads);
+    r.host = plan::MeasureHost(forward->threads, plan::HostProbesFor(*model.file, model.config), model.weights.bytes,
+                                 device.facts().host_kernels);
     r.host_available = backend::AvailableHostMemory();
   }
   absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, SpecOf(device));

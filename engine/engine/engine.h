@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec);
 // its placement; the plan, or none on a device that computes on host
 // memory. A plan that may put layers on the CPU is made for a step of
 // forward->n_seq tokens with this host's CPU measured here
-// (plan::MeasureHost, a quarter of a second) and must fit the host memory
+// (plan::MeasureHost, on the model's weight types; well under a second) and must fit the host memory
 // the system has available.
 absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& model, const backend::Device& device,
                                                         const PlacementArgs& args, exec::ForwardOptions* forward);

@@ -1,20 +1,16 @@
 #include "engine/plan/planner.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <initializer_list>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/backend/arena.h"
-#include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/qdot.h"
 #include "engine/backend/profiles.h"
 #include "engine/backend/scratch.h"
 #include "engine/model/unit_tensors.h"
-#include "engine/quant/quantize.h"
 #include "engine/units.h"
 
 namespace ferry::plan {
@@ -205,6 +201,7 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   p.layer_device_bytes.assign(c.n_layer, 0);
   p.layer_params.assign(c.n_layer, 0);
   p.layer_kernel_bytes.assign(c.n_layer, 0.0);
+  p.unit_types.assign(c.n_layer + 1, {});
   // Every tensor's bytes, by where it belongs; device bytes per unit by
   // the layout rule the executor uses (UnitDeviceBytes).
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> matrices(c.n_layer + 1);  // [n_layer]: the head
@@ -234,6 +231,13 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
       (head ? p.head_bytes : p.layer_bytes[u]) += t->bytes;
       (head ? p.head_params : p.layer_params[u]) += t->elements;
       device_part(*t, u);
+      if (ut->is_matrix()) {
+        std::vector<Plan::TypeBytes>& types = p.unit_types[u];
+        auto it = std::find_if(types.begin(), types.end(), [&](const Plan::TypeBytes& m) { return m.type == t->type; });
+        if (it == types.end()) it = types.insert(types.end(), Plan::TypeBytes{t->type, 0, 0});
+        it->bytes += t->bytes;
+        it->params += t->elements;
+      }
     }
   }
   if (const gguf::TensorInfo* e = file.FindTensor("token_embd.weight"); e != nullptr) p.embedding_bytes = e->bytes;
@@ -416,59 +420,15 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
                                                                   : std::string()));
 }
 
-HostSpec MeasureHost(int threads) {
-  constexpr int64_t kCols = 4096, kRows = 16384;  // 64 MiB of q8_0 blocks, past every cache
-  const uint64_t row_bytes = *quant::RowBytes(quant::TensorType::kQ8_0, kCols);
-  std::vector<uint8_t> data(row_bytes * kRows);
-  std::vector<float> row(kCols);
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  for (float& v : row) v = normal(rng);
-  for (int64_t r = 0; r < kRows; ++r) {
-    (void)quant::QuantizeRow(quant::TensorType::kQ8_0, row, std::span(data.data() + r * row_bytes, row_bytes));
-  }
-  // In the layout the cpu device computes on (rows grouped by 8).
-  std::vector<uint8_t> grouped(cpu::GroupBytes(quant::TensorType::kQ8_0, kCols) * (kRows / cpu::kGroupRows));
-  for (int64_t g = 0; g < kRows / cpu::kGroupRows; ++g) {
-    cpu::GroupRows(quant::TensorType::kQ8_0, data.data() + g * cpu::kGroupRows * row_bytes, row_bytes, kCols,
-                   grouped.data() + g * cpu::GroupBytes(quant::TensorType::kQ8_0, kCols));
-  }
-  model::Matrix m{grouped.data(), quant::TensorType::kQ8_0, kCols, kRows, data.size(), "probe"};
-  m.group_bytes = cpu::GroupBytes(quant::TensorType::kQ8_0, kCols);
-  constexpr int kBatch = 32;
-  std::vector<float> x(kCols * kBatch, 0.5f), y(kRows * kBatch);
-  cpu::ThreadPool pool(threads);
-  cpu::MatMulScratch scratch(pool.size(), kCols, kBatch);
-  auto best_of = [&](int tokens, int reps) {
-    double best = 1e30;
-    for (int i = 0; i < reps; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      cpu::MatMul(m, x.data(), kCols, tokens, y.data(), kRows, pool, scratch);
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return best;
-  };
-  best_of(1, 1);  // fault the pages in
-  HostSpec h;
-  h.memory_gbps = static_cast<double>(data.size()) / best_of(1, 3) / 1e9;
-  h.gflops = 2.0 * kRows * kCols * kBatch / best_of(kBatch, 2) / 1e9;
-  // A kernel's fixed cost: a product of 64 rows (32 KiB, in cache) at batch
-  // 1, the median of many; mostly the pool's start and finish.
-  model::Matrix small = m;
-  small.rows = 64;
-  small.bytes = small.rows * row_bytes;
-  std::vector<double> times;
-  for (int i = 0; i < 201; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    cpu::MatMul(small, x.data(), kCols, 1, y.data(), kRows, pool, scratch);
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  h.kernel_s = times[times.size() / 2];
-  return h;
-}
-
 namespace {
+
+// A unit computed by the host's kernels: its products and its kernels'
+// fixed costs.
+double HostUnitSeconds(const Plan& p, const HostSpec& host, int u, HostLayout layout, int tokens) {
+  double s = kCpuKernelsPerUnit * host.kernel_s;
+  for (const Plan::TypeBytes& m : p.unit_types[u]) s += host.ProductSeconds(m.type, layout, m.bytes, m.params, tokens);
+  return s;
+}
 
 // Predict and PredictPrefill: decode products read the weights in place at
 // the kernels' efficiency; a GEMM step (prefill) adds the f32 tile's
@@ -478,30 +438,28 @@ Prediction Roofline(const Plan& p, const DeviceSpec& d, const HostSpec& host, in
   out.batch = batch;
   const double flops = gemm ? d.tflops * 1e12 * 0.5 : std::min(d.tflops * 1e12, kDecodeOpsPerS);
   const double hbm = d.memory_gbps * 1e9, h2d = d.h2d_gbps * 1e9;
-  const double cpu_bw = host.memory_gbps * 1e9, cpu_flops = host.gflops * 1e9;
   double compute = 0, copy = 0, chain_cpu = 0, cpu = 0;
-  auto unit = [&](int u, uint64_t device_bytes, double kernel_bytes, uint64_t file_bytes, uint64_t params) {
+  auto unit = [&](int u, uint64_t device_bytes, double kernel_bytes, uint64_t params) {
     const double work = 2.0 * static_cast<double>(params) * batch;
-    const double on_cpu = std::max(file_bytes / cpu_bw, work / cpu_flops) + kCpuKernelsPerUnit * host.kernel_s;
+    const double on_cpu = HostUnitSeconds(p, host, u, HostLayout::kGrouped, batch);
     cpu += on_cpu;
     const Home home = p.placement.home(u);
     if (home == Home::kCpu) {
       chain_cpu += on_cpu;
       return;
     }
+    if (home == Home::kStreamed) copy += d.latency_us * 1e-6 + device_bytes / h2d;
     if (d.host_kernels) {
-      compute += on_cpu;
-      if (home == Home::kStreamed) copy += d.latency_us * 1e-6 + device_bytes / h2d;
+      compute += HostUnitSeconds(p, host, u, HostLayout::kFile, batch);
       return;
     }
     const double read = gemm ? device_bytes + kTileBytesPerParam * static_cast<double>(params) : kernel_bytes;
     compute += std::max(read / hbm, work / flops) + kUnitOverheadS;
-    if (home == Home::kStreamed) copy += d.latency_us * 1e-6 + device_bytes / h2d;
   };
   for (int l = 0; l < p.n_layers; ++l) {
-    unit(l, p.layer_device_bytes[l], p.layer_kernel_bytes[l], p.layer_bytes[l], p.layer_params[l]);
+    unit(l, p.layer_device_bytes[l], p.layer_kernel_bytes[l], p.layer_params[l]);
   }
-  unit(p.n_layers, p.head_device_bytes, p.head_kernel_bytes, p.head_bytes, p.head_params);
+  unit(p.n_layers, p.head_device_bytes, p.head_kernel_bytes, p.head_params);
   // The residual stream crosses to the CPU and back around each run of units there.
   for (int u = 0; u <= p.n_layers; ++u) {
     const bool here = p.placement.home(u) == Home::kCpu, before = u > 0 && p.placement.home(u - 1) == Home::kCpu;
@@ -518,8 +476,7 @@ Prediction Roofline(const Plan& p, const DeviceSpec& d, const HostSpec& host, in
     const int l = p.n_layers - 1;
     const double copy_layer = d.latency_us * 1e-6 + p.layer_device_bytes[l] / h2d;
     for (int b = 1; b <= 4096; ++b) {
-      const double on_cpu = std::max(p.layer_bytes[l] / cpu_bw, 2.0 * p.layer_params[l] * b / cpu_flops);
-      if (on_cpu > copy_layer) {
+      if (HostUnitSeconds(p, host, l, HostLayout::kGrouped, b) > copy_layer) {
         out.stream_beats_cpu_from_batch = b;
         break;
       }

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/config.h"
+#include "engine/plan/host.h"
 #include "engine/plan/placement.h"
 
 namespace ferry::plan {
@@ -47,13 +48,6 @@ enum class Strategy {
 const char* StrategyName(Strategy strategy);
 absl::StatusOr<Strategy> ParseStrategy(absl::string_view name);  // stream, cpu, mixed
 
-// What the host can do for the speed model: the weight bandwidth and the
-// arithmetic rate ferry's own CPU kernels reach.
-struct HostSpec {
-  double memory_gbps = 20.0;  // decode: weight bytes read per second
-  double gflops = 100.0;      // prefill: matrix arithmetic per second
-  double kernel_s = 0;        // a kernel's fixed cost (thread pool start and finish)
-};
 // Kernels a unit runs on the CPU (a layer's norms, products, rope, cache
 // store, attention, gating and adds; the head has fewer): what their fixed
 // costs add up to, with HostSpec::kernel_s.
@@ -179,6 +173,15 @@ struct Plan {
   // memory bandwidth.
   std::vector<double> layer_kernel_bytes;
   double head_kernel_bytes = 0;
+  // Each unit's matrices by weight type, as the file stores them: what the
+  // speed model prices a product on the host's CPU by (HostSpec); [n_layers]:
+  // the head.
+  struct TypeBytes {
+    quant::TensorType type = quant::TensorType::kF32;
+    uint64_t bytes = 0;
+    uint64_t params = 0;
+  };
+  std::vector<std::vector<TypeBytes>> unit_types;
   // Each unit's host bytes on the CPU (host_cpu_weights' and
   // host_cpu_mapped's rules); [n_layers]: the head.
   std::vector<uint64_t> unit_cpu_bytes, unit_cpu_mapped;
@@ -205,10 +208,6 @@ struct Plan {
 // request.batch.
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& config, const PlanRequest& request,
                               const DeviceSpec& device);
-
-// Measures them with ferry's matmul kernels (a 64 MiB q8_0 matrix at batch
-// 1 and batch 32, a small one many times; about a quarter of a second).
-HostSpec MeasureHost(int threads);
 
 struct Prediction {
   int batch = 1;
@@ -247,9 +246,11 @@ inline constexpr double kDecodeOpsPerS = 18.5e12;
 // 2 x params x batch / flops), kernel bytes being the device bytes over
 // KernelEfficiency; streamed units also need bytes / h2d + latency
 // on the copy engine, which overlaps all compute (the ring runs ahead and
-// wraps into the next step). Units on the CPU take max(bytes / the host's
-// weight bandwidth, 2 x params x batch / its flops) in the chain, plus a
-// copy latency each way where the residual stream crosses:
+// wraps into the next step). Units on the CPU take their products' measured
+// cost in the grouped layout (HostSpec::ProductSeconds) plus
+// kCpuKernelsPerUnit fixed costs in the chain, and a copy latency each way
+// where the residual stream crosses; on a device whose kernels are the
+// host's (the sim) every unit costs the same in the file's layout:
 // step = max(sum of copies, sum of device compute + sum of CPU compute).
 // Attention over the cache is not modelled (small at short contexts).
 Prediction Predict(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int batch);

@@ -1,0 +1,227 @@
+#include "engine/plan/host.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/backend/cpu/kernels.h"
+#include "engine/backend/cpu/qdot.h"
+#include "engine/backend/device.h"
+#include "engine/model/unit_tensors.h"
+#include "engine/quant/quantize.h"
+
+namespace ferry::plan {
+
+double HostCurve::SecondsPerByte(int tokens) const {
+  constexpr size_t kLast = kHostTokens.size() - 1;
+  if (tokens <= kHostTokens[0]) return seconds_per_byte[0];
+  if (tokens >= kHostTokens[kLast]) return seconds_per_byte[kLast] * tokens / kHostTokens[kLast];
+  size_t i = 0;
+  while (kHostTokens[i + 1] < tokens) ++i;
+  const double f = static_cast<double>(tokens - kHostTokens[i]) / (kHostTokens[i + 1] - kHostTokens[i]);
+  return seconds_per_byte[i] + f * (seconds_per_byte[i + 1] - seconds_per_byte[i]);
+}
+
+double HostSpec::ProductSeconds(quant::TensorType type, HostLayout layout, uint64_t bytes, uint64_t params,
+                                int tokens) const {
+  for (const HostCurve& c : curves) {
+    if (c.type == type && c.layout == layout) return static_cast<double>(bytes) * c.SecondsPerByte(tokens);
+  }
+  return std::max(static_cast<double>(bytes) / (memory_gbps * 1e9), 2.0 * static_cast<double>(params) * tokens / (gflops * 1e9));
+}
+
+std::string HostSpec::Describe() const {
+  std::string out = absl::StrFormat("%.1f GB/s of weights from memory, %.0f us a kernel", memory_gbps, kernel_s * 1e6);
+  if (curves.empty()) return absl::StrCat(out, ", ", absl::StrFormat("%.0f", gflops), " GFLOP/s");
+  absl::StrAppend(&out, "; GB/s of weights a product reads at 1/8/64 tokens:");
+  for (const HostCurve& c : curves) {
+    absl::StrAppend(&out, " ", quant::Info(c.type).name, c.layout == HostLayout::kFile ? " (file layout)" : "",
+                    absl::StrFormat(" %.1f/%.1f/%.1f", 1e-9 / c.SecondsPerByte(1), 1e-9 / c.SecondsPerByte(8),
+                                    1e-9 / c.SecondsPerByte(64)),
+                    &c == &curves.back() ? "" : ",");
+  }
+  return out;
+}
+
+std::vector<HostProbe> HostProbesFor(const gguf::File& file, const model::ModelConfig& c) {
+  std::map<quant::TensorType, HostProbe> widest;
+  for (int u = 0; u <= c.n_layer; ++u) {
+    for (const model::UnitTensor* ut : model::TensorsOf(c, u)) {
+      if (!ut->is_matrix()) continue;
+      const gguf::TensorInfo* t = file.FindTensor(model::TensorName(c, *ut, u));
+      if (t == nullptr) continue;
+      HostProbe& p = widest[t->type];
+      if (ut->cols(c) > p.cols) p = {t->type, ut->rows(c), ut->cols(c)};
+    }
+  }
+  std::vector<HostProbe> out;
+  for (const auto& [type, p] : widest) out.push_back(p);
+  return out;
+}
+
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+// A buffer the size of the model's weights that products walk through,
+// slice after slice and around again, so that they find the weights where
+// a decode step does: in cache when the model fits it, in memory when not.
+// For each type and layout it is filled by repeating one group of 8
+// quantized rows (the values do not change the kernels' speed); on huge
+// pages, as the cpu device allocates its grouped weights.
+class Walk {
+ public:
+  Walk(uint64_t bytes, int threads, int64_t max_cols)
+      : size_(std::max<uint64_t>(bytes / (2 * kMiB), 1) * 2 * kMiB),
+        data_(static_cast<uint8_t*>(std::aligned_alloc(2 * kMiB, size_))),
+        pool_(threads),
+        scratch_(pool_.size(), max_cols, kHostTokens.back()),
+        x_(max_cols * kHostTokens.back(), 0.5f),
+        y_(kSliceRowsMax * kHostTokens.back()) {
+    if (data_ != nullptr) madvise(data_, size_, MADV_HUGEPAGE);
+  }
+  ~Walk() { std::free(data_); }
+  bool ok() const { return data_ != nullptr; }
+
+  // Fills the buffer with matrices of `type`, `cols` wide, in `layout`
+  // (the file's where the type has no grouped layout); false for a type
+  // ferry cannot quantize.
+  bool Fill(quant::TensorType type, int64_t cols, HostLayout layout) {
+    const std::optional<uint64_t> row_bytes = quant::RowBytes(type, cols);
+    if (!row_bytes || *row_bytes == 0 || !quant::CanConvert(type)) return false;
+    std::vector<float> values(cols);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    for (float& v : values) v = normal(rng);
+    std::vector<uint8_t> eight(cpu::kGroupRows * *row_bytes);
+    if (!quant::QuantizeRow(type, values, std::span(eight.data(), *row_bytes)).ok()) return false;
+    for (int r = 1; r < cpu::kGroupRows; ++r) std::memcpy(eight.data() + r * *row_bytes, eight.data(), *row_bytes);
+    const bool grouped = layout == HostLayout::kGrouped && cpu::GroupedMatrixBytes(type, 64, cols) != 0;
+    std::vector<uint8_t> unit = eight;  // 8 rows as the layout stores them
+    if (grouped) {
+      unit.assign(cpu::GroupBytes(type, cols), 0);
+      cpu::GroupRows(type, eight.data(), *row_bytes, cols, unit.data());
+    }
+    units_ = static_cast<int64_t>(size_ / unit.size()) / 2 * 2;
+    if (units_ < 2) return false;
+    for (int64_t u = 0; u < units_; ++u) std::memcpy(data_ + u * unit.size(), unit.data(), unit.size());
+    matrix_ = {data_, type, cols, 0, 0, "host probe"};
+    matrix_.group_bytes = grouped ? unit.size() : 0;
+    unit_bytes_ = unit.size();
+    row_bytes_ = *row_bytes;
+    // Slices of about 4 MiB (an even number of groups: AMX takes two).
+    slice_units_ = std::clamp<int64_t>(static_cast<int64_t>(4 * kMiB / unit.size()) / 2 * 2, 2,
+                                       std::min(units_, kSliceRowsMax / cpu::kGroupRows));
+    cursor_ = 0;
+    return true;
+  }
+
+  // Seconds per weight byte of products of `tokens` tokens, walking on for
+  // at least `seconds` (and two slices), less each product's fixed cost
+  // `kernel_s`; the best of `repetitions`.
+  double SecondsPerByte(int tokens, double seconds, int repetitions, double kernel_s) {
+    double best = 1e30;
+    for (int i = 0; i < repetitions; ++i) {
+      uint64_t bytes = 0;
+      int products = 0;
+      double elapsed = 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      while (products < 2 || elapsed < seconds) {
+        if (cursor_ + slice_units_ > units_) cursor_ = 0;
+        model::Matrix m = matrix_;
+        m.data = data_ + cursor_ * unit_bytes_;
+        m.rows = slice_units_ * cpu::kGroupRows;
+        m.bytes = row_bytes_ * m.rows;
+        cpu::MatMul(m, x_.data(), m.cols, tokens, y_.data(), kSliceRowsMax, pool_, scratch_);
+        cursor_ += slice_units_;
+        bytes += m.bytes;
+        ++products;
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      best = std::min(best, std::max(elapsed - products * kernel_s, elapsed / 2) / static_cast<double>(bytes));
+    }
+    return best;
+  }
+
+  // A product of 64 rows (in cache) at one token: mostly the thread pool's
+  // start and finish. The median of many.
+  double KernelSeconds() {
+    model::Matrix m = matrix_;
+    m.rows = std::min<int64_t>(64, units_ * cpu::kGroupRows);
+    m.bytes = row_bytes_ * m.rows;
+    std::vector<double> times;
+    for (int i = 0; i < 201; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      cpu::MatMul(m, x_.data(), m.cols, 1, y_.data(), kSliceRowsMax, pool_, scratch_);
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+    return times[times.size() / 2];
+  }
+
+ private:
+  static constexpr int64_t kSliceRowsMax = 1 << 16;
+  uint64_t size_;
+  uint8_t* data_;
+  cpu::ThreadPool pool_;
+  cpu::MatMulScratch scratch_;
+  std::vector<float> x_, y_;
+  model::Matrix matrix_;
+  uint64_t unit_bytes_ = 0, row_bytes_ = 0;
+  int64_t units_ = 0, slice_units_ = 0, cursor_ = 0;
+};
+
+}  // namespace
+
+HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t model_bytes, bool file_layout) {
+  constexpr int64_t kRefCols = 4096;
+  int64_t max_cols = kRefCols;
+  for (const HostProbe& p : probes) max_cols = std::max(max_cols, p.cols);
+  uint64_t bytes = std::clamp<uint64_t>(model_bytes, 64 * kMiB, 512 * kMiB);
+  if (const uint64_t available = backend::AvailableHostMemory(); available > 0) {
+    bytes = std::max<uint64_t>(std::min(bytes, available / 4), 8 * kMiB);
+  }
+  HostSpec h;
+  Walk walk(bytes, threads, max_cols);
+  if (!walk.ok()) return h;
+  auto curve = [&](quant::TensorType type, int64_t cols, HostLayout layout) -> std::optional<HostCurve> {
+    if (!walk.Fill(type, cols, layout)) return std::nullopt;
+    HostCurve c{.type = type, .layout = layout, .seconds_per_byte = {}};
+    for (size_t i = 0; i < kHostTokens.size(); ++i) {
+      c.seconds_per_byte[i] = walk.SecondsPerByte(kHostTokens[i], 0.01, 2, h.kernel_s);
+    }
+    return c;
+  };
+  if (walk.Fill(quant::TensorType::kQ8_0, kRefCols, HostLayout::kGrouped)) h.kernel_s = walk.KernelSeconds();
+  for (const HostProbe& p : probes) {
+    for (HostLayout layout : {HostLayout::kGrouped, HostLayout::kFile}) {
+      if (layout == HostLayout::kFile && !file_layout) continue;
+      if (std::optional<HostCurve> c = curve(p.type, p.cols, layout)) h.curves.push_back(*c);
+    }
+  }
+  // The figures a type without a curve is priced by, from q8_0 (the
+  // model's own where it has it): the bandwidth at one token, the
+  // arithmetic rate at 32.
+  std::optional<HostCurve> ref;
+  for (const HostCurve& c : h.curves) {
+    if (c.type == quant::TensorType::kQ8_0 && c.layout == HostLayout::kGrouped) ref = c;
+  }
+  if (!ref) ref = curve(quant::TensorType::kQ8_0, kRefCols, HostLayout::kGrouped);
+  if (ref) {
+    const double params_per_byte = 32.0 / 34.0;  // a q8_0 block: 32 weights in 34 bytes
+    h.memory_gbps = 1e-9 / ref->SecondsPerByte(1);
+    h.gflops = 2.0 * params_per_byte * 32 / ref->SecondsPerByte(32) / 1e9;
+  }
+  return h;
+}
+
+}  // namespace ferry::plan

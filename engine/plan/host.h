@@ -1,0 +1,80 @@
+// What this host's CPU kernels cost, for the speed model: measured at
+// start-up on the model's own weight types and matrix widths, at the token
+// counts a step carries, in the layout each placement computes on.
+//
+// Why measured per type and token count rather than one bandwidth and one
+// arithmetic rate: the kernels change with the step (a token or two take
+// the 512-bit pair kernels, 16 or more AMX where the CPU has it), each
+// weight type unpacks at its own cost, and the sim device computes on the
+// file's layout, three times slower at one token than the cpu device's
+// grouped copy. One roofline priced a batch-8 step on this project's VM 2.4x
+// too fast (docs/measurements.md).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/gguf/gguf.h"
+#include "engine/model/config.h"
+#include "engine/quant/types.h"
+
+namespace ferry::plan {
+
+// The token counts a product is measured at; between two of them the cost
+// is interpolated linearly, past the last it grows in proportion.
+inline constexpr std::array<int, 7> kHostTokens = {1, 2, 4, 8, 16, 32, 64};
+
+// Where a product's weights are laid out: the cpu device's grouped copy
+// (units computed on the CPU) or as the file stores them (the sim device's
+// kernels; types without a grouped layout everywhere).
+enum class HostLayout { kGrouped, kFile };
+
+// A product of one weight type in one layout: seconds per weight byte at
+// each of kHostTokens, measured on matrices of the model's width walked
+// through as a step walks the model (MeasureHost), so that it holds the
+// memory's part too.
+struct HostCurve {
+  quant::TensorType type = quant::TensorType::kF32;
+  HostLayout layout = HostLayout::kGrouped;
+  std::array<double, kHostTokens.size()> seconds_per_byte{};
+  double SecondsPerByte(int tokens) const;
+};
+
+struct HostSpec {
+  // Products of a type without a curve: the weight bytes a one-token
+  // product reads per second, and the arithmetic per second (q8_0's).
+  double memory_gbps = 20.0;
+  double gflops = 100.0;
+  double kernel_s = 0;        // a kernel's fixed cost (thread pool start and finish)
+  std::vector<HostCurve> curves{};
+
+  // A product of `bytes` (`params` weights) of `type` at `tokens` tokens:
+  // bytes x the type's curve in that layout; without one, the slower of
+  // bytes / memory_gbps and 2 x params x tokens / gflops.
+  double ProductSeconds(quant::TensorType type, HostLayout layout, uint64_t bytes, uint64_t params,
+                        int tokens) const;
+  // "45.9 GB/s of weights from memory, 12 us a kernel; GB/s of weights a
+  // product reads at 1/8/64 tokens: q8_0 30.2/13.9/3.8, q8_0 (file layout) ..."
+  std::string Describe() const;
+};
+
+// A matrix to measure a type on: the widest (most columns) of that type in
+// the model's layers and head, one per type.
+struct HostProbe {
+  quant::TensorType type = quant::TensorType::kF32;
+  int64_t rows = 0, cols = 0;
+};
+std::vector<HostProbe> HostProbesFor(const gguf::File& file, const model::ModelConfig& config);
+
+// Measures the host with ferry's matmul kernels on `threads` threads: a
+// kernel's fixed cost, a curve per probe in the grouped layout (and, with
+// `file_layout`, in the file's), and q8_0's bandwidth and arithmetic rate.
+// The products walk through a buffer of `model_bytes` (within 64 MiB ..
+// 512 MiB, past the caches of most CPUs, and at most a quarter of the free
+// memory), filled for each type by repeating one quantized group, not read
+// from the file: about 0.15 s per curve plus faulting the buffer in.
+HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t model_bytes, bool file_layout);
+
+}  // namespace ferry::plan
