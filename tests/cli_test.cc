@@ -44,6 +44,11 @@ TEST(Cli, HelpAndUsage) {
   EXPECT_THAT(r.output, HasSubstr("make-model"));
   EXPECT_THAT(r.output, HasSubstr("inspect"));
   EXPECT_THAT(r.output, HasSubstr("--kv_heads"));
+  // A command's help: its flags only, with their defaults.
+  r = RunFerry("serve --help");
+  EXPECT_THAT(r.output, HasSubstr("usage: ferry serve [flags]"));
+  EXPECT_THAT(r.output, HasSubstr("\n  --max_queue=64\n"));
+  EXPECT_THAT(r.output, ::testing::Not(HasSubstr("--kv_heads")));
   r = RunFerry("");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("usage: ferry <command>"));

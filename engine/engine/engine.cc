@@ -112,3 +112,19 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec) {
 }
 
 }  // namespace ferry::engine
+
+namespace ferry::exec {
+
+bool AbslParseFlag(absl::string_view text, KvType* type, std::string* error) {
+  absl::StatusOr<KvType> t = engine::ParseKvType(text);
+  if (!t.ok()) {
+    *error = std::string(t.status().message());
+    return false;
+  }
+  *type = *t;
+  return true;
+}
+
+std::string AbslUnparseFlag(KvType type) { return type == KvType::kF16 ? "f16" : "f32"; }
+
+}  // namespace ferry::exec

@@ -20,6 +20,12 @@
 
 namespace ferry::engine {
 
+// Settings are grouped by concern, each group a plain struct whose member
+// initializers are the defaults. A group's ForEach(v) calls
+// v(&Group::member, "flag_name", "help") for every setting a user sets: the
+// one table the command line's flags, their defaults and `ferry --help` are
+// made from (service/flags.h), so none of them is written twice.
+
 // Where the weights go.
 struct PlacementArgs {
   std::string device = "cpu";          // cpu | sim[:key=value,...] | cuda[:N][,key=value,...]
@@ -32,6 +38,32 @@ struct PlacementArgs {
   // fastest split).
   std::string placement = "auto";
   int cpu_layers = -1;
+
+  // stream_head is a test switch and gpu_memory a size the front end parses
+  // (`ferry plan` takes a list of them): neither is a flag of this group.
+  template <class Visitor>
+  static constexpr void ForEach(Visitor&& v) {
+    v(&PlacementArgs::device, "device",
+      "cpu, sim[:key=value,...] or cuda[:N][,key=value,...]. sim keys: profile (a --gpu "
+      "profile, gives the defaults), mem (8GiB), overhead, h2d (25GB/s), lat (10us), poison (1: NaN-fill staging "
+      "slots on reuse), fault (N: latch a device fault after N copies on the copy queue, to test fault handling). "
+      "cuda keys: mem (at most this much of the GPU), poison, int8 (default 1: decode matvec on int8 activations "
+      "for q8_0/q4_0/q4_K/q5_K/q6_K; 0: float activations, ~10x smaller error, 1.5-3x slower decode), graphs "
+      "(default 1: steps replayed as CUDA graphs; 0: every kernel launched on its own), fuse (default 1: fused "
+      "launches (q/k/v, gate/up with the gating, residual adds, rope q+k, norm+quantize); 0: one launch per op)");
+    v(&PlacementArgs::gpu_layers, "gpu_layers",
+      "exactly this many layers resident on the GPU, the output head counted apart (-1: as many as fit)");
+    v(&PlacementArgs::ring_depth, "ring_depth",
+      "staging slots for streamed layers (the copy queue runs this many ahead)");
+    v(&PlacementArgs::placement, "placement",
+      "where the layers that are not resident go: stream (over PCIe every step), cpu "
+      "(computed on the CPU from host memory, as LM Studio does), mixed (some of each, at once: the split the speed "
+      "model predicts fastest for a step of --slots tokens, or --cpu_layers of them) or auto (mixed, the fastest "
+      "split)");
+    v(&PlacementArgs::cpu_layers, "cpu_layers",
+      "with --placement mixed or auto, exactly this many of the units that are not resident on the CPU, the rest "
+      "streamed (-1: the fastest split)");
+  }
 };
 absl::Status Validate(const PlacementArgs& args);
 
@@ -43,6 +75,20 @@ struct RuntimeArgs {
   int batch = 64;      // tokens per step (decode tokens + prompt chunks)
   exec::KvType kv_type = exec::KvType::kF16;
   int max_queue = 64;  // requests waiting for a slot
+
+  template <class Visitor>
+  static constexpr void ForEach(Visitor&& v) {
+    v(&RuntimeArgs::threads, "threads", "CPU threads; 0 = one per hardware thread");
+    v(&RuntimeArgs::ctx, "ctx", "context length (per request slot); 0 = the model's, at most 4096");
+    v(&RuntimeArgs::slots, "slots",
+      "requests decoded together, each with its own KV cache (plan: sizes the KV cache and is the step the "
+      "placement is chosen for); generate runs one request");
+    v(&RuntimeArgs::batch, "batch",
+      "tokens per forward step: a prompt's tokens (generate, bench, plan), or all requests' decode tokens and "
+      "prompt chunks together (serve)");
+    v(&RuntimeArgs::kv_type, "kv_type", "KV cache element type, f16 or f32");
+    v(&RuntimeArgs::max_queue, "max_queue", "requests waiting for a slot before new ones get RESOURCE_EXHAUSTED");
+  }
 };
 absl::Status Validate(const RuntimeArgs& args);
 // f16 or f32 (--kv_type, and GetPlan's kv_type); "" is not a type.
@@ -86,3 +132,10 @@ absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& mode
 plan::DeviceSpec SpecOf(const backend::Device& device);
 
 }  // namespace ferry::engine
+
+namespace ferry::exec {
+// --kv_type as a flag of its own type (Abseil finds these by argument-
+// dependent lookup): "f16" or "f32", ParseKvType's words.
+bool AbslParseFlag(absl::string_view text, KvType* type, std::string* error);
+std::string AbslUnparseFlag(KvType type);
+}  // namespace ferry::exec

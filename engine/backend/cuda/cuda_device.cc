@@ -18,6 +18,10 @@ namespace ferry::backend {
 
 namespace cuda {
 std::string DescribeCudaError(cudaError_t e) { return absl::StrCat(cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"); }
+std::string ErrorText(absl::string_view what, cudaError_t e) { return absl::StrCat(what, ": ", DescribeCudaError(e)); }
+absl::Status ErrorStatus(absl::StatusCode code, absl::string_view what, cudaError_t e, absl::string_view more) {
+  return absl::Status(code, absl::StrCat(ErrorText(what, e), more));
+}
 }  // namespace cuda
 
 namespace {
@@ -41,7 +45,7 @@ using cuda::BlasStatusName;
 absl::StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::Create(const CudaOptions& options) {
   int count = 0;
   if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {
-    return absl::FailedPreconditionError(absl::StrCat("no CUDA device: ", cuda::DescribeCudaError(e)));
+    return cuda::ErrorStatus(absl::StatusCode::kFailedPrecondition, "no CUDA device", e);
   }
   if (count == 0) return absl::FailedPreconditionError("no CUDA device: the driver reports none");
   if (options.index >= count) {
@@ -58,7 +62,7 @@ CudaDevice::CudaDevice(const CudaOptions& options) : options_(options) {}
 
 absl::Status CudaDevice::Init() {
   auto fail = [](const char* what, cudaError_t e) {
-    return absl::FailedPreconditionError(absl::StrCat("CUDA start-up: ", what, ": ", cuda::DescribeCudaError(e)));
+    return cuda::ErrorStatus(absl::StatusCode::kFailedPrecondition, absl::StrCat("CUDA start-up: ", what), e);
   };
   if (cudaError_t e = cudaSetDevice(options_.index); e != cudaSuccess) return fail("cudaSetDevice", e);
   if (cudaError_t e = cudaGetDeviceProperties(&prop_, options_.index); e != cudaSuccess) {
@@ -98,8 +102,8 @@ absl::Status CudaDevice::Init() {
   if (arena == 0) return absl::ResourceExhaustedError("cuda: no device memory is free");
   void* base = nullptr;
   if (cudaError_t e = cudaMalloc(&base, arena); e != cudaSuccess) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cuda: cudaMalloc of ", HumanBytes(arena), " at start-up failed: ", cuda::DescribeCudaError(e)));
+    return cuda::ErrorStatus(absl::StatusCode::kResourceExhausted,
+                             absl::StrCat("cuda: cudaMalloc of ", HumanBytes(arena), " at start-up failed"), e);
   }
   base_ = static_cast<uint8_t*>(base);
   arena_ = Arena(arena);
@@ -138,7 +142,7 @@ void CudaDevice::MeasureBandwidths() {
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   cudaFreeHost(host);
-  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) Fail(absl::StrCat("bandwidth probe: ", cuda::DescribeCudaError(e)));
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) Fail(cuda::ErrorText("bandwidth probe", e));
 }
 
 CudaDevice::~CudaDevice() {
@@ -224,8 +228,10 @@ absl::StatusOr<void*> CudaDevice::AllocateHost(uint64_t bytes, absl::string_view
   void* p = nullptr;
   if (cudaError_t e = cudaHostAlloc(&p, std::max<uint64_t>(bytes, 1), cudaHostAllocPortable); e != cudaSuccess) {
     cudaGetLastError();  // not sticky: clear it
-    return absl::ResourceExhaustedError(absl::StrCat("cudaHostAlloc of ", HumanBytes(bytes), " of page-locked host memory for ",
-                                                     what, " failed: ", cuda::DescribeCudaError(e)));
+    return cuda::ErrorStatus(absl::StatusCode::kResourceExhausted,
+                             absl::StrCat("cudaHostAlloc of ", HumanBytes(bytes), " of page-locked host memory for ",
+                                          what, " failed"),
+                             e);
   }
   std::lock_guard<std::mutex> lock(mu_);
   allocated_host_.Add(p, std::max<uint64_t>(bytes, 1));
@@ -252,10 +258,11 @@ absl::Status CudaDevice::RegisterHost(const void* p, uint64_t bytes) {
       cudaHostRegisterPortable | cudaHostRegisterMapped | (read_only ? cudaHostRegisterReadOnly : 0u);
   if (cudaError_t e = cudaHostRegister(const_cast<void*>(p), bytes, flags); e != cudaSuccess) {
     cudaGetLastError();  // not sticky: clear it
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cudaHostRegister of ", HumanBytes(bytes), " of host memory failed: ", cuda::DescribeCudaError(e),
-        read_only ? "" : " (this GPU cannot register read-only memory, which a read-only file mapping needs)",
-        "; check the locked-memory limit (ulimit -l)"));
+    return cuda::ErrorStatus(
+        absl::StatusCode::kFailedPrecondition, absl::StrCat("cudaHostRegister of ", HumanBytes(bytes), " of host memory failed"),
+        e,
+        absl::StrCat(read_only ? "" : " (this GPU cannot register read-only memory, which a read-only file mapping needs)",
+                     "; check the locked-memory limit (ulimit -l)"));
   }
   void* device = nullptr;
   if (cudaHostGetDevicePointer(&device, const_cast<void*>(p), 0) != cudaSuccess) {
@@ -280,7 +287,7 @@ void CudaDevice::UnregisterHost(const void* p) {
 absl::StatusOr<Event> CudaDevice::CreateEvent() {
   cudaEvent_t e;
   if (cudaError_t err = cudaEventCreateWithFlags(&e, cudaEventDisableTiming); err != cudaSuccess) {
-    return absl::InternalError(absl::StrCat("cudaEventCreateWithFlags: ", cuda::DescribeCudaError(err)));
+    return cuda::ErrorStatus(absl::StatusCode::kInternal, "cudaEventCreateWithFlags", err);
   }
   events_.push_back(e);
   return static_cast<Event>(events_.size() - 1);
@@ -437,7 +444,7 @@ void CudaDevice::Harvest(bool compute_idle) {
 }
 
 void CudaDevice::Launched(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) LaunchFailed(absl::StrCat(what, ": ", cuda::DescribeCudaError(e)));
+  if (e != cudaSuccess) LaunchFailed(cuda::ErrorText(what, e));
 }
 
 void CudaDevice::LaunchFailed(const std::string& what) {
@@ -675,15 +682,16 @@ void CudaDevice::MatMul(const model::Matrix& w, const float* x, int64_t x_stride
     LaunchInt8Rows(rows, w.type, x, x_stride, w.cols, n_tokens, -1, "int8 matvec");
     return;
   }
-  BeginCompute();
-  if (!cuda::MatMulSupports(w.type)) {
-    Fail(absl::StrCat("matmul: no CUDA kernel for the type of ", w.name));
-    return;
-  }
-  const cuda::MatMulArgs a{w.data, w.type, w.rows, w.cols, static_cast<int64_t>(w.row_bytes()), x, x_stride,
-                           n_tokens, y, y_stride};
   cublasStatus_t blas = CUBLAS_STATUS_SUCCESS;
-  Launched(cuda::LaunchMatMul(a, {tile_, tile_values_, lib_, blas_}, compute_, &blas), "matmul");
+  Launch("matmul", [&] {
+    if (!cuda::MatMulSupports(w.type)) {
+      Fail(absl::StrCat("matmul: no CUDA kernel for the type of ", w.name));
+      return kNothingLaunched;
+    }
+    const cuda::MatMulArgs a{w.data, w.type, w.rows, w.cols, static_cast<int64_t>(w.row_bytes()), x, x_stride,
+                             n_tokens, y, y_stride};
+    return cuda::LaunchMatMul(a, {tile_, tile_values_, lib_, blas_}, compute_, &blas);
+  });
   if (blas != CUBLAS_STATUS_SUCCESS) LaunchFailed(absl::StrCat("cublasGemmEx for ", w.name, ": ", BlasStatusName(blas)));
 }
 
@@ -704,11 +712,11 @@ bool CudaDevice::Int8Takes(std::span<const model::Matrix* const> ws, int n_token
 
 void CudaDevice::LaunchInt8Rows(const cuda::Int8Rows& rows, quant::TensorType type, const float* x, int64_t x_stride,
                                 int64_t cols, int n_tokens, int gated, const char* what) {
-  const Int8Input held = int8_input_;
-  BeginCompute();
+  const Int8Input held = int8_input_;  // before BeginCompute forgets it
   const Int8Input input{x, x_stride, cols, n_tokens};
-  Launched(cuda::LaunchMatVecInt8Rows(type, rows, x, x_stride, cols, n_tokens, int8_, held == input, gated, compute_),
-           what);
+  Launch(what, [&] {
+    return cuda::LaunchMatVecInt8Rows(type, rows, x, x_stride, cols, n_tokens, int8_, held == input, gated, compute_);
+  });
   const int64_t x_len = (n_tokens - 1) * x_stride + cols;
   for (int p = 0; p < (gated >= 0 ? 1 : rows.count); ++p) {
     if (Overlap(x, x_len, rows.part[p].y, (n_tokens - 1) * rows.part[p].ys + rows.part[p].rows)) return;
@@ -766,13 +774,13 @@ void CudaDevice::RopeQK(float* q, int n_head, float* k, int n_head_kv, int n_row
     Device::RopeQK(q, n_head, k, n_head_kv, n_rows, tokens, rope);
     return;
   }
-  BeginCompute();
-  const void* t = UploadTokens(tokens.first(n_rows));
-  const float* f = UploadRope(rope);
-  if (t == nullptr || f == nullptr) return;
-  Launched(cuda::LaunchRopePair(q, n_head, k, n_head_kv, n_rows, rope.head_dim, static_cast<const int2*>(t), f,
-                                rope.dims, rope.neox, compute_),
-           "rope (q and k)");
+  Launch("rope (q and k)", [&] {
+    const void* t = UploadTokens(tokens.first(n_rows));
+    const float* f = UploadRope(rope);
+    if (t == nullptr || f == nullptr) return kNothingLaunched;
+    return cuda::LaunchRopePair(q, n_head, k, n_head_kv, n_rows, rope.head_dim, static_cast<const int2*>(t), f,
+                                rope.dims, rope.neox, compute_);
+  });
 }
 
 void CudaDevice::RmsNorm(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out) {
@@ -790,82 +798,73 @@ void CudaDevice::RmsNormBefore(const model::Matrix& next, const float* x, int n_
 void CudaDevice::NormAndQuantize(const float* x, int n_rows, int64_t width, const float* weight, float eps, float* out,
                                  bool quantize) {
   if (Faulted()) return;
-  BeginCompute();
   // With `quantize` the output also goes to the int8 buffer, which the next
   // int8 product of `out` then reads as it is (int8_input_).
-  Launched(cuda::LaunchRmsNorm(x, n_rows, width, weight, eps, out, compute_, quantize ? int8_.q : nullptr,
-                               quantize ? int8_.d : nullptr, quantize ? int8_.isum : nullptr),
-           "rmsnorm");
+  Launch("rmsnorm", [&] {
+    return cuda::LaunchRmsNorm(x, n_rows, width, weight, eps, out, compute_, quantize ? int8_.q : nullptr,
+                               quantize ? int8_.d : nullptr, quantize ? int8_.isum : nullptr);
+  });
   if (quantize) int8_input_ = {out, width, width, n_rows};
 }
 
 void CudaDevice::Add(float* x, const float* y, int64_t n) {
-  if (Faulted()) return;
-  BeginCompute();
-  Launched(cuda::LaunchAdd(x, y, n, compute_), "add");
+  Kernel("add", [&] { return cuda::LaunchAdd(x, y, n, compute_); });
 }
 
 void CudaDevice::AddRowBias(float* x, int n_rows, int64_t width, const float* bias) {
-  if (Faulted()) return;
-  BeginCompute();
-  Launched(cuda::LaunchAddRowBias(x, n_rows, width, bias, compute_), "row bias");
+  Kernel("row bias", [&] { return cuda::LaunchAddRowBias(x, n_rows, width, bias, compute_); });
 }
 
 void CudaDevice::Rope(float* x, int n_rows, int n_heads, std::span<const TokenPos> tokens, const RopeParams& rope) {
-  if (Faulted()) return;
-  BeginCompute();
-  const void* t = UploadTokens(tokens.first(n_rows));
-  const float* f = UploadRope(rope);
-  if (t == nullptr || f == nullptr) return;
-  Launched(cuda::LaunchRope(x, n_rows, n_heads, rope.head_dim, static_cast<const int2*>(t), f, rope.dims, rope.neox,
-                            compute_),
-           "rope");
+  Kernel("rope", [&] {
+    const void* t = UploadTokens(tokens.first(n_rows));
+    const float* f = UploadRope(rope);
+    if (t == nullptr || f == nullptr) return kNothingLaunched;
+    return cuda::LaunchRope(x, n_rows, n_heads, rope.head_dim, static_cast<const int2*>(t), f, rope.dims, rope.neox,
+                            compute_);
+  });
 }
 
 void CudaDevice::StoreKv(const KvLayer& kv, const float* k, const float* v, std::span<const TokenPos> tokens) {
-  if (Faulted()) return;
-  BeginCompute();
-  const void* t = UploadTokens(tokens);
-  if (t == nullptr) return;
-  Launched(cuda::LaunchStoreKv({kv.k, kv.v, kv.f16, kv.n_ctx, kv.kv_dim}, k, v, static_cast<const int2*>(t),
-                               static_cast<int>(tokens.size()), compute_),
-           "store kv");
+  Kernel("store kv", [&] {
+    const void* t = UploadTokens(tokens);
+    if (t == nullptr) return kNothingLaunched;
+    return cuda::LaunchStoreKv({kv.k, kv.v, kv.f16, kv.n_ctx, kv.kv_dim}, k, v, static_cast<const int2*>(t),
+                               static_cast<int>(tokens.size()), compute_);
+  });
 }
 
 void CudaDevice::Attention(const float* q, const KvLayer& kv, std::span<const TokenPos> tokens,
                            const AttentionShape& s, float* scratch, float* out) {
-  if (Faulted()) return;
-  BeginCompute();
-  const void* t = UploadTokens(tokens);
-  if (t == nullptr) return;
-  // The window aside: the split count (frozen into a graph) is then the
-  // same in every layer, a function of BeginStep's span bucket.
-  int max_span = 1;
-  for (const TokenPos& tok : tokens) max_span = std::max(max_span, tok.pos + 1);
-  cuda::AttentionArgs a{q, {kv.k, kv.v, kv.f16, kv.n_ctx, kv.kv_dim}, static_cast<const int2*>(t),
-                        static_cast<int>(tokens.size()), max_span, s.n_head, s.n_head_kv, s.head_dim, s.query_scale,
-                        s.softcap, s.window, scratch, out};
-  Launched(cuda::LaunchAttention(a, compute_), "attention");
+  Kernel("attention", [&] {
+    const void* t = UploadTokens(tokens);
+    if (t == nullptr) return kNothingLaunched;
+    // The window aside: the split count (frozen into a graph) is then the
+    // same in every layer, a function of BeginStep's span bucket.
+    int max_span = 1;
+    for (const TokenPos& tok : tokens) max_span = std::max(max_span, tok.pos + 1);
+    cuda::AttentionArgs a{q, {kv.k, kv.v, kv.f16, kv.n_ctx, kv.kv_dim}, static_cast<const int2*>(t),
+                          static_cast<int>(tokens.size()), max_span, s.n_head, s.n_head_kv, s.head_dim, s.query_scale,
+                          s.softcap, s.window, scratch, out};
+    return cuda::LaunchAttention(a, compute_);
+  });
 }
 
 void CudaDevice::GatedActivation(float* gate, const float* up, int64_t n, model::Activation act) {
-  if (Faulted()) return;
-  BeginCompute();
-  Launched(cuda::LaunchGatedActivation(gate, up, n, act == model::Activation::kGeluTanh, compute_), "gated activation");
+  Kernel("gated activation",
+         [&] { return cuda::LaunchGatedActivation(gate, up, n, act == model::Activation::kGeluTanh, compute_); });
 }
 
 void CudaDevice::SoftCap(float* x, int64_t n, float cap) {
-  if (Faulted()) return;
-  BeginCompute();
-  Launched(cuda::LaunchSoftCap(x, n, cap, compute_), "softcap");
+  Kernel("softcap", [&] { return cuda::LaunchSoftCap(x, n, cap, compute_); });
 }
 
 void CudaDevice::GatherRows(const float* src, std::span<const int32_t> rows, int64_t width, float* dst) {
-  if (Faulted()) return;
-  BeginCompute();
-  const int32_t* r = UploadRows(rows);
-  if (r == nullptr) return;
-  Launched(cuda::LaunchGatherRows(src, r, static_cast<int>(rows.size()), width, dst, compute_), "gather rows");
+  Kernel("gather rows", [&] {
+    const int32_t* r = UploadRows(rows);
+    if (r == nullptr) return kNothingLaunched;
+    return cuda::LaunchGatherRows(src, r, static_cast<int>(rows.size()), width, dst, compute_);
+  });
 }
 
 }  // namespace ferry::backend

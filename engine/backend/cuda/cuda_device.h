@@ -170,6 +170,24 @@ class CudaDevice : public Device {
   cudaEvent_t TimingEvent();
   void Harvest(bool compute_idle);
   void Launched(cudaError_t e, const char* what);
+  // The kernel methods' shape: after a fault, nothing; else the step's
+  // compute span begun (BeginCompute), `launch()` run and its error checked
+  // as `what` (Launched). `launch` returns the launch's error, or
+  // kNothingLaunched where it launched nothing (a table it needs could not
+  // be written, a type has no kernel: that has latched the fault, or broken
+  // the capture, already). Launch is the same without the fault check, for
+  // methods that check before choosing a path.
+  static constexpr cudaError_t kNothingLaunched = cudaSuccess;
+  template <typename F>
+  void Kernel(const char* what, const F& launch) {
+    if (Faulted()) return;
+    Launch(what, launch);
+  }
+  template <typename F>
+  void Launch(const char* what, const F& launch) {
+    BeginCompute();
+    Launched(launch(), what);
+  }
   // A launch or cuBLAS call failed: a fault, or while capturing a broken
   // capture (nothing ran; RunRecorded runs the work uncaptured).
   void LaunchFailed(const std::string& what);
