@@ -50,9 +50,8 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
   row.head_resident = fwd->head_resident();
   row.gpu_fraction = p->has_value() ? (*p)->gpu_fraction() : 1.0;
   if (p->has_value()) {
-    plan::DeviceSpec spec = engine::SpecOf(device);
-    spec.host_kernels = device.facts().host_kernels;  // as the run is costed, not the card
-    row.predicted_tokens_per_s = plan::Predict(**p, spec, host, batch).tokens_per_s;
+    // The device's own figures: a sim run is costed as it runs (host_kernels), not as the card.
+    row.predicted_tokens_per_s = plan::Predict(**p, device.spec(), host, batch).tokens_per_s;
   }
   std::vector<exec::BatchToken> tokens;
   // Touch every weight once before timing (the file is mapped lazily).
@@ -121,7 +120,7 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   result.device = device->Describe();
   result.weight_bytes = model->weights.bytes;
   result.isa = std::string(cpu::IsaName(cpu::ActiveIsa()));
-  const backend::DeviceFacts facts = device->facts();
+  const backend::DeviceSpec facts = device->spec();
   result.threads = facts.threads;
   result.h2d_gbps = facts.h2d_gbps;
   if (o.sweep && facts.h2d_gbps <= 0) {

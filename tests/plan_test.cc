@@ -317,7 +317,7 @@ TEST(Planner, MixedSplitAgainstEveryPlacement) {
                                     {.header_only = true});
     ASSERT_TRUE(f.ok());
     const model::ModelConfig c = *model::LoadConfig(**f);
-    DeviceSpec card = *DeviceProfile("rtx4060-8g");
+    DeviceSpec card = *backend::FindGpuProfile("rtx4060-8g");
     card.overhead_bytes = 0;
     const HostSpec host{.memory_gbps = 30, .gflops = 300};
     for (uint64_t budget_mib : {110, 130, 150}) {

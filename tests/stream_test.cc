@@ -529,7 +529,7 @@ TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
     auto hf = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(header.data()), header.size()),
                                      {.header_only = true});
     ASSERT_TRUE(hf.ok());
-    plan::DeviceSpec card = *plan::DeviceProfile("rtx4060-8g");
+    plan::DeviceSpec card = *backend::FindGpuProfile("rtx4060-8g");
     card.memory_bytes = gib << 30;
     plan::PlanRequest r;
     r.policy = plan::Policy::kAuto;

@@ -39,19 +39,6 @@ absl::StatusOr<exec::KvType> ParseKvType(absl::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("kv_type must be f16 or f32, got '", name, "'"));
 }
 
-plan::DeviceSpec SpecOf(const backend::Device& device) {
-  const backend::DeviceFacts f = device.facts();
-  plan::DeviceSpec spec;
-  spec.name = f.name;
-  spec.memory_bytes = f.memory_bytes;
-  spec.overhead_bytes = f.overhead_bytes;
-  if (f.h2d_gbps > 0) spec.h2d_gbps = f.h2d_gbps;
-  if (f.latency_us > 0) spec.latency_us = f.latency_us;
-  if (f.memory_gbps > 0) spec.memory_gbps = f.memory_gbps;
-  if (f.tflops > 0) spec.tflops = f.tflops;
-  return spec;
-}
-
 absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& model, const backend::Device& device,
                                                         const PlacementArgs& args, exec::ForwardOptions* forward) {
   FERRY_RETURN_IF_ERROR(Validate(args));
@@ -78,7 +65,7 @@ absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& mode
     r.host = plan::MeasureHost(forward->threads);
     r.host_available = backend::AvailableHostMemory();
   }
-  absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, SpecOf(device));
+  absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, device.spec());
   if (!p.ok()) return p.status();
   forward->placement = p->placement;
   return std::optional<plan::Plan>(*p);
@@ -99,7 +86,7 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec) {
                 .threads = ra.threads, .progress = spec.progress};
   FERRY_ASSIGN_OR_RETURN(e->device, backend::OpenDevice(spec.placement.device, ra.threads));
   FERRY_ASSIGN_OR_RETURN(e->plan, PlanPlacement(*e->model, *e->device, spec.placement, &e->forward));
-  e->spec = SpecOf(*e->device);
+  e->spec = e->device->spec();
   FERRY_ASSIGN_OR_RETURN(e->executor, exec::Executor::Create(*e->model, e->device.get(), e->forward));
   if (spec.start_runtime) {
     runtime::RuntimeOptions ro;

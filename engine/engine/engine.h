@@ -61,7 +61,7 @@ struct Engine {
   std::unique_ptr<model::Model> model;
   std::unique_ptr<text::Tokenizer> tokenizer;
   std::unique_ptr<backend::Device> device;
-  plan::DeviceSpec spec;             // what the planner assumed of the device
+  backend::DeviceSpec spec;          // the device's figures, as the planner took them
   std::optional<plan::Plan> plan;    // none on a device that computes on host memory
   exec::ForwardOptions forward;      // with the context and placement resolved
   std::unique_ptr<exec::Executor> executor;
@@ -79,10 +79,5 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec);
 // the system has available.
 absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& model, const backend::Device& device,
                                                         const PlacementArgs& args, exec::ForwardOptions* forward);
-
-// The planner's view of an opened device (memory, overhead, bandwidths). A
-// sim device plans as the card it imitates (DeviceFacts::host_kernels
-// stays out): its placements are that card's.
-plan::DeviceSpec SpecOf(const backend::Device& device);
 
 }  // namespace ferry::engine

@@ -11,7 +11,6 @@
 #include "engine/backend/arena.h"
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/qdot.h"
-#include "engine/backend/profiles.h"
 #include "engine/backend/scratch.h"
 #include "engine/model/unit_tensors.h"
 #include "engine/quant/quantize.h"
@@ -50,14 +49,14 @@ absl::StatusOr<Strategy> ParseStrategy(absl::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("placement '", name, "' is not one of stream, cpu, mixed"));
 }
 
-absl::StatusOr<DeviceSpec> DeviceProfile(const std::string& name) {
-  absl::StatusOr<backend::GpuProfile> p = backend::FindGpuProfile(name);
-  if (!p.ok()) return p.status();
-  return DeviceSpec{p->name, p->memory_bytes, p->overhead_bytes, p->h2d_gbps, p->copy_latency_us, p->memory_gbps,
-                    p->tflops};
+DeviceSpec Assumed(const DeviceSpec& device) {
+  DeviceSpec d = device;
+  if (d.h2d_gbps <= 0) d.h2d_gbps = 25.0;
+  if (d.latency_us <= 0) d.latency_us = 10.0;
+  if (d.memory_gbps <= 0) d.memory_gbps = 500.0;
+  if (d.tflops <= 0) d.tflops = 50.0;
+  return d;
 }
-
-std::string DeviceProfileNames() { return backend::GpuProfileNames(); }
 
 void Plan::Place(const Placement& where) {
   placement = where;
@@ -195,7 +194,9 @@ uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem) {
 }
 
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& c, const PlanRequest& r,
-                              const DeviceSpec& device) {
+                              const DeviceSpec& spec) {
+  DeviceSpec device = spec;
+  device.host_kernels = false;  // planned as the card it imitates
   if (r.n_ctx <= 0 || r.n_slots <= 0 || r.max_batch <= 0 || r.ring_depth <= 0 || r.kv_bytes_per_elem <= 0) {
     return absl::InvalidArgumentError("plan: context, slots, batch, ring depth and KV element size must be positive");
   }
@@ -473,7 +474,8 @@ namespace {
 // Predict and PredictPrefill: decode products read the weights in place at
 // the kernels' efficiency; a GEMM step (prefill) adds the f32 tile's
 // traffic and runs at the TF32 rate.
-Prediction Roofline(const Plan& p, const DeviceSpec& d, const HostSpec& host, int batch, bool gemm) {
+Prediction Roofline(const Plan& p, const DeviceSpec& spec, const HostSpec& host, int batch, bool gemm) {
+  const DeviceSpec d = Assumed(spec);
   Prediction out;
   out.batch = batch;
   const double flops = gemm ? d.tflops * 1e12 * 0.5 : std::min(d.tflops * 1e12, kDecodeOpsPerS);

@@ -24,7 +24,7 @@ class CpuDevice : public Device {
   ~CpuDevice() override;
 
   std::string Describe() const override;
-  DeviceFacts facts() const override;
+  DeviceSpec spec() const override;
   int threads() const { return pool_.size(); }
 
   bool computes_on_host_memory() const override { return true; }

@@ -59,7 +59,7 @@ class CudaDevice : public Device {
   ~CudaDevice() override;
 
   std::string Describe() const override;
-  DeviceFacts facts() const override;
+  DeviceSpec spec() const override;
   uint64_t context_overhead() const { return overhead_; }
   double measured_h2d_gbps() const { return h2d_gbps_; }
   double measured_d2d_gbps() const { return d2d_gbps_; }

@@ -73,7 +73,7 @@ class SimDevice : public CpuDevice {
   bool poison() const override { return options_.poison; }
   void PoisonOnReuse(void* dst, uint64_t bytes) override;
   DeviceStats stats() const override;
-  DeviceFacts facts() const override;
+  DeviceSpec spec() const override;
   absl::Status health() const override;
   // The cpu kernels' host scratch, plus the device bytes a GPU's kernels
   // would take (backend/scratch.h), so memory runs out where it would on one.
