@@ -101,13 +101,11 @@ class Device {
   virtual std::string Describe() const = 0;
 
   // --- memory ---
-  // True when kernels read host memory directly (the cpu backend): weights
-  // are used in place and nothing needs uploading.
-  virtual bool computes_on_host_memory() const = 0;
-  // For such a device: the matrices it will read in place, rewritten to read
-  // a layout of its own where it has one (the cpu device groups rows for its
-  // kernels) and the copies fit in the memory the system has available;
-  // the result holds those copies. `copied(was)` is told of each matrix as
+  // For a device whose memory is the host's (DeviceSpec::host_memory): the
+  // matrices it will read in place, rewritten to read a layout of its own
+  // where it has one (the cpu device groups rows for its kernels) and the
+  // copies fit in the memory the system has available; the result holds
+  // those copies. `copied(was)` is told of each matrix as
   // soon as its copy is made (the caller may then drop the original's pages,
   // so the two are not both resident for long). Default: read as they are.
   virtual absl::StatusOr<AdoptedWeights> AdoptInPlace(

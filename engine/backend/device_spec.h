@@ -24,6 +24,11 @@ struct DeviceSpec {
   double latency_us = 0;        // per copy
   double memory_gbps = 0;       // device memory bandwidth, GB/s
   double tflops = 0;            // dense fp16 matrix throughput with fp32 accumulation
+  // Its memory is the host's (cpu): its kernels read weights where they lie
+  // in host memory, so nothing is uploaded or page-locked and there is no
+  // device memory to fit a placement into: the planner keeps every unit
+  // resident and the executor adopts resident units in place.
+  bool host_memory = false;
   // Its kernels are the host CPU's (cpu, sim): what it computes takes what
   // the CPU takes, whatever the figures above (which, on sim, are the
   // card's it imitates).

@@ -62,7 +62,7 @@ struct Engine {
   std::unique_ptr<text::Tokenizer> tokenizer;
   std::unique_ptr<backend::Device> device;
   backend::DeviceSpec spec;          // the device's figures, as the planner took them
-  std::optional<plan::Plan> plan;    // none on a device that computes on host memory
+  plan::Plan plan;
   exec::ForwardOptions forward;      // with the context and placement resolved
   std::unique_ptr<exec::Executor> executor;
   std::unique_ptr<runtime::Runtime> runtime;  // declared last: stops first
@@ -72,12 +72,12 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec);
 
 // The planning step alone, for a front end that builds several executors on
 // one device (bench): plans `forward` (n_ctx resolved) on `device` and sets
-// its placement; the plan, or none on a device that computes on host
-// memory. A plan that may put layers on the CPU is made for a step of
+// its placement (every unit resident on a device whose memory is the
+// host's). A plan that may put layers on the CPU is made for a step of
 // forward->n_seq tokens with this host's CPU measured here
 // (plan::MeasureHost, a quarter of a second) and must fit the host memory
 // the system has available.
-absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& model, const backend::Device& device,
-                                                        const PlacementArgs& args, exec::ForwardOptions* forward);
+absl::StatusOr<plan::Plan> PlanPlacement(const model::Model& model, const backend::Device& device,
+                                         const PlacementArgs& args, exec::ForwardOptions* forward);
 
 }  // namespace ferry::engine

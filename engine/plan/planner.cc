@@ -282,6 +282,13 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   p.margin = static_cast<uint64_t>(r.margin_fraction * static_cast<double>(device.memory_bytes));
   p.budget = r.policy == Policy::kBudget ? std::min(r.gpu_memory, device.memory_bytes) : device.memory_bytes;
   p.strategy = r.strategy;
+  // A device whose memory is the host's reads every unit where it lies, and
+  // the host's memory is no budget: where a regrouped copy does not fit,
+  // its kernels read the file's pages.
+  if (device.host_memory) {
+    p.Place(*Placement().Resolve(c.n_layer));
+    return p;
+  }
 
   // `resident` layers resident (LayerResident), `cpu` of the other layers on
   // the CPU (spread evenly among them: Spread), the rest streamed; the head at `head`.

@@ -193,9 +193,11 @@ struct Plan {
 // computed on the CPU or split between the two by request.strategy: the
 // split's CPU units spread evenly among them (Spread), and kMixed weighs
 // every split of every resident count that fits by Predict at
-// request.batch. A device whose kernels are the host's (sim) is planned as
-// the card its figures describe (DeviceSpec::host_kernels is left out), so
-// its placements are that card's; Predict given it costs the run as it runs.
+// request.batch. On a device whose memory is the host's (cpu) every unit
+// is resident, whatever the policy. A device whose kernels are the host's
+// (sim) is planned as the card its figures describe (host_kernels is left
+// out), so its placements are that card's; Predict given it costs the run
+// as it runs.
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& config, const PlanRequest& request,
                               const DeviceSpec& device);
 

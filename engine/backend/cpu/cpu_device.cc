@@ -127,6 +127,7 @@ void CpuDevice::CopyToHost(void* dst, const void* src, uint64_t bytes) {
 
 DeviceSpec CpuDevice::spec() const {
   DeviceSpec f = Device::spec();
+  f.host_memory = true;
   f.host_kernels = true;
   f.threads = threads();
   return f;

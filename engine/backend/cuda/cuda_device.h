@@ -64,7 +64,6 @@ class CudaDevice : public Device {
   double measured_h2d_gbps() const { return h2d_gbps_; }
   double measured_d2d_gbps() const { return d2d_gbps_; }
 
-  bool computes_on_host_memory() const override { return false; }
   uint64_t capacity() const override { return arena_.capacity(); }
   uint64_t used() const override;
   uint64_t peak() const override;

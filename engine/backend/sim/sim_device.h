@@ -47,7 +47,6 @@ class SimDevice : public CpuDevice {
   const SimOptions& options() const { return options_; }
   std::string Describe() const override;
 
-  bool computes_on_host_memory() const override { return false; }
   uint64_t capacity() const override { return arena_.capacity(); }
   uint64_t used() const override;
   uint64_t peak() const override;
