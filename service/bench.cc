@@ -32,7 +32,7 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
   fo.max_batch = std::max(fo.max_batch, batch);
   BenchRow row;
   row.batch = batch;
-  absl::StatusOr<std::optional<plan::Plan>> p = engine::PlanPlacement(model, device, flags, &fo);
+  absl::StatusOr<plan::Plan> p = engine::PlanPlacement(model, device, flags, &fo);
   if (!p.ok()) {
     row.fits = std::string(p.status().message());
     return row;
@@ -48,11 +48,12 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
   row.resident_layers = fwd->resident_layers();
   row.cpu_layers = fwd->placement().layers(plan::Home::kCpu);
   row.head_resident = fwd->head_resident();
-  row.gpu_fraction = p->has_value() ? (*p)->gpu_fraction() : 1.0;
-  if (p->has_value()) {
-    plan::DeviceSpec spec = engine::SpecOf(device);
-    spec.host_kernels = device.facts().host_kernels;  // as the run is costed, not the card
-    row.predicted_tokens_per_s = plan::Predict(**p, spec, host, batch).tokens_per_s;
+  row.gpu_fraction = p->gpu_fraction();
+  // The speed model predicts a placement on a device apart from the host;
+  // on one whose memory is the host's there is none to predict. A sim run
+  // is costed as it runs (host_kernels), not as the card.
+  if (const backend::DeviceSpec spec = device.spec(); !spec.host_memory) {
+    row.predicted_tokens_per_s = plan::Predict(*p, spec, host, batch).tokens_per_s;
   }
   std::vector<exec::BatchToken> tokens;
   // Touch every weight once before timing (the file is mapped lazily).
@@ -121,7 +122,7 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   result.device = device->Describe();
   result.weight_bytes = model->weights.bytes;
   result.isa = std::string(cpu::IsaName(cpu::ActiveIsa()));
-  const backend::DeviceFacts facts = device->facts();
+  const backend::DeviceSpec facts = device->spec();
   result.threads = facts.threads;
   result.h2d_gbps = facts.h2d_gbps;
   if (o.sweep && facts.h2d_gbps <= 0) {

@@ -100,7 +100,7 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   model::ModelConfig config;
   FERRY_ASSIGN_OR_RETURN(config, model::LoadConfig(*file));
   plan::DeviceSpec device;
-  FERRY_ASSIGN_OR_RETURN(device, plan::DeviceProfile(o.gpu));
+  FERRY_ASSIGN_OR_RETURN(device, backend::FindGpuProfile(o.gpu));
   // The speed model: the profile's bandwidths, this host's measured CPU
   // kernels (which also decide the mixed splits).
   uint64_t model_bytes = 0;

@@ -232,7 +232,7 @@ class Server::Service final : public v1::Inference::CallbackService {
   absl::Status PlanFor(const Engine& e, const v1::PlanRequest& req, v1::PlanResponse* out) const {
     plan::DeviceSpec spec = e.spec;
     if (!req.gpu_profile().empty()) {
-      absl::StatusOr<plan::DeviceSpec> p = plan::DeviceProfile(req.gpu_profile());
+      absl::StatusOr<plan::DeviceSpec> p = backend::FindGpuProfile(req.gpu_profile());
       if (!p.ok()) return p.status();
       spec = *p;
     }

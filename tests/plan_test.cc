@@ -237,6 +237,35 @@ TEST(Planner, ExactLayersAndClearRefusals) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("even with every layer streamed, the staging ring, KV cache and workspace need"));
 }
 
+// A device whose memory is the host's (cpu) reads every unit where it lies:
+// every unit resident whatever the policy, strategy or memory, nothing
+// streamed; the same figures without host_memory (a card) stream.
+TEST(Planner, HostMemoryDeviceKeepsEveryUnitResident) {
+  const Header h = Make("gemma2-27b", model::Mix::kQ4_K_M);
+  DeviceSpec host{"host", 8 * kGiB, 0};
+  host.host_memory = true;
+  for (Policy policy : {Policy::kAuto, Policy::kLayers, Policy::kBudget}) {
+    for (Strategy strategy : {Strategy::kStream, Strategy::kCpu, Strategy::kMixed}) {
+      PlanRequest r;
+      r.policy = policy;
+      r.gpu_layers = 3;
+      r.gpu_memory = kGiB;
+      r.strategy = strategy;
+      absl::StatusOr<Plan> p = MakePlan(*h.file, h.config, r, host);
+      ASSERT_TRUE(p.ok()) << p.status();
+      EXPECT_EQ(p->placement.count(Home::kResident), 47);
+      EXPECT_EQ(p->resident_layers, 46);
+      EXPECT_TRUE(p->head_resident);
+      EXPECT_EQ(p->ring_depth, 0);
+      EXPECT_EQ(p->staging, 0u);
+    }
+  }
+  host.host_memory = false;
+  absl::StatusOr<Plan> card = MakePlan(*h.file, h.config, PlanRequest(), host);
+  ASSERT_TRUE(card.ok()) << card.status();
+  EXPECT_LT(card->resident_layers, 46) << "15 GiB of weights do not fit a card of 8 GiB";
+}
+
 TEST(Planner, ReadsAHeaderOnlyFileOnDisk) {
   absl::StatusOr<model::SynthOptions> o = model::Preset("qwen2.5-7b");
   ASSERT_TRUE(o.ok());
@@ -318,7 +347,7 @@ TEST(Planner, MixedSplitAgainstEveryPlacement) {
                                     {.header_only = true});
     ASSERT_TRUE(f.ok());
     const model::ModelConfig c = *model::LoadConfig(**f);
-    DeviceSpec card = *DeviceProfile("rtx4060-8g");
+    DeviceSpec card = *backend::FindGpuProfile("rtx4060-8g");
     card.overhead_bytes = 0;
     // Priced by one roofline, and by per-type curves as MeasureHost makes
     // them (made up here: a cost per byte that grows with the tokens).

@@ -455,6 +455,22 @@ TEST(Executor, HoldsStreamedWeightsOnceInHostMemory) {
   EXPECT_LE(after + streamed_matrices * 9 / 10, before) << "before " << before << ", after " << after;
 }
 
+// On a device whose memory is the host's (the cpu device) resident units
+// are read where they lie, not uploaded: no device bytes of weights,
+// nothing page-locked, every layer computed by the CPU.
+TEST(Executor, ReadsResidentUnitsInPlaceOnAHostMemoryDevice) {
+  const Built b = Build(Tiny("llama", TensorType::kQ8_0));
+  auto e = exec::Executor::Create(*b.model, nullptr, Options(true, -1, 2));
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE((*e)->device().spec().host_memory);
+  EXPECT_EQ((*e)->usage().weights_resident, 0u);
+  EXPECT_EQ((*e)->load_times().uploaded_bytes, 0u);
+  EXPECT_EQ((*e)->host_pinned_bytes(), 0u);
+  EXPECT_EQ((*e)->resident_layers(), 0);
+  EXPECT_EQ((*e)->cpu_layers(), b.model->config.n_layer);
+  EXPECT_THAT((*e)->PlacementSummary(), HasSubstr("computed in place from host memory"));
+}
+
 // Weights computed on the CPU are held once in host memory too: regrouped
 // for the CPU's kernels, and the file mapping's pages of what was regrouped
 // dropped (the cpu device, and layers placed on the CPU beside a device).
@@ -529,7 +545,7 @@ TEST(Executor, RunsTheTinyCounterpartOfPopularModelPlans) {
     auto hf = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(header.data()), header.size()),
                                      {.header_only = true});
     ASSERT_TRUE(hf.ok());
-    plan::DeviceSpec card = *plan::DeviceProfile("rtx4060-8g");
+    plan::DeviceSpec card = *backend::FindGpuProfile("rtx4060-8g");
     card.memory_bytes = gib << 30;
     plan::PlanRequest r;
     r.policy = plan::Policy::kAuto;

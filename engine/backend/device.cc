@@ -41,8 +41,8 @@ std::string AdoptedWeights::Describe() const {
   return "";
 }
 
-DeviceFacts Device::facts() const {
-  DeviceFacts f;
+DeviceSpec Device::spec() const {
+  DeviceSpec f;
   f.name = Describe();
   f.memory_bytes = capacity();
   return f;

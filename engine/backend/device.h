@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/backend/device_spec.h"
 #include "engine/model/config.h"
 #include "engine/model/weights.h"
 
@@ -90,22 +91,6 @@ struct DeviceStats {
   uint64_t replays = 0;            // recorded work replayed (CUDA graph launches)
 };
 
-// What the planner's speed and memory model should assume about a device:
-// configured (sim) or measured at start-up (cuda). Zero: not known.
-struct DeviceFacts {
-  std::string name;
-  uint64_t memory_bytes = 0;    // what plans may fill, context overhead included
-  uint64_t overhead_bytes = 0;  // of which taken before ferry allocates
-  double h2d_gbps = 0;          // pinned host-to-device copies
-  double latency_us = 0;        // per copy
-  double memory_gbps = 0;       // device memory
-  double tflops = 0;            // matrix throughput
-  // Its kernels are the host CPU's (sim): what it computes takes what the
-  // CPU takes, whatever the figures above (which plan for the card it imitates).
-  bool host_kernels = false;
-  int threads = 0;              // the CPU threads its kernels use (cpu, sim)
-};
-
 struct AdoptedWeights;
 
 class Device {
@@ -116,13 +101,11 @@ class Device {
   virtual std::string Describe() const = 0;
 
   // --- memory ---
-  // True when kernels read host memory directly (the cpu backend): weights
-  // are used in place and nothing needs uploading.
-  virtual bool computes_on_host_memory() const = 0;
-  // For such a device: the matrices it will read in place, rewritten to read
-  // a layout of its own where it has one (the cpu device groups rows for its
-  // kernels) and the copies fit in the memory the system has available;
-  // the result holds those copies. `copied(was)` is told of each matrix as
+  // For a device whose memory is the host's (DeviceSpec::host_memory): the
+  // matrices it will read in place, rewritten to read a layout of its own
+  // where it has one (the cpu device groups rows for its kernels) and the
+  // copies fit in the memory the system has available; the result holds
+  // those copies. `copied(was)` is told of each matrix as
   // soon as its copy is made (the caller may then drop the original's pages,
   // so the two are not both resident for long). Default: read as they are.
   virtual absl::StatusOr<AdoptedWeights> AdoptInPlace(
@@ -167,8 +150,9 @@ class Device {
   virtual void PoisonOnReuse(void* dst, uint64_t bytes) = 0;  // on the copy queue
 
   virtual DeviceStats stats() const = 0;
-  // Default: the name and the arena's capacity.
-  virtual DeviceFacts facts() const;
+  // Its figures for the planner: configured (sim) or measured at start-up
+  // (cuda). Default: the name and the arena's capacity.
+  virtual DeviceSpec spec() const;
   // OK, or the fault that left the device unusable. A fault latches: once
   // set it stays (a CUDA context after an illegal address), and the
   // executor fails every step from then on. The cpu device never faults.

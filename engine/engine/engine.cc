@@ -39,24 +39,11 @@ absl::StatusOr<exec::KvType> ParseKvType(absl::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("kv_type must be f16 or f32, got '", name, "'"));
 }
 
-plan::DeviceSpec SpecOf(const backend::Device& device) {
-  const backend::DeviceFacts f = device.facts();
-  plan::DeviceSpec spec;
-  spec.name = f.name;
-  spec.memory_bytes = f.memory_bytes;
-  spec.overhead_bytes = f.overhead_bytes;
-  if (f.h2d_gbps > 0) spec.h2d_gbps = f.h2d_gbps;
-  if (f.latency_us > 0) spec.latency_us = f.latency_us;
-  if (f.memory_gbps > 0) spec.memory_gbps = f.memory_gbps;
-  if (f.tflops > 0) spec.tflops = f.tflops;
-  return spec;
-}
-
-absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& model, const backend::Device& device,
-                                                        const PlacementArgs& args, exec::ForwardOptions* forward) {
+absl::StatusOr<plan::Plan> PlanPlacement(const model::Model& model, const backend::Device& device,
+                                         const PlacementArgs& args, exec::ForwardOptions* forward) {
   FERRY_RETURN_IF_ERROR(Validate(args));
   if (forward->n_ctx <= 0) forward->n_ctx = model.config.default_context();
-  if (device.computes_on_host_memory()) return std::optional<plan::Plan>();
+  const backend::DeviceSpec spec = device.spec();
   plan::PlanRequest r;
   if (args.gpu_layers >= 0) {
     r.policy = plan::Policy::kLayers;
@@ -73,16 +60,19 @@ absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& mode
   r.ring_depth = args.ring_depth;
   r.strategy = args.placement == "auto" ? plan::Strategy::kMixed : *plan::ParseStrategy(args.placement);
   r.cpu_layers = args.cpu_layers;
-  if (r.strategy != plan::Strategy::kStream) {
+  // The CPU's speed and memory weigh units that could leave the device for
+  // the CPU; on a device whose memory is the host's, none do (MakePlan
+  // keeps them all resident), so the quarter second is not spent.
+  if (r.strategy != plan::Strategy::kStream && !spec.host_memory) {
     r.batch = forward->n_seq;
     r.host = plan::MeasureHost(forward->threads, plan::HostProbesFor(*model.file, model.config), model.weights.bytes,
                                  device.facts().host_kernels);
     r.host_available = backend::AvailableHostMemory();
   }
-  absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, SpecOf(device));
+  absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, spec);
   if (!p.ok()) return p.status();
   forward->placement = p->placement;
-  return std::optional<plan::Plan>(*p);
+  return p;
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec) {
@@ -100,7 +90,7 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec) {
                 .threads = ra.threads, .progress = spec.progress};
   FERRY_ASSIGN_OR_RETURN(e->device, backend::OpenDevice(spec.placement.device, ra.threads));
   FERRY_ASSIGN_OR_RETURN(e->plan, PlanPlacement(*e->model, *e->device, spec.placement, &e->forward));
-  e->spec = SpecOf(*e->device);
+  e->spec = e->device->spec();
   FERRY_ASSIGN_OR_RETURN(e->executor, exec::Executor::Create(*e->model, e->device.get(), e->forward));
   if (spec.start_runtime) {
     runtime::RuntimeOptions ro;

@@ -107,8 +107,8 @@ struct Engine {
   std::unique_ptr<model::Model> model;
   std::unique_ptr<text::Tokenizer> tokenizer;
   std::unique_ptr<backend::Device> device;
-  plan::DeviceSpec spec;             // what the planner assumed of the device
-  std::optional<plan::Plan> plan;    // none on a device that computes on host memory
+  backend::DeviceSpec spec;          // the device's figures, as the planner took them
+  plan::Plan plan;
   exec::ForwardOptions forward;      // with the context and placement resolved
   std::unique_ptr<exec::Executor> executor;
   std::unique_ptr<runtime::Runtime> runtime;  // declared last: stops first
@@ -118,18 +118,13 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec);
 
 // The planning step alone, for a front end that builds several executors on
 // one device (bench): plans `forward` (n_ctx resolved) on `device` and sets
-// its placement; the plan, or none on a device that computes on host
-// memory. A plan that may put layers on the CPU is made for a step of
+// its placement (every unit resident on a device whose memory is the
+// host's). A plan that may put layers on the CPU is made for a step of
 // forward->n_seq tokens with this host's CPU measured here
 // (plan::MeasureHost, on the model's weight types; well under a second) and must fit the host memory
 // the system has available.
-absl::StatusOr<std::optional<plan::Plan>> PlanPlacement(const model::Model& model, const backend::Device& device,
-                                                        const PlacementArgs& args, exec::ForwardOptions* forward);
-
-// The planner's view of an opened device (memory, overhead, bandwidths). A
-// sim device plans as the card it imitates (DeviceFacts::host_kernels
-// stays out): its placements are that card's.
-plan::DeviceSpec SpecOf(const backend::Device& device);
+absl::StatusOr<plan::Plan> PlanPlacement(const model::Model& model, const backend::Device& device,
+                                         const PlacementArgs& args, exec::ForwardOptions* forward);
 
 }  // namespace ferry::engine
 

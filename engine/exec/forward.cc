@@ -84,21 +84,20 @@ absl::Status Executor::Init(stream::ScheduleFaults faults) {
   }
   rope_ = {inv_freq_.data(), c.rope_dims, c.rope_layout == model::RopeLayout::kNeox, c.head_dim, c.rope_sets(), 0};
 
-  // A device that computes on host memory (cpu) reads every unit in place.
-  in_place_ = d.computes_on_host_memory();
-  FERRY_ASSIGN_OR_RETURN(placement_, (in_place_ ? plan::Placement() : options_.placement).Resolve(c.n_layer));
+  FERRY_ASSIGN_OR_RETURN(placement_, options_.placement.Resolve(c.n_layer));
+  std::vector<int> resident, streamed, on_cpu;
+  for (int u = 0; u <= c.n_layer; ++u) {
+    const Home h = placement_.home(u);
+    (h == Home::kResident ? resident : h == Home::kStreamed ? streamed : on_cpu).push_back(u);
+  }
+  // Resident units are uploaded once, or, where the device's memory is the
+  // host's (cpu), read where they lie.
+  host_memory_ = d.spec().host_memory;
   resident_.assign(c.n_layer + 1, {});
-  if (in_place_) {
-    std::vector<int> all(c.n_layer + 1);
-    for (int u = 0; u <= c.n_layer; ++u) all[u] = u;
-    FERRY_RETURN_IF_ERROR(AdoptInPlace(d, all, &resident_, &adopted_));
+  if (host_memory_) {
+    FERRY_RETURN_IF_ERROR(AdoptInPlace(d, resident, &resident_, &adopted_));
   } else {
     FERRY_RETURN_IF_ERROR(UploadResident());
-  }
-  std::vector<int> streamed, on_cpu;
-  for (int u = 0; u <= c.n_layer; ++u) {
-    if (placement_.home(u) == Home::kStreamed) streamed.push_back(u);
-    if (placement_.home(u) == Home::kCpu) on_cpu.push_back(u);
   }
   FERRY_RETURN_IF_ERROR(ring_.Init(d, model_, streamed, placement_.ring_depth(), faults, options_.progress));
   usage_.staging = ring_.staging_bytes();
@@ -369,7 +368,7 @@ absl::StatusOr<std::span<float>> Executor::Forward(std::span<const BatchToken> b
 }
 
 std::string Executor::PlacementSummary() const {
-  if (in_place_) {
+  if (host_memory_ && placement_.count(Home::kResident) == config_.n_layer + 1) {
     return absl::StrCat(device_->Describe(), ": all ", config_.n_layer, " layers computed in place from host memory",
                         adopted_.Describe());
   }
@@ -394,7 +393,7 @@ std::string Executor::PlacementSummary() const {
 }
 
 uint64_t Executor::host_pinned_bytes() const {
-  if (in_place_) return 0;
+  if (host_memory_) return 0;
   return ring_.packed_bytes() + embd_host_.size() * sizeof(float) + logits_out_.size() +
          (cpu_device_ ? cpu_x_.size() * sizeof(float) : 0);
 }

@@ -34,7 +34,8 @@ struct ForwardOptions {
   int n_ctx = 0;        // positions per slot; 0 = the model's training context, at most 4096
   KvType kv_type = KvType::kF16;
   int threads = 0;      // the CPU's threads (cpu device made by Create, CPU units): 0 = one per hardware thread
-  // Ignored on the cpu device, which computes every unit in place.
+  // Taken as is (MakePlan's). On a device whose memory is the host's (cpu)
+  // resident units are read in place, not uploaded.
   plan::Placement placement = {};
   // Told what a long step of loading is about to do ("uploading 6.8 GiB of
   // resident weights"); the CLI prints it.
@@ -95,11 +96,13 @@ class Executor {
   const DeviceUsage& usage() const { return usage_; }
   const StreamStats& stats() const { return stats_; }
   const plan::Placement& placement() const { return placement_; }
-  // Layers by where they are computed; a device that computes on host
-  // memory (cpu) computes them all on the CPU.
-  int resident_layers() const { return in_place_ ? 0 : placement_.layers(plan::Home::kResident); }
+  // Layers by where they are computed: resident ones on a device whose
+  // memory is the host's (cpu) are computed by the CPU, in place.
+  int resident_layers() const { return host_memory_ ? 0 : placement_.layers(plan::Home::kResident); }
   int streamed_layers() const { return placement_.layers(plan::Home::kStreamed); }
-  int cpu_layers() const { return in_place_ ? config_.n_layer : placement_.layers(plan::Home::kCpu); }
+  int cpu_layers() const {
+    return placement_.layers(plan::Home::kCpu) + (host_memory_ ? placement_.layers(plan::Home::kResident) : 0);
+  }
   bool head_resident() const { return placement_.head() == plan::Home::kResident; }
   int ring_depth() const { return ring_.depth(); }
   uint64_t slot_bytes() const { return ring_.slot_bytes(); }
@@ -116,7 +119,7 @@ class Executor {
   // Host memory the executor holds from the device's AllocateHost or
   // RegisterHost (page-locked on a GPU): the packed streamed weights and
   // the step's buffers, as the plan's host_pinned names them; 0 on a device
-  // that computes on host memory (nothing there is page-locked).
+  // whose memory is the host's (nothing there is page-locked).
   uint64_t host_pinned_bytes() const;
   // Host memory the units on the CPU hold: their weights in the CPU's own
   // layout (what is regrouped; the rest is read from the file mapping) and
@@ -141,10 +144,10 @@ class Executor {
   std::unique_ptr<backend::Device> owned_device_;
   backend::Device* device_;
   plan::Placement placement_;
-  bool in_place_ = false;  // the device computes on host memory: every unit in place
+  bool host_memory_ = false;  // the device's memory is the host's: resident units read in place
   // Units the device computes from its memory: resident ones (index u;
   // n_layer is the head), uploaded once, or adopted in place on a device
-  // that computes on host memory.
+  // whose memory is the host's.
   std::vector<model::UnitView> resident_;
   std::vector<backend::DeviceBuffer> resident_buffers_;
   backend::AdoptedWeights adopted_;

@@ -8,7 +8,6 @@
 #include "absl/strings/str_format.h"
 #include "engine/backend/arena.h"
 #include "engine/backend/cpu/qdot.h"
-#include "engine/backend/profiles.h"
 #include "engine/backend/scratch.h"
 #include "engine/model/unit_tensors.h"
 #include "engine/units.h"
@@ -46,14 +45,14 @@ absl::StatusOr<Strategy> ParseStrategy(absl::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("placement '", name, "' is not one of stream, cpu, mixed"));
 }
 
-absl::StatusOr<DeviceSpec> DeviceProfile(const std::string& name) {
-  absl::StatusOr<backend::GpuProfile> p = backend::FindGpuProfile(name);
-  if (!p.ok()) return p.status();
-  return DeviceSpec{p->name, p->memory_bytes, p->overhead_bytes, p->h2d_gbps, p->copy_latency_us, p->memory_gbps,
-                    p->tflops};
+DeviceSpec Assumed(const DeviceSpec& device) {
+  DeviceSpec d = device;
+  if (d.h2d_gbps <= 0) d.h2d_gbps = 25.0;
+  if (d.latency_us <= 0) d.latency_us = 10.0;
+  if (d.memory_gbps <= 0) d.memory_gbps = 500.0;
+  if (d.tflops <= 0) d.tflops = 50.0;
+  return d;
 }
-
-std::string DeviceProfileNames() { return backend::GpuProfileNames(); }
 
 void Plan::Place(const Placement& where) {
   placement = where;
@@ -191,7 +190,9 @@ uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem) {
 }
 
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& c, const PlanRequest& r,
-                              const DeviceSpec& device) {
+                              const DeviceSpec& spec) {
+  DeviceSpec device = spec;
+  device.host_kernels = false;  // planned as the card it imitates
   if (r.n_ctx <= 0 || r.n_slots <= 0 || r.max_batch <= 0 || r.ring_depth <= 0 || r.kv_bytes_per_elem <= 0) {
     return absl::InvalidArgumentError("plan: context, slots, batch, ring depth and KV element size must be positive");
   }
@@ -285,6 +286,13 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
   p.margin = static_cast<uint64_t>(r.margin_fraction * static_cast<double>(device.memory_bytes));
   p.budget = r.policy == Policy::kBudget ? std::min(r.gpu_memory, device.memory_bytes) : device.memory_bytes;
   p.strategy = r.strategy;
+  // A device whose memory is the host's reads every unit where it lies, and
+  // the host's memory is no budget: where a regrouped copy does not fit,
+  // its kernels read the file's pages.
+  if (device.host_memory) {
+    p.Place(*Placement().Resolve(c.n_layer));
+    return p;
+  }
 
   // `resident` layers resident (LayerResident), `cpu` of the other layers on
   // the CPU (spread evenly among them: Spread), the rest streamed; the head at `head`.
@@ -433,7 +441,8 @@ double HostUnitSeconds(const Plan& p, const HostSpec& host, int u, HostLayout la
 // Predict and PredictPrefill: decode products read the weights in place at
 // the kernels' efficiency; a GEMM step (prefill) adds the f32 tile's
 // traffic and runs at the TF32 rate.
-Prediction Roofline(const Plan& p, const DeviceSpec& d, const HostSpec& host, int batch, bool gemm) {
+Prediction Roofline(const Plan& p, const DeviceSpec& spec, const HostSpec& host, int batch, bool gemm) {
+  const DeviceSpec d = Assumed(spec);
   Prediction out;
   out.batch = batch;
   const double flops = gemm ? d.tflops * 1e12 * 0.5 : std::min(d.tflops * 1e12, kDecodeOpsPerS);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/backend/device_spec.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/config.h"
 #include "engine/plan/host.h"
@@ -16,22 +17,12 @@
 
 namespace ferry::plan {
 
-struct DeviceSpec {
-  std::string name;
-  uint64_t memory_bytes = 0;      // what the device has
-  uint64_t overhead_bytes = 0;    // taken before ferry allocates (CUDA context: measured; sim: configured)
-  double h2d_gbps = 25.0;         // host-to-device copy bandwidth
-  double latency_us = 10.0;       // per copy
-  double memory_gbps = 500.0;     // device memory bandwidth
-  double tflops = 50.0;           // matrix throughput
-  // Its kernels are the host CPU's (the sim device computes with ferry's CPU
-  // kernels): the speed model then costs a unit on it as on the CPU.
-  bool host_kernels = false;
-};
+using backend::DeviceSpec;  // a device's figures (backend/device_spec.h)
 
-// A named device profile (backend/profiles.h): "rtx4060-8g", "h100-80g", ...
-absl::StatusOr<DeviceSpec> DeviceProfile(const std::string& name);
-std::string DeviceProfileNames();
+// The figures the speed model uses: the device's, and where it does not
+// know one (0), a typical card's: 25 GB/s host-to-device, 10 us a copy,
+// 500 GB/s of memory bandwidth, 50 TFLOPS.
+DeviceSpec Assumed(const DeviceSpec& device);
 
 enum class Policy {
   kAuto,     // the most layers that fit the device's memory
@@ -205,7 +196,11 @@ struct Plan {
 // computed on the CPU or split between the two by request.strategy: the
 // split's CPU units spread evenly among them (Spread), and kMixed weighs
 // every split of every resident count that fits by Predict at
-// request.batch.
+// request.batch. On a device whose memory is the host's (cpu) every unit
+// is resident, whatever the policy. A device whose kernels are the host's
+// (sim) is planned as the card its figures describe (host_kernels is left
+// out), so its placements are that card's; Predict given it costs the run
+// as it runs.
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& config, const PlanRequest& request,
                               const DeviceSpec& device);
 

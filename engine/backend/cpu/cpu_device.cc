@@ -125,8 +125,9 @@ void CpuDevice::CopyToHost(void* dst, const void* src, uint64_t bytes) {
   if (bytes > 0) std::memcpy(dst, src, bytes);
 }
 
-DeviceFacts CpuDevice::facts() const {
-  DeviceFacts f = Device::facts();
+DeviceSpec CpuDevice::spec() const {
+  DeviceSpec f = Device::spec();
+  f.host_memory = true;
   f.host_kernels = true;
   f.threads = threads();
   return f;

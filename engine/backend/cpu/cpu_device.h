@@ -24,10 +24,9 @@ class CpuDevice : public Device {
   ~CpuDevice() override;
 
   std::string Describe() const override;
-  DeviceFacts facts() const override;
+  DeviceSpec spec() const override;
   int threads() const { return pool_.size(); }
 
-  bool computes_on_host_memory() const override { return true; }
   // Matrices of the types with a grouped layout (cpu/qdot.h) and 8 rows or
   // more are copied into it (the mapping is read-only and may be shared),
   // when the copies fit in the memory the system has available (the file's

@@ -172,8 +172,8 @@ std::string CudaDevice::Describe() const {
       lib_ ? "" : absl::StrCat("; no cuBLAS, prefill runs the matvec kernel: ", blas_missing_));
 }
 
-DeviceFacts CudaDevice::facts() const {
-  DeviceFacts f;
+DeviceSpec CudaDevice::spec() const {
+  DeviceSpec f;
   f.name = absl::StrFormat("cuda:%d %s", options_.index, prop_.name);
   f.memory_bytes = arena_.capacity();  // the overhead is outside the arena already
   f.h2d_gbps = h2d_gbps_;

@@ -59,12 +59,11 @@ class CudaDevice : public Device {
   ~CudaDevice() override;
 
   std::string Describe() const override;
-  DeviceFacts facts() const override;
+  DeviceSpec spec() const override;
   uint64_t context_overhead() const { return overhead_; }
   double measured_h2d_gbps() const { return h2d_gbps_; }
   double measured_d2d_gbps() const { return d2d_gbps_; }
 
-  bool computes_on_host_memory() const override { return false; }
   uint64_t capacity() const override { return arena_.capacity(); }
   uint64_t used() const override;
   uint64_t peak() const override;

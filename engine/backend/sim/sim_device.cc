@@ -12,7 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "engine/backend/profiles.h"
+#include "engine/backend/device_spec.h"
 #include "engine/backend/scratch.h"
 #include "engine/status.h"
 #include "engine/units.h"
@@ -60,12 +60,12 @@ absl::StatusOr<SimOptions> ParseSimOptions(absl::string_view spec) {
     if (p.first == "profile") o.profile = p.second;
     kv.push_back(std::move(p));
   }
-  absl::StatusOr<GpuProfile> profile = FindGpuProfile(o.profile);
+  absl::StatusOr<DeviceSpec> profile = FindGpuProfile(o.profile);
   if (!profile.ok()) return profile.status();
   o.memory_bytes = profile->memory_bytes;
   o.overhead_bytes = profile->overhead_bytes;
   o.h2d_gbps = profile->h2d_gbps;
-  o.latency_us = profile->copy_latency_us;
+  o.latency_us = profile->latency_us;
   for (const auto& [key, value] : kv) {
     if (key == "profile") continue;
     if (key == "mem") {
@@ -163,8 +163,8 @@ void SimDevice::ReleaseKernelScratch() {
   gpu_scratch_bytes_ = 0;
 }
 
-DeviceFacts SimDevice::facts() const {
-  DeviceFacts f;
+DeviceSpec SimDevice::spec() const {
+  DeviceSpec f;
   f.name = absl::StrCat("sim ", options_.profile);
   f.memory_bytes = options_.memory_bytes;
   f.overhead_bytes = options_.overhead_bytes;
@@ -172,7 +172,7 @@ DeviceFacts SimDevice::facts() const {
   f.latency_us = options_.latency_us;
   f.host_kernels = true;
   f.threads = threads();
-  if (absl::StatusOr<GpuProfile> p = FindGpuProfile(options_.profile); p.ok()) {
+  if (absl::StatusOr<DeviceSpec> p = FindGpuProfile(options_.profile); p.ok()) {
     f.memory_gbps = p->memory_gbps;
     f.tflops = p->tflops;
   }

@@ -47,7 +47,6 @@ class SimDevice : public CpuDevice {
   const SimOptions& options() const { return options_; }
   std::string Describe() const override;
 
-  bool computes_on_host_memory() const override { return false; }
   uint64_t capacity() const override { return arena_.capacity(); }
   uint64_t used() const override;
   uint64_t peak() const override;
@@ -73,7 +72,7 @@ class SimDevice : public CpuDevice {
   bool poison() const override { return options_.poison; }
   void PoisonOnReuse(void* dst, uint64_t bytes) override;
   DeviceStats stats() const override;
-  DeviceFacts facts() const override;
+  DeviceSpec spec() const override;
   absl::Status health() const override;
   // The cpu kernels' host scratch, plus the device bytes a GPU's kernels
   // would take (backend/scratch.h), so memory runs out where it would on one.

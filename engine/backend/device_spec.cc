@@ -1,4 +1,4 @@
-#include "engine/backend/profiles.h"
+#include "engine/backend/device_spec.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -13,7 +13,7 @@ constexpr uint64_t kMiB = 1ull << 20;
 // on the H100). Memory bandwidth and tensor throughput: the vendors' spec
 // sheets (GeForce cards run fp16 with fp32 accumulation at half rate).
 // The context overhead is a typical value; the cuda backend measures it.
-const GpuProfile kProfiles[] = {
+const DeviceSpec kProfiles[] = {
     {"rtx3060-12g", 12 * kGiB, 400 * kMiB, 25.0, 10.0, 360.0, 25.0},
     {"rtx4060-8g", 8 * kGiB, 400 * kMiB, 13.0, 10.0, 272.0, 30.0},
     {"rtx4070-12g", 12 * kGiB, 400 * kMiB, 25.0, 10.0, 504.0, 58.0},
@@ -26,8 +26,8 @@ const GpuProfile kProfiles[] = {
 
 }  // namespace
 
-absl::StatusOr<GpuProfile> FindGpuProfile(absl::string_view name) {
-  for (const GpuProfile& p : kProfiles) {
+absl::StatusOr<DeviceSpec> FindGpuProfile(absl::string_view name) {
+  for (const DeviceSpec& p : kProfiles) {
     if (name == p.name) return p;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown GPU profile '", name, "' (profiles: ", GpuProfileNames(), ")"));
@@ -35,7 +35,7 @@ absl::StatusOr<GpuProfile> FindGpuProfile(absl::string_view name) {
 
 std::string GpuProfileNames() {
   std::string out;
-  for (const GpuProfile& p : kProfiles) absl::StrAppend(&out, out.empty() ? "" : ", ", p.name);
+  for (const DeviceSpec& p : kProfiles) absl::StrAppend(&out, out.empty() ? "" : ", ", p.name);
   return out;
 }
 
