@@ -62,11 +62,11 @@ absl::StatusOr<plan::Plan> PlanPlacement(const model::Model& model, const backen
   r.cpu_layers = args.cpu_layers;
   // The CPU's speed and memory weigh units that could leave the device for
   // the CPU; on a device whose memory is the host's, none do (MakePlan
-  // keeps them all resident), so the quarter second is not spent.
+  // keeps them all resident), so the measuring is not spent.
   if (r.strategy != plan::Strategy::kStream && !spec.host_memory) {
     r.batch = forward->n_seq;
     r.host = plan::MeasureHost(forward->threads, plan::HostProbesFor(*model.file, model.config), model.weights.bytes,
-                                 device.facts().host_kernels);
+                                 spec.host_kernels);
     r.host_available = backend::AvailableHostMemory();
   }
   absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, spec);
