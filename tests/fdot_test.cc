@@ -3,6 +3,7 @@
 // either layout and at every token count.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -64,61 +65,76 @@ std::vector<std::pair<const char*, FloatGroupDotFn>> Kernels(TensorType type) {
 
 class FloatGroups : public ::testing::TestWithParam<TensorType> {};
 
+// Every token count up to kFloatSpan (several tiles, odd counts, sub-tiles
+// of every size), one group and two, and widths of one partial column
+// block and of several blocks with a partial last one (the AVX-512 kernel
+// takes 128 column pairs a block).
 TEST_P(FloatGroups, EveryKernelGivesTheReferenceOrderBitForBit) {
   const TensorType type = GetParam();
   std::mt19937 rng(41);
-  const int64_t n = 2 * 3 * 37;  // even, not a multiple of any vector width
-  const Rows rows = RandomRows(type, 2 * kGroupRows, n, rng);
-  const uint64_t group_bytes = FloatGroupBytes(type, n);
-  ASSERT_EQ(group_bytes, kGroupRows * rows.row_bytes);
-  std::vector<uint8_t> groups(2 * group_bytes);
-  for (int g = 0; g < 2; ++g) {
-    GroupFloatRows(type, rows.bytes.data() + g * kGroupRows * rows.row_bytes, rows.row_bytes, n,
-                   groups.data() + g * group_bytes);
-  }
-  // The rows widened to f32 groups, as the file layout's rows go through the f32 kernel.
-  std::vector<float> widened(2 * kGroupRows * n);
-  for (int g = 0; g < 2; ++g) {
-    GroupFloatRowsAsF32(type, rows.bytes.data() + g * kGroupRows * rows.row_bytes, rows.row_bytes, kGroupRows, n,
-                        widened.data() + g * kGroupRows * n);
-  }
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  const int64_t x_stride = n + 6;
-  std::vector<float> x(kFloatTile * x_stride);
-  for (float& v : x) v = normal(rng);
-  int compared = 0;
-  for (int nt = 1; nt <= kFloatTile; ++nt) {
-    std::vector<float> xt(kFloatTile * n, NAN);
-    PairTokens(x.data(), x_stride, nt, n, xt.data());
-    for (int n_groups = 1; n_groups <= 2; ++n_groups) {
-      std::vector<std::pair<std::string, std::vector<float>>> got;
-      for (const auto& [isa, kernel] : Kernels(type)) {
-        std::vector<float> out(2 * kFloatTile * kGroupRows);
-        kernel(groups.data(), group_bytes, n_groups, xt.data(), nt, n, out.data());
-        got.emplace_back(std::string(isa), out);
+  for (const int64_t n : {int64_t{2 * 3 * 37}, int64_t{2 * (2 * 128 + 37)}}) {  // even, not a multiple of any vector
+    const Rows rows = RandomRows(type, 2 * kGroupRows, n, rng);
+    const uint64_t group_bytes = FloatGroupBytes(type, n);
+    ASSERT_EQ(group_bytes, kGroupRows * rows.row_bytes);
+    std::vector<uint8_t> groups(2 * group_bytes);
+    for (int g = 0; g < 2; ++g) {
+      GroupFloatRows(type, rows.bytes.data() + g * kGroupRows * rows.row_bytes, rows.row_bytes, n,
+                     groups.data() + g * group_bytes);
+    }
+    // The rows widened to f32 groups, as the file layout's rows go through the f32 kernel.
+    std::vector<float> widened(2 * kGroupRows * n);
+    for (int g = 0; g < 2; ++g) {
+      GroupFloatRowsAsF32(type, rows.bytes.data() + g * kGroupRows * rows.row_bytes, rows.row_bytes, kGroupRows, n,
+                          widened.data() + g * kGroupRows * n);
+    }
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int64_t x_stride = n + 6;
+    std::vector<float> x(kFloatSpan * x_stride);
+    for (float& v : x) v = normal(rng);
+    // want[(row * kFloatSpan + t)]: row of the 16, token t.
+    std::vector<float> want(2 * kGroupRows * kFloatSpan);
+    for (int row = 0; row < 2 * kGroupRows; ++row) {
+      for (int t = 0; t < kFloatSpan; ++t) {
+        want[row * kFloatSpan + t] = ReferenceDot(&rows.values[row * n], &x[t * x_stride], n);
       }
-      for (const auto& [isa, kernel] : Kernels(TensorType::kF32)) {
-        std::vector<float> out(2 * kFloatTile * kGroupRows);
-        kernel(reinterpret_cast<const uint8_t*>(widened.data()), kGroupRows * n * sizeof(float), n_groups, xt.data(),
-               nt, n, out.data());
-        got.emplace_back(std::string(isa) + " widened to f32", out);
+    }
+    int compared = 0;
+    for (int nt = 1; nt <= kFloatSpan; ++nt) {
+      // As cpu::MatMul lays them out: tile after tile.
+      std::vector<float> xt(kFloatSpan * n, NAN);
+      for (int t0 = 0; t0 < nt; t0 += kFloatTile) {
+        PairTokens(x.data() + t0 * x_stride, x_stride, std::min(kFloatTile, nt - t0), n, xt.data() + t0 * n);
       }
-      for (const auto& [isa, out] : got) {
-        for (int g = 0; g < n_groups; ++g) {
-          for (int t = 0; t < nt; ++t) {
-            for (int r = 0; r < kGroupRows; ++r, ++compared) {
-              const float want = ReferenceDot(&rows.values[(g * kGroupRows + r) * n], &x[t * x_stride], n);
-              const float v = out[(g * nt + t) * kGroupRows + r];
-              ASSERT_EQ(std::bit_cast<uint32_t>(v), std::bit_cast<uint32_t>(want))
-                  << isa << ": group " << g << " of " << n_groups << ", token " << t << " of " << nt << ", row " << r
-                  << ": " << v << " vs " << want;
+      for (int n_groups = 1; n_groups <= 2; ++n_groups) {
+        std::vector<std::pair<std::string, std::vector<float>>> got;
+        for (const auto& [isa, kernel] : Kernels(type)) {
+          std::vector<float> out(2 * kFloatSpan * kGroupRows);
+          kernel(groups.data(), group_bytes, n_groups, xt.data(), nt, n, out.data());
+          got.emplace_back(std::string(isa), out);
+        }
+        for (const auto& [isa, kernel] : Kernels(TensorType::kF32)) {
+          std::vector<float> out(2 * kFloatSpan * kGroupRows);
+          kernel(reinterpret_cast<const uint8_t*>(widened.data()), kGroupRows * n * sizeof(float), n_groups,
+                 xt.data(), nt, n, out.data());
+          got.emplace_back(std::string(isa) + " widened to f32", out);
+        }
+        for (const auto& [isa, out] : got) {
+          for (int g = 0; g < n_groups; ++g) {
+            for (int t = 0; t < nt; ++t) {
+              for (int r = 0; r < kGroupRows; ++r, ++compared) {
+                const float w = want[(g * kGroupRows + r) * kFloatSpan + t];
+                const float v = out[(g * nt + t) * kGroupRows + r];
+                ASSERT_EQ(std::bit_cast<uint32_t>(v), std::bit_cast<uint32_t>(w))
+                    << isa << ": n " << n << ", group " << g << " of " << n_groups << ", token " << t << " of " << nt
+                    << ", row " << r << ": " << v << " vs " << w;
+              }
             }
           }
         }
       }
     }
+    EXPECT_GT(compared, 0);
   }
-  EXPECT_GT(compared, 0);
 }
 
 // The reference order itself is a dot product: within a few ulps of the
@@ -144,7 +160,7 @@ TEST_P(FloatGroups, ReferenceOrderIsADotProduct) {
 TEST_P(FloatGroups, MatMulIsTheSameInEitherLayoutAndAnyBatch) {
   const TensorType type = GetParam();
   std::mt19937 rng(8);
-  const int64_t n = 96, n_rows = 3 * kGroupRows + 5;
+  const int64_t n = 2 * 150, n_rows = 3 * kGroupRows + 5;  // two column blocks (fdot_simd.inc)
   const Rows rows = RandomRows(type, n_rows, n, rng);
   const uint64_t group_bytes = FloatGroupBytes(type, n);
   std::vector<uint8_t> grouped(3 * group_bytes + 5 * rows.row_bytes);
@@ -158,7 +174,7 @@ TEST_P(FloatGroups, MatMulIsTheSameInEitherLayoutAndAnyBatch) {
   model::Matrix in_place = file;
   in_place.data = grouped.data();
   in_place.group_bytes = group_bytes;
-  const int max_tokens = 2 * kFloatTile + 3;
+  const int max_tokens = kFloatSpan + kFloatTile + 3;
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> x(max_tokens * n);
   for (float& v : x) v = normal(rng);
@@ -172,7 +188,7 @@ TEST_P(FloatGroups, MatMulIsTheSameInEitherLayoutAndAnyBatch) {
       ASSERT_EQ(std::bit_cast<uint32_t>(alone[t * n_rows + r]), std::bit_cast<uint32_t>(want)) << "token " << t;
     }
   }
-  for (int tokens : {1, 2, 5, kFloatTile, kFloatTile + 1, max_tokens}) {
+  for (int tokens : {1, 2, 5, kFloatTile, kFloatTile + 1, kFloatSpan, max_tokens}) {
     for (const model::Matrix* m : {&file, &in_place}) {
       std::vector<float> y(tokens * n_rows, NAN);
       MatMul(*m, x.data(), n, tokens, y.data(), n_rows, pool, scratch);

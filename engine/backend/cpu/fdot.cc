@@ -36,7 +36,7 @@ void FloatGroupsScalar(const uint8_t* group, uint64_t group_stride, int n_groups
         float even = 0.0f, odd = 0.0f;
         for (int64_t p = 0; p < n / 2; ++p) {
           const uint8_t* at = base + (p * 2 * kGroupRows + 2 * r) * elem;
-          const float* x = xt + 2 * (p * kFloatTile + t);
+          const float* x = xt + (t / kFloatTile) * kFloatTile * n + 2 * (p * kFloatTile + t % kFloatTile);
           even = std::fma(ValueAt(kType, at), x[0], even);
           odd = std::fma(ValueAt(kType, at + elem), x[1], odd);
         }

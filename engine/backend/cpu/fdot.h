@@ -38,8 +38,10 @@ void GroupFloatRows(quant::TensorType type, const uint8_t* rows, uint64_t row_by
 void GroupFloatRowsAsF32(quant::TensorType type, const uint8_t* rows, uint64_t row_bytes, int n_rows, int64_t n,
                          float* group);
 
-// Up to this many tokens share one pass over a group.
+// Tokens come in tiles of up to this many.
 inline constexpr int kFloatTile = 16;
+// Up to this many tokens (tiles one after another) share one call.
+inline constexpr int kFloatSpan = 4 * kFloatTile;
 
 // The kernels read a tile's activations by column pair: pair p of token t
 // (columns 2p and 2p + 1) at xt + 2 * (p * kFloatTile + t), so the tile's
@@ -48,8 +50,9 @@ inline constexpr int kFloatTile = 16;
 void PairTokens(const float* x, int64_t x_stride, int nt, int64_t n, float* xt);
 
 // out[(g * nt + t) * 8 + r] = dot(row r of group g, token t) for groups g <
-// n_groups (1 or 2, group_stride bytes apart) and t < nt (<= kFloatTile),
-// the tokens as PairTokens lays them out, n even.
+// n_groups (1 or 2, group_stride bytes apart) and t < nt (<= kFloatSpan),
+// the tokens as PairTokens lays them out, tile i (tokens 16i ..) at
+// xt + i * kFloatTile * n, n even.
 using FloatGroupDotFn = void (*)(const uint8_t* group, uint64_t group_stride, int n_groups, const float* xt, int nt,
                                  int64_t n, float* out);
 // The kernel for groups of `type` at the given SIMD level (false: scalar).

@@ -174,7 +174,7 @@ void MatMulFloat(const model::Matrix& w, const float* x, int64_t x_stride, int n
                paired + i * kFloatTile * cols);
   }
   pool.ParallelFor((all_groups + 1) / 2, [&](int thread, int64_t begin, int64_t end) {
-    float out[2 * kFloatTile * kGroupRows];
+    float out[2 * kFloatSpan * kGroupRows];
     float* widened = scratch.row(thread);  // one group of 8 f32 rows
     for (int64_t u = begin; u < end; ++u) {
       const int64_t g0 = 2 * u;
@@ -185,8 +185,8 @@ void MatMulFloat(const model::Matrix& w, const float* x, int64_t x_stride, int n
         for (int t = 0; t < nt; ++t) std::copy_n(from + t * kGroupRows, n_rows, y + (t0 + t) * y_stride + r0);
       };
       if (g0 + n_groups <= groups) {  // all in place: both groups in one pass
-        for (int t0 = 0; t0 < n_tokens; t0 += kFloatTile) {
-          const int nt = std::min(kFloatTile, n_tokens - t0);
+        for (int t0 = 0; t0 < n_tokens; t0 += kFloatSpan) {
+          const int nt = std::min(kFloatSpan, n_tokens - t0);
           group_dot(w.data + g0 * w.group_bytes, w.group_bytes, n_groups, paired + t0 * cols, nt, cols, out);
           for (int g = 0; g < n_groups; ++g) store(g0 + g, t0, nt, out + g * nt * kGroupRows);
         }
@@ -199,8 +199,8 @@ void MatMulFloat(const model::Matrix& w, const float* x, int64_t x_stride, int n
           GroupFloatRowsAsF32(w.type, tail + (r0 - groups * kGroupRows) * row_bytes, row_bytes,
                               static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - r0)), cols, widened);
         }
-        for (int t0 = 0; t0 < n_tokens; t0 += kFloatTile) {
-          const int nt = std::min(kFloatTile, n_tokens - t0);
+        for (int t0 = 0; t0 < n_tokens; t0 += kFloatSpan) {
+          const int nt = std::min(kFloatSpan, n_tokens - t0);
           if (in_place) {
             group_dot(w.data + g * w.group_bytes, 0, 1, paired + t0 * cols, nt, cols, out);
           } else {
