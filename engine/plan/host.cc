@@ -152,6 +152,27 @@ class Walk {
     return best;
   }
 
+  // memcpy from one half of the buffer to the other, 4 MiB at a time,
+  // for at least `seconds`: bytes per second (the best of 3).
+  double CopyBytesPerSecond(double seconds) {
+    const uint64_t half = size_ / 2, chunk = std::min<uint64_t>(4 * kMiB, half);
+    double best = 0;
+    for (int i = 0; i < 3; ++i) {
+      uint64_t bytes = 0, at = 0;
+      double elapsed = 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      while (bytes < 2 * chunk || elapsed < seconds) {
+        if (at + chunk > half) at = 0;
+        std::memcpy(data_ + half + at, data_ + at, chunk);
+        at += chunk;
+        bytes += chunk;
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      best = std::max(best, bytes / elapsed);
+    }
+    return best;
+  }
+
   // A product of 64 rows (in cache) at one token: mostly the thread pool's
   // start and finish. The median of many.
   double KernelSeconds() {
@@ -197,11 +218,12 @@ HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t
     if (!walk.Fill(type, cols, layout)) return std::nullopt;
     HostCurve c{.type = type, .layout = layout, .seconds_per_byte = {}};
     for (size_t i = 0; i < kHostTokens.size(); ++i) {
-      c.seconds_per_byte[i] = walk.SecondsPerByte(kHostTokens[i], 0.01, 2, h.kernel_s);
+      c.seconds_per_byte[i] = walk.SecondsPerByte(kHostTokens[i], 0.02, 3, h.kernel_s);
     }
     return c;
   };
   if (walk.Fill(quant::TensorType::kQ8_0, kRefCols, HostLayout::kGrouped)) h.kernel_s = walk.KernelSeconds();
+  if (file_layout) h.copy_gbps = walk.CopyBytesPerSecond(0.02) / 1e9;
   for (const HostProbe& p : probes) {
     for (HostLayout layout : {HostLayout::kGrouped, HostLayout::kFile}) {
       if (layout == HostLayout::kFile && !file_layout) continue;

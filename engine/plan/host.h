@@ -48,6 +48,10 @@ struct HostSpec {
   double memory_gbps = 20.0;
   double gflops = 100.0;
   double kernel_s = 0;        // a kernel's fixed cost (thread pool start and finish)
+  // memcpy's rate on one thread: the sim device's copy engine is a host
+  // thread, and while it copies a streamed unit it takes a core from the
+  // kernels (a GPU's copy engine takes none).
+  double copy_gbps = 10.0;
   std::vector<HostCurve> curves{};
 
   // A product of `bytes` (`params` weights) of `type` at `tokens` tokens:

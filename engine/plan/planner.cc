@@ -460,6 +460,7 @@ Prediction Roofline(const Plan& p, const DeviceSpec& spec, const HostSpec& host,
     if (home == Home::kStreamed) copy += d.latency_us * 1e-6 + device_bytes / h2d;
     if (d.host_kernels) {
       compute += HostUnitSeconds(p, host, u, HostLayout::kFile, batch);
+      if (home == Home::kStreamed) compute += device_bytes / (host.copy_gbps * 1e9);  // its copy engine's memcpy
       return;
     }
     const double read = gemm ? device_bytes + kTileBytesPerParam * static_cast<double>(params) : kernel_bytes;

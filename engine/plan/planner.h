@@ -245,7 +245,8 @@ inline constexpr double kDecodeOpsPerS = 18.5e12;
 // cost in the grouped layout (HostSpec::ProductSeconds) plus
 // kCpuKernelsPerUnit fixed costs in the chain, and a copy latency each way
 // where the residual stream crosses; on a device whose kernels are the
-// host's (the sim) every unit costs the same in the file's layout:
+// host's (the sim) every unit costs the same in the file's layout, and a
+// streamed one also its copy engine's memcpy (HostSpec::copy_gbps):
 // step = max(sum of copies, sum of device compute + sum of CPU compute).
 // Attention over the cache is not modelled (small at short contexts).
 Prediction Predict(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int batch);
