@@ -438,18 +438,23 @@ TEST(HostSpec, ProbesAreEachTypesWidestMatrix) {
   }
   const std::vector<HostProbe> probes = HostProbesFor(*h.file, h.config);
   ASSERT_EQ(probes.size(), widest.size());
-  for (const HostProbe& p : probes) {
-    EXPECT_EQ(p.cols, widest[p.type]) << quant::Info(p.type).name;
-    EXPECT_GT(p.rows, 0);
-  }
+  for (const HostProbe& p : probes) EXPECT_EQ(p.cols, widest[p.type]) << quant::Info(p.type).name;
 }
 
 // The kernels measured as they run: in the grouped layout a step of 64
 // tokens costs far less than 64 steps of one (each weight is read once for
 // all of them; about 8 on this project's VM), and the file's layout is
 // measured apart from it. Ratios of timings in one run only.
+// A header may claim any width: one no layer has is priced by the q8_0
+// figures, not measured (a buffer of 2^30-wide rows would not fit).
+TEST(HostSpec, AnAbsurdWidthIsNotMeasured) {
+  const HostSpec h = MeasureHost(2, {{quant::TensorType::kQ4_K, int64_t{1} << 30}}, 0, false);
+  EXPECT_TRUE(h.curves.empty());
+  EXPECT_GT(h.memory_gbps, 0);
+}
+
 TEST(HostSpec, MeasuredOnFerrysKernels) {
-  const std::vector<HostProbe> probes = {{quant::TensorType::kQ8_0, 4096, 2048}, {quant::TensorType::kQ4_K, 4096, 2048}};
+  const std::vector<HostProbe> probes = {{quant::TensorType::kQ8_0, 2048}, {quant::TensorType::kQ4_K, 2048}};
   const HostSpec h = MeasureHost(2, probes, 0, true);
   EXPECT_GT(h.memory_gbps, 0);
   EXPECT_GT(h.gflops, 0);

@@ -36,7 +36,8 @@ double HostSpec::ProductSeconds(quant::TensorType type, HostLayout layout, uint6
   for (const HostCurve& c : curves) {
     if (c.type == type && c.layout == layout) return static_cast<double>(bytes) * c.SecondsPerByte(tokens);
   }
-  return std::max(static_cast<double>(bytes) / (memory_gbps * 1e9), 2.0 * static_cast<double>(params) * tokens / (gflops * 1e9));
+  return std::max(static_cast<double>(bytes) / (memory_gbps * 1e9),
+                  2.0 * static_cast<double>(params) * tokens / (gflops * 1e9));
 }
 
 std::string HostSpec::Describe() const {
@@ -60,7 +61,7 @@ std::vector<HostProbe> HostProbesFor(const gguf::File& file, const model::ModelC
       const gguf::TensorInfo* t = file.FindTensor(model::TensorName(c, *ut, u));
       if (t == nullptr) continue;
       HostProbe& p = widest[t->type];
-      if (ut->cols(c) > p.cols) p = {t->type, ut->rows(c), ut->cols(c)};
+      if (ut->cols(c) > p.cols) p = {t->type, ut->cols(c)};
     }
   }
   std::vector<HostProbe> out;
@@ -205,8 +206,13 @@ class Walk {
 
 HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t model_bytes, bool file_layout) {
   constexpr int64_t kRefCols = 4096;
+  // Wider than any model's layer (a header may claim anything): priced by
+  // the q8_0 figures instead.
+  constexpr int64_t kMaxCols = 1 << 18;
   int64_t max_cols = kRefCols;
-  for (const HostProbe& p : probes) max_cols = std::max(max_cols, p.cols);
+  for (const HostProbe& p : probes) {
+    if (p.cols <= kMaxCols) max_cols = std::max(max_cols, p.cols);
+  }
   uint64_t bytes = std::clamp<uint64_t>(model_bytes, 64 * kMiB, 512 * kMiB);
   if (const uint64_t available = backend::AvailableHostMemory(); available > 0) {
     bytes = std::max<uint64_t>(std::min(bytes, available / 4), 8 * kMiB);
@@ -226,7 +232,7 @@ HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t
   if (file_layout) h.copy_gbps = walk.CopyBytesPerSecond(0.02) / 1e9;
   for (const HostProbe& p : probes) {
     for (HostLayout layout : {HostLayout::kGrouped, HostLayout::kFile}) {
-      if (layout == HostLayout::kFile && !file_layout) continue;
+      if (p.cols > kMaxCols || (layout == HostLayout::kFile && !file_layout)) continue;
       if (std::optional<HostCurve> c = curve(p.type, p.cols, layout)) h.curves.push_back(*c);
     }
   }

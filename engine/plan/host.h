@@ -64,11 +64,12 @@ struct HostSpec {
   std::string Describe() const;
 };
 
-// A matrix to measure a type on: the widest (most columns) of that type in
-// the model's layers and head, one per type.
+// A width to measure a type at: that of the widest matrix (most columns) of
+// the type in the model's layers and head, one per type. (Rows do not
+// matter: the products walk a buffer of them.)
 struct HostProbe {
   quant::TensorType type = quant::TensorType::kF32;
-  int64_t rows = 0, cols = 0;
+  int64_t cols = 0;
 };
 std::vector<HostProbe> HostProbesFor(const gguf::File& file, const model::ModelConfig& config);
 
