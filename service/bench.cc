@@ -131,9 +131,11 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   // The CPU's speed, for the speed model's predictions (and the placements
   // that put units on the CPU).
   const plan::HostSpec host =
-      facts.h2d_gbps > 0 ? plan::MeasureHost(o.forward.threads, plan::HostProbesFor(*model->file, model->config),
-                                             model->weights.bytes, facts.host_kernels)
-                         : plan::HostSpec();
+      facts.h2d_gbps > 0
+          ? plan::MeasureHost(o.forward.threads, plan::HostProbesFor(*model->file, model->config), model->weights.bytes,
+                              facts.host_kernels,
+                              plan::HostLayerFor(model->config, o.prompt_tokens + o.gen_tokens / 2))
+          : plan::HostSpec();
   if (facts.h2d_gbps > 0) std::fprintf(stderr, "bench: this host's CPU kernels, measured: %s\n", host.Describe().c_str());
   std::mt19937 rng(1);
   const int L = model->config.n_layer;

@@ -105,11 +105,13 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   // kernels (which also decide the mixed splits).
   uint64_t model_bytes = 0;
   for (const gguf::TensorInfo& t : file->tensors()) model_bytes += t.bytes;
-  const plan::HostSpec host = plan::MeasureHost(o.threads, plan::HostProbesFor(*file, config), model_bytes, false);
+  const int n_ctx = o.request.n_ctx > 0 ? o.request.n_ctx : config.default_context();
+  const plan::HostSpec host = plan::MeasureHost(o.threads, plan::HostProbesFor(*file, config), model_bytes, false,
+                                                plan::HostLayerFor(config, n_ctx / 2));
   const uint64_t host_available = backend::AvailableHostMemory();
 
   plan::PlanRequest r = o.request;
-  if (r.n_ctx <= 0) r.n_ctx = config.default_context();
+  r.n_ctx = n_ctx;
   r.host = host;
   r.batch = r.n_slots;
   std::vector<std::pair<plan::DeviceSpec, plan::PlanRequest>> requests;

@@ -448,14 +448,18 @@ TEST(HostSpec, ProbesAreEachTypesWidestMatrix) {
 // A header may claim any width: one no layer has is priced by the q8_0
 // figures, not measured (a buffer of 2^30-wide rows would not fit).
 TEST(HostSpec, AnAbsurdWidthIsNotMeasured) {
-  const HostSpec h = MeasureHost(2, {{quant::TensorType::kQ4_K, int64_t{1} << 30}}, 0, false);
+  const HostSpec h = MeasureHost(2, {{quant::TensorType::kQ4_K, int64_t{1} << 30}}, 0, false, HostLayer{});
   EXPECT_TRUE(h.curves.empty());
   EXPECT_GT(h.memory_gbps, 0);
 }
 
 TEST(HostSpec, MeasuredOnFerrysKernels) {
   const std::vector<HostProbe> probes = {{quant::TensorType::kQ8_0, 2048}, {quant::TensorType::kQ4_K, 2048}};
-  const HostSpec h = MeasureHost(2, probes, 0, true);
+  const HostLayer layer{.n_embd = 1024, .n_ff = 2816, .n_head = 8, .n_head_kv = 4, .head_dim = 128, .rope_dims = 128,
+                        .activation = model::Activation::kSilu, .position = 64};
+  const HostSpec h = MeasureHost(2, probes, 0, true, layer);
+  EXPECT_GT(h.layer_rest_s[0], 0);
+  EXPECT_GT(h.layer_rest_s[1], h.layer_rest_s[0]) << "16 tokens do more than one";
   EXPECT_GT(h.memory_gbps, 0);
   EXPECT_GT(h.gflops, 0);
   EXPECT_GT(h.kernel_s, 0);

@@ -66,7 +66,7 @@ absl::StatusOr<plan::Plan> PlanPlacement(const model::Model& model, const backen
   if (r.strategy != plan::Strategy::kStream && !spec.host_memory) {
     r.batch = forward->n_seq;
     r.host = plan::MeasureHost(forward->threads, plan::HostProbesFor(*model.file, model.config), model.weights.bytes,
-                                 spec.host_kernels);
+                               spec.host_kernels, plan::HostLayerFor(model.config, forward->n_ctx / 2));
     r.host_available = backend::AvailableHostMemory();
   }
   absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, spec);

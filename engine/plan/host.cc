@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -13,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/backend/cpu/cpu_device.h"
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/qdot.h"
 #include "engine/backend/device.h"
@@ -42,6 +44,10 @@ double HostSpec::ProductSeconds(quant::TensorType type, HostLayout layout, uint6
 
 std::string HostSpec::Describe() const {
   std::string out = absl::StrFormat("%.1f GB/s of weights from memory, %.0f us a kernel", memory_gbps, kernel_s * 1e6);
+  if (layer_rest_s[0] > 0) {
+    absl::StrAppend(&out, absl::StrFormat(", a layer's work besides its products %.0f us at 1 token, %.0f us at 16",
+                                          layer_rest_s[0] * 1e6, layer_rest_s[1] * 1e6));
+  }
   if (curves.empty()) return absl::StrCat(out, ", ", absl::StrFormat("%.0f", gflops), " GFLOP/s");
   absl::StrAppend(&out, "; GB/s of weights a product reads at 1/8/64 tokens:");
   for (const HostCurve& c : curves) {
@@ -69,9 +75,44 @@ std::vector<HostProbe> HostProbesFor(const gguf::File& file, const model::ModelC
   return out;
 }
 
+HostLayer HostLayerFor(const model::ModelConfig& c, int position) {
+  return {.n_embd = c.n_embd, .n_ff = c.n_ff, .n_head = c.n_head, .n_head_kv = c.n_head_kv, .head_dim = c.head_dim,
+          .rope_dims = c.rope_dims, .activation = c.activation, .position = std::clamp(position, 1, 4096)};
+}
+
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
+
+// HostLayer's work at `tokens` tokens on the cpu device (every token a
+// decode token at `position`, the cache of one sequence): the best of 5.
+double LayerRestSeconds(backend::CpuDevice& cpu, const HostLayer& s, int tokens) {
+  const int64_t t = tokens, q_dim = int64_t{s.n_head} * s.head_dim, kv_dim = int64_t{s.n_head_kv} * s.head_dim;
+  const int n_ctx = s.position + 1;
+  std::vector<float> x(t * s.n_embd, 0.1f), xn(t * s.n_embd), w(s.n_embd, 1.0f), q(t * q_dim, 0.1f),
+      k(t * kv_dim, 0.1f), v(t * kv_dim, 0.1f), attn(t * q_dim), out(t * s.n_embd, 0.1f), gate(t * s.n_ff, 0.1f),
+      up(t * s.n_ff, 0.1f), scores(t * s.n_head * int64_t{n_ctx}), inv_freq(std::max(s.rope_dims / 2, 1), 1e-3f);
+  std::vector<uint16_t> k_cache(n_ctx * kv_dim), v_cache(n_ctx * kv_dim);
+  const backend::KvLayer kv{k_cache.data(), v_cache.data(), true, n_ctx, static_cast<int>(kv_dim)};
+  const backend::RopeParams rope{inv_freq.data(), s.rope_dims, false, s.head_dim, 1, 0};
+  const backend::AttentionShape shape{s.n_head, s.n_head_kv, s.head_dim, 1.0f / std::sqrt(float(s.head_dim)), 0, 0};
+  const std::vector<backend::TokenPos> at(tokens, backend::TokenPos{0, s.position});
+  double best = 1e30;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cpu.RmsNorm(x.data(), tokens, s.n_embd, w.data(), 1e-5f, xn.data());
+    cpu.Rope(q.data(), tokens, s.n_head, at, rope);
+    cpu.Rope(k.data(), tokens, s.n_head_kv, at, rope);
+    cpu.StoreKv(kv, k.data(), v.data(), at);
+    cpu.Attention(q.data(), kv, at, shape, scores.data(), attn.data());
+    cpu.Add(x.data(), out.data(), t * s.n_embd);
+    cpu.RmsNorm(x.data(), tokens, s.n_embd, w.data(), 1e-5f, xn.data());
+    cpu.GatedActivation(gate.data(), up.data(), t * s.n_ff, s.activation);
+    cpu.Add(x.data(), out.data(), t * s.n_embd);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
 
 // A buffer the size of the model's weights that products walk through,
 // slice after slice and around again, so that they find the weights where
@@ -204,7 +245,8 @@ class Walk {
 
 }  // namespace
 
-HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t model_bytes, bool file_layout) {
+HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t model_bytes, bool file_layout,
+                     const HostLayer& layer) {
   constexpr int64_t kRefCols = 4096;
   // Wider than any model's layer (a header may claim anything): priced by
   // the q8_0 figures instead.
@@ -230,6 +272,12 @@ HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t
   };
   if (walk.Fill(quant::TensorType::kQ8_0, kRefCols, HostLayout::kGrouped)) h.kernel_s = walk.KernelSeconds();
   if (file_layout) h.copy_gbps = walk.CopyBytesPerSecond(0.02) / 1e9;
+  if (layer.n_embd > 0 && layer.n_ff > 0 && layer.n_head > 0 && layer.n_head_kv > 0 && layer.head_dim > 0 &&
+      layer.n_head % layer.n_head_kv == 0 && layer.rope_dims <= layer.head_dim && layer.n_embd <= kMaxCols &&
+      layer.n_ff <= kMaxCols && int64_t{layer.n_head} * layer.head_dim <= kMaxCols) {
+    backend::CpuDevice cpu(threads);
+    h.layer_rest_s = {LayerRestSeconds(cpu, layer, 1), LayerRestSeconds(cpu, layer, 16)};
+  }
   for (const HostProbe& p : probes) {
     for (HostLayout layout : {HostLayout::kGrouped, HostLayout::kFile}) {
       if (p.cols > kMaxCols || (layout == HostLayout::kFile && !file_layout)) continue;

@@ -53,6 +53,13 @@ struct HostSpec {
   // kernels (a GPU's copy engine takes none).
   double copy_gbps = 10.0;
   std::vector<HostCurve> curves{};
+  // A layer's work besides its products (HostLayer), measured at 1 and at
+  // 16 tokens; {0, 0}: not measured.
+  std::array<double, 2> layer_rest_s{};
+  // That work at `tokens` tokens: linear in them.
+  double LayerRestSeconds(int tokens) const {
+    return layer_rest_s[0] + (layer_rest_s[1] - layer_rest_s[0]) * (tokens - 1) / 15.0;
+  }
 
   // A product of `bytes` (`params` weights) of `type` at `tokens` tokens:
   // bytes x the type's curve in that layout; without one, the slower of
@@ -73,6 +80,20 @@ struct HostProbe {
 };
 std::vector<HostProbe> HostProbesFor(const gguf::File& file, const model::ModelConfig& config);
 
+// What a layer does besides its products, as the executor runs it on the
+// CPU (exec/layer.cc): two norms, rope on q and k, the KV store, attention
+// over `position` cached positions, the gated activation, two adds. Some
+// of these run on one thread (the norms, rope, the activation): at 8
+// tokens a 1024-wide layer spends 0.1-0.2 ms there (docs/measurements.md).
+struct HostLayer {
+  int n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0, head_dim = 0, rope_dims = 0;
+  model::Activation activation = model::Activation::kSilu;
+  int position = 0;
+};
+// The model's layer with attention over `position` positions (clamped to
+// 1..4096).
+HostLayer HostLayerFor(const model::ModelConfig& config, int position);
+
 // Measures the host with ferry's matmul kernels on `threads` threads: a
 // kernel's fixed cost, a curve per probe in the grouped layout (and, with
 // `file_layout`, in the file's), and q8_0's bandwidth and arithmetic rate.
@@ -80,6 +101,9 @@ std::vector<HostProbe> HostProbesFor(const gguf::File& file, const model::ModelC
 // 512 MiB, past the caches of most CPUs, and at most a quarter of the free
 // memory), filled for each type by repeating one quantized group, not read
 // from the file: about 0.15 s per curve plus faulting the buffer in.
-HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t model_bytes, bool file_layout);
+// With a `layer` (n_embd > 0), also that layer's other work
+// (HostSpec::layer_rest_s) on the cpu device's kernels.
+HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t model_bytes, bool file_layout,
+                     const HostLayer& layer);
 
 }  // namespace ferry::plan

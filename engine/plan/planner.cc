@@ -235,9 +235,10 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
       if (ut->is_matrix()) {
         std::vector<Plan::TypeBytes>& types = p.unit_types[u];
         auto it = std::find_if(types.begin(), types.end(), [&](const Plan::TypeBytes& m) { return m.type == t->type; });
-        if (it == types.end()) it = types.insert(types.end(), Plan::TypeBytes{t->type, 0, 0});
+        if (it == types.end()) it = types.insert(types.end(), Plan::TypeBytes{t->type, 0, 0, 0});
         it->bytes += t->bytes;
         it->params += t->elements;
+        ++it->matrices;
       }
     }
   }
@@ -431,11 +432,17 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
 namespace {
 
 // A unit computed by the host's kernels: its products and its kernels'
-// fixed costs.
+// fixed costs; a layer's other work as measured where it was (else each
+// of its kernels at the fixed cost).
 double HostUnitSeconds(const Plan& p, const HostSpec& host, int u, HostLayout layout, int tokens) {
-  double s = kCpuKernelsPerUnit * host.kernel_s;
-  for (const Plan::TypeBytes& m : p.unit_types[u]) s += host.ProductSeconds(m.type, layout, m.bytes, m.params, tokens);
-  return s;
+  double s = 0;
+  int products = 0;
+  for (const Plan::TypeBytes& m : p.unit_types[u]) {
+    s += host.ProductSeconds(m.type, layout, m.bytes, m.params, tokens);
+    products += m.matrices;
+  }
+  if (u < p.n_layers && host.layer_rest_s[0] > 0) return s + products * host.kernel_s + host.LayerRestSeconds(tokens);
+  return s + kCpuKernelsPerUnit * host.kernel_s;
 }
 
 // Predict and PredictPrefill: decode products read the weights in place at

@@ -171,6 +171,7 @@ struct Plan {
     quant::TensorType type = quant::TensorType::kF32;
     uint64_t bytes = 0;
     uint64_t params = 0;
+    int matrices = 0;
   };
   std::vector<std::vector<TypeBytes>> unit_types;
   // Each unit's host bytes on the CPU (host_cpu_weights' and
