@@ -5,10 +5,11 @@
 // Why measured per type and token count rather than one bandwidth and one
 // arithmetic rate: the kernels change with the step (a token or two take
 // the 512-bit pair kernels, 16 or more AMX where the CPU has it), each
-// weight type unpacks at its own cost, and the sim device computes on the
-// file's layout, three times slower at one token than the cpu device's
-// grouped copy. One roofline priced a batch-8 step on this project's VM 2.4x
-// too fast (docs/measurements.md).
+// weight type unpacks at its own cost, the sim device computes on the
+// file's layout (slower than the cpu device's grouped copy), and whether a
+// model's weights come from cache or memory changes the cost several-fold;
+// one roofline priced the CPU's steps several times too fast (the figures:
+// docs/measurements.md).
 #pragma once
 
 #include <array>
@@ -83,8 +84,9 @@ std::vector<HostProbe> HostProbesFor(const gguf::File& file, const model::ModelC
 // What a layer does besides its products, as the executor runs it on the
 // CPU (exec/layer.cc): two norms, rope on q and k, the KV store, attention
 // over `position` cached positions, the gated activation, two adds. Some
-// of these run on one thread (the norms, rope, the activation): at 8
-// tokens a 1024-wide layer spends 0.1-0.2 ms there (docs/measurements.md).
+// of these run on one thread (the norms, rope, the activation), so at a
+// few tokens a step they are a share of a layer's time the products alone
+// miss (docs/measurements.md).
 struct HostLayer {
   int n_embd = 0, n_ff = 0, n_head = 0, n_head_kv = 0, head_dim = 0, rope_dims = 0;
   model::Activation activation = model::Activation::kSilu;
