@@ -32,7 +32,7 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
   fo.max_batch = std::max(fo.max_batch, batch);
   BenchRow row;
   row.batch = batch;
-  absl::StatusOr<plan::Plan> p = engine::PlanPlacement(model, device, flags, &fo);
+  absl::StatusOr<plan::Plan> p = engine::PlanPlacement(model, device, flags, &fo, &host);
   if (!p.ok()) {
     row.fits = std::string(p.status().message());
     return row;
@@ -122,21 +122,21 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   result.device = device->Describe();
   result.weight_bytes = model->weights.bytes;
   result.isa = std::string(cpu::IsaName(cpu::ActiveIsa()));
-  const backend::DeviceSpec facts = device->spec();
-  result.threads = facts.threads;
-  result.h2d_gbps = facts.h2d_gbps;
-  if (o.sweep && facts.h2d_gbps <= 0) {
+  const backend::DeviceSpec spec = device->spec();
+  result.threads = spec.threads;
+  result.h2d_gbps = spec.h2d_gbps;
+  if (o.sweep && spec.h2d_gbps <= 0) {
     return absl::InvalidArgumentError("--sweep varies what is resident on a GPU: use --device sim[:...] (or cuda)");
   }
-  // The CPU's speed, for the speed model's predictions (and the placements
-  // that put units on the CPU).
+  // The CPU's speed, once for every row: the speed model's predictions and
+  // the placements that put units on the CPU.
   const plan::HostSpec host =
-      facts.h2d_gbps > 0
+      spec.h2d_gbps > 0
           ? plan::MeasureHost(o.forward.threads, plan::HostProbesFor(*model->file, model->config), model->weights.bytes,
-                              facts.host_kernels,
+                              spec.host_kernels,
                               plan::HostLayerFor(model->config, o.prompt_tokens + o.gen_tokens / 2))
           : plan::HostSpec();
-  if (facts.h2d_gbps > 0) std::fprintf(stderr, "bench: this host's CPU kernels, measured: %s\n", host.Describe().c_str());
+  if (spec.h2d_gbps > 0) std::fprintf(stderr, "bench: this host's CPU kernels, measured: %s\n", host.Describe().c_str());
   std::mt19937 rng(1);
   const int L = model->config.n_layer;
   std::vector<engine::PlacementArgs> placements;

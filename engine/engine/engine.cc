@@ -40,7 +40,8 @@ absl::StatusOr<exec::KvType> ParseKvType(absl::string_view name) {
 }
 
 absl::StatusOr<plan::Plan> PlanPlacement(const model::Model& model, const backend::Device& device,
-                                         const PlacementArgs& args, exec::ForwardOptions* forward) {
+                                         const PlacementArgs& args, exec::ForwardOptions* forward,
+                                         const plan::HostSpec* host) {
   FERRY_RETURN_IF_ERROR(Validate(args));
   if (forward->n_ctx <= 0) forward->n_ctx = model.config.default_context();
   const backend::DeviceSpec spec = device.spec();
@@ -65,8 +66,10 @@ absl::StatusOr<plan::Plan> PlanPlacement(const model::Model& model, const backen
   // keeps them all resident), so the measuring is not spent.
   if (r.strategy != plan::Strategy::kStream && !spec.host_memory) {
     r.batch = forward->n_seq;
-    r.host = plan::MeasureHost(forward->threads, plan::HostProbesFor(*model.file, model.config), model.weights.bytes,
-                               spec.host_kernels, plan::HostLayerFor(model.config, forward->n_ctx / 2));
+    r.host = host != nullptr ? *host
+                             : plan::MeasureHost(forward->threads, plan::HostProbesFor(*model.file, model.config),
+                                                 model.weights.bytes, spec.host_kernels,
+                                                 plan::HostLayerFor(model.config, forward->n_ctx / 2));
     r.host_available = backend::AvailableHostMemory();
   }
   absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, spec);
@@ -89,7 +92,7 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec) {
   e->forward = {.max_batch = ra.batch, .n_seq = ra.slots, .n_ctx = ra.ctx, .kv_type = ra.kv_type,
                 .threads = ra.threads, .progress = spec.progress};
   FERRY_ASSIGN_OR_RETURN(e->device, backend::OpenDevice(spec.placement.device, ra.threads));
-  FERRY_ASSIGN_OR_RETURN(e->plan, PlanPlacement(*e->model, *e->device, spec.placement, &e->forward));
+  FERRY_ASSIGN_OR_RETURN(e->plan, PlanPlacement(*e->model, *e->device, spec.placement, &e->forward, nullptr));
   e->spec = e->device->spec();
   FERRY_ASSIGN_OR_RETURN(e->executor, exec::Executor::Create(*e->model, e->device.get(), e->forward));
   if (spec.start_runtime) {
