@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "engine/backend/cpu/cpu_device.h"
 #include "engine/backend/cpu/kernels.h"
+#include "engine/exec/measure_host.h"
 #include "engine/model/weights.h"
 #include "engine/status.h"
 
@@ -88,16 +89,17 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
     const exec::StreamStats& after = fwd->stats();
     row.prefill_tokens_per_s = std::max(row.prefill_tokens_per_s, batch * o.prompt_tokens / prefill);
     const double rate = batch * o.gen_tokens / decode;
-    // Per decode step: wall time, copy engine busy, kernels, compute
-    // waiting on copies, and CUDA graph launches where the device has them.
+    // Per decode step: wall time, copy engine busy, the device's kernels,
+    // the CPU's units' kernels, compute waiting on copies, and CUDA graph launches where the device has them.
     const double per = 1e3 / o.gen_tokens;
     const uint64_t replays = device.stats().replays - replays_before;
     std::fprintf(stderr,
                  "bench: batch %d, run %d: prefill %.1f tok/s (%.2f s), decode %.2f tok/s (%.2f s; a step %.2f ms, "
-                 "copy %.2f ms, compute %.2f ms, waiting %.2f ms%s)\n",
+                 "copy %.2f ms, compute %.2f ms, cpu %.2f ms, waiting %.2f ms%s)\n",
                  batch, rep + 1, batch * o.prompt_tokens / prefill, prefill, rate, decode,
                  (after.step_s - before.step_s) * per, (after.copy_busy_s - before.copy_busy_s) * per,
-                 (after.compute_s - before.compute_s) * per, (after.compute_wait_s - before.compute_wait_s) * per,
+                 (after.compute_s - before.compute_s) * per, (after.cpu_compute_s - before.cpu_compute_s) * per,
+                 (after.compute_wait_s - before.compute_wait_s) * per,
                  replays > 0 ? absl::StrFormat(", %.1f graph launches", static_cast<double>(replays) / o.gen_tokens).c_str()
                              : "");
     if (rate > row.decode_tokens_per_s) {
@@ -132,9 +134,8 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& o) {
   // the placements that put units on the CPU.
   const plan::HostSpec host =
       spec.h2d_gbps > 0
-          ? plan::MeasureHost(o.forward.threads, plan::HostProbesFor(*model->file, model->config), model->weights.bytes,
-                              spec.host_kernels,
-                              plan::HostLayerFor(model->config, o.prompt_tokens + o.gen_tokens / 2))
+          ? exec::MeasureHost(*model->file, model->config, o.forward.threads, model->weights.bytes, spec.host_kernels,
+                              o.prompt_tokens + o.gen_tokens / 2)
           : plan::HostSpec();
   if (spec.h2d_gbps > 0) std::fprintf(stderr, "bench: this host's CPU kernels, measured: %s\n", host.Describe().c_str());
   std::mt19937 rng(1);

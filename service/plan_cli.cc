@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/backend/device.h"
+#include "engine/exec/measure_host.h"
 #include "engine/model/config.h"
 #include "engine/status.h"
 #include "engine/units.h"
@@ -92,6 +93,22 @@ std::string CurvesJson(const plan::HostSpec& host) {
   return out + "]";
 }
 
+// The model's kinds of layer run whole: the layers of each kind, and per
+// layout seconds a layer at each token count.
+std::string LayersJson(const plan::HostSpec& host) {
+  std::string out = "[";
+  for (const plan::HostLayerCurve& c : host.layer_curves) {
+    std::vector<int> layers;
+    for (int l = 0; l < static_cast<int>(host.layer_kind.size()); ++l) {
+      if (host.layer_kind[l] == c.kind) layers.push_back(l);
+    }
+    absl::StrAppend(&out, out.size() > 1 ? "," : "", "{\"layers\":[", absl::StrJoin(layers, ","), "],\"layout\":\"",
+                    c.layout == plan::HostLayout::kFile ? "file" : "grouped", "\",\"tokens\":[",
+                    absl::StrJoin(plan::kHostTokens, ","), "],\"seconds\":[", absl::StrJoin(c.seconds, ","), "]}");
+  }
+  return out + "]";
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
@@ -106,8 +123,7 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   uint64_t model_bytes = 0;
   for (const gguf::TensorInfo& t : file->tensors()) model_bytes += t.bytes;
   const int n_ctx = o.request.n_ctx > 0 ? o.request.n_ctx : config.default_context();
-  const plan::HostSpec host = plan::MeasureHost(o.threads, plan::HostProbesFor(*file, config), model_bytes, false,
-                                                plan::HostLayerFor(config, n_ctx / 2));
+  const plan::HostSpec host = exec::MeasureHost(*file, config, o.threads, model_bytes, false, n_ctx / 2);
   const uint64_t host_available = backend::AvailableHostMemory();
 
   plan::PlanRequest r = o.request;
@@ -165,6 +181,7 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
   if (o.json) {
     std::string out = absl::StrCat("{\"host\":{\"cpu_weight_gbps\":", host.memory_gbps, ",\"cpu_gflops\":", host.gflops,
                                    ",\"cpu_kernel_seconds\":", host.kernel_s, ",\"cpu_products\":", CurvesJson(host),
+                                   ",\"cpu_layers_whole\":", LayersJson(host),
                                    ",\"memory_available_bytes\":", host_available, "},\"expected_batch\":", r.batch,
                                    ",\"plans\":[");
     bool first = true;

@@ -1,6 +1,7 @@
 #include "engine/engine/engine.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/exec/measure_host.h"
 #include "engine/status.h"
 
 namespace ferry::engine {
@@ -67,9 +68,8 @@ absl::StatusOr<plan::Plan> PlanPlacement(const model::Model& model, const backen
   if (r.strategy != plan::Strategy::kStream && !spec.host_memory) {
     r.batch = forward->n_seq;
     r.host = host != nullptr ? *host
-                             : plan::MeasureHost(forward->threads, plan::HostProbesFor(*model.file, model.config),
-                                                 model.weights.bytes, spec.host_kernels,
-                                                 plan::HostLayerFor(model.config, forward->n_ctx / 2));
+                             : exec::MeasureHost(*model.file, model.config, forward->threads, model.weights.bytes,
+                                                 spec.host_kernels, forward->n_ctx / 2);
     r.host_available = backend::AvailableHostMemory();
   }
   absl::StatusOr<plan::Plan> p = plan::MakePlan(*model.file, model.config, r, spec);

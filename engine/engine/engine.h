@@ -121,7 +121,7 @@ absl::StatusOr<std::unique_ptr<Engine>> OpenEngine(const EngineSpec& spec);
 // its placement (every unit resident on a device whose memory is the
 // host's). A plan that may put layers on the CPU is made for a step of
 // forward->n_seq tokens with this host's CPU as `host` says, or, where that
-// is null, as measured here (plan::MeasureHost: about a second), and must
+// is null, as measured here (exec::MeasureHost: a few seconds), and must
 // fit the host memory the system has available.
 absl::StatusOr<plan::Plan> PlanPlacement(const model::Model& model, const backend::Device& device,
                                          const PlacementArgs& args, exec::ForwardOptions* forward,

@@ -23,14 +23,32 @@
 
 namespace ferry::plan {
 
-double HostCurve::SecondsPerByte(int tokens) const {
+namespace {
+
+// A figure measured at each of kHostTokens, at `tokens`: linear between two
+// of them, in proportion past the last.
+double AtTokens(const std::array<double, kHostTokens.size()>& at, int tokens) {
   constexpr size_t kLast = kHostTokens.size() - 1;
-  if (tokens <= kHostTokens[0]) return seconds_per_byte[0];
-  if (tokens >= kHostTokens[kLast]) return seconds_per_byte[kLast] * tokens / kHostTokens[kLast];
+  if (tokens <= kHostTokens[0]) return at[0];
+  if (tokens >= kHostTokens[kLast]) return at[kLast] * tokens / kHostTokens[kLast];
   size_t i = 0;
   while (kHostTokens[i + 1] < tokens) ++i;
   const double f = static_cast<double>(tokens - kHostTokens[i]) / (kHostTokens[i + 1] - kHostTokens[i]);
-  return seconds_per_byte[i] + f * (seconds_per_byte[i + 1] - seconds_per_byte[i]);
+  return at[i] + f * (at[i + 1] - at[i]);
+}
+
+}  // namespace
+
+double HostCurve::SecondsPerByte(int tokens) const { return AtTokens(seconds_per_byte, tokens); }
+
+double HostLayerCurve::Seconds(int tokens) const { return AtTokens(seconds, tokens); }
+
+const HostLayerCurve* HostSpec::LayerCurve(int layer, HostLayout layout) const {
+  if (layer < 0 || layer >= static_cast<int>(layer_kind.size())) return nullptr;
+  for (const HostLayerCurve& c : layer_curves) {
+    if (c.kind == layer_kind[layer] && c.layout == layout) return &c;
+  }
+  return nullptr;
 }
 
 double HostSpec::ProductSeconds(quant::TensorType type, HostLayout layout, uint64_t bytes, uint64_t params,
@@ -47,6 +65,16 @@ std::string HostSpec::Describe() const {
   if (layer_rest_s[0] > 0) {
     absl::StrAppend(&out, absl::StrFormat(", a layer's work besides its products %.0f us at 1 token, %.0f us at 16",
                                           layer_rest_s[0] * 1e6, layer_rest_s[1] * 1e6));
+  }
+  if (!layer_curves.empty()) {
+    absl::StrAppend(&out, "; ms a layer run whole takes at 1/8/64 tokens:");
+    for (const HostLayerCurve& c : layer_curves) {
+      int first = 0;
+      while (first < static_cast<int>(layer_kind.size()) && layer_kind[first] != c.kind) ++first;
+      absl::StrAppend(&out, " layer ", first, c.layout == HostLayout::kFile ? " (file layout)" : "",
+                      absl::StrFormat(" %.2f/%.2f/%.2f", c.Seconds(1) * 1e3, c.Seconds(8) * 1e3, c.Seconds(64) * 1e3),
+                      &c == &layer_curves.back() ? "" : ",");
+    }
   }
   if (curves.empty()) return absl::StrCat(out, ", ", absl::StrFormat("%.0f", gflops), " GFLOP/s");
   absl::StrAppend(&out, "; GB/s of weights a product reads at 1/8/64 tokens:");

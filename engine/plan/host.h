@@ -43,6 +43,17 @@ struct HostCurve {
   double SecondsPerByte(int tokens) const;
 };
 
+// A whole layer of one kind (HostSpec::layer_kind) run by the host's
+// kernels as the executor runs it (products in `layout`, norms, rope, KV
+// store, attention, activation, adds): seconds at each of kHostTokens,
+// interpolated as HostCurve is.
+struct HostLayerCurve {
+  int kind = 0;
+  HostLayout layout = HostLayout::kGrouped;
+  std::array<double, kHostTokens.size()> seconds{};
+  double Seconds(int tokens) const;
+};
+
 struct HostSpec {
   // Products of a type without a curve: the weight bytes a one-token
   // product reads per second, and the arithmetic per second (q8_0's).
@@ -54,6 +65,14 @@ struct HostSpec {
   // kernels (a GPU's copy engine takes none).
   double copy_gbps = 10.0;
   std::vector<HostCurve> curves{};
+  // The model's layers as measured whole (exec::MeasureHost): layer l is
+  // of kind layer_kind[l] (layers of one kind cost the same: the same
+  // matrices, the same reach of attention), and each kind has a curve per
+  // layout measured. A layer without one is priced by its parts: the type
+  // curves and layer_rest_s.
+  std::vector<int> layer_kind{};
+  std::vector<HostLayerCurve> layer_curves{};
+  const HostLayerCurve* LayerCurve(int layer, HostLayout layout) const;
   // A layer's work besides its products (HostLayer), measured at 1 and at
   // 16 tokens; {0, 0}: not measured.
   std::array<double, 2> layer_rest_s{};

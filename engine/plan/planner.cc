@@ -431,10 +431,11 @@ absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& 
 
 namespace {
 
-// A unit computed by the host's kernels: its products and its kernels'
-// fixed costs; a layer's other work as measured where it was (else each
-// of its kernels at the fixed cost).
+// A unit computed by the host's kernels: a layer measured whole as such;
+// else its products and its kernels' fixed costs, and a layer's other work
+// as measured where it was (else each of its kernels at the fixed cost).
 double HostUnitSeconds(const Plan& p, const HostSpec& host, int u, HostLayout layout, int tokens) {
+  if (const HostLayerCurve* whole = host.LayerCurve(u, layout)) return whole->Seconds(tokens);
   double s = 0;
   int products = 0;
   for (const Plan::TypeBytes& m : p.unit_types[u]) {
