@@ -152,5 +152,18 @@ TEST(MeasureHost, ThePlannerPricesALayerByItsKind) {
   }
 }
 
+// A header may claim any width: a layer that would not fit is not
+// measured (priced by its parts), and nothing is allocated for it.
+TEST(MeasureHost, AnAbsurdLayerIsNotMeasured) {
+  model::SynthOptions o;
+  o.n_layer = 2;
+  const Header h = Make(o);
+  model::ModelConfig huge = h.config;
+  huge.n_ff = 1 << 30;
+  const plan::HostSpec host = MeasureHost(*h.file, huge, 2, 0, false, 64);
+  EXPECT_TRUE(host.layer_curves.empty());
+  EXPECT_EQ(host.LayerCurve(0, plan::HostLayout::kGrouped), nullptr);
+}
+
 }  // namespace
 }  // namespace ferry::exec

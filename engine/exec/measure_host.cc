@@ -178,7 +178,19 @@ plan::HostSpec MeasureHost(const gguf::File& file, const model::ModelConfig& c, 
     if (added) firsts.push_back({l, std::move(shapes)});
     h.layer_kind[l] = it->second;
   }
-  if (firsts.empty()) return h;
+  // Widths no layer has (a header may claim anything) are not measured:
+  // the kernels' scratch and the activations would not fit.
+  constexpr int64_t kMaxWidth = 1 << 18;
+  for (int64_t width : {int64_t{c.n_embd}, int64_t{c.n_ff}, int64_t{c.q_dim()}, int64_t{c.kv_dim()},
+                        int64_t{c.v_dim()}, plan::MaxMatrixRows(c), plan::MaxMatrixWidth(c)}) {
+    if (width <= 0 || width > kMaxWidth) firsts.clear();
+  }
+  // Nor a sequence's cache that alone passes the KV budget.
+  if (2 * uint64_t{sizeof(uint16_t)} * (position + 1) * std::max(c.kv_dim(), c.v_dim()) > kKvBudget) firsts.clear();
+  if (firsts.empty()) {
+    h.layer_kind.assign(c.n_layer, -1);
+    return h;
+  }
   uint64_t budget = std::clamp<uint64_t>(model_bytes, 64 * kMiB, 512 * kMiB);
   const uint64_t available = backend::AvailableHostMemory();
   if (available > 0) budget = std::min(budget, available / 4);
@@ -190,11 +202,18 @@ plan::HostSpec MeasureHost(const gguf::File& file, const model::ModelConfig& c, 
   Bench bench(cpu, c, plan::kHostTokens.back(), position);
   for (int kind = 0; kind < static_cast<int>(firsts.size()); ++kind) {
     const auto& [l, shapes] = firsts[kind];
+    // The layer must fit (a header may claim any size): the budget, or a
+    // quarter of the free memory where one layer is larger.
+    uint64_t layer_bytes = 0;
+    bool sized = true;
+    for (const Shape& s : shapes) {
+      const std::optional<uint64_t> row = quant::RowBytes(s.type, s.cols);
+      sized = sized && row.has_value() && s.rows > 0 && *row <= (uint64_t{1} << 40) / s.rows;
+      if (sized) layer_bytes += *row * s.rows;
+    }
+    if (!sized || (layer_bytes > budget && (available == 0 || layer_bytes > available / 4))) continue;
     Template source;
     if (!source.Make(c, shapes)) continue;
-    uint64_t layer_bytes = 0;
-    for (const Shape& s : shapes) layer_bytes += *quant::RowBytes(s.type, s.cols) * s.rows;
-    if (layer_bytes > budget && (available == 0 || layer_bytes > available / 4)) continue;
     for (plan::HostLayout layout : {plan::HostLayout::kGrouped, plan::HostLayout::kFile}) {
       if (layout == plan::HostLayout::kFile && !file_layout) continue;
       // Copies of the layer filling the budget: regrouped by the device as

@@ -28,8 +28,9 @@ namespace ferry::exec {
 // of headers alone serves. The layers are copied through a buffer of about
 // `model_bytes` (64 MiB .. 512 MiB, at most a quarter of the free memory,
 // at least one layer) so that their weights come from memory as a model's
-// do. A layer whose types ferry cannot quantize, or that does not fit,
-// keeps the price from its parts (HostSpec::layer_curve -1).
+// do. A layer whose types ferry cannot quantize, or that does not fit (a
+// header may claim any size), gets no curve and keeps the price of its
+// parts.
 plan::HostSpec MeasureHost(const gguf::File& file, const model::ModelConfig& config, int threads, uint64_t model_bytes,
                            bool file_layout, int position);
 
