@@ -225,7 +225,8 @@ absl::StatusOr<std::string> RunPlan(const PlanOptions& o) {
         "tokens/s (tok/s columns) and "
         "prefill tokens/s in steps of %d prompt tokens: %s profile (%.0f GB/s memory, %.0f GB/s host-to-device, %.0f "
         "TFLOPS; resident weights read at the share of it ferry's CUDA kernels reach per type), streamed layers "
-        "overlapped with compute, layers on the CPU at this host's speed in the chain; CPU only on this host: %.1f "
+        "overlapped with compute as far as the staging ring lets them, layers on the CPU at this host's speed in the "
+        "chain; CPU only on this host: %.1f "
         "tok/s at batch 1, %.1f at batch 8, prefill %.0f (measured here: %s). "
         "Streaming a layer beats computing it on this CPU from batch %d on.\n",
         r.batch, r.max_batch, device.name, device.memory_gbps, device.h2d_gbps, device.tflops,

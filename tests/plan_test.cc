@@ -323,11 +323,13 @@ namespace {
 // The mixed plan against a brute-force search over every placement (each
 // unit resident, streamed or on the CPU: 3^(n+1) of them) with the same
 // byte accounting (Plan::Place) and speed model (Predict): what the
-// planner picks fits, and is within 2 % of the fastest that fits when the
-// layers are alike, within 10 % in a Q4_K_M mix: the planner spreads the
-// resident and CPU layers evenly (for the overlap the sums do not model)
-// instead of picking the mix's larger layers (those with q6_K tensors) to
-// keep resident.
+// planner picks fits, and is within 5 % of the fastest that fits when the
+// layers are alike, within 15 % in a Q4_K_M mix. The planner weighs how
+// many layers go where and spreads the resident and CPU layers evenly; the
+// speed model, which follows the staging ring step by step, also rewards
+// some orders over others (streamed layers bunched before the resident
+// ones, in this small model: up to 3.5 % and 12 % faster), and in the mix
+// the larger layers (those with q6_K tensors) kept resident.
 TEST(Planner, MixedSplitAgainstEveryPlacement) {
   for (model::Mix mix : {model::Mix::kUniform, model::Mix::kQ4_K_M}) {
     model::SynthOptions o;
@@ -387,7 +389,7 @@ TEST(Planner, MixedSplitAgainstEveryPlacement) {
             }
           }
           EXPECT_LE(chosen->total, chosen->budget);
-          EXPECT_LE(chosen_s, best * (mix == model::Mix::kUniform ? 1.02 : 1.10)) << "the planner's " << chosen->placement.Describe() << " ("
+          EXPECT_LE(chosen_s, best * (mix == model::Mix::kUniform ? 1.05 : 1.15)) << "the planner's " << chosen->placement.Describe() << " ("
                                            << chosen->resident_layers << " resident) vs the best of every placement, "
                                            << best_homes;
           std::printf("%s %llu MiB batch %d: planner %.3f ms (%d resident, %d on the CPU), best of all %.3f ms\n",
@@ -397,6 +399,18 @@ TEST(Planner, MixedSplitAgainstEveryPlacement) {
       }
     }
   }
+}
+
+// The ring's pipeline, worked by hand: two streamed layers (copies of 2)
+// and a head of 10 computed last. With one slot a layer's copy waits for
+// the layer before it to be computed, and the next step's first copy for
+// the last streamed layer: 14 a step, more than max(copy 4, compute 12).
+// With two slots the next step's copies hide under the head: 12.
+TEST(Planner, TheRingsPipelineWorkedByHand) {
+  EXPECT_DOUBLE_EQ(PipelinedStep({1, 1, 10}, {2, 2, 0}, 1), 14);
+  EXPECT_DOUBLE_EQ(PipelinedStep({1, 1, 10}, {2, 2, 0}, 2), 12);
+  EXPECT_DOUBLE_EQ(PipelinedStep({1, 1, 10}, {0, 0, 0}, 2), 12) << "nothing streamed: the sum";
+  EXPECT_DOUBLE_EQ(PipelinedStep({0.5, 0.5, 0.5}, {5, 5, 0}, 2), 10) << "copy-bound: the copies back to back";
 }
 
 TEST(HostSpec, ACurveIsLinearBetweenItsTokenCountsAndProportionalPastThem) {

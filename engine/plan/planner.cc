@@ -446,6 +446,7 @@ double HostUnitSeconds(const Plan& p, const HostSpec& host, int u, HostLayout la
   return s + kCpuKernelsPerUnit * host.kernel_s;
 }
 
+
 // Predict and PredictPrefill: decode products read the weights in place at
 // the kernels' efficiency; a GEMM step (prefill) adds the f32 tile's
 // traffic and runs at the TF32 rate.
@@ -456,6 +457,8 @@ Prediction Roofline(const Plan& p, const DeviceSpec& spec, const HostSpec& host,
   const double flops = gemm ? d.tflops * 1e12 * 0.5 : std::min(d.tflops * 1e12, kDecodeOpsPerS);
   const double hbm = d.memory_gbps * 1e9, h2d = d.h2d_gbps * 1e9;
   double compute = 0, copy = 0, chain_cpu = 0, cpu = 0;
+  // Each unit's time on the compute side and its copy, for PipelinedStep.
+  std::vector<double> unit_compute(p.n_layers + 1, 0.0), unit_copy(p.n_layers + 1, 0.0);
   auto unit = [&](int u, uint64_t device_bytes, double kernel_bytes, uint64_t params) {
     const double work = 2.0 * static_cast<double>(params) * batch;
     const double on_cpu = HostUnitSeconds(p, host, u, HostLayout::kGrouped, batch);
@@ -463,16 +466,19 @@ Prediction Roofline(const Plan& p, const DeviceSpec& spec, const HostSpec& host,
     const Home home = p.placement.home(u);
     if (home == Home::kCpu) {
       chain_cpu += on_cpu;
+      unit_compute[u] = on_cpu;
       return;
     }
-    if (home == Home::kStreamed) copy += d.latency_us * 1e-6 + device_bytes / h2d;
+    if (home == Home::kStreamed) unit_copy[u] = d.latency_us * 1e-6 + device_bytes / h2d;
+    copy += unit_copy[u];
     if (d.host_kernels) {
-      compute += HostUnitSeconds(p, host, u, HostLayout::kFile, batch);
-      if (home == Home::kStreamed) compute += device_bytes / (host.copy_gbps * 1e9);  // its copy engine's memcpy
-      return;
+      unit_compute[u] = HostUnitSeconds(p, host, u, HostLayout::kFile, batch);
+      if (home == Home::kStreamed) unit_compute[u] += device_bytes / (host.copy_gbps * 1e9);  // its copy engine's memcpy
+    } else {
+      const double read = gemm ? device_bytes + kTileBytesPerParam * static_cast<double>(params) : kernel_bytes;
+      unit_compute[u] = std::max(read / hbm, work / flops) + kUnitOverheadS;
     }
-    const double read = gemm ? device_bytes + kTileBytesPerParam * static_cast<double>(params) : kernel_bytes;
-    compute += std::max(read / hbm, work / flops) + kUnitOverheadS;
+    compute += unit_compute[u];
   };
   for (int l = 0; l < p.n_layers; ++l) {
     unit(l, p.layer_device_bytes[l], p.layer_kernel_bytes[l], p.layer_params[l]);
@@ -481,12 +487,15 @@ Prediction Roofline(const Plan& p, const DeviceSpec& spec, const HostSpec& host,
   // The residual stream crosses to the CPU and back around each run of units there.
   for (int u = 0; u <= p.n_layers; ++u) {
     const bool here = p.placement.home(u) == Home::kCpu, before = u > 0 && p.placement.home(u - 1) == Home::kCpu;
-    if (here != before) chain_cpu += d.latency_us * 1e-6;
+    if (here != before) {
+      chain_cpu += d.latency_us * 1e-6;
+      unit_compute[u] += d.latency_us * 1e-6;
+    }
   }
   out.compute_s = compute;
   out.copy_s = copy;
   out.cpu_s = chain_cpu;
-  out.step_s = std::max(compute + chain_cpu, copy);
+  out.step_s = PipelinedStep(unit_compute, unit_copy, p.placement.ring_depth());
   out.tokens_per_s = out.step_s > 0 ? batch / out.step_s : 0;
   out.cpu_tokens_per_s = cpu > 0 ? batch / cpu : 0;
   // A typical layer: streaming it costs its copy; the CPU costs its roofline.
@@ -504,6 +513,28 @@ Prediction Roofline(const Plan& p, const DeviceSpec& spec, const HostSpec& host,
 }
 
 }  // namespace
+
+double PipelinedStep(const std::vector<double>& compute, const std::vector<double>& copy, int depth) {
+  depth = std::max(depth, 1);
+  std::vector<double> copied, released;  // per streamed unit, in copy order across the steps
+  double copy_free = 0, t = 0, step_end[3] = {};
+  for (int step = 0; step < 3; ++step) {
+    for (size_t u = 0; u < compute.size(); ++u) {
+      if (copy[u] > 0) {
+        const size_t n = copied.size();
+        const double start = std::max(copy_free, n >= static_cast<size_t>(depth) ? released[n - depth] : 0.0);
+        copy_free = start + copy[u];
+        copied.push_back(copy_free);
+        t = std::max(t, copy_free) + compute[u];
+        released.push_back(t);
+      } else {
+        t += compute[u];
+      }
+    }
+    step_end[step] = t;
+  }
+  return step_end[2] - step_end[1];
+}
 
 Prediction Predict(const Plan& p, const DeviceSpec& d, const HostSpec& host, int batch) {
   return Roofline(p, d, host, batch, false);

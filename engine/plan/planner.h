@@ -205,6 +205,18 @@ struct Plan {
 absl::StatusOr<Plan> MakePlan(const gguf::File& file, const model::ModelConfig& config, const PlanRequest& request,
                               const DeviceSpec& device);
 
+// A step as the executor runs it, given each unit's time on the compute
+// side (the device's kernels, or the CPU's for its units: one chain, in the
+// step's order) and each streamed unit's copy (0: not streamed). The copy
+// queue copies the streamed units in order, wrapping into the next step,
+// into `depth` staging slots; a slot is free again once the unit that read
+// it has been computed, and a streamed unit is computed once its copy is
+// in. So a step takes max(copy, compute) only where the ring lets one hide
+// the other: work bunched in one place (a large head computed while the
+// ring is full) leaves the copy queue idle. The steady state: the third of
+// three steps, from the second's end. Predict's step_s.
+double PipelinedStep(const std::vector<double>& compute, const std::vector<double>& copy, int depth);
+
 struct Prediction {
   int batch = 1;
   double step_s = 0;           // one step of `batch` tokens with the plan's placement
