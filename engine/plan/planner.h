@@ -250,18 +250,17 @@ inline constexpr double kUnitOverheadS = 45e-6;
 // the profile's own matrix rate.
 inline constexpr double kDecodeOpsPerS = 18.5e12;
 
-// Roofline per unit (layer or head): time = max(kernel bytes / bandwidth,
-// 2 x params x batch / flops), kernel bytes being the device bytes over
-// KernelEfficiency; streamed units also need bytes / h2d + latency
-// on the copy engine, which overlaps all compute (the ring runs ahead and
-// wraps into the next step). Units on the CPU take their products' measured
-// cost in the grouped layout (HostSpec::ProductSeconds) plus
-// kCpuKernelsPerUnit fixed costs in the chain, and a copy latency each way
-// where the residual stream crosses; on a device whose kernels are the
-// host's (the sim) every unit costs the same in the file's layout, and a
-// streamed one also its copy engine's memcpy (HostSpec::copy_gbps):
-// step = max(sum of copies, sum of device compute + sum of CPU compute).
-// Attention over the cache is not modelled (small at short contexts).
+// Roofline per unit (layer or head) on the device: time = max(kernel bytes
+// / bandwidth, 2 x params x batch / flops), kernel bytes being the device
+// bytes over KernelEfficiency; streamed units also need bytes / h2d +
+// latency on the copy engine. Units on the CPU cost what the host measured
+// (HostSpec: a layer of its kind run whole, else its products' curves plus
+// kCpuKernelsPerUnit fixed costs and its other work), and a copy latency
+// each way where the residual stream crosses; on a device whose kernels are
+// the host's (the sim) every unit costs the same in the file's layout, and
+// a streamed one also its copy engine's memcpy (HostSpec::copy_gbps). The
+// step: those times played through the ring (PipelinedStep). On the device,
+// attention over the cache is not modelled (small at short contexts).
 Prediction Predict(const Plan& plan, const DeviceSpec& device, const HostSpec& host, int batch);
 
 // The same for prefill: steps of `tokens_per_step` prompt tokens. Above
