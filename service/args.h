@@ -85,7 +85,7 @@ struct MakeModelArgs {
   int ff = model::SynthOptions().n_ff;
   int vocab = model::SynthOptions().n_vocab;
   int context = model::SynthOptions().n_ctx;
-  std::string type = std::string(quant::Info(model::SynthOptions().type).name);
+  std::string type;  // empty: SynthOptions's type, or with a preset its mix
   uint64_t weights_seed = model::SynthOptions().seed;
   bool tied_output = model::SynthOptions().tied_output;
   int head_dim = model::SynthOptions().head_dim;
@@ -108,7 +108,8 @@ struct MakeModelArgs {
     v(&MakeModelArgs::vocab, "vocab", "vocabulary size (>= 260)");
     v(&MakeModelArgs::context, "context", "context length written to the metadata");
     v(&MakeModelArgs::type, "type",
-      "type of the 2-D weights: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K");
+      "type of the 2-D weights: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K (default q8_0; with "
+      "--preset, the preset's q4_k_m mix)");
     v(&MakeModelArgs::weights_seed, "weights_seed", "random seed; the same seed and shape give the same bytes");
     v(&MakeModelArgs::tied_output, "tied_output", "omit output.weight (the head reuses token_embd)");
     v(&MakeModelArgs::head_dim, "head_dim", "per-head size; 0 = embd / heads");

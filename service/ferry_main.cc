@@ -65,18 +65,28 @@ absl::Status MakeModel(const std::string& path, const model::SynthOptions& optio
 absl::Status RunMakeModel() {
   const service::MakeModelArgs a = service::FromFlags<service::MakeModelArgs>("make-model");
   model::SynthOptions o;
+  // --mix and --type: a mix, else one type (a preset's own mix where neither is given).
+  auto mix_and_type = [&](model::SynthOptions* to) -> absl::Status {
+    if (a.mix == "q4_k_m") {
+      to->mix = model::Mix::kQ4_K_M;
+    } else if (a.mix == "q5_k_m") {
+      to->mix = model::Mix::kQ5_K_M;
+    } else if (!a.mix.empty()) {
+      return absl::InvalidArgumentError("--mix must be q4_k_m or q5_k_m, got '" + a.mix + "'");
+    }
+    if (a.type.empty()) return absl::OkStatus();
+    const auto info = quant::FindTypeByName(a.type);
+    if (!info) return absl::InvalidArgumentError(absl::StrCat("--type: unknown tensor type '", a.type, "'"));
+    to->type = info->type;
+    if (a.mix.empty()) to->mix = model::Mix::kUniform;
+    return absl::OkStatus();
+  };
   if (!a.preset.empty()) {
     absl::StatusOr<model::SynthOptions> p = model::Preset(a.preset);
     if (!p.ok()) return p.status();
     o = *p;
     o.seed = a.weights_seed;
-    if (a.mix == "q5_k_m") o.mix = model::Mix::kQ5_K_M;
-    if (a.mix.empty() && a.type != service::MakeModelArgs().type) {  // an explicit --type other than the default
-      o.mix = model::Mix::kUniform;
-      const auto info = quant::FindTypeByName(a.type);
-      if (!info) return absl::InvalidArgumentError("--type: unknown tensor type '" + a.type + "'");
-      o.type = info->type;
-    }
+    FERRY_RETURN_IF_ERROR(mix_and_type(&o));
     if (a.out.empty()) return absl::InvalidArgumentError("make-model: --out PATH is required");
     return MakeModel(a.out, o, a.header_only);
   }
@@ -93,16 +103,7 @@ absl::Status RunMakeModel() {
   o.sliding_window = a.sliding_window;
   o.rope_scale_factor = a.rope_scale;
   o.head_dim = a.head_dim;
-  if (a.mix == "q4_k_m") {
-    o.mix = model::Mix::kQ4_K_M;
-  } else if (a.mix == "q5_k_m") {
-    o.mix = model::Mix::kQ5_K_M;
-  } else if (!a.mix.empty()) {
-    return absl::InvalidArgumentError("--mix must be q4_k_m or q5_k_m, got '" + a.mix + "'");
-  }
-  const auto info = quant::FindTypeByName(a.type);
-  if (!info) return absl::InvalidArgumentError(absl::StrCat("--type: unknown tensor type '", a.type, "'"));
-  o.type = info->type;
+  FERRY_RETURN_IF_ERROR(mix_and_type(&o));
   if (a.out.empty()) return absl::InvalidArgumentError("make-model: --out PATH is required");
   return MakeModel(a.out, o, a.header_only);
 }

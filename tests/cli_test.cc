@@ -84,6 +84,24 @@ TEST(Cli, BenchPrintsARowPerBatchSize) {
   EXPECT_THAT(r.output, HasSubstr("--batches: '0' is not a positive integer"));
 }
 
+// A preset is its Q4_K_M mix unless --type or --mix says otherwise; --type
+// q8_0 (the demo model's type) says otherwise too.
+TEST(Cli, APresetTakesAnExplicitTypeOrMix) {
+  const std::string path = TempDir() + "/preset-type.gguf";
+  for (auto [flags, weights] : {std::pair<std::string, std::string>{"", "4.58 GiB"}, {"--type q8_0", "7.95 GiB"},
+                                {"--type q4_0", "4.21 GiB"}, {"--mix q5_k_m", "5.33 GiB"}}) {
+    SCOPED_TRACE(flags);
+    Result r = RunFerry("make-model --preset llama3.1-8b --header_only " + flags + " --out " + path);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = RunFerry("inspect --model " + path);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("data " + weights));
+  }
+  Result r = RunFerry("make-model --preset llama3.1-8b --header_only --mix q9_k --out " + path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("--mix must be q4_k_m or q5_k_m, got 'q9_k'"));
+}
+
 TEST(Cli, PlanFromAHeaderOnlyFile) {
   const std::string path = TempDir() + "/llama8b-header.gguf";
   Result r = RunFerry("make-model --preset llama3.1-8b --header_only --out " + path);
