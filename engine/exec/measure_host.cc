@@ -7,7 +7,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <random>
 #include <vector>
 
 #include "engine/backend/cpu/cpu_device.h"
@@ -41,25 +40,18 @@ std::vector<int64_t> KeyOf(const std::vector<Shape>& shapes, int span) {
   return key;
 }
 
-// One layer's weights made up in the file's layout: each matrix one
-// quantized row of normal values, repeated.
+// One layer's weights made up in the file's layout (plan::MadeUpRows).
 class Template {
  public:
-  // Nothing (an empty view) where a type cannot be quantized.
+  // False where a type cannot be quantized.
   bool Make(const model::ModelConfig& c, const std::vector<Shape>& shapes) {
     int64_t longest = std::max({int64_t{c.n_embd}, int64_t{c.q_dim()}, int64_t{c.kv_dim()}, int64_t{c.v_dim()},
                                 int64_t{c.n_ff}});
     ones_.assign(longest, 1.0f);
-    std::mt19937 rng(7);
-    std::normal_distribution<float> normal(0.0f, 0.02f);
     for (const Shape& s : shapes) {
-      const std::optional<uint64_t> row_bytes = quant::RowBytes(s.type, s.cols);
-      if (!row_bytes || *row_bytes == 0 || !quant::CanConvert(s.type)) return false;
-      std::vector<float> values(s.cols);
-      for (float& v : values) v = normal(rng);
-      std::vector<uint8_t>& m = matrices_.emplace_back(s.rows * *row_bytes);
-      if (!quant::QuantizeRow(s.type, values, std::span(m.data(), *row_bytes)).ok()) return false;
-      for (int64_t r = 1; r < s.rows; ++r) std::memcpy(m.data() + r * *row_bytes, m.data(), *row_bytes);
+      std::optional<std::vector<uint8_t>> made = plan::MadeUpRows(s.type, s.cols, s.rows);
+      if (!made) return false;
+      const std::vector<uint8_t>& m = matrices_.emplace_back(*std::move(made));
       view_.*(s.tensor->view_matrix) = {m.data(), s.type, s.cols, s.rows, m.size(), s.tensor->name};
     }
     for (const model::UnitTensor* t : model::TensorsOf(c, 0)) {
@@ -149,12 +141,10 @@ class Bench {
   Lane lane_;
 };
 
-}  // namespace
-
-plan::HostSpec MeasureHost(const gguf::File& file, const model::ModelConfig& c, int threads, uint64_t model_bytes,
-                           bool file_layout, int position) {
-  plan::HostSpec h = plan::MeasureHost(threads, plan::HostProbesFor(file, c), model_bytes, file_layout,
-                                       plan::HostLayerFor(c, position));
+// Each kind of layer run whole: h->layer_kind and h->layer_curves.
+void MeasureLayers(const gguf::File& file, const model::ModelConfig& c, int threads, uint64_t model_bytes,
+                   bool file_layout, int position, plan::HostSpec* out) {
+  plan::HostSpec& h = *out;
   position = std::clamp(position, 1, 4096);
   h.layer_kind.assign(c.n_layer, -1);
   // The kinds of layer, each with the first layer of the kind.
@@ -180,24 +170,21 @@ plan::HostSpec MeasureHost(const gguf::File& file, const model::ModelConfig& c, 
   }
   // Widths no layer has (a header may claim anything) are not measured:
   // the kernels' scratch and the activations would not fit.
-  constexpr int64_t kMaxWidth = 1 << 18;
   for (int64_t width : {int64_t{c.n_embd}, int64_t{c.n_ff}, int64_t{c.q_dim()}, int64_t{c.kv_dim()},
                         int64_t{c.v_dim()}, plan::MaxMatrixRows(c), plan::MaxMatrixWidth(c)}) {
-    if (width <= 0 || width > kMaxWidth) firsts.clear();
+    if (width <= 0 || width > plan::kHostMaxWidth) firsts.clear();
   }
   // Nor a sequence's cache that alone passes the KV budget.
   if (2 * uint64_t{sizeof(uint16_t)} * (position + 1) * std::max(c.kv_dim(), c.v_dim()) > kKvBudget) firsts.clear();
   if (firsts.empty()) {
     h.layer_kind.assign(c.n_layer, -1);
-    return h;
+    return;
   }
-  uint64_t budget = std::clamp<uint64_t>(model_bytes, 64 * kMiB, 512 * kMiB);
-  const uint64_t available = backend::AvailableHostMemory();
-  if (available > 0) budget = std::min(budget, available / 4);
+  const uint64_t budget = plan::HostWalkBytes(model_bytes), available = backend::AvailableHostMemory();
 
   backend::CpuDevice cpu(threads);
   if (!cpu.ReserveKernelScratch(plan::MaxMatrixRows(c), plan::MaxMatrixWidth(c), plan::kHostTokens.back()).ok()) {
-    return h;
+    return;
   }
   Bench bench(cpu, c, plan::kHostTokens.back(), position);
   for (int kind = 0; kind < static_cast<int>(firsts.size()); ++kind) {
@@ -246,6 +233,24 @@ plan::HostSpec MeasureHost(const gguf::File& file, const model::ModelConfig& c, 
       h.layer_curves.push_back(curve);
     }
   }
+}
+
+}  // namespace
+
+plan::HostSpec MeasureHost(const gguf::File& file, const model::ModelConfig& c, int threads, uint64_t model_bytes,
+                           bool file_layout, int position) {
+  plan::HostSpec layers;
+  MeasureLayers(file, c, threads, model_bytes, file_layout, position, &layers);
+  // A layer's other work apart is what prices a layer not measured whole.
+  bool whole = true;
+  for (int l = 0; l < c.n_layer; ++l) {
+    whole = whole && layers.LayerCurve(l, plan::HostLayout::kGrouped) != nullptr &&
+            (!file_layout || layers.LayerCurve(l, plan::HostLayout::kFile) != nullptr);
+  }
+  plan::HostSpec h = plan::MeasureHost(threads, plan::HostProbesFor(file, c), model_bytes, file_layout,
+                                       whole ? plan::HostLayer{} : plan::HostLayerFor(c, position));
+  h.layer_kind = std::move(layers.layer_kind);
+  h.layer_curves = std::move(layers.layer_curves);
   return h;
 }
 

@@ -30,7 +30,7 @@ namespace ferry::exec {
 // at least one layer) so that their weights come from memory as a model's
 // do. A layer whose types ferry cannot quantize, or that does not fit (a
 // header may claim any size), gets no curve and keeps the price of its
-// parts.
+// parts; a layer's other work apart is measured only for such layers.
 plan::HostSpec MeasureHost(const gguf::File& file, const model::ModelConfig& config, int threads, uint64_t model_bytes,
                            bool file_layout, int position);
 

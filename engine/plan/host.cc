@@ -112,6 +112,31 @@ namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
 
+}  // namespace
+
+uint64_t HostWalkBytes(uint64_t model_bytes) {
+  uint64_t bytes = std::clamp<uint64_t>(model_bytes, 64 * kMiB, 512 * kMiB);
+  if (const uint64_t available = backend::AvailableHostMemory(); available > 0) {
+    bytes = std::max<uint64_t>(std::min(bytes, available / 4), 8 * kMiB);
+  }
+  return bytes;
+}
+
+std::optional<std::vector<uint8_t>> MadeUpRows(quant::TensorType type, int64_t cols, int64_t rows) {
+  const std::optional<uint64_t> row_bytes = quant::RowBytes(type, cols);
+  if (!row_bytes || *row_bytes == 0 || rows <= 0 || !quant::CanConvert(type)) return std::nullopt;
+  std::vector<float> values(cols);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (float& v : values) v = normal(rng);
+  std::vector<uint8_t> out(rows * *row_bytes);
+  if (!quant::QuantizeRow(type, values, std::span(out.data(), *row_bytes)).ok()) return std::nullopt;
+  for (int64_t r = 1; r < rows; ++r) std::memcpy(out.data() + r * *row_bytes, out.data(), *row_bytes);
+  return out;
+}
+
+namespace {
+
 // HostLayer's work at `tokens` tokens on the cpu device (every token a
 // decode token at `position`, the cache of one sequence): the best of 5.
 double LayerRestSeconds(backend::CpuDevice& cpu, const HostLayer& s, int tokens) {
@@ -166,20 +191,15 @@ class Walk {
   // (the file's where the type has no grouped layout); false for a type
   // ferry cannot quantize.
   bool Fill(quant::TensorType type, int64_t cols, HostLayout layout) {
-    const std::optional<uint64_t> row_bytes = quant::RowBytes(type, cols);
-    if (!row_bytes || *row_bytes == 0 || !quant::CanConvert(type)) return false;
-    std::vector<float> values(cols);
-    std::mt19937 rng(7);
-    std::normal_distribution<float> normal(0.0f, 0.02f);
-    for (float& v : values) v = normal(rng);
-    std::vector<uint8_t> eight(cpu::kGroupRows * *row_bytes);
-    if (!quant::QuantizeRow(type, values, std::span(eight.data(), *row_bytes)).ok()) return false;
-    for (int r = 1; r < cpu::kGroupRows; ++r) std::memcpy(eight.data() + r * *row_bytes, eight.data(), *row_bytes);
+    const std::optional<std::vector<uint8_t>> made = MadeUpRows(type, cols, cpu::kGroupRows);
+    if (!made) return false;
+    const std::vector<uint8_t>& eight = *made;
+    const uint64_t row_bytes = eight.size() / cpu::kGroupRows;
     const bool grouped = layout == HostLayout::kGrouped && cpu::GroupedMatrixBytes(type, 64, cols) != 0;
     std::vector<uint8_t> unit = eight;  // 8 rows as the layout stores them
     if (grouped) {
       unit.assign(cpu::GroupBytes(type, cols), 0);
-      cpu::GroupRows(type, eight.data(), *row_bytes, cols, unit.data());
+      cpu::GroupRows(type, eight.data(), row_bytes, cols, unit.data());
     }
     units_ = static_cast<int64_t>(size_ / unit.size()) / 2 * 2;
     if (units_ < 2) return false;
@@ -187,7 +207,7 @@ class Walk {
     matrix_ = {data_, type, cols, 0, 0, "host probe"};
     matrix_.group_bytes = grouped ? unit.size() : 0;
     unit_bytes_ = unit.size();
-    row_bytes_ = *row_bytes;
+    row_bytes_ = row_bytes;
     // Slices of about 4 MiB (an even number of groups: AMX takes two).
     slice_units_ = std::clamp<int64_t>(static_cast<int64_t>(4 * kMiB / unit.size()) / 2 * 2, 2,
                                        std::min(units_, kSliceRowsMax / cpu::kGroupRows));
@@ -276,19 +296,12 @@ class Walk {
 HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t model_bytes, bool file_layout,
                      const HostLayer& layer) {
   constexpr int64_t kRefCols = 4096;
-  // Wider than any model's layer (a header may claim anything): priced by
-  // the q8_0 figures instead.
-  constexpr int64_t kMaxCols = 1 << 18;
   int64_t max_cols = kRefCols;
   for (const HostProbe& p : probes) {
-    if (p.cols <= kMaxCols) max_cols = std::max(max_cols, p.cols);
-  }
-  uint64_t bytes = std::clamp<uint64_t>(model_bytes, 64 * kMiB, 512 * kMiB);
-  if (const uint64_t available = backend::AvailableHostMemory(); available > 0) {
-    bytes = std::max<uint64_t>(std::min(bytes, available / 4), 8 * kMiB);
+    if (p.cols <= kHostMaxWidth) max_cols = std::max(max_cols, p.cols);
   }
   HostSpec h;
-  Walk walk(bytes, threads, max_cols);
+  Walk walk(HostWalkBytes(model_bytes), threads, max_cols);
   if (!walk.ok()) return h;
   auto curve = [&](quant::TensorType type, int64_t cols, HostLayout layout) -> std::optional<HostCurve> {
     if (!walk.Fill(type, cols, layout)) return std::nullopt;
@@ -301,14 +314,14 @@ HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t
   if (walk.Fill(quant::TensorType::kQ8_0, kRefCols, HostLayout::kGrouped)) h.kernel_s = walk.KernelSeconds();
   if (file_layout) h.copy_gbps = walk.CopyBytesPerSecond(0.02) / 1e9;
   if (layer.n_embd > 0 && layer.n_ff > 0 && layer.n_head > 0 && layer.n_head_kv > 0 && layer.head_dim > 0 &&
-      layer.n_head % layer.n_head_kv == 0 && layer.rope_dims <= layer.head_dim && layer.n_embd <= kMaxCols &&
-      layer.n_ff <= kMaxCols && int64_t{layer.n_head} * layer.head_dim <= kMaxCols) {
+      layer.n_head % layer.n_head_kv == 0 && layer.rope_dims <= layer.head_dim && layer.n_embd <= kHostMaxWidth &&
+      layer.n_ff <= kHostMaxWidth && int64_t{layer.n_head} * layer.head_dim <= kHostMaxWidth) {
     backend::CpuDevice cpu(threads);
     h.layer_rest_s = {LayerRestSeconds(cpu, layer, 1), LayerRestSeconds(cpu, layer, 16)};
   }
   for (const HostProbe& p : probes) {
     for (HostLayout layout : {HostLayout::kGrouped, HostLayout::kFile}) {
-      if (p.cols > kMaxCols || (layout == HostLayout::kFile && !file_layout)) continue;
+      if (p.cols > kHostMaxWidth || (layout == HostLayout::kFile && !file_layout)) continue;
       if (std::optional<HostCurve> c = curve(p.type, p.cols, layout)) h.curves.push_back(*c);
     }
   }

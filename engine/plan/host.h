@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,20 @@ struct HostSpec {
   std::string Describe() const;
 };
 
+// The widest matrix or layer the host is measured at (a header may claim
+// any width); one wider is priced by the q8_0 figures or its parts.
+inline constexpr int64_t kHostMaxWidth = 1 << 18;
+
+// The buffer the measurements walk through, for a model of `model_bytes`:
+// as large as the model within 64 MiB .. 512 MiB (past the caches of most
+// CPUs), at most a quarter of the free memory, at least 8 MiB.
+uint64_t HostWalkBytes(uint64_t model_bytes);
+
+// `rows` rows of `type`, `cols` wide, as a file stores them: one row of
+// normal values (sigma 0.02) quantized, then repeated (their values do not
+// change the kernels' speed). Nothing for a type ferry cannot quantize.
+std::optional<std::vector<uint8_t>> MadeUpRows(quant::TensorType type, int64_t cols, int64_t rows);
+
 // A width to measure a type at: that of the widest matrix (most columns) of
 // the type in the model's layers and head, one per type. (Rows do not
 // matter: the products walk a buffer of them.)
@@ -118,10 +133,9 @@ HostLayer HostLayerFor(const model::ModelConfig& config, int position);
 // Measures the host with ferry's matmul kernels on `threads` threads: a
 // kernel's fixed cost, a curve per probe in the grouped layout (and, with
 // `file_layout`, in the file's), and q8_0's bandwidth and arithmetic rate.
-// The products walk through a buffer of `model_bytes` (within 64 MiB ..
-// 512 MiB, past the caches of most CPUs, and at most a quarter of the free
-// memory), filled for each type by repeating one quantized group, not read
-// from the file: about 0.15 s per curve plus faulting the buffer in.
+// The products walk through a buffer of HostWalkBytes(model_bytes), filled
+// for each type by repeating one group of MadeUpRows, not read from the
+// file: about 0.15 s per curve plus faulting the buffer in.
 // With a `layer` (n_embd > 0), also that layer's other work
 // (HostSpec::layer_rest_s) on the cpu device's kernels.
 HostSpec MeasureHost(int threads, const std::vector<HostProbe>& probes, uint64_t model_bytes, bool file_layout,
