@@ -14,32 +14,27 @@
 #include "engine/model/synth.h"
 #include "engine/model/unit_tensors.h"
 #include "engine/plan/planner.h"
+#include "tests/synth_header.h"
 
 namespace ferry::exec {
 namespace {
 
-struct Header {
-  std::string bytes;
-  std::unique_ptr<gguf::File> file;
-  model::ModelConfig config;
-};
+using testing::MakeSynthHeader;
+using testing::SynthHeader;
 
-Header Make(const model::SynthOptions& o) {
-  gguf::Writer w;
-  const absl::Status built = model::BuildSyntheticModel(o, &w);
-  EXPECT_TRUE(built.ok()) << built;
-  Header h;
-  h.bytes = w.HeaderBytes();  // a header alone: the measurement makes its own weights
-  auto f = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(h.bytes.data()), h.bytes.size()),
-                                  {.header_only = true});
-  EXPECT_TRUE(f.ok()) << f.status();
-  h.file = std::move(*f);
-  h.config = *model::LoadConfig(*h.file);
-  return h;
+// A small llama in llama.cpp's Q4_K_M mix, which gives some layers q6_K
+// for attn_v and ffn_down.
+model::SynthOptions SmallQ4KMix() {
+  model::SynthOptions o;
+  o.n_layer = 8;
+  o.n_ff = 768;  // k-quants' blocks are 256 wide
+  o.mix = model::Mix::kQ4_K_M;
+  o.type = quant::TensorType::kQ4_K;
+  return o;
 }
 
 // Layer l's matrices' types, from the file's own tensor list.
-std::vector<quant::TensorType> TypesOf(const Header& h, int l) {
+std::vector<quant::TensorType> TypesOf(const SynthHeader& h, int l) {
   std::vector<quant::TensorType> out;
   for (const gguf::TensorInfo& t : h.file->tensors()) {
     if (t.n_dims == 2 && t.name.rfind(absl::StrCat("blk.", l, "."), 0) == 0) out.push_back(t.type);
@@ -53,15 +48,10 @@ void ExpectSane(const plan::HostLayerCurve& c) {
   EXPECT_LT(c.Seconds(64), 64 * c.Seconds(1));
 }
 
-// llama.cpp's Q4_K_M gives some layers q6_K for attn_v and ffn_down: two
-// kinds of layer, each measured once, every layer pointed at its own.
+// The Q4_K_M mix's two kinds of layer, each measured once, every layer
+// pointed at its own.
 TEST(MeasureHost, LayersOfOneKindShareACurve) {
-  model::SynthOptions o;
-  o.n_layer = 8;
-  o.n_ff = 768;  // k-quants' blocks are 256 wide
-  o.mix = model::Mix::kQ4_K_M;
-  o.type = quant::TensorType::kQ4_K;
-  const Header h = Make(o);
+  const SynthHeader h = MakeSynthHeader(SmallQ4KMix());
   const plan::HostSpec host = MeasureHost(*h.file, h.config, 2, 0, false, 64);
   ASSERT_EQ(host.layer_kind.size(), 8u);
   std::set<int> kinds;
@@ -91,7 +81,7 @@ TEST(MeasureHost, SlidingLayersAreAKindPastTheirWindow) {
   o.arch = "gemma2";
   o.n_layer = 4;
   o.sliding_window = 32;
-  const Header h = Make(o);
+  const SynthHeader h = MakeSynthHeader(o);
   ASSERT_TRUE(h.config.LayerIsSliding(0));
   ASSERT_FALSE(h.config.LayerIsSliding(1));
   const plan::HostSpec past = MeasureHost(*h.file, h.config, 2, 0, false, 256);
@@ -109,7 +99,7 @@ TEST(MeasureHost, SlidingLayersAreAKindPastTheirWindow) {
 TEST(MeasureHost, TheFilesLayoutWhenAsked) {
   model::SynthOptions o;
   o.n_layer = 2;
-  const Header h = Make(o);
+  const SynthHeader h = MakeSynthHeader(o);
   const plan::HostSpec host = MeasureHost(*h.file, h.config, 2, 0, true, 64);
   const plan::HostLayerCurve* grouped = host.LayerCurve(0, plan::HostLayout::kGrouped);
   const plan::HostLayerCurve* file = host.LayerCurve(0, plan::HostLayout::kFile);
@@ -123,12 +113,7 @@ TEST(MeasureHost, TheFilesLayoutWhenAsked) {
 // kind's curve adds that curve once for each layer of the kind to a step
 // with every layer on the CPU.
 TEST(MeasureHost, ThePlannerPricesALayerByItsKind) {
-  model::SynthOptions o;
-  o.n_layer = 8;
-  o.n_ff = 768;  // k-quants' blocks are 256 wide
-  o.mix = model::Mix::kQ4_K_M;
-  o.type = quant::TensorType::kQ4_K;
-  const Header h = Make(o);
+  const SynthHeader h = MakeSynthHeader(SmallQ4KMix());
   plan::PlanRequest r;
   r.policy = plan::Policy::kLayers;
   r.gpu_layers = 0;
@@ -157,7 +142,7 @@ TEST(MeasureHost, ThePlannerPricesALayerByItsKind) {
 TEST(MeasureHost, AnAbsurdLayerIsNotMeasured) {
   model::SynthOptions o;
   o.n_layer = 2;
-  const Header h = Make(o);
+  const SynthHeader h = MakeSynthHeader(o);
   model::ModelConfig huge = h.config;
   huge.n_ff = 1 << 30;
   const plan::HostSpec host = MeasureHost(*h.file, huge, 2, 0, false, 64);

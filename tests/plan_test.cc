@@ -14,6 +14,7 @@
 #include "engine/model/config.h"
 #include "engine/model/synth.h"
 #include "engine/plan/planner.h"
+#include "tests/synth_header.h"
 
 namespace ferry::plan {
 namespace {
@@ -21,27 +22,14 @@ namespace {
 using ::testing::HasSubstr;
 constexpr uint64_t kGiB = 1ull << 30;
 
-struct Header {
-  std::string bytes;
-  std::unique_ptr<gguf::File> file;
-  model::ModelConfig config;
-};
+using Header = testing::SynthHeader;
 
 Header Make(const std::string& preset, model::Mix mix, quant::TensorType type = quant::TensorType::kQ4_K) {
   absl::StatusOr<model::SynthOptions> o = model::Preset(preset);
   EXPECT_TRUE(o.ok()) << o.status();
   o->mix = mix;
   o->type = type;
-  gguf::Writer w;
-  EXPECT_TRUE(model::BuildSyntheticModel(*o, &w).ok());
-  Header h;
-  h.bytes = w.HeaderBytes();  // no tensor data at all
-  auto f = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(h.bytes.data()), h.bytes.size()),
-                                  {.header_only = true});
-  EXPECT_TRUE(f.ok()) << f.status();
-  h.file = std::move(*f);
-  h.config = *model::LoadConfig(*h.file);
-  return h;
+  return testing::MakeSynthHeader(*o);
 }
 
 struct Case {
@@ -342,13 +330,9 @@ TEST(Planner, MixedSplitAgainstEveryPlacement) {
     o.n_vocab = 8192;
     o.mix = mix;
     o.type = mix == model::Mix::kUniform ? quant::TensorType::kQ8_0 : quant::TensorType::kQ4_K;
-    gguf::Writer w;
-    ASSERT_TRUE(model::BuildSyntheticModel(o, &w).ok());
-    const std::string bytes = w.HeaderBytes();
-    auto f = gguf::File::FromBuffer(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
-                                    {.header_only = true});
-    ASSERT_TRUE(f.ok());
-    const model::ModelConfig c = *model::LoadConfig(**f);
+    const Header h = testing::MakeSynthHeader(o);
+    ASSERT_NE(h.file, nullptr);
+    const model::ModelConfig& c = h.config;
     DeviceSpec card = *backend::FindGpuProfile("rtx4060-8g");
     card.overhead_bytes = 0;
     // Priced by one roofline, and by per-type curves as MeasureHost makes
@@ -367,7 +351,7 @@ TEST(Planner, MixedSplitAgainstEveryPlacement) {
           card.memory_bytes = budget_mib << 20;
           PlanRequest r{.n_ctx = 256, .n_slots = 1, .max_batch = 32, .strategy = Strategy::kMixed, .batch = batch,
                         .host = host};
-          absl::StatusOr<Plan> chosen = MakePlan(**f, c, r, card);
+          absl::StatusOr<Plan> chosen = MakePlan(*h.file, c, r, card);
           ASSERT_TRUE(chosen.ok()) << chosen.status();
           const double chosen_s = Predict(*chosen, card, host, batch).step_s;
           Plan trial = *chosen;
