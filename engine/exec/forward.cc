@@ -203,12 +203,6 @@ absl::Status Executor::MakeLane(backend::Device& d, Home home, Lane* lane, std::
     FERRY_ASSIGN_OR_RETURN(v, backend::DeviceBuffer::Make(d, plan::KvLayerBytes(n_ctx_, options_.n_seq, c.v_dim(), elem),
                                                           absl::StrCat("KV cache (V) of layer ", l)));
     *kv_bytes += k.size() + v.size();
-    // In host memory, committed now as the plan counts it, not page by page
-    // as decode steps reach new positions (a fault in each layer's KV store).
-    if (home == Home::kCpu) {
-      std::memset(k.bytes(), 0, k.size());
-      std::memset(v.bytes(), 0, v.size());
-    }
     lane->kv[l] = {k.bytes(), v.bytes(), elem == 2, n_ctx_, c.kv_dim()};
     buffers->push_back(std::move(k));
     buffers->push_back(std::move(v));

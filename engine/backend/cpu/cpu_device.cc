@@ -31,6 +31,12 @@ uint64_t CpuDevice::capacity() const {
   return static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
+void CommitPages(void* p, uint64_t bytes) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE)), at = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t first = at / page * page, end = (at + bytes + page - 1) / page * page;
+  madvise(reinterpret_cast<void*>(first), end - first, MADV_POPULATE_WRITE);
+}
+
 absl::StatusOr<void*> CpuDevice::Allocate(uint64_t bytes, absl::string_view what) {
   // Large buffers (grouped weights, KV cache) on 2 MiB boundaries, in
   // transparent huge pages where the kernel allows them (fewer TLB misses
@@ -43,6 +49,7 @@ absl::StatusOr<void*> CpuDevice::Allocate(uint64_t bytes, absl::string_view what
   if (p == nullptr) {
     return absl::ResourceExhaustedError(absl::StrCat("out of host memory allocating ", size, " bytes for ", what));
   }
+  CommitPages(p, size);
   std::lock_guard<std::mutex> lock(mu_);
   sizes_[p] = size;
   used_ += size;

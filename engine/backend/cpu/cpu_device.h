@@ -18,6 +18,12 @@
 
 namespace ferry::backend {
 
+// Commits the pages under [p, p + bytes) now, as a GPU's allocation is,
+// so that no kernel meets a page fault (a KV cache's pages would otherwise
+// fault one by one as decode steps reach new positions). Best effort: an
+// older kernel lacks the advice.
+void CommitPages(void* p, uint64_t bytes);
+
 class CpuDevice : public Device {
  public:
   explicit CpuDevice(int threads);

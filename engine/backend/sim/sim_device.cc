@@ -2,7 +2,6 @@
 
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -186,12 +185,7 @@ absl::StatusOr<void*> SimDevice::Allocate(uint64_t bytes, absl::string_view what
   if (!offset) {
     return arena_.OutOfMemory(what, bytes);
   }
-  // Committed as a GPU's allocation is, so that no kernel meets a page
-  // fault (the KV cache's pages would fault one by one as decode steps
-  // reach new positions). Best effort: an older kernel lacks the advice.
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  const uint64_t first = *offset / page * page, end = (*offset + bytes + page - 1) / page * page;
-  madvise(base_ + first, end - first, MADV_POPULATE_WRITE);
+  CommitPages(base_ + *offset, bytes);
   return base_ + *offset;
 }
 
