@@ -90,7 +90,8 @@ absl::StatusOr<BenchRow> Measure(const model::Model& model, backend::Device& dev
     row.prefill_tokens_per_s = std::max(row.prefill_tokens_per_s, batch * o.prompt_tokens / prefill);
     const double rate = batch * o.gen_tokens / decode;
     // Per decode step: wall time, copy engine busy, the device's kernels,
-    // the CPU's units' kernels, compute waiting on copies, and CUDA graph launches where the device has them.
+    // the CPU's units' kernels, compute waiting on copies, and CUDA graph
+    // launches where the device has them.
     const double per = 1e3 / o.gen_tokens;
     const uint64_t replays = device.stats().replays - replays_before;
     std::fprintf(stderr,

@@ -180,7 +180,6 @@ double KernelEfficiency(quant::TensorType type) {
   }
 }
 
-
 uint64_t KvLayerBytes(int n_ctx, int n_slots, int width, int bytes_per_elem) {
   // Four ints multiply past 64 bits (2^31 each): saturated, never wrapped
   // to a small size that would plan, or allocate, as if it fit.
@@ -445,7 +444,6 @@ double HostUnitSeconds(const Plan& p, const HostSpec& host, int u, HostLayout la
   if (u < p.n_layers && host.layer_rest_s[0] > 0) return s + products * host.kernel_s + host.LayerRestSeconds(tokens);
   return s + kCpuKernelsPerUnit * host.kernel_s;
 }
-
 
 // Predict and PredictPrefill: decode products read the weights in place at
 // the kernels' efficiency; a GEMM step (prefill) adds the f32 tile's
